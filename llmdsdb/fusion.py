@@ -1,0 +1,599 @@
+"""Hybrid fusion: one ranked list out of a BM25 list and a vector list.
+
+Pure functions over small numpy arrays (no I/O, no state), used by both
+:class:`~llmdsdb.retrieval_pipeline.RetrievalPipeline` and the database engine.
+
+Conventions (fixed for the whole project, see ``docs/fusion.md``):
+
+* ``fusion_weight`` is the weight of the **vector** side: ``0.0`` is pure BM25, ``1.0`` pure
+  vector (Weaviate's ``alpha``). At exactly 0.0 (1.0) the other side is not consulted, so the
+  result is the BM25 (vector) list itself, in its own order.
+* BM25 scores are "higher is better". Vector values are *distances* as
+  :class:`~llmdsdb.hnsw.HNSW` returns them unless ``higher_is_better=True``; they are turned
+  into similarities per metric: cosine ``1 - d`` (= cos), ip ``-d`` (= dot), l2 ``-d``
+  (= minus the squared L2 distance; on unit vectors this is ``2 cos - 2``, an affine map of
+  cosine, so l2 and cosine fuse identically there).
+* ``method="convex"``: ``score = w * norm(vector) + (1 - w) * norm(bm25)``, with ``norm``
+  one of
+
+  - ``"minmax"`` — ``(s - min) / (max - min)`` over the side's candidates, in [0, 1];
+  - ``"zscore"`` — ``(s - mean) / std`` (population std) over the side's candidates;
+  - ``"theoretical"`` — Bruch et al.'s theoretical-min-max: ``(s - lo) / (max - lo)`` where
+    ``lo`` is the lowest score the function can produce (0 for BM25, -1 for cosine), the
+    observed minimum where there is no such bound (ip, l2).
+
+* ``method="rrf"``: reciprocal rank fusion, ``score = w / (k + rank_v) + (1 - w) / (k +
+  rank_b)`` with 1-based ranks and ``k = 60`` (Cormack et al. 2009). At ``w = 0.5`` this is
+  half the classic unweighted RRF sum: the same order.
+
+Degenerate and missing cases (the invariant every path keeps):
+
+* A candidate found by one side only gets the **worst score seen** on the other side: its
+  normalised value is that side's minimum (0.0 for min-max and theoretical; the lowest z for
+  z-score) and its RRF term is 0. A caller that can compute the real score (an exact BM25
+  score, an exact distance) for such candidates passes ``fill_missing``; filled values join
+  the side's candidates before normalising (ranks are still those of the retrieved lists).
+* A degenerate side — a single candidate, or all scores equal — carries no spread; it is
+  used as a binary signal: present 1.0, missing 0.0 (for every normalisation).
+* ``None`` for a side means "not queried" (no query text, no query vector): the side present
+  gets the whole weight, whatever ``fusion_weight`` says. An empty list means "queried, found
+  nothing": the other side's hits score ``w * norm`` (their BM25 part is 0).
+* Ties in the fused score are broken by key order (by first appearance when keys are not
+  mutually comparable), so the output does not depend on the order of the inputs.
+
+>>> bm25 = [(1, 12.0), (2, 7.0), (4, 2.0)]          # (doc, BM25 score)
+>>> dense = [(2, 0.1), (1, 0.3), (3, 0.4)]          # (doc, cosine distance)
+>>> [(h.key, round(h.score, 3)) for h in fuse(bm25, dense, fusion_weight=0.5)]
+[(2, 0.75), (1, 0.667), (3, 0.0), (4, 0.0)]
+>>> fuse(bm25, dense)[0]
+FusedHit(key=2, score=0.75, bm25_score=7.0, vector_distance=0.1, bm25_rank=2, vector_rank=1, bm25_norm=0.5, vector_norm=1.0)
+>>> [h.key for h in fuse([(1, 12.0), (2, 7.0)], [(2, 0.1), (3, 0.4)], fusion_weight=0.0)]
+[1, 2]
+>>> [h.key for h in fuse(None, [(2, 0.1), (3, 0.4)], fusion_weight=0.0)]  # no text: fall back
+[2, 3]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Literal, NamedTuple, get_args
+
+import numpy as np
+
+from llmdsdb.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    NonFiniteError,
+    QueryError,
+)
+
+__all__ = [
+    "DEFAULT_CANDIDATE_DEPTH",
+    "DEFAULT_FUSION",
+    "DEFAULT_FUSION_WEIGHT",
+    "DEFAULT_NORMALIZATION",
+    "DEFAULT_RRF_K",
+    "FUSION_METHODS",
+    "METRICS",
+    "NORMALIZATIONS",
+    "FillMissing",
+    "FusedHit",
+    "FusionMethod",
+    "Metric",
+    "Normalization",
+    "candidate_depth",
+    "distance_to_similarity",
+    "fuse",
+    "fused_pairs",
+    "minmax_normalize",
+    "rrf_terms",
+    "theoretical_normalize",
+    "validate_fusion_args",
+    "zscore_normalize",
+]
+
+FusionMethod = Literal["convex", "rrf"]
+Normalization = Literal["minmax", "zscore", "theoretical"]
+Metric = Literal["cosine", "ip", "l2"]
+Side = Literal["bm25", "vector"]
+
+FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+METRICS: tuple[str, ...] = get_args(Metric)
+
+#: Defaults of the database and the pipeline; docs/fusion.md gives the evidence.
+DEFAULT_FUSION: FusionMethod = "convex"
+DEFAULT_NORMALIZATION: Normalization = "minmax"
+DEFAULT_FUSION_WEIGHT = 0.5
+DEFAULT_RRF_K = 60
+#: How many candidates to take from each side by default (at least ``top_k``).
+DEFAULT_CANDIDATE_DEPTH = 100
+
+#: ``fill_missing(side, keys) -> values``: real scores for candidates the side did not
+#: retrieve. ``side`` is ``"bm25"`` (return BM25 scores; 0.0 for a document matching no query
+#: term) or ``"vector"`` (return values in the same convention as the ``dense`` input, i.e.
+#: distances unless ``higher_is_better``). Return ``None`` for a key that has no value on that
+#: side (a document without an embedding); it then stays "missing".
+FillMissing = Callable[[str, Sequence[Hashable]], Sequence[float | None]]
+
+
+class FusedHit(NamedTuple):
+    """One fused result. Side fields are ``None`` when that side has nothing to say.
+
+    ``bm25_score`` / ``vector_distance`` are the raw values as given (or as filled in by
+    ``fill_missing``; ``vector_distance`` is a similarity when the caller passed
+    ``higher_is_better=True``); ``bm25_rank`` / ``vector_rank`` are 1-based ranks in the
+    retrieved lists (``None`` when not retrieved by that side; equal scores share a rank);
+    ``bm25_norm`` / ``vector_norm`` are the per-side parts before weighting (the normalised
+    score for convex fusion, ``1 / (k + rank)`` for RRF).
+    """
+
+    key: Hashable
+    score: float
+    bm25_score: float | None
+    vector_distance: float | None
+    bm25_rank: int | None
+    vector_rank: int | None
+    bm25_norm: float | None
+    vector_norm: float | None
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def _choice(name: str, value: object, valid: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise InvalidArgumentError(
+            f"{name} must be one of {', '.join(repr(v) for v in valid)}; got {value!r}"
+        )
+    return value
+
+
+def _weight(fusion_weight: object) -> float:
+    if isinstance(fusion_weight, bool) or not isinstance(fusion_weight, (int, float, np.number)):
+        raise InvalidTypeError(
+            f"fusion_weight must be a number in [0, 1]; got {type(fusion_weight).__name__}"
+        )
+    w = float(fusion_weight)  # type: ignore[arg-type]
+    if math.isnan(w) or not 0.0 <= w <= 1.0:
+        raise InvalidArgumentError(
+            f"fusion_weight must be in [0, 1] (0 = BM25 only, 1 = vector only); got {w!r}"
+        )
+    return w
+
+
+def _top_k(top_k: object) -> int | None:
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+        raise QueryError(f"top_k must be a positive integer; got {top_k!r}")
+    if top_k <= 0:
+        raise QueryError(f"top_k must be a positive integer; got {top_k!r}")
+    return int(top_k)
+
+
+def validate_fusion_args(
+    *,
+    fusion_weight: object = DEFAULT_FUSION_WEIGHT,
+    method: object = DEFAULT_FUSION,
+    normalization: object = DEFAULT_NORMALIZATION,
+    metric: object = "cosine",
+    rrf_k: object = DEFAULT_RRF_K,
+    top_k: object = None,
+) -> tuple[float, str, str, str, float, int | None]:
+    """Validate the fusion options once (callers do it before touching any index).
+
+    Returns ``(fusion_weight, method, normalization, metric, rrf_k, top_k)`` normalised to
+    plain Python types.
+
+    Complexity: O(1).
+
+    :raises InvalidArgumentError: for a weight outside [0, 1] or NaN, an unknown method,
+        normalisation or metric (the message lists the valid choices), a negative ``rrf_k``.
+    :raises InvalidTypeError: for a weight that is not a number.
+    :raises QueryError: for a ``top_k`` that is not a positive integer.
+
+    >>> validate_fusion_args(fusion_weight=1)
+    (1.0, 'convex', 'minmax', 'cosine', 60.0, None)
+    >>> validate_fusion_args(method="sum")
+    Traceback (most recent call last):
+    ...
+    llmdsdb.errors.InvalidArgumentError: method must be one of 'convex', 'rrf'; got 'sum'
+    """
+    w = _weight(fusion_weight)
+    m = _choice("method", method, FUSION_METHODS)
+    n = _choice("normalization", normalization, NORMALIZATIONS)
+    mt = _choice("metric", metric, METRICS)
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float, np.number)):
+        raise InvalidTypeError(f"rrf_k must be a number >= 0; got {rrf_k!r}")
+    k = float(rrf_k)  # type: ignore[arg-type]
+    if not math.isfinite(k) or k < 0:
+        raise InvalidArgumentError(f"rrf_k must be a finite number >= 0; got {rrf_k!r}")
+    return w, m, n, mt, k, _top_k(top_k)
+
+
+def candidate_depth(top_k: int, depth: int | None = None) -> int:
+    """How many candidates to ask each side for: ``max(top_k, depth)``, where ``depth``
+    defaults to :data:`DEFAULT_CANDIDATE_DEPTH` (see docs/fusion.md for the measurements).
+
+    Complexity: O(1).
+
+    >>> candidate_depth(10), candidate_depth(500), candidate_depth(10, 20)
+    (100, 500, 20)
+    """
+    return max(int(top_k), DEFAULT_CANDIDATE_DEPTH if depth is None else int(depth))
+
+
+# --- per-side normalisations ---------------------------------------------------------------
+
+
+def distance_to_similarity(values: np.ndarray, metric: str) -> np.ndarray:
+    """Turn distances as :class:`~llmdsdb.hnsw.HNSW` returns them into similarities.
+
+    cosine: ``1 - d`` (the cosine); ip: ``-d`` (the dot product); l2: ``-d`` (minus the
+    squared distance). Float64 array in, float64 array of the same shape out.
+
+    Complexity: O(n).
+
+    >>> distance_to_similarity(np.array([0.0, 0.5, 2.0]), "cosine").tolist()
+    [1.0, 0.5, -1.0]
+    """
+    metric = _choice("metric", metric, METRICS)
+    v = np.asarray(values, dtype=np.float64)
+    return 1.0 - v if metric == "cosine" else -v
+
+
+def minmax_normalize(scores: np.ndarray) -> np.ndarray:
+    """``(s - min) / (max - min)``; a degenerate input (one value, or all equal) maps to 1.0.
+
+    Complexity: O(n).
+
+    >>> minmax_normalize(np.array([3.0, 1.0, 2.0])).tolist()
+    [1.0, 0.0, 0.5]
+    >>> minmax_normalize(np.array([4.0, 4.0])).tolist()
+    [1.0, 1.0]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return s.copy()
+    lo, hi = float(s.min()), float(s.max())
+    span = hi - lo
+    if not span > 0.0 or not math.isfinite(span):
+        return np.ones_like(s)
+    return np.clip((s - lo) / span, 0.0, 1.0)
+
+
+def zscore_normalize(scores: np.ndarray) -> np.ndarray:
+    """``(s - mean) / std`` (population std); a degenerate input maps to 1.0.
+
+    Complexity: O(n).
+
+    >>> zscore_normalize(np.array([1.0, 3.0])).tolist()
+    [-1.0, 1.0]
+    >>> zscore_normalize(np.array([5.0])).tolist()
+    [1.0]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return s.copy()
+    if float(s.max()) == float(s.min()):
+        return np.ones_like(s)
+    # Sorting first makes the float sums independent of the input order.
+    srt = np.sort(s)
+    mean = float(srt.mean())
+    std = float(np.sqrt(np.mean((srt - mean) ** 2)))
+    if not std > 0.0 or not math.isfinite(std):
+        return np.ones_like(s)
+    return (s - mean) / std
+
+
+def theoretical_normalize(scores: np.ndarray, lowest: float | None) -> np.ndarray:
+    """``(s - lowest) / (max - lowest)`` where ``lowest`` is the smallest score the scoring
+    function can produce (Bruch et al. 2023, "TMM"); ``None`` uses the observed minimum
+    (plain min-max). A degenerate input (``max <= lowest``) maps to 1.0.
+
+    Complexity: O(n).
+
+    >>> theoretical_normalize(np.array([4.0, 2.0]), 0.0).tolist()
+    [1.0, 0.5]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return s.copy()
+    lo = float(s.min()) if lowest is None else min(float(lowest), float(s.min()))
+    span = float(s.max()) - lo
+    if not span > 0.0 or not math.isfinite(span):
+        return np.ones_like(s)
+    return np.clip((s - lo) / span, 0.0, 1.0)
+
+
+def rrf_terms(ranks: np.ndarray, k: float = DEFAULT_RRF_K) -> np.ndarray:
+    """``1 / (k + rank)`` for 1-based ranks.
+
+    Complexity: O(n).
+
+    >>> rrf_terms(np.array([1, 2]), 60).round(5).tolist()
+    [0.01639, 0.01613]
+    """
+    return 1.0 / (float(k) + np.asarray(ranks, dtype=np.float64))
+
+
+# --- the fusion ----------------------------------------------------------------------------
+
+
+class _SideData(NamedTuple):
+    keys: list[Hashable]  # canonical order: best first, ties by key
+    raw: np.ndarray  # float64 values as given, same order
+    sim: np.ndarray  # higher is better
+    ranks: np.ndarray  # 1-based competition ranks ("1224")
+
+
+def _key_sort_index(keys: Sequence[Hashable]) -> list[int]:
+    """Positions of ``keys`` in key order; input order when keys are not comparable."""
+    try:
+        return sorted(range(len(keys)), key=keys.__getitem__)  # type: ignore[arg-type]
+    except TypeError:
+        return list(range(len(keys)))
+
+
+def _read_side(
+    pairs: Iterable[tuple[Hashable, float]], name: str, to_sim: Callable[[np.ndarray], np.ndarray]
+) -> _SideData:
+    try:
+        items = list(pairs)
+    except TypeError as exc:
+        raise InvalidTypeError(
+            f"{name} must be a list of (key, score) pairs or None; got {type(pairs).__name__}"
+        ) from exc
+    keys: list[Hashable] = []
+    vals: list[float] = []
+    seen: set[Hashable] = set()
+    for item in items:
+        try:
+            key, val = item
+        except (TypeError, ValueError) as exc:
+            raise InvalidTypeError(f"{name} items must be (key, score) pairs; got {item!r}") from exc
+        try:
+            if key in seen:
+                raise InvalidArgumentError(f"{name} lists key {key!r} twice")
+        except TypeError as exc:
+            raise InvalidTypeError(f"{name} key {key!r} is not hashable") from exc
+        if isinstance(val, (str, bytes, bool)) or val is None:
+            raise InvalidTypeError(f"{name} score of key {key!r} must be a number; got {val!r}")
+        try:
+            fv = float(val)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTypeError(
+                f"{name} score of key {key!r} must be a number; got {val!r}"
+            ) from exc
+        if not math.isfinite(fv):
+            raise NonFiniteError(f"{name} score of key {key!r} is not finite: {fv!r}")
+        seen.add(key)
+        keys.append(key)
+        vals.append(fv)
+    raw = np.asarray(vals, dtype=np.float64)
+    sim = to_sim(raw)
+    # Canonical order: by similarity (best first), ties by key order. Everything downstream
+    # works on this order, so the result does not depend on how the caller ordered ties.
+    korder = np.empty(len(keys), dtype=np.int64)
+    korder[_key_sort_index(keys)] = np.arange(len(keys))
+    order = np.lexsort((korder, -sim)) if keys else np.zeros(0, dtype=np.int64)
+    keys = [keys[i] for i in order]
+    raw, sim = raw[order], sim[order]
+    # Competition ranks: 1 + number of strictly better candidates.
+    ranks = np.searchsorted(-sim, -sim, side="left") + 1 if sim.size else np.zeros(0, np.int64)
+    return _SideData(keys, raw, sim, ranks.astype(np.int64))
+
+
+def _normalize(sim: np.ndarray, how: str, lowest: float | None) -> np.ndarray:
+    if how == "minmax":
+        return minmax_normalize(sim)
+    if how == "zscore":
+        return zscore_normalize(sim)
+    return theoretical_normalize(sim, lowest)
+
+
+def _missing_value(norm_present: np.ndarray) -> float:
+    """Normalised value given to a candidate the side did not score: the worst seen, or 0.0
+    below a degenerate (binary) side."""
+    if norm_present.size == 0:
+        return 0.0
+    lo, hi = float(norm_present.min()), float(norm_present.max())
+    if lo == hi:  # degenerate side: present 1.0 / missing 0.0
+        return 0.0
+    return lo
+
+
+def fuse(
+    bm25: Iterable[tuple[Hashable, float]] | None,
+    dense: Iterable[tuple[Hashable, float]] | None,
+    *,
+    fusion_weight: float = DEFAULT_FUSION_WEIGHT,
+    method: FusionMethod = DEFAULT_FUSION,
+    normalization: Normalization = DEFAULT_NORMALIZATION,
+    top_k: int | None = None,
+    metric: Metric = "cosine",
+    higher_is_better: bool = False,
+    rrf_k: float = DEFAULT_RRF_K,
+    fill_missing: FillMissing | None = None,
+    explain: bool = False,
+) -> list[FusedHit]:
+    """Fuse a BM25 result list and a vector result list into one ranking, best first.
+
+    :param bm25: ``(key, bm25_score)`` pairs (higher is better), or ``None`` when there was
+        no text query. Order does not matter; keys must be unique and hashable.
+    :param dense: ``(key, distance)`` pairs as HNSW returns them (``metric`` says which
+        distance), or similarities with ``higher_is_better=True``; ``None`` when there was
+        no query vector.
+    :param fusion_weight: weight of the vector side in [0, 1]; 0 = BM25 only, 1 = vector only.
+    :param method: ``"convex"`` (weighted sum of normalised scores) or ``"rrf"``.
+    :param normalization: ``"minmax"``, ``"zscore"`` or ``"theoretical"`` (convex only).
+    :param top_k: keep the best ``top_k`` (all candidates when ``None``).
+    :param metric: the vector metric: ``"cosine"`` (1 - cos), ``"ip"`` (-dot) or ``"l2"``
+        (squared distance).
+    :param rrf_k: the RRF constant (60).
+    :param fill_missing: optional hook giving real scores for candidates one side did not
+        retrieve (see :data:`FillMissing`); convex fusion only (RRF uses ranks).
+    :param explain: accepted for the engine's interface; every :class:`FusedHit` field is
+        always filled, since it costs nothing extra.
+    :returns: :class:`FusedHit` records, highest ``score`` first, ties by key.
+
+    Complexity: O(n log n) for n = total number of candidates.
+
+    :raises InvalidArgumentError: bad weight, method, normalisation or metric (listing the
+        valid choices), a key listed twice on one side.
+    :raises InvalidTypeError: a side that is not a list of (key, number) pairs.
+    :raises NonFiniteError: a NaN or infinite score.
+    :raises QueryError: ``top_k`` not a positive integer.
+    """
+    del explain  # all fields are always filled
+    w, method, normalization, metric, k, top = validate_fusion_args(
+        fusion_weight=fusion_weight,
+        method=method,
+        normalization=normalization,
+        metric=metric,
+        rrf_k=rrf_k,
+        top_k=top_k,
+    )
+    if fill_missing is not None and not callable(fill_missing):
+        raise InvalidTypeError("fill_missing must be callable or None")
+
+    def dense_to_sim(v: np.ndarray) -> np.ndarray:
+        return v.astype(np.float64) if higher_is_better else distance_to_similarity(v, metric)
+
+    b = _read_side(bm25, "bm25", lambda v: v) if bm25 is not None else None
+    d = _read_side(dense, "dense", dense_to_sim) if dense is not None else None
+
+    # Which sides decide the ranking. None = not queried: the other side takes all weight.
+    if b is None and d is None:
+        return []
+    if b is None:
+        wv = 1.0
+    elif d is None:
+        wv = 0.0
+    else:
+        wv = w
+    use_b, use_d = b is not None and wv < 1.0, d is not None and wv > 0.0
+
+    # Union of candidates: retrieved by a side that is used. Explain data of the other side
+    # is still attached where that side retrieved the key.
+    index: dict[Hashable, int] = {}
+    keys: list[Hashable] = []
+    for side, used in ((b, use_b), (d, use_d)):
+        if side is None or not used:
+            continue
+        for key in side.keys:
+            if key not in index:
+                index[key] = len(keys)
+                keys.append(key)
+    n = len(keys)
+    if n == 0:
+        return []
+
+    nan = np.full(n, np.nan)
+    b_raw, b_sim, b_rank = nan.copy(), nan.copy(), np.zeros(n, np.int64)
+    d_raw, d_sim, d_rank = nan.copy(), nan.copy(), np.zeros(n, np.int64)
+    for side, raw, sim, rank in ((b, b_raw, b_sim, b_rank), (d, d_raw, d_sim, d_rank)):
+        if side is None:
+            continue
+        for i, key in enumerate(side.keys):
+            j = index.get(key)
+            if j is not None:
+                raw[j], sim[j], rank[j] = side.raw[i], side.sim[i], side.ranks[i]
+
+    if method == "rrf":
+        b_part = np.where(b_rank > 0, rrf_terms(np.maximum(b_rank, 1), k), 0.0)
+        d_part = np.where(d_rank > 0, rrf_terms(np.maximum(d_rank, 1), k), 0.0)
+        b_norm = np.where(b_rank > 0, b_part, np.nan)
+        d_norm = np.where(d_rank > 0, d_part, np.nan)
+    else:
+        if fill_missing is not None:
+            for name, side, raw, sim, used in (
+                ("bm25", b, b_raw, b_sim, use_b),
+                ("vector", d, d_raw, d_sim, use_d),
+            ):
+                if side is None or not used:
+                    continue
+                _fill(name, fill_missing, keys, raw, sim, dense_to_sim if name == "vector" else None)
+        lowest_b = 0.0
+        lowest_d = -1.0 if metric == "cosine" else None
+        b_norm = _normalize_side(b_sim, normalization, lowest_b)
+        d_norm = _normalize_side(d_sim, normalization, lowest_d)
+        b_part = np.where(np.isnan(b_norm), _missing_value(b_norm[~np.isnan(b_norm)]), b_norm)
+        d_part = np.where(np.isnan(d_norm), _missing_value(d_norm[~np.isnan(d_norm)]), d_norm)
+
+    if use_b and use_d:
+        score = wv * d_part + (1.0 - wv) * b_part
+    elif use_b:
+        score = b_part.copy()
+    else:
+        score = d_part.copy()
+
+    korder = np.empty(n, dtype=np.int64)
+    korder[_key_sort_index(keys)] = np.arange(n)
+    order = np.lexsort((korder, -score))
+    if top is not None:
+        order = order[:top]
+
+    def opt_f(a: np.ndarray, i: int) -> float | None:
+        v = a[i]
+        return None if math.isnan(v) else float(v)
+
+    return [
+        FusedHit(
+            keys[i],
+            float(score[i]),
+            opt_f(b_raw, i),
+            opt_f(d_raw, i),
+            int(b_rank[i]) if b_rank[i] > 0 else None,
+            int(d_rank[i]) if d_rank[i] > 0 else None,
+            opt_f(b_norm, i),
+            opt_f(d_norm, i),
+        )
+        for i in order.tolist()
+    ]
+
+
+def _normalize_side(sim: np.ndarray, how: str, lowest: float | None) -> np.ndarray:
+    """Normalise the non-NaN entries of ``sim`` (NaN = missing stays NaN)."""
+    out = np.full(sim.shape, np.nan)
+    present = ~np.isnan(sim)
+    if present.any():
+        out[present] = _normalize(sim[present], how, lowest)
+    return out
+
+
+def _fill(
+    side: str,
+    fill_missing: FillMissing,
+    keys: list[Hashable],
+    raw: np.ndarray,
+    sim: np.ndarray,
+    to_sim: Callable[[np.ndarray], np.ndarray] | None,
+) -> None:
+    missing = np.flatnonzero(np.isnan(raw))
+    if missing.size == 0:
+        return
+    mkeys = [keys[i] for i in missing.tolist()]
+    got = list(fill_missing(side, mkeys))
+    if len(got) != len(mkeys):
+        raise InvalidArgumentError(
+            f"fill_missing({side!r}, ...) returned {len(got)} values for {len(mkeys)} keys"
+        )
+    for i, key, v in zip(missing.tolist(), mkeys, got):
+        if v is None:
+            continue
+        fv = float(v)
+        if not math.isfinite(fv):
+            raise NonFiniteError(f"fill_missing({side!r}) gave a non-finite value for {key!r}")
+        raw[i] = fv
+        sim[i] = fv if to_sim is None else float(to_sim(np.array([fv]))[0])
+
+
+def fused_pairs(hits: Sequence[FusedHit]) -> list[tuple[Hashable, float]]:
+    """``[(key, score), ...]`` of fused hits (the seed API's tuple shape).
+
+    Complexity: O(n).
+    """
+    return [(h.key, h.score) for h in hits]
