@@ -323,67 +323,79 @@ def rrf_terms(ranks: np.ndarray, k: float = DEFAULT_RRF_K) -> np.ndarray:
 
 
 class _SideData(NamedTuple):
-    keys: list[Hashable]  # canonical order: best first, ties by key
+    keys: list[Hashable]  # as given
     raw: np.ndarray  # float64 values as given, same order
     sim: np.ndarray  # higher is better
-    ranks: np.ndarray  # 1-based competition ranks ("1224")
+    ranks: np.ndarray  # int64 1-based competition ranks ("1224"), independent of input order
 
 
-def _key_sort_index(keys: Sequence[Hashable]) -> list[int]:
-    """Positions of ``keys`` in key order; input order when keys are not comparable."""
+def _key_ranks(keys: list[Hashable]) -> np.ndarray:
+    """Rank of each key in key order (a tie-breaker); first appearance when keys are not
+    mutually comparable. int64 array of shape (len(keys),)."""
+    n = len(keys)
+    out = np.empty(n, dtype=np.int64)
+    arr = np.asarray(keys) if n else np.zeros(0)
+    if arr.ndim == 1 and arr.dtype.kind in "iuU" and arr.shape[0] == n:
+        out[np.argsort(arr, kind="stable")] = np.arange(n)
+        return out
     try:
-        return sorted(range(len(keys)), key=keys.__getitem__)  # type: ignore[arg-type]
+        out[sorted(range(n), key=keys.__getitem__)] = np.arange(n)  # type: ignore[arg-type]
     except TypeError:
-        return list(range(len(keys)))
+        out[:] = np.arange(n)
+    return out
 
 
 def _read_side(
     pairs: Iterable[tuple[Hashable, float]], name: str, to_sim: Callable[[np.ndarray], np.ndarray]
 ) -> _SideData:
+    if isinstance(pairs, (str, bytes, dict)):
+        raise InvalidTypeError(f"{name} must be a list of (key, score) pairs or None")
     try:
         items = list(pairs)
     except TypeError as exc:
         raise InvalidTypeError(
             f"{name} must be a list of (key, score) pairs or None; got {type(pairs).__name__}"
         ) from exc
-    keys: list[Hashable] = []
-    vals: list[float] = []
-    seen: set[Hashable] = set()
-    for item in items:
-        try:
-            key, val = item
-        except (TypeError, ValueError) as exc:
-            raise InvalidTypeError(f"{name} items must be (key, score) pairs; got {item!r}") from exc
-        try:
-            if key in seen:
-                raise InvalidArgumentError(f"{name} lists key {key!r} twice")
-        except TypeError as exc:
-            raise InvalidTypeError(f"{name} key {key!r} is not hashable") from exc
-        if isinstance(val, (str, bytes, bool)) or val is None:
-            raise InvalidTypeError(f"{name} score of key {key!r} must be a number; got {val!r}")
-        try:
-            fv = float(val)
-        except (TypeError, ValueError) as exc:
-            raise InvalidTypeError(
-                f"{name} score of key {key!r} must be a number; got {val!r}"
-            ) from exc
-        if not math.isfinite(fv):
-            raise NonFiniteError(f"{name} score of key {key!r} is not finite: {fv!r}")
-        seen.add(key)
-        keys.append(key)
-        vals.append(fv)
-    raw = np.asarray(vals, dtype=np.float64)
+    if not items:
+        empty = np.zeros(0)
+        return _SideData([], empty, empty, np.zeros(0, dtype=np.int64))
+    try:
+        keys, vals = zip(*items)
+        if len(keys) != len(items):
+            raise ValueError
+    except (TypeError, ValueError) as exc:
+        bad = next((it for it in items if not (isinstance(it, Sequence) and len(it) == 2)), None)
+        raise InvalidTypeError(f"{name} items must be (key, score) pairs; got {bad!r}") from exc
+    keys_l = list(keys)
+    try:
+        if len(set(keys_l)) != len(keys_l):
+            seen: set[Hashable] = set()
+            dup = next(k for k in keys_l if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise InvalidArgumentError(f"{name} lists key {dup!r} twice")
+    except TypeError as exc:
+        raise InvalidTypeError(f"{name} keys must be hashable") from exc
+    try:
+        arr = np.asarray(vals)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTypeError(f"{name} scores must be numbers") from exc
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        bad_v = next(
+            (v for v in vals if isinstance(v, (str, bytes, bool)) or v is None), vals[0]
+        )
+        raise InvalidTypeError(f"{name} scores must be numbers; got {bad_v!r}")
+    raw = arr.astype(np.float64)
+    finite = np.isfinite(raw)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise NonFiniteError(f"{name} score of key {keys_l[i]!r} is not finite: {raw[i]!r}")
     sim = to_sim(raw)
-    # Canonical order: by similarity (best first), ties by key order. Everything downstream
-    # works on this order, so the result does not depend on how the caller ordered ties.
-    korder = np.empty(len(keys), dtype=np.int64)
-    korder[_key_sort_index(keys)] = np.arange(len(keys))
-    order = np.lexsort((korder, -sim)) if keys else np.zeros(0, dtype=np.int64)
-    keys = [keys[i] for i in order]
-    raw, sim = raw[order], sim[order]
-    # Competition ranks: 1 + number of strictly better candidates.
-    ranks = np.searchsorted(-sim, -sim, side="left") + 1 if sim.size else np.zeros(0, np.int64)
-    return _SideData(keys, raw, sim, ranks.astype(np.int64))
+    return _SideData(keys_l, raw, sim, _competition_ranks(sim))
+
+
+def _competition_ranks(sim: np.ndarray) -> np.ndarray:
+    """1 + the number of strictly better values, for each value (higher is better)."""
+    neg_sorted = np.sort(-sim)
+    return (np.searchsorted(neg_sorted, -sim, side="left") + 1).astype(np.int64)
 
 
 def _normalize(sim: np.ndarray, how: str, lowest: float | None) -> np.ndarray:
@@ -478,29 +490,34 @@ def fuse(
 
     # Union of candidates: retrieved by a side that is used. Explain data of the other side
     # is still attached where that side retrieved the key.
-    index: dict[Hashable, int] = {}
-    keys: list[Hashable] = []
-    for side, used in ((b, use_b), (d, use_d)):
-        if side is None or not used:
-            continue
-        for key in side.keys:
-            if key not in index:
-                index[key] = len(keys)
-                keys.append(key)
+    if use_b and b is not None:
+        keys = list(b.keys)
+        index = {key: i for i, key in enumerate(keys)}
+        if use_d and d is not None:
+            for key in d.keys:
+                if key not in index:
+                    index[key] = len(keys)
+                    keys.append(key)
+    else:
+        assert d is not None
+        keys = list(d.keys)
+        index = {key: i for i, key in enumerate(keys)}
     n = len(keys)
     if n == 0:
         return []
 
-    nan = np.full(n, np.nan)
-    b_raw, b_sim, b_rank = nan.copy(), nan.copy(), np.zeros(n, np.int64)
-    d_raw, d_sim, d_rank = nan.copy(), nan.copy(), np.zeros(n, np.int64)
+    b_raw, b_sim, b_rank = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
+    d_raw, d_sim, d_rank = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
     for side, raw, sim, rank in ((b, b_raw, b_sim, b_rank), (d, d_raw, d_sim, d_rank)):
-        if side is None:
+        if side is None or not side.keys:
             continue
-        for i, key in enumerate(side.keys):
-            j = index.get(key)
-            if j is not None:
-                raw[j], sim[j], rank[j] = side.raw[i], side.sim[i], side.ranks[i]
+        if side is b and use_b:
+            pos = np.arange(len(side.keys))  # the union starts with the BM25 keys
+        else:
+            get = index.get
+            pos = np.array([get(key, -1) for key in side.keys], dtype=np.int64)
+        hit = pos >= 0
+        raw[pos[hit]], sim[pos[hit]], rank[pos[hit]] = side.raw[hit], side.sim[hit], side.ranks[hit]
 
     if method == "rrf":
         b_part = np.where(b_rank > 0, rrf_terms(np.maximum(b_rank, 1), k), 0.0)
@@ -530,9 +547,7 @@ def fuse(
     else:
         score = d_part.copy()
 
-    korder = np.empty(n, dtype=np.int64)
-    korder[_key_sort_index(keys)] = np.arange(n)
-    order = np.lexsort((korder, -score))
+    order = np.lexsort((_key_ranks(keys), -score))
     if top is not None:
         order = order[:top]
 
