@@ -1,0 +1,173 @@
+"""``llmdsdb demo``: build a small database from the shipped sample and query it three ways.
+
+The sample (``llmdsdb/data/demo_corpus.jsonl``) is 200 short paragraphs written for this
+project. Its vectors come from :class:`HashingEmbedder`, a deterministic feature-hashing
+embedder (no neural model, no download): word unigrams and bigrams and character trigrams
+are hashed into a fixed number of signed buckets and the vector is L2-normalised. Its
+"similarity" is shared words and word pieces, not meaning; it exists so the demo can show
+vector and hybrid search on any machine. Real applications pass embeddings from a model.
+
+    >>> e = HashingEmbedder(dim=64)
+    >>> v = e.embed(["Owls hunt at night", "owls hunt at night!"])
+    >>> v.shape, v.dtype.name
+    ((2, 64), 'float32')
+    >>> bool(abs(float(v[0] @ v[1]) - 1.0) < 1e-6)   # same words -> same vector
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEMO_QUERIES", "HashingEmbedder", "load_sample", "run_demo"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+#: (query text, what it shows)
+DEMO_QUERIES: tuple[tuple[str, str], ...] = (
+    ("why is the sea salty", "words in common with one paragraph"),
+    ("birds that hunt at night", "a paraphrase: 'hunt' and 'night' carry it"),
+    ("how do volcanoes erupt", "stemming matches 'erupt' and 'eruptions'"),
+)
+
+
+class HashingEmbedder:
+    """Deterministic text -> vector map by feature hashing (the "hashing trick").
+
+    Features: lower-cased word unigrams (weight 1), word bigrams (0.5) and character
+    trigrams of each word padded with ``^``/``$`` (0.25); each feature's BLAKE2b hash picks
+    a bucket and a sign; counts are log-scaled (1 + ln tf) and the vector L2-normalised.
+    Stable across processes and machines (no salted ``hash()``).
+
+    Memory: O(dim) per text. Thread safe: holds no mutable state.
+    """
+
+    def __init__(self, dim: int = 256) -> None:
+        if int(dim) < 2:
+            raise ValueError("dim must be at least 2")
+        self.dim = int(dim)
+
+    def _features(self, text: str) -> dict[str, tuple[float, int]]:
+        """feature -> (weight, count)"""
+        words = [w.lower() for w in _WORD.findall(text)]
+        feats: dict[str, tuple[float, int]] = {}
+
+        def add(key: str, weight: float) -> None:
+            feats[key] = (weight, feats.get(key, (weight, 0))[1] + 1)
+
+        for w in words:
+            add("w:" + w, 1.0)
+            padded = f"^{w}$"
+            for i in range(len(padded) - 2):
+                add("c:" + padded[i:i + 3], 0.25)
+        for a, b in zip(words, words[1:]):
+            add(f"b:{a} {b}", 0.5)
+        return feats
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Float32 array of shape (len(texts), dim), rows of unit length (zero rows for
+        texts without a single word character).
+
+        Complexity: O(total characters).
+        """
+        out = np.zeros((len(texts), self.dim), dtype=np.float64)
+        for row, text in enumerate(texts):
+            for feat, (weight, count) in self._features(text).items():
+                h = int.from_bytes(hashlib.blake2b(feat.encode("utf-8"), digest_size=8)
+                                   .digest(), "little")
+                sign = 1.0 if (h >> 63) & 1 else -1.0
+                out[row, h % self.dim] += sign * weight * (1.0 + np.log(count))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out.astype(np.float32)
+
+
+def load_sample() -> list[dict[str, Any]]:
+    """The shipped sample: a list of ``{"id", "title", "text", "metadata"}`` dicts."""
+    raw = resources.files("llmdsdb").joinpath("data/demo_corpus.jsonl").read_text("utf-8")
+    return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+
+def _short(text: str, width: int = 72) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_demo(
+    path: str | Path | None = None,
+    *,
+    echo: Callable[[str], None] = print,
+    top_k: int = 3,
+    dim: int = 256,
+) -> Path:
+    """Build the demo database at ``path`` (a fresh temporary directory when ``None``, removed
+    afterwards) and print BM25, vector and hybrid results for :data:`DEMO_QUERIES`.
+
+    Returns the database path (already deleted when it was temporary).
+
+    :raises InvalidPathError: when ``path`` exists and is not an empty directory or a demo
+        database built earlier.
+    """
+    import llmdsdb.db as dbmod
+    from llmdsdb.errors import InvalidPathError
+
+    docs = load_sample()
+    embedder = HashingEmbedder(dim)
+    temp = path is None
+    target = Path(tempfile.mkdtemp(prefix="llmdsdb-demo-")) if temp else Path(path)  # type: ignore[arg-type]
+    if not temp and target.exists():
+        if target.is_symlink() or not target.is_dir():
+            raise InvalidPathError(f"{target}: exists and is not a directory")
+        if any(target.iterdir()) and not (target / "data.mdb").exists():
+            raise InvalidPathError(
+                f"{target}: directory is not empty and is not an llmdsdb database"
+            )
+    try:
+        texts = [f"{d['title']} {d['text']}" for d in docs]
+        t0 = time.perf_counter()
+        vectors = embedder.embed(texts)
+        with dbmod.open(target, dim=dim, metric="cosine") as db:
+            written = db.upsert([d["id"] for d in docs], texts, vectors,
+                                [d["metadata"] for d in docs])
+            elapsed = time.perf_counter() - t0
+            echo(f"Built a demo database at {target}{' (temporary)' if temp else ''}:")
+            echo(f"  {len(db)} documents from the sample shipped in llmdsdb/data "
+                 f"({written} written now, {len(docs) - written} already there), "
+                 f"{elapsed:.2f} s.")
+            echo(f"  Vectors: a deterministic feature-hashing embedder ({dim} dimensions; "
+                 "word unigrams, bigrams and character trigrams), not a neural model -")
+            echo("  vector similarity here means shared words and word pieces, not meaning.")
+            for query, note in DEMO_QUERIES:
+                qvec = embedder.embed([query])[0]
+                echo("")
+                echo(f"Query: {query!r}  ({note})")
+                for label, kwargs in (
+                    ("BM25", {"query": query}),
+                    ("vector", {"vector": qvec}),
+                    ("hybrid", {"query": query, "vector": qvec, "fusion_weight": 0.5}),
+                ):
+                    hits = db.search(top_k=top_k, **kwargs)
+                    echo(f"  {label}:")
+                    for rank, hit in enumerate(hits, 1):
+                        echo(f"    {rank}. {hit.score:8.4f}  {hit.id:<16} {_short(hit.text)}")
+                    if not hits:
+                        echo("    (no results)")
+            echo("")
+            echo("Try the same from the shell:")
+            echo("  llmdsdb demo --path ./llmdsdb-demo && "
+                 "llmdsdb query ./llmdsdb-demo 'why is the sea salty' --top-k 3")
+    finally:
+        if temp:
+            shutil.rmtree(target, ignore_errors=True)
+    return target
