@@ -4,6 +4,15 @@ This module only re-exports; see the submodules for the code.
 """
 
 from llmdsdb._version import __version__
+from llmdsdb.db import Database, Document, Options, SearchResult, open
 from llmdsdb.errors import LlmdsdbError
 
-__all__ = ["LlmdsdbError", "__version__"]
+__all__ = [
+    "Database",
+    "Document",
+    "LlmdsdbError",
+    "Options",
+    "SearchResult",
+    "__version__",
+    "open",
+]
