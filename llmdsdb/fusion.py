@@ -335,7 +335,9 @@ def _key_ranks(keys: list[Hashable]) -> np.ndarray:
     n = len(keys)
     out = np.empty(n, dtype=np.int64)
     arr = np.asarray(keys) if n else np.zeros(0)
-    if arr.ndim == 1 and arr.dtype.kind in "iuU" and arr.shape[0] == n:
+    kind = arr.dtype.kind if arr.ndim == 1 and arr.shape[0] == n else ""
+    # numpy turns [1, "a"] into strings: take the fast path only when the dtype is faithful.
+    if kind in ("i", "u") or (kind == "U" and all(type(k) is str for k in keys)):
         out[np.argsort(arr, kind="stable")] = np.arange(n)
         return out
     try:
