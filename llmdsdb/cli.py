@@ -1,47 +1,546 @@
 """The ``llmdsdb`` command-line tool: a thin layer over the library.
 
-Errors from :mod:`llmdsdb.errors` become one line on stderr and exit code 1 in one place
-(:class:`LlmdsdbGroup`); usage errors exit with 2 (click's convention).
+Errors from :mod:`llmdsdb.errors` (and operating-system errors such as a missing or
+unreadable file) become one line on stderr and exit code 1 in one place
+(:class:`LlmdsdbGroup`); usage errors exit with 2 (click's convention). No user error prints
+a traceback.
+
+Commands: ``ingest``, ``query``, ``stats``, ``verify``, ``export``, ``backup``, ``restore``,
+``demo`` (each ``--help`` ends with an example; the README's "Command line" section
+documents them all).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
 import sys
-from typing import Any
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 import click
 
 from llmdsdb._version import __version__
-from llmdsdb.errors import LlmdsdbError
+from llmdsdb.errors import (
+    InputFormatError,
+    InvalidArgumentError,
+    InvalidPathError,
+    LlmdsdbError,
+)
 
 __all__ = ["cli", "main"]
 
+#: Exit code for a problem found by ``verify`` or a failed command (click uses 2 for usage).
+EXIT_FAILURE = 1
+
 
 class LlmdsdbGroup(click.Group):
-    """Turns every :class:`LlmdsdbError` into ``Error: <message>`` and exit code 1."""
+    """Turns every :class:`LlmdsdbError` (and ``OSError``) into ``Error: <message>`` on one
+    line and exit code 1; the only place in the tool that handles errors."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except LlmdsdbError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(1)
+            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            ctx.exit(EXIT_FAILURE)
+        except BrokenPipeError:
+            # The reader of our output went away (``llmdsdb export db | head``): not an error.
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+            except OSError:
+                pass
+            ctx.exit(0)
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
+            ctx.exit(EXIT_FAILURE)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
 
 
-@click.group(cls=LlmdsdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split()) if "\n" in msg else msg
+
+
+@click.group(cls=LlmdsdbGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="\b\nExample:\n  llmdsdb demo")
 @click.version_option(__version__, prog_name="llmdsdb")
 def cli() -> None:
     """llmdsdb: BM25, vector and hybrid search over one crash-safe file.
-
-    \b
-    Example:
-      llmdsdb --version
     """
 
 
-def main(argv: list[str] | None = None) -> None:
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _open_existing(path: str, *, readonly: bool = True) -> Any:
+    """Open a database that must already exist (never create one by accident)."""
+    import llmdsdb.db as dbmod
+
+    p = Path(path)
+    if p.is_symlink():
+        raise InvalidPathError(f"{path}: is a symlink; give the real path")
+    if not p.exists():
+        raise InvalidPathError(f"{path}: no such database")
+    if not p.is_dir():
+        raise InvalidPathError(f"{path}: not a database directory")
+    if not (p / "data.mdb").exists():
+        raise InvalidPathError(f"{path}: no database here (no data.mdb)")
+    return dbmod.open(path, readonly=readonly)
+
+
+class _Progress:
+    """A one-line ``\\r`` progress display on stderr, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool, clock: Any = time.monotonic) -> None:
+        self.enabled = enabled
+        self.clock = clock
+        self.start = clock()
+        self.last = 0.0
+        self.shown = False
+
+    def update(self, read: int, written: int, bad: int, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        if not force and now - self.last < 0.2:
+            return
+        self.last = now
+        rate = read / max(now - self.start, 1e-9)
+        bad_s = f", {bad} bad" if bad else ""
+        sys.stderr.write(f"\r  {read} docs read, {written} written{bad_s}  {rate:,.0f} docs/s ")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+_POSITION = re.compile(r"\b(?:ids|texts|embeddings|metadata)\[(\d+)\]")
+
+
+def _bad_position(exc: Exception, n: int) -> int | None:
+    """The batch position a database validation error names (``upsert: texts[3] ...``)."""
+    m = _POSITION.search(str(exc))
+    if m and int(m.group(1)) < n:
+        return int(m.group(1))
+    return None
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+
+@cli.command(epilog="\b\nExample:\n"
+             "  llmdsdb ingest ./db corpus.jsonl.gz --text-field title --text-field text \\\n"
+             "      --embeddings corpus_emb.npy")
+@click.argument("path", type=click.Path(dir_okay=True, file_okay=False, path_type=str))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--id-field", metavar="NAME", help="Field holding the id (default: 'id', then "
+              "'_id'). Integer ids become strings.")
+@click.option("--text-field", "text_fields", multiple=True, metavar="NAME",
+              help="Field holding the text (default: 'text'). Give it more than once to join "
+              "fields with a space, e.g. --text-field title --text-field text.")
+@click.option("--text-template", metavar="TEMPLATE",
+              help="Build the text from fields instead, e.g. '{title}: {text}'.")
+@click.option("--text-separator", default=" ", show_default=True,
+              help="Separator between several --text-field values.")
+@click.option("--embedding-field", metavar="NAME", help="Field holding the vector as a list "
+              "of numbers (default: 'embedding' when present).")
+@click.option("--metadata-field", "metadata_fields", multiple=True, metavar="NAME",
+              help="Top-level field to copy into the metadata (repeatable). JSONL: added to "
+              "the 'metadata' object; CSV: replaces the default of all other columns.")
+@click.option("--embeddings", "embeddings_file", metavar="FILE.npy",
+              help="Vectors from a 2-D .npy file: row i belongs to the i-th record.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Documents per write transaction (each batch commits atomically).")
+@click.option("--skip-bad", is_flag=True, help="Skip and count bad lines instead of stopping.")
+@click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]),
+              help="Vector metric when the database is created (default cosine).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary.")
+def ingest(path: str, files: tuple[str, ...], id_field: str | None,
+           text_fields: tuple[str, ...], text_template: str | None, text_separator: str,
+           embedding_field: str | None, metadata_fields: tuple[str, ...],
+           embeddings_file: str | None, batch_size: int, skip_bad: bool, metric: str | None,
+           quiet: bool) -> None:
+    """Add or update documents in the database at PATH from FILE... (JSONL, CSV/TSV,
+    .txt/.md files or directories of them; .gz is read too).
+
+    Upsert semantics: a document whose text, embedding and metadata are unchanged is
+    skipped, so re-running an interrupted ingest resumes it. Each batch commits atomically.
+    A bad line stops the run with "file:line: reason" before anything of its batch is
+    written (earlier batches stay); --skip-bad skips such lines and counts them.
+    """
+    from llmdsdb.ingest_io import (
+        BadLine,
+        EmbeddingRows,
+        FieldSpec,
+        count_records,
+        input_kind,
+    )
+    from llmdsdb.ingest_io import iter_records as _iter
+
+    if text_template is not None and text_fields:
+        raise click.UsageError("give --text-field or --text-template, not both")
+    if embeddings_file is not None and embedding_field is not None:
+        raise click.UsageError("give --embeddings or --embedding-field, not both")
+    spec = FieldSpec(id_field=id_field, text_fields=tuple(text_fields),
+                     text_template=text_template, text_separator=text_separator,
+                     embedding_field=embedding_field, metadata_fields=tuple(metadata_fields))
+    for f in files:
+        input_kind(f)  # a missing or unknown input fails before anything is opened
+    rows = None
+    if embeddings_file is not None:
+        rows = EmbeddingRows(embeddings_file)
+        n_records = count_records(files)
+        if n_records != len(rows):
+            raise InputFormatError(
+                f"{embeddings_file}: has {len(rows)} rows but the input has {n_records} "
+                "records; they must match one to one"
+            )
+
+    progress = _Progress(not quiet and sys.stderr.isatty())
+    stats = {"read": 0, "written": 0, "bad": 0, "batches": 0}
+    bad_examples: list[str] = []
+    target = Path(path)
+    existed = target.exists() or target.is_symlink()
+    db = None
+    committed_any = False
+
+    def on_bad(bad: BadLine, batch_start: int) -> None:
+        if not skip_bad:
+            before = stats["written"]
+            tail = (f" ({before} documents written by earlier batches; nothing of this batch "
+                    "was; fix the line and re-run to resume, or use --skip-bad)"
+                    if stats["batches"] else " (nothing was written; use --skip-bad to skip "
+                    "bad lines)")
+            raise InputFormatError(f"{bad}{tail}")
+        stats["bad"] += 1
+        if len(bad_examples) < 5:
+            bad_examples.append(str(bad))
+
+    def batches() -> Iterator[list[Any]]:
+        batch: list[Any] = []
+        ids: set[str] = set()
+        for item in _iter(files, spec, embeddings=rows):
+            if isinstance(item, BadLine):
+                stats["read"] += 1
+                on_bad(item, 0)
+                continue
+            stats["read"] += 1
+            if item.id in ids:  # the later line wins: commit what came before it first
+                yield batch
+                batch, ids = [], set()
+            batch.append(item)
+            ids.add(item.id)
+            if len(batch) >= batch_size:
+                yield batch
+                batch, ids = [], set()
+        if batch:
+            yield batch
+
+    def write(batch: list[Any]) -> None:
+        nonlocal db
+        while batch:
+            if db is None:
+                import llmdsdb.db as dbmod
+
+                db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
+            try:
+                embs = None
+                if any(r.embedding is not None for r in batch):
+                    embs = [r.embedding for r in batch]
+                stats["written"] += db.upsert([r.id for r in batch], [r.text for r in batch],
+                                              embs, [r.metadata for r in batch])
+                stats["batches"] += 1
+                return
+            except InvalidArgumentError as exc:
+                j = _bad_position(exc, len(batch))
+                reason = re.sub(r"^(upsert|add): (ids|texts|embeddings|metadata)\[\d+\]:?\s*",
+                                "", str(exc))
+                if j is None:
+                    span = f"{batch[0].where}..{batch[-1].where.rsplit(':', 1)[-1]}"
+                    raise InvalidArgumentError(f"{span}: {exc} (nothing of this batch was "
+                                               "written)") from None
+                on_bad(BadLine(batch[j].where, reason, batch[j].ordinal), 0)
+                batch = batch[:j] + batch[j + 1:]
+
+    try:
+        for batch in batches():
+            write(batch)
+            committed_any = committed_any or stats["batches"] > 0
+            progress.update(stats["read"], stats["written"], stats["bad"])
+        progress.update(stats["read"], stats["written"], stats["bad"], force=True)
+        progress.done()
+        if db is None:  # no records at all: still create the database, as asked
+            import llmdsdb.db as dbmod
+
+            db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
+        count, gen = db.count(), db.generation
+    except BaseException:
+        progress.done()
+        if db is not None:
+            db.close()
+            db = None
+        if not existed and not committed_any and target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)  # we created it; leave nothing behind
+        raise
+    finally:
+        if db is not None:
+            db.close()
+    if not quiet:
+        for line in bad_examples:
+            click.echo(f"skipped: {line}", err=True)
+        if stats["bad"] > len(bad_examples):
+            click.echo(f"skipped: ... and {stats['bad'] - len(bad_examples)} more bad lines",
+                       err=True)
+        unchanged = stats["read"] - stats["bad"] - stats["written"]
+        click.echo(
+            f"ingested {stats['read']} records into {path}: {stats['written']} written, "
+            f"{max(unchanged, 0)} unchanged, {stats['bad']} bad lines skipped; "
+            f"{count} documents, generation {gen}"
+        )
+
+
+# --- query -------------------------------------------------------------------------------------
+
+
+def _explain_dict(ex: Any) -> dict[str, Any] | None:
+    if ex is None:
+        return None
+    return {k: (None if v is None else (int(v) if "rank" in k else float(v)))
+            for k, v in ex._asdict().items()}
+
+
+@cli.command(epilog="\b\nExample:\n"
+             "  llmdsdb query ./db 'does vitamin D prevent fractures' --top-k 5 --explain")
+@click.argument("path", type=click.Path(path_type=str))
+@click.argument("text", required=False)
+@click.option("--vector-file", metavar="FILE", help="Query vector: .npy holding one vector, "
+              "or a JSON list of numbers.")
+@click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--mode", type=click.Choice(["bm25", "vector", "hybrid"]),
+              help="Default: hybrid with TEXT and --vector-file, else the side given.")
+@click.option("--fusion-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Weight of the vector side in hybrid mode (0 = BM25 only, 1 = vector only).")
+@click.option("--fusion", type=click.Choice(["convex", "rrf"]), default="convex",
+              show_default=True, help="Convex combination of normalised scores, or RRF.")
+@click.option("--normalization", type=click.Choice(["minmax", "zscore"]), default="minmax",
+              show_default=True, help="Score normalisation for convex fusion.")
+@click.option("--explain", is_flag=True, help="Show each side's score, rank and normalised "
+              "score.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON "
+              "object).")
+def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode: str | None,
+          fusion_weight: float, fusion: str, normalization: str, explain: bool,
+          as_json: bool) -> None:
+    """Search the database at PATH for TEXT (BM25), a vector (--vector-file) or both.
+
+    --json prints {"query", "mode", "top_k", "fusion", "fusion_weight", "normalization",
+    "results": [{"rank", "id", "score", "text", "metadata", "explain"}]}; "explain" is
+    null unless --explain is given.
+    """
+    from llmdsdb.ingest_io import read_query_vector
+
+    if mode is None:
+        mode = "hybrid" if text is not None and vector_file else (
+            "vector" if vector_file else "bm25")
+    if mode in ("bm25", "hybrid") and text is None:
+        raise click.UsageError(f"--mode {mode} needs the query TEXT")
+    if mode in ("vector", "hybrid") and not vector_file:
+        raise click.UsageError(f"--mode {mode} needs --vector-file")
+    vec = read_query_vector(vector_file) if vector_file and mode != "bm25" else None
+    q = text if mode != "vector" else None
+    with _open_existing(path) as db:
+        hits = db.search(query=q, vector=vec, top_k=top_k,
+                         fusion_weight=fusion_weight if mode == "hybrid" else
+                         (1.0 if mode == "vector" else 0.0),
+                         fusion=fusion, normalization=normalization,
+                         explain=explain)
+    if as_json:
+        out = {
+            "query": q, "mode": mode, "top_k": top_k, "fusion": fusion,
+            "fusion_weight": fusion_weight, "normalization": normalization,
+            "results": [{"rank": i, "id": h.id, "score": float(h.score), "text": h.text,
+                         "metadata": h.metadata,
+                         "explain": _explain_dict(h.explain) if explain else None}
+                        for i, h in enumerate(hits, 1)],
+        }
+        click.echo(json.dumps(out, ensure_ascii=False, sort_keys=True))
+        return
+    if not hits:
+        click.echo("no results")
+        return
+    for i, h in enumerate(hits, 1):
+        snippet = " ".join(h.text.split())
+        if len(snippet) > 100:
+            snippet = snippet[:99] + "…"
+        click.echo(f"{i:>3}. {h.score:9.4f}  {h.id}  {snippet}")
+        if explain and h.explain is not None:
+            e = h.explain
+            parts = []
+            if e.bm25_score is not None:
+                parts.append(f"bm25 {e.bm25_score:.4f} (rank {e.bm25_rank}, norm "
+                             f"{e.bm25_norm if e.bm25_norm is None else round(e.bm25_norm, 4)})")
+            if e.vector_distance is not None:
+                parts.append(f"vector distance {e.vector_distance:.4f} (rank {e.vector_rank},"
+                             f" norm {e.vector_norm if e.vector_norm is None else round(e.vector_norm, 4)})")
+            click.echo("       " + ("; ".join(parts) if parts else "(no side scores)"))
+
+
+# --- stats / verify / export -------------------------------------------------------------------
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flatten(v, key + ".")
+        else:
+            yield key, v
+
+
+@cli.command(epilog="\b\nExample:\n  llmdsdb stats ./db --json")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the full statistics as JSON.")
+def stats(path: str, as_json: bool) -> None:
+    """Print figures about the database at PATH: documents, generation, configuration,
+    index, storage and cache statistics.
+    """
+    with _open_existing(path) as db:
+        st = db.stats()
+    if as_json:
+        click.echo(json.dumps(st, default=str, sort_keys=True))
+        return
+    for key, value in _flatten(st):
+        if isinstance(value, (list, tuple)) and len(value) > 8:
+            value = f"[{len(value)} items]"
+        click.echo(f"{key}: {value}")
+
+
+@cli.command(epilog="\b\nExample:\n  llmdsdb verify ./db")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--structural", is_flag=True, help="Also run LMDB's offline structural verifier "
+              "on data.mdb first (use when no process is writing).")
+def verify(path: str, structural: bool) -> None:
+    """Check the whole database at PATH (checksums, records, id map, indexes, pages) in a
+    separate process, so a corrupt file cannot crash this one. Exits 1 and lists every
+    problem when there is one.
+    """
+    from llmdsdb.backup import check_in_subprocess
+
+    report = check_in_subprocess(path, structural=structural)
+    if report.ok:
+        click.echo(f"ok: {path}: {report.count} documents, generation {report.generation}, "
+                   "no problems")
+        return
+    for problem in report.problems:
+        click.echo(f"problem: {_one_line(problem)}")
+    click.echo(f"Error: {path}: {len(report.problems)} problem(s) found", err=True)
+    click.get_current_context().exit(EXIT_FAILURE)
+
+
+@cli.command(epilog="\b\nExample:\n"
+             "  llmdsdb export ./db -o docs.jsonl.gz && llmdsdb ingest ./copy docs.jsonl.gz")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE (.gz compresses) instead "
+              "of standard output.")
+def export(path: str, output: str | None) -> None:
+    """Write every document of the database at PATH as JSONL ({"id", "text", "metadata",
+    "embedding"}), in insertion order; `llmdsdb ingest` reads it back identically.
+    """
+    from llmdsdb.ingest_io import write_jsonl_record
+
+    with _open_existing(path) as db:
+        if output is None:
+            n = _export_to(db, sys.stdout, write_jsonl_record)
+        else:
+            out_path = Path(output)
+            tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+            try:
+                if output.lower().endswith(".gz"):
+                    import gzip
+
+                    f: TextIO = gzip.open(tmp, "wt", encoding="utf-8")  # type: ignore[assignment]
+                else:
+                    f = open(tmp, "w", encoding="utf-8")  # noqa: SIM115
+                with f:
+                    n = _export_to(db, f, write_jsonl_record)
+                os.replace(tmp, out_path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            click.echo(f"exported {n} documents to {output}", err=True)
+
+
+def _export_to(db: Any, out: TextIO, writer: Any) -> int:
+    n = 0
+    for doc in db.iter_documents():
+        writer(out, doc.id, doc.text, doc.metadata, doc.embedding)
+        n += 1
+    out.flush()
+    return n
+
+
+# --- backup / restore / demo -------------------------------------------------------------------
+
+
+@cli.command("backup", epilog="\b\nExample:\n  llmdsdb backup ./db ./backups/db-2026-11-27")
+@click.argument("path", type=click.Path(path_type=str))
+@click.argument("dest", type=click.Path(path_type=str))
+def backup_cmd(path: str, dest: str) -> None:
+    """Back up the database at PATH into the new directory DEST while it stays in use: a
+    compacted LMDB copy of one committed batch (data.mdb) plus manifest.json (format
+    version, generation, document count, size and sha256). Never an archive.
+    """
+    from llmdsdb.backup import backup
+
+    if not Path(path).exists():
+        raise InvalidPathError(f"{path}: no such database")
+    info = backup(path, dest)
+    click.echo(f"backup of {path} written to {info.dest}: {info.count} documents, generation "
+               f"{info.generation}, {info.size_bytes} bytes, sha256 {info.sha256}")
+
+
+@cli.command("restore", epilog="\b\nExample:\n  llmdsdb restore ./backups/db-2026-11-27 ./db --force")
+@click.argument("backup_dir", metavar="BACKUP", type=click.Path(path_type=str))
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--force", is_flag=True, help="Replace the database already at PATH.")
+def restore_cmd(backup_dir: str, path: str, force: bool) -> None:
+    """Restore BACKUP into PATH: check the manifest and sha256, verify the copy in a
+    temporary directory beside PATH (in a separate process), then move it into place
+    atomically. Refuses a non-empty PATH without --force, and a symlink.
+    """
+    from llmdsdb.backup import restore
+
+    info = restore(backup_dir, path, force=force)
+    what = "replaced the database at" if info.replaced else "restored into"
+    click.echo(f"{what} {info.path}: {info.count} documents, generation {info.generation}")
+
+
+@cli.command(epilog="\b\nExample:\n  llmdsdb demo --path ./llmdsdb-demo")
+@click.option("--path", "db_path", metavar="DIR", help="Keep the demo database in DIR "
+              "(default: a temporary directory, removed afterwards).")
+@click.option("-k", "--top-k", default=3, show_default=True, type=click.IntRange(1, 20))
+def demo(db_path: str | None, top_k: int) -> None:
+    """Build a small database from the sample shipped with llmdsdb (200 short paragraphs)
+    and run example BM25, vector and hybrid queries on it.
+    """
+    from llmdsdb.demo import run_demo
+
+    run_demo(db_path, echo=click.echo, top_k=top_k)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
-    cli.main(args=argv, prog_name="llmdsdb")
+    cli.main(args=list(argv) if argv is not None else None, prog_name="llmdsdb")
 
 
 if __name__ == "__main__":  # pragma: no cover
