@@ -371,6 +371,7 @@ class _BatchState:
     overlay: dict[bytes, str | None] = field(default_factory=dict)
     dim: int | None = None
     owner: int = 0
+    changes: int = 0
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -760,6 +761,9 @@ class Database:
         metric = self._config["metric"]
         dim = self._known_dim()
         if isinstance(embeddings, np.ndarray):
+            if embeddings.dtype.kind not in "fiu":
+                raise InvalidTypeError(f"{name}: embeddings must be float or int, got dtype "
+                                       f"{embeddings.dtype}")
             if embeddings.ndim != 2:
                 raise DimensionError(
                     f"{name}: embeddings must be a 2-D array (n, dim), got shape "
@@ -902,7 +906,10 @@ class Database:
                     b.overlay[r.key] = r.hash
                     if b.dim is None and r.emb is not None:
                         b.dim = r.emb.shape[0]
+            b.changes += result
             return result
+        if result == 0:
+            return 0  # nothing would change: no write transaction, no new generation
         return self._execute([op])[0]
 
     @contextmanager
@@ -932,7 +939,7 @@ class Database:
                 self._batch = None
                 raise
             state, self._batch = self._batch, None
-            if state is not None and state.ops:
+            if state is not None and state.ops and state.changes:
                 self._execute(state.ops)
 
     # --- executing a batch --------------------------------------------------------------------
@@ -940,11 +947,16 @@ class Database:
     def _execute(self, ops: list[_Op]) -> list[int]:
         """Run ``ops`` in one write transaction (re-run from scratch after a map grow)."""
 
+        new_gen = [-1]
+
         def fn(txn: Any) -> list[int]:
-            if self._dirty or self._env.generation(txn) != self._gen:
-                self._load_indexes(txn, self._env.generation(txn))
+            gen = self._env.generation(txn)
+            if self._dirty or gen != self._gen:
+                self._load_indexes(txn, gen)
             self._dirty = True  # from here on the in-memory indexes run ahead of the disk
-            return self._apply(txn, ops)
+            results = self._apply(txn, ops)
+            new_gen[0] = txn.bump_generation()
+            return results
 
         try:
             results = self._env.run_write(fn)
@@ -952,6 +964,7 @@ class Database:
             self._dirty = True
             self._cache.clear()
             raise
+        self._gen = new_gen[0]
         self._dirty = False
         return results
 

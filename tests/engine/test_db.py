@@ -1,0 +1,304 @@
+"""The Database API on real LMDB files: writes, batches, reopen, configuration, readonly,
+search, check, copy."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import llmdsdb
+from llmdsdb.errors import (
+    ClosedError,
+    ConfigConflictError,
+    DimensionError,
+    DuplicateIdError,
+    ReadOnlyError,
+)
+
+from dbtestutil import dump, unit_vectors
+
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a lazy cat sleeps all day",
+    "foxes and dogs are canines",
+    "cats are felines and sleep a lot",
+    "the stock market fell sharply today",
+    "interest rates and the bond market",
+]
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "db")
+
+
+def _fill(db, n=len(TEXTS), dim=8, seed=0):
+    ids = [f"d{i}" for i in range(n)]
+    emb = unit_vectors(n, dim, seed)
+    db.add(ids, TEXTS[:n], embeddings=emb, metadata=[{"i": i} for i in range(n)])
+    return ids, emb
+
+
+def test_add_get_count_contains(path):
+    with llmdsdb.open(path) as db:
+        assert db.count() == 0 and db.generation == 0 and len(db) == 0
+        ids, emb = _fill(db)
+        assert db.count() == len(ids) and db.generation == 1
+        d = db.get("d2")
+        assert d.text == TEXTS[2] and d.metadata == {"i": 2}
+        np.testing.assert_array_equal(d.embedding, emb[2])
+        assert "d2" in db and "zz" not in db and 5 not in db
+        assert db.get("nope") is None
+        assert db.dim == 8
+        assert db.check() == []
+
+
+def test_duplicate_add_is_atomic(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        before = dump(db)
+        with pytest.raises(DuplicateIdError):
+            db.add(["new", "d1"], ["x", "y"])
+        with pytest.raises(DuplicateIdError):
+            db.add(["n1", "n1"], ["x", "y"])
+        assert dump(db) == before and "new" not in db
+
+
+def test_upsert_skips_unchanged_and_replaces_changed(path):
+    with llmdsdb.open(path) as db:
+        ids, emb = _fill(db)
+        g = db.generation
+        assert db.upsert(ids, TEXTS, embeddings=emb, metadata=[{"i": i} for i in range(6)]) == 0
+        assert db.upsert(["d0", "d1"], ["changed text", TEXTS[1]], embeddings=emb[:2],
+                         metadata=[{"i": 0}, {"i": 99}]) == 2
+        assert db.get("d0").text == "changed text" and db.get("d1").metadata == {"i": 99}
+        assert db.generation == g + 1  # the no-op upsert wrote nothing
+        assert [r.id for r in db.search("changed", top_k=1)] == ["d0"]
+        assert db.search("quick brown fox", fusion_weight=0.0) == [] or \
+            db.search("quick brown fox", fusion_weight=0.0)[0].id != "d0"
+        assert db.upsert(["d9"], ["brand new"]) == 1 and db.count() == 7
+        assert db.check() == []
+
+
+def test_delete(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        assert db.delete(["d0", "d0", "missing"]) == 1
+        assert "d0" not in db and db.count() == 5
+        assert all(r.id != "d0" for r in db.search("fox", top_k=10))
+        assert db.delete([]) == 0
+        assert db.check() == []
+
+
+def test_batch_groups_calls_into_one_generation(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        g = db.generation
+        with db.batch():
+            assert db.add(["x1"], ["extra one"]) == 1
+            assert db.upsert(["x1"], ["extra one changed"]) == 1
+            assert db.delete(["d1"]) == 1
+            with pytest.raises(DuplicateIdError):
+                db.add(["x1"], ["again"])  # the batch sees its own earlier calls
+            assert "x1" not in db  # nothing is visible before the batch ends
+        assert db.generation == g + 1
+        assert db.get("x1").text == "extra one changed" and "d1" not in db
+        assert db.check() == []
+
+
+def test_batch_exception_writes_nothing(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        before = dump(db)
+        with pytest.raises(RuntimeError):
+            with db.batch():
+                db.add(["x1"], ["extra"])
+                raise RuntimeError("boom")
+        assert dump(db) == before
+
+
+def test_failure_inside_the_write_reloads_indexes(path, monkeypatch):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        before = dump(db)
+        import llmdsdb.db as dbmod
+
+        calls = {"n": 0}
+        real = dbmod.Database._apply
+
+        def failing(self, txn, ops):
+            real(self, txn, ops)  # indexes now run ahead of the disk
+            calls["n"] += 1
+            raise OSError("injected failure after the index updates")
+
+        monkeypatch.setattr(dbmod.Database, "_apply", failing)
+        with pytest.raises(OSError):
+            db.add(["x1"], ["zebra unicorn"], embeddings=unit_vectors(1, 8, 5))
+        monkeypatch.undo()
+        assert calls["n"] == 1
+        assert dump(db) == before
+        assert db.search("zebra unicorn") == []
+        assert db.check() == []
+        db.add(["x2"], ["zebra"], embeddings=unit_vectors(1, 8, 6))
+        assert [r.id for r in db.search("zebra")] == ["x2"]
+
+
+def test_reopen_keeps_everything(path):
+    with llmdsdb.open(path) as db:
+        ids, emb = _fill(db)
+        db.delete(["d3"])
+        before = dump(db)
+        hits = db.search("lazy fox", vector=emb[0])
+    with llmdsdb.open(path) as db:
+        assert dump(db) == before
+        assert db.search("lazy fox", vector=emb[0]) == hits
+        assert db.check() == []
+
+
+def test_config_stored_wins_and_conflicts_raise(path):
+    with llmdsdb.open(path, metric="ip", hnsw_M=8) as db:
+        db.add(["a"], ["x"], embeddings=[np.ones(3)])
+    with llmdsdb.open(path) as db:
+        assert db.config["metric"] == "ip" and db.config["hnsw_M"] == 8 and db.dim == 3
+    with llmdsdb.open(path, metric="ip", dim=3, hnsw_ef_search=77) as db:
+        assert db.options.hnsw_ef_search == 77
+    for kw in ({"metric": "cosine"}, {"dim": 4}, {"hnsw_M": 16},
+               {"hnsw_ef_construction": 100}):
+        with pytest.raises(ConfigConflictError):
+            llmdsdb.open(path, **kw)
+
+
+def test_dimension_fixed_by_first_embeddings(path):
+    with llmdsdb.open(path) as db:
+        db.add(["a"], ["no vector"])
+        assert db.dim is None
+        db.add(["b"], ["vector"], embeddings=[np.ones(5)])
+        assert db.dim == 5
+        with pytest.raises(DimensionError):
+            db.add(["c"], ["v"], embeddings=[np.ones(4)])
+    with llmdsdb.open(path) as db:
+        assert db.dim == 5
+
+
+def test_dimension_given_at_open(path):
+    with llmdsdb.open(path, dim=4) as db:
+        with pytest.raises(DimensionError):
+            db.add(["c"], ["v"], embeddings=[np.ones(5)])
+        db.add(["a"], ["text only"])
+    with llmdsdb.open(path) as db:
+        assert db.dim == 4
+
+
+def test_readonly(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+    with llmdsdb.open(path, readonly=True) as db:
+        assert db.readonly and db.count() == 6
+        assert db.search("fox")
+        with pytest.raises(ReadOnlyError):
+            db.add(["z"], ["z"])
+        with pytest.raises(ReadOnlyError):
+            db.delete(["d0"])
+        with pytest.raises(ReadOnlyError):
+            with db.batch():
+                pass
+
+
+def test_closed(path):
+    db = llmdsdb.open(path)
+    db.close()
+    db.close()
+    with pytest.raises(ClosedError):
+        db.count()
+    with pytest.raises(ClosedError):
+        db.add(["a"], ["b"])
+
+
+def test_search_sides_and_explain(path):
+    with llmdsdb.open(path) as db:
+        ids, emb = _fill(db)
+        assert db.search("   ") == []
+        r = db.search(vector=emb[4], top_k=1)
+        assert r[0].id == "d4"
+        r = db.search("market", top_k=2, fusion_weight=0.0, explain=True)
+        assert {x.id for x in r} == {"d4", "d5"} and r[0].explain.bm25_score > 0
+        r = db.search("market", vector=emb[2], top_k=6, fusion="rrf", explain=True)
+        assert len(r) == 6 and r[0].score >= r[-1].score
+        assert r[0].metadata == db.get(r[0].id).metadata
+        many = db.search_many(["market", "lazy"], [emb[0], None], top_k=3)
+        assert many[0] == db.search("market", vector=emb[0], top_k=3)
+        assert many[1] == db.search("lazy", top_k=3)
+
+
+def test_iter_documents_order_and_chunks(path, monkeypatch):
+    import llmdsdb.db as dbmod
+
+    monkeypatch.setattr(dbmod, "ITER_CHUNK", 3)
+    with llmdsdb.open(path) as db:
+        db.add([f"k{i:02d}" for i in range(10)], [f"t{i}" for i in range(10)])
+        db.upsert(["k03"], ["moved"])
+        assert [d.id for d in db.iter_documents()] == (
+            [f"k{i:02d}" for i in range(10) if i != 3] + ["k03"])
+
+
+def test_long_ids_round_trip(path):
+    long_id = "é" * 1000
+    nul_id = "\x00h" + "a" * 32
+    with llmdsdb.open(path) as db:
+        db.add([long_id, nul_id, "short"], ["long one", "nul one", "short one"])
+        assert db.get(long_id).id == long_id and long_id in db
+        assert db.get(nul_id).text == "nul one"
+        assert [r.id for r in db.search("long")] == [long_id]
+        assert db.delete([long_id]) == 1 and long_id not in db
+        assert db.check() == []
+
+
+def test_map_full_grows_and_retries(tmp_path):
+    path = str(tmp_path / "small")
+    with llmdsdb.open(path, map_size_bytes=1 << 20) as db:
+        texts = [f"document number {i} " + "filler words here " * 50 for i in range(400)]
+        emb = unit_vectors(400, 16, 1)
+        assert db.add([str(i) for i in range(400)], texts, embeddings=emb) == 400
+        assert db.generation == 1 and db.count() == 400
+        assert db.check() == []
+    with llmdsdb.open(path) as db:
+        assert db.count() == 400
+
+
+def test_copy_to(path, tmp_path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        before = dump(db)
+        info = db.copy_to(tmp_path / "copy")
+        assert info["generation"] == db.generation and info["count"] == 6
+        assert info["format_version"] >= 1
+    with llmdsdb.open(str(tmp_path / "copy")) as db2:
+        assert dump(db2) == before and db2.check() == []
+
+
+def test_stats(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        s = db.stats()
+        assert s["documents"] == 6 and s["generation"] == 1 and s["pages"] >= 0
+        assert s["bytes_on_disk"] > 0 and "cache" in s
+
+
+def test_check_detects_a_missing_document(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+
+        def drop(txn):
+            txn.delete("docs", (0).to_bytes(8, "big"))
+
+        db._env.run_write(drop)
+        problems = db.check()
+        assert problems and any("missing" in p or "not" in p for p in problems)
+
+
+def test_directory_permissions(path):
+    with llmdsdb.open(path):
+        pass
+    assert os.stat(path).st_mode & 0o777 == 0o700
