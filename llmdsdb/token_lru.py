@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import operator
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, MutableMapping
+from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from llmdsdb.errors import (
@@ -64,6 +64,32 @@ class TokenLRUStats(NamedTuple):
         """``hits / (hits + misses)``, 0.0 before any lookup."""
         n = self.hits + self.misses
         return self.hits / n if n else 0.0
+
+
+class _ItemsView(ItemsView):  # type: ignore[type-arg]
+    """Items without touching recency or counters (the default view goes through
+    ``__getitem__``, which would reorder the cache while iterating it)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        for k, e in self._mapping._od.items():  # type: ignore[attr-defined]
+            yield k, e[0]
+
+    def __contains__(self, item: object) -> bool:
+        k, v = item  # type: ignore[misc]
+        e = self._mapping._od.get(k)  # type: ignore[attr-defined]
+        return e is not None and (e[0] is v or e[0] == v)
+
+
+class _ValuesView(ValuesView):  # type: ignore[type-arg]
+    """Values without touching recency or counters."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Any]:
+        for e in self._mapping._od.values():  # type: ignore[attr-defined]
+            yield e[0]
 
 
 def _as_int(value: object, what: str) -> int:
@@ -351,6 +377,16 @@ class TokenLRU(MutableMapping[K, V], Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         """Keys from least to most recently used. Complexity: O(n) for the iteration."""
         return iter(self._od)
+
+    def items(self) -> ItemsView[K, V]:  # type: ignore[override]
+        """``(key, value)`` pairs from least to most recently used, touching neither recency
+        nor counters. Complexity: O(1) to create, O(n) to iterate."""
+        return _ItemsView(self)
+
+    def values(self) -> ValuesView[V]:  # type: ignore[override]
+        """Values from least to most recently used, touching neither recency nor counters.
+        Complexity: O(1) to create, O(n) to iterate."""
+        return _ValuesView(self)
 
     def __getitem__(self, key: K) -> V:
         """Like :meth:`get`, but a miss raises.
