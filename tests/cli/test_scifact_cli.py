@@ -1,0 +1,75 @@
+"""Acceptance: ``llmdsdb ingest`` of SciFact (corpus.jsonl.gz with its embeddings file,
+text = title + " " + text) and then ``llmdsdb query --json`` give the same results as the
+Python API. A subset keeps the test quick; the full set was checked by hand (see the CLI
+report in the project notes)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+from cli_helpers import run_cli
+
+import llmdsdb.db as dbmod
+
+SUBSET = 400
+
+
+def test_scifact_cli_matches_python_api(tmp_path: Path, data_dir: Path) -> None:
+    sf = data_dir / "scifact"
+    lines = []
+    with gzip.open(sf / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            lines.append(line)
+            if len(lines) == SUBSET:
+                break
+    corpus = tmp_path / "corpus.jsonl.gz"
+    with gzip.open(corpus, "wt", encoding="utf-8") as f:
+        f.writelines(lines)
+    emb = np.load(sf / "corpus_emb.npy")[:SUBSET]
+    np.save(tmp_path / "corpus_emb.npy", emb)
+
+    cli_db = tmp_path / "cli"
+    run_cli("ingest", cli_db, corpus, "--text-field", "title", "--text-field", "text",
+            "--embeddings", tmp_path / "corpus_emb.npy", "--batch-size", 128, check=True)
+
+    docs = [json.loads(line) for line in lines]
+    api_db = tmp_path / "api"
+    with dbmod.open(api_db) as db:
+        db.upsert([d["_id"] for d in docs], [d["title"] + " " + d["text"] for d in docs],
+                  emb, [d["metadata"] for d in docs])
+
+    qids = (sf / "queries_ids.txt").read_text().split()
+    qtext = {}
+    with gzip.open(sf / "queries.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            q = json.loads(line)
+            qtext[q["_id"]] = q["text"]
+    qemb = np.load(sf / "queries_emb.npy")
+    with dbmod.open(cli_db, readonly=True) as c, dbmod.open(api_db, readonly=True) as a:
+        assert c.count() == a.count() == SUBSET
+        for i in (0, 7, 42):
+            text, vec = qtext[qids[i]], qemb[i]
+            np.save(tmp_path / "q.npy", vec)
+            for mode, kwargs, extra in (
+                ("bm25", {"query": text, "fusion_weight": 0.0}, []),
+                ("vector", {"vector": vec, "fusion_weight": 1.0}, []),
+                ("hybrid", {"query": text, "vector": vec, "fusion_weight": 0.5}, []),
+                ("hybrid", {"query": text, "vector": vec, "fusion_weight": 0.3,
+                            "fusion": "rrf"}, ["--fusion", "rrf", "--fusion-weight", "0.3"]),
+            ):
+                args = ["query", cli_db, "--mode", mode, "--top-k", 10, "--json", *extra]
+                if mode != "vector":
+                    args.insert(2, text)
+                if mode != "bm25":
+                    args += ["--vector-file", tmp_path / "q.npy"]
+                out = json.loads(run_cli(*args, check=True).stdout)
+                got = [(r["id"], r["score"]) for r in out["results"]]
+                want_c = [(r.id, r.score) for r in c.search(top_k=10, **kwargs)]
+                want_a = [(r.id, r.score) for r in a.search(top_k=10, **kwargs)]
+                assert got == want_c, (mode, i)
+                assert [g[0] for g in got] == [w[0] for w in want_a], (mode, i)
+                assert np.allclose([g[1] for g in got], [w[1] for w in want_a], rtol=1e-6)
+                assert len(got) == 10
