@@ -38,8 +38,10 @@ Degenerate and missing cases (the invariant every path keeps):
 * ``None`` for a side means "not queried" (no query text, no query vector): the side present
   gets the whole weight, whatever ``fusion_weight`` says. An empty list means "queried, found
   nothing": the other side's hits score ``w * norm`` (their BM25 part is 0).
-* Ties in the fused score are broken by key order (by first appearance when keys are not
-  mutually comparable), so the output does not depend on the order of the inputs.
+* Ties in the fused score go to the better rank on the heavier side (the vector side at
+  ``w >= 0.5``), then on the other side, then to key order (first appearance when keys are not
+  mutually comparable), so the output does not depend on the order of the inputs and a
+  single side keeps its own order even where normalising collapses nearly equal scores.
 
 >>> bm25 = [(1, 12.0), (2, 7.0), (4, 2.0)]          # (doc, BM25 score)
 >>> dense = [(2, 0.1), (1, 0.3), (3, 0.4)]          # (doc, cosine distance)
@@ -451,7 +453,8 @@ def fuse(
         retrieve (see :data:`FillMissing`); convex fusion only (RRF uses ranks).
     :param explain: accepted for the engine's interface; every :class:`FusedHit` field is
         always filled, since it costs nothing extra.
-    :returns: :class:`FusedHit` records, highest ``score`` first, ties by key.
+    :returns: :class:`FusedHit` records, highest ``score`` first (ties: see the module
+        docstring).
 
     Complexity: O(n log n) for n = total number of candidates.
 
@@ -473,8 +476,12 @@ def fuse(
     if fill_missing is not None and not callable(fill_missing):
         raise InvalidTypeError("fill_missing must be callable or None")
 
+    # Internally a distance d becomes -d for every metric: min-max, z-score and ranks are
+    # unchanged by the affine map to the metric's similarity (1 - d for cosine), and -d keeps
+    # the full float resolution of tiny distances (1 - 1e-38 == 1.0). Only the theoretical
+    # bound depends on the metric: cos >= -1, i.e. -d >= -2.
     def dense_to_sim(v: np.ndarray) -> np.ndarray:
-        return v.astype(np.float64) if higher_is_better else distance_to_similarity(v, metric)
+        return v.astype(np.float64) if higher_is_better else -v.astype(np.float64)
 
     b = _read_side(bm25, "bm25", lambda v: v) if bm25 is not None else None
     d = _read_side(dense, "dense", dense_to_sim) if dense is not None else None
@@ -536,7 +543,10 @@ def fuse(
                     continue
                 _fill(name, fill_missing, keys, raw, sim, dense_to_sim if name == "vector" else None)
         lowest_b = 0.0
-        lowest_d = -1.0 if metric == "cosine" else None
+        if metric != "cosine":
+            lowest_d = None  # ip and l2 similarities have no lower bound
+        else:
+            lowest_d = -1.0 if higher_is_better else -2.0
         b_norm = _normalize_side(b_sim, normalization, lowest_b)
         d_norm = _normalize_side(d_sim, normalization, lowest_d)
         b_part = np.where(np.isnan(b_norm), _missing_value(b_norm[~np.isnan(b_norm)]), b_norm)
@@ -549,7 +559,13 @@ def fuse(
     else:
         score = d_part.copy()
 
-    order = np.lexsort((_key_ranks(keys), -score))
+    # Ties (exact, or made by normalising values closer than float resolution) go to the
+    # better rank on the heavier side, then on the other side, then to key order.
+    big = np.iinfo(np.int64).max
+    rb = np.where(b_rank > 0, b_rank, big) if use_b else np.zeros(n, np.int64)
+    rv = np.where(d_rank > 0, d_rank, big) if use_d else np.zeros(n, np.int64)
+    heavy, light = (rv, rb) if wv >= 0.5 else (rb, rv)
+    order = np.lexsort((_key_ranks(keys), light, heavy, -score))
     if top is not None:
         order = order[:top]
 
