@@ -1,0 +1,1166 @@
+"""InvertedIndex: BM25 full-text search over compressed postings blocks kept in a PageStore.
+
+**Scoring.** Okapi BM25 with Lucene's idf::
+
+    score(q, d) = sum over query tokens t (repeats count) present in d of
+                  idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+    idf(t)      = ln(1 + (N - df + 0.5) / (df + 0.5))
+
+where N is the number of live documents, df the number of live documents containing t, dl the
+document's number of terms after analysis and avgdl the mean dl over live documents. This
+idf is always positive, so every live document that contains a query term scores > 0 and
+only those are returned. Scores are float64; ties are broken by insertion order.
+
+**Layout.** Documents get dense internal numbers (docno) in insertion order, so postings
+only ever grow at their end. Each term's postings are cut into blocks of ``block_size``
+postings; each block is one page (:mod:`llmdsdb.codec` format). The term dictionary holds,
+per term, its df and one skip row per block: (page id, count, first docno, last docno, max
+tf, min doc length) -- enough for an upper bound of the block's BM25 contribution. Per-doc
+data (external id, length, live flag) is kept in chunk pages of 65,536 docs, and per-doc
+forward lists (the sorted term ids of each document, needed to update df on removal) in
+chunk pages of 1,024 docs. The term dictionary is kept in meta records sharded by crc32 of
+the term into :data:`N_SHARDS` records, so that :meth:`InvertedIndex.flush` rewrites only
+the shards of terms that changed.
+
+**Top-k.** :meth:`InvertedIndex.search` runs MaxScore over blocks, term at a time: query
+terms are processed in decreasing order of their upper bound; while the bounds of the terms
+left could still lift an unseen document into the top k, a term's postings are scored in
+full; after that, only surviving candidates are looked up, in the blocks that hold them, and
+a candidate is dropped as soon as its score plus the block-max bounds of the terms left
+cannot reach the current k-th score. Scores are summed in the same term order in both modes,
+so ``search(..., exhaustive=True)`` (score every posting) returns bit-identical results.
+
+**Removal** marks the document dead (a tombstone: its postings stay until a rebuild) and
+decrements df of its terms, so N, avgdl and df always describe live documents only.
+
+**Bad input** raises before anything changes: non-str text -> InvalidTypeError, a doc id
+already present or repeated in a batch -> DuplicateIdError; an empty or whitespace-only
+query (or one whose words are all stop words) returns ``[]``; a query of more than
+:data:`MAX_QUERY_TERMS` terms after analysis, or longer than :data:`MAX_QUERY_CHARS`, and
+``top_k`` that is not a positive int raise QueryError.
+
+>>> idx = InvertedIndex()
+>>> idx.add_documents([1, 2, 3], ["the quick brown fox", "a lazy dog", "quick quick dogs"])
+>>> [doc for doc, _ in idx.search("quick dog")]
+[3, 1, 2]
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
+from typing import Any, NamedTuple
+
+import msgpack
+import numpy as np
+
+from llmdsdb.analysis import _SEPARATORS, Analyzer
+from llmdsdb.codec import (
+    decode_arrays,
+    decode_postings,
+    encode_arrays,
+    encode_postings_many,
+)
+from llmdsdb.errors import (
+    ConfigConflictError,
+    CorruptionError,
+    DuplicateIdError,
+    FormatVersionError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    QueryError,
+)
+from llmdsdb.pages import MemoryPageStore, PageStore
+
+__all__ = ["IndexStats", "InvertedIndex", "MAX_QUERY_CHARS", "MAX_QUERY_TERMS", "N_SHARDS"]
+
+FORMAT_VERSION = 1
+#: Number of meta records the term dictionary is sharded into.
+N_SHARDS = 512
+#: A query with more terms than this after analysis is refused.
+MAX_QUERY_TERMS = 1024
+#: A query string longer than this is refused before analysis.
+MAX_QUERY_CHARS = 1 << 20
+#: Terms longer than this (from a custom tokenizer) are dropped; the default analyzer
+#: already drops words longer than its max_token_len.
+MAX_TERM_CHARS = 256
+#: Documents per doc-data chunk page and per forward-list chunk page.
+DOC_CHUNK = 1 << 16
+FWD_CHUNK = 1 << 10
+#: search(mode="auto") scores exhaustively into a dense accumulator up to this many
+#: documents (measured faster than pruning on SciFact, 5,183 documents).
+DENSE_MAX_DOCS = 100_000
+#: Documents analysed and appended per internal step of add_documents (bounds memory).
+ADD_BATCH = 20_000
+#: The word -> term id memo is cleared when it grows past this.
+WORD_MEMO_MAX = 2_000_000
+
+# Skip-row columns.
+_PAGE, _CNT, _FIRST, _LAST, _MAXTF, _MINDL = range(6)
+_EMPTY_SKIP = np.zeros((0, 6), dtype=np.int64)
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class IndexStats(NamedTuple):
+    """What :meth:`InvertedIndex.stats` reports."""
+
+    num_docs: int  # live documents (N)
+    num_docnos: int  # documents ever added, dead ones included
+    num_terms: int
+    avgdl: float
+    total_postings: int  # postings stored, dead documents' included
+    num_blocks: int
+    k1: float
+    b: float
+    block_size: int
+
+
+class _Grow:
+    """A growable 1-D numpy array (capacity doubling)."""
+
+    __slots__ = ("a", "n")
+
+    def __init__(self, dtype: Any, init: np.ndarray | None = None) -> None:
+        if init is None:
+            self.a = np.zeros(16, dtype=dtype)
+            self.n = 0
+        else:
+            self.a = np.array(init, dtype=dtype)
+            self.n = len(init)
+            if len(self.a) == 0:
+                self.a = np.zeros(16, dtype=dtype)
+
+    def reserve(self, n: int) -> None:
+        if n > len(self.a):
+            new = np.zeros(max(n, 2 * len(self.a)), dtype=self.a.dtype)
+            new[: self.n] = self.a[: self.n]
+            self.a = new
+
+    def extend(self, vals: np.ndarray) -> None:
+        self.reserve(self.n + len(vals))
+        self.a[self.n : self.n + len(vals)] = vals
+        self.n += len(vals)
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.a[: self.n]
+
+
+def _shard_of(term: str) -> int:
+    return zlib.crc32(term.encode("utf-8", "surrogatepass")) % N_SHARDS
+
+
+class InvertedIndex:
+    """BM25 inverted index with compressed postings blocks in a :class:`PageStore` (see the
+    module docstring for the scoring formula, the layout and the pruning).
+
+    :param tokenizer: an :class:`~llmdsdb.analysis.Analyzer` (default: ``Analyzer()``), or
+        any callable ``str -> list[str]`` (then it is not persisted: pass it again to
+        :meth:`open`).
+    :param k1: BM25 term-frequency saturation (>= 0).
+    :param b: BM25 length normalisation, in [0, 1].
+    :param store: where pages and meta records live (default: a new MemoryPageStore).
+    :param block_size: postings per block (16..65536); 256 was measured best (see
+        tools/bench/results/bench_bm25.md).
+
+    Memory: the term dictionary (a dict entry plus a (blocks, 6) int64 skip array per term,
+    ~48 bytes per block), four arrays of 8-21 bytes per document, the word memo, postings not
+    yet flushed, and the store's decoded-page cache.
+    Not thread-safe: one writer, and no search concurrent with a write; searches on their
+    own only fill caches.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Analyzer | Callable[[str], list[str]] | None = None,
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        store: PageStore | None = None,
+        block_size: int = 256,
+        cache_bytes: int = 256 << 20,
+    ) -> None:
+        for name, v in (("k1", k1), ("b", b)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InvalidTypeError(f"{name} must be a number, not {type(v).__name__}")
+        if not (math.isfinite(k1) and k1 >= 0):
+            raise InvalidArgumentError(f"k1 must be finite and >= 0, got {k1}")
+        if not (math.isfinite(b) and 0 <= b <= 1):
+            raise InvalidArgumentError(f"b must lie in [0, 1], got {b}")
+        if isinstance(block_size, bool) or not isinstance(block_size, int):
+            raise InvalidTypeError("block_size must be int")
+        if not 16 <= block_size <= 65536:
+            raise InvalidArgumentError(f"block_size must lie in [16, 65536], got {block_size}")
+        if tokenizer is None:
+            tokenizer = Analyzer()
+        if isinstance(tokenizer, Analyzer):
+            self._analyzer: Analyzer | None = tokenizer
+            self._tokenize: Callable[[str], list[str]] = tokenizer.analyze
+        elif callable(tokenizer):
+            self._analyzer = None
+            self._tokenize = tokenizer
+        else:
+            raise InvalidTypeError("tokenizer must be an Analyzer or a callable str -> list[str]")
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.block_size = block_size
+        self._store: PageStore = store if store is not None else MemoryPageStore()
+        # term dictionary
+        self._tid: dict[str, int] = {}
+        self._terms: list[str] = []
+        self._df = _Grow(np.int64)
+        self._skip: list[np.ndarray] = []
+        self._shard_tids: list[list[int]] = [[] for _ in range(N_SHARDS)]
+        self._pending: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        # documents
+        self._ext = _Grow(np.int64)
+        self._len = _Grow(np.int32)
+        self._live = _Grow(np.uint8)
+        self._nlive = 0
+        self._total_len = 0
+        self._ext_map: dict[int, int] | None = {}
+        self._fwd_pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # chunk -> off, tids
+        self._fwd_pages: list[int] = []
+        self._doc_pages: list[int] = []
+        # dirty state since the last flush
+        self._dirty_terms: set[int] = set()
+        self._dirty_doc_chunks: set[int] = set()
+        self._to_free: list[int] = []
+        # caches (rebuilt on demand)
+        self._word_tid: dict[str, int] = {}
+        self._norm: np.ndarray | None = None  # k1 * (1 - b + b * dl / avgdl), inf if dead
+        # per-term upper-bound summaries (max tf, min doc length over all its blocks)
+        self._tmaxtf = _Grow(np.int64)
+        self._tmindl = _Grow(np.int64)
+        # tid -> (docnos, tf part of BM25 per posting); valid until the next write
+        self._wcache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._wcache_bytes = 0
+        self.cache_bytes = cache_bytes
+        self._written_config = False
+
+    # --- small accessors -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of live documents. Complexity: O(1)."""
+        return self._nlive
+
+    def __contains__(self, doc_id: object) -> bool:
+        """Whether a live document has this id. Complexity: O(1) (O(N) once after open)."""
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (int, np.integer)):
+            return False
+        return int(doc_id) in self._ext_to_docno()
+
+    @property
+    def analyzer(self) -> Analyzer | None:
+        """The analyzer (None when a custom tokenizer callable is used)."""
+        return self._analyzer
+
+    @property
+    def store(self) -> PageStore:
+        return self._store
+
+    def _ext_to_docno(self) -> dict[int, int]:
+        if self._ext_map is None:
+            live = np.flatnonzero(self._live.view)
+            self._ext_map = dict(zip(self._ext.view[live].tolist(), live.tolist()))
+        return self._ext_map
+
+    def _avgdl(self) -> float:
+        return self._total_len / self._nlive if self._nlive else 0.0
+
+    def _idf(self, df: np.ndarray) -> np.ndarray:
+        n = self._nlive
+        return np.log1p((n - df + 0.5) / (df + 0.5))
+
+    def _invalidate(self) -> None:
+        """N, avgdl or a document changed: every cached tf part is stale."""
+        self._norm = None
+        if self._wcache:
+            self._wcache.clear()
+            self._wcache_bytes = 0
+
+    def _norms(self) -> np.ndarray:
+        """k1 * (1 - b + b * dl / avgdl) per docno; +inf for dead documents."""
+        if self._norm is None:
+            avgdl = self._avgdl() or 1.0
+            k1, b = self.k1, self.b
+            norm = k1 * (1.0 - b + b * (self._len.view.astype(np.float64) / avgdl))
+            norm[self._live.view == 0] = np.inf
+            self._norm = norm
+        return self._norm
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def add_document(self, doc_id: int, text: str) -> None:
+        """Index one document.
+
+        Complexity: O(len(text) + terms of the document), amortised.
+
+        :raises InvalidTypeError: when ``text`` is not a str or ``doc_id`` not an int.
+        :raises DuplicateIdError: when a live document has ``doc_id``.
+        """
+        self.add_documents([doc_id], [text])
+
+    def add_documents(self, doc_ids: Sequence[int], texts: Sequence[str]) -> None:
+        """Index a batch of documents. All-or-nothing as far as input validation goes: every
+        id and text is checked before anything changes.
+
+        Complexity: O(total text length + P log P) for P postings of the batch, with one
+        stemmer call per new distinct word; vectorised per batch, one Python step per
+        distinct term per internal batch of 20,000 documents.
+
+        :raises InvalidTypeError: when a text is not a str or an id not an int.
+        :raises InvalidArgumentError: when the lengths differ or an id is out of int64 range.
+        :raises DuplicateIdError: when an id is present already or repeated in the batch.
+        """
+        if isinstance(texts, (str, bytes)) or isinstance(doc_ids, (str, bytes)):
+            raise InvalidTypeError("doc_ids and texts must be sequences, not a single string")
+        ids = list(doc_ids)
+        texts = list(texts)
+        if len(ids) != len(texts):
+            raise InvalidArgumentError(f"{len(ids)} doc ids but {len(texts)} texts")
+        for i, (d, t) in enumerate(zip(ids, texts)):
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+                raise InvalidTypeError(f"doc_ids[{i}] must be int, not {type(d).__name__}")
+            if not _INT64_MIN <= int(d) <= _INT64_MAX:
+                raise InvalidArgumentError(f"doc_ids[{i}] = {d} is outside the int64 range")
+            if not isinstance(t, str):
+                raise InvalidTypeError(f"texts[{i}] must be str, not {type(t).__name__}")
+        ids = [int(d) for d in ids]
+        if len(set(ids)) != len(ids):
+            seen: set[int] = set()
+            dup = next(d for d in ids if d in seen or seen.add(d))  # type: ignore[func-returns-value]
+            raise DuplicateIdError(f"doc id {dup} appears twice in the batch")
+        emap = self._ext_to_docno()
+        for d in ids:
+            if d in emap:
+                raise DuplicateIdError(f"doc id {d} is already indexed; remove it first")
+        for s in range(0, len(ids), ADD_BATCH):
+            self._add_batch(ids[s : s + ADD_BATCH], texts[s : s + ADD_BATCH])
+
+    def _term_ids(self, terms: list[str]) -> list[int]:
+        """Term ids of ``terms``, creating the new ones in bulk."""
+        tid_of = self._tid
+        new = [t for t in dict.fromkeys(terms) if t not in tid_of]
+        if new:
+            base = len(self._terms)
+            tid_of.update(zip(new, range(base, base + len(new))))
+            self._terms.extend(new)
+            self._df.extend(np.zeros(len(new), dtype=np.int64))
+            self._skip.extend([_EMPTY_SKIP] * len(new))
+            self._tmaxtf.extend(np.zeros(len(new), dtype=np.int64))
+            self._tmindl.extend(np.full(len(new), _INT64_MAX, dtype=np.int64))
+            shard_tids = self._shard_tids
+            for i, t in enumerate(new):
+                shard_tids[_shard_of(t)].append(base + i)
+        return [tid_of[t] for t in terms]
+
+    def _words_to_tids(self, words: list[str]) -> None:
+        """Memoise the term ids of new normalised words (-1 when the analyzer drops one)."""
+        assert self._analyzer is not None
+        terms = self._analyzer.terms(words)
+        kept = [t for t in terms if t is not None]
+        ids = iter(self._term_ids(kept))
+        memo = self._word_tid
+        memo.update(zip(words, [-1 if t is None else next(ids) for t in terms]))
+
+    def _token_tids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Flat int64 term ids of the batch (-1 = dropped) and the token count per text."""
+        if self._analyzer is not None:
+            norm = self._analyzer.normalize
+            per_doc = [norm(t).translate(_SEPARATORS).split() for t in texts]
+            memo = self._word_tid
+            lens = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
+            total = int(lens.sum())
+            missing = set(chain.from_iterable(per_doc)).difference(memo)
+            if len(memo) + len(missing) >= WORD_MEMO_MAX:
+                memo.clear()
+                missing = set(chain.from_iterable(per_doc))
+            self._words_to_tids(list(missing))
+            flat = np.fromiter(
+                map(memo.__getitem__, chain.from_iterable(per_doc)), dtype=np.int64, count=total
+            )
+            return flat, lens
+        per_doc_terms = []
+        for t in texts:
+            toks = self._tokenize(t)
+            if not isinstance(toks, list) or not all(isinstance(x, str) for x in toks):
+                raise InvalidTypeError("the tokenizer must return a list of str")
+            per_doc_terms.append(toks)
+        lens = np.fromiter(map(len, per_doc_terms), dtype=np.int64, count=len(per_doc_terms))
+        flat_terms = list(chain.from_iterable(per_doc_terms))
+        ok = [t for t in flat_terms if len(t) <= MAX_TERM_CHARS]
+        ids = iter(self._term_ids(ok))
+        flat = np.fromiter(
+            (next(ids) if len(t) <= MAX_TERM_CHARS else -1 for t in flat_terms),
+            dtype=np.int64,
+            count=len(flat_terms),
+        )
+        return flat, lens
+
+    def _add_batch(self, ids: list[int], texts: list[str]) -> None:
+        nd = len(ids)
+        if nd == 0:
+            return
+        flat, lens = self._token_tids(texts)
+        dix = np.repeat(np.arange(nd, dtype=np.int64), lens)
+        keep = flat >= 0
+        flat = flat[keep]
+        dix = dix[keep]
+        dl = np.bincount(dix, minlength=nd).astype(np.int32)
+        base = self._ext.n
+        # --- documents
+        self._ext.extend(np.asarray(ids, dtype=np.int64))
+        self._len.extend(dl)
+        self._live.extend(np.ones(nd, dtype=np.uint8))
+        self._nlive += nd
+        self._total_len += int(dl.sum())
+        if self._ext_map is not None:
+            self._ext_map.update(zip(ids, range(base, base + nd)))
+        for c in range(base // DOC_CHUNK, (base + nd - 1) // DOC_CHUNK + 1):
+            self._dirty_doc_chunks.add(c)
+        self._invalidate()
+        nterms = max(len(self._terms), 1)
+        # --- unique (doc, term) pairs, doc-major: forward lists come out directly
+        keys, tf = np.unique(dix * nterms + flat, return_counts=True)
+        pdoc = keys // nterms
+        ptid = keys - pdoc * nterms
+        self._add_forward(base, nd, pdoc, ptid)
+        # --- postings grouped by term, docs ascending within a term (stable sort)
+        order = np.argsort(ptid, kind="stable")
+        ptid = ptid[order]
+        pdocno = (pdoc[order] + base).astype(np.int32)
+        ptf = tf[order].astype(np.int32)
+        cut = np.flatnonzero(np.diff(ptid)) + 1
+        starts = np.concatenate(([0], cut))
+        ends = np.concatenate((cut, [len(ptid)]))
+        utids = ptid[starts]
+        counts = ends - starts
+        df = self._df.a
+        df[utids] += counts
+        self._dirty_terms.update(utids.tolist())
+        self._append_postings(utids, starts, ends, pdocno, ptf)
+
+    def _add_forward(self, base: int, nd: int, pdoc: np.ndarray, ptid: np.ndarray) -> None:
+        """Record each new document's sorted term ids in the pending forward chunks."""
+        per_doc = np.bincount(pdoc, minlength=nd)
+        offs = np.concatenate(([0], np.cumsum(per_doc)))
+        ptid32 = ptid.astype(np.int32)
+        first_chunk = base // FWD_CHUNK
+        last_chunk = (base + nd - 1) // FWD_CHUNK
+        for c in range(first_chunk, last_chunk + 1):
+            lo = max(c * FWD_CHUNK, base) - base
+            hi = min((c + 1) * FWD_CHUNK, base + nd) - base
+            old = self._fwd_chunk(c)
+            old_off, old_tids = old if old is not None else (np.zeros(1, np.int64), ptid32[:0])
+            new_off = offs[lo + 1 : hi + 1] - offs[lo] + old_off[-1]
+            self._fwd_pending[c] = (
+                np.concatenate((old_off, new_off)),
+                np.concatenate((old_tids, ptid32[offs[lo] : offs[hi]])),
+            )
+
+    def _fwd_chunk(self, c: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if c in self._fwd_pending:
+            return self._fwd_pending[c]
+        if c < len(self._fwd_pages) and self._fwd_pages[c] >= 0:
+            off, tids = self._store.load(self._fwd_pages[c], decode_arrays)
+            return off, tids
+        return None
+
+    def _append_postings(
+        self,
+        utids: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        docs: np.ndarray,
+        tfs: np.ndarray,
+    ) -> None:
+        """Append each term's new postings (docs above all its existing ones) to its blocks.
+
+        Terms whose last block is full (or that have none) are cut into blocks in one
+        vectorised pass; terms with an open last block are merged one by one."""
+        B = self.block_size
+        lens = self._len.a
+        skip = self._skip
+        pending = self._pending
+        # per-term summaries for the term-level upper bounds
+        tmax = np.maximum.reduceat(tfs, starts) if len(starts) else tfs[:0]
+        tmin = np.minimum.reduceat(lens[docs], starts) if len(starts) else tfs[:0]
+        self._tmaxtf.a[utids] = np.maximum(self._tmaxtf.a[utids], tmax)
+        self._tmindl.a[utids] = np.minimum(self._tmindl.a[utids], tmin)
+        open_last = np.fromiter(
+            (len(skip[t]) > 0 and skip[t][-1, _CNT] < B for t in utids.tolist()),
+            dtype=bool,
+            count=len(utids),
+        )
+        # --- vectorised path: new blocks only
+        fresh = ~open_last
+        if fresh.any():
+            f_tids = utids[fresh]
+            f_start = starts[fresh]
+            f_cnt = ends[fresh] - f_start
+            nblk = (f_cnt + B - 1) // B
+            first_blk = np.cumsum(nblk) - nblk
+            total = int(nblk.sum())
+            within = np.arange(total, dtype=np.int64) - np.repeat(first_blk, nblk)
+            b_start = np.repeat(f_start, nblk) + within * B
+            b_end = np.minimum(b_start + B, np.repeat(f_start + f_cnt, nblk))
+            rows = np.empty((total, 6), dtype=np.int64)
+            rows[:, _PAGE] = -1
+            rows[:, _CNT] = b_end - b_start
+            rows[:, _FIRST] = docs[b_start]
+            rows[:, _LAST] = docs[b_end - 1]
+            # reduceat over the concatenation of fresh segments: blocks tile them exactly
+            idx = _ranges(f_start, f_cnt)
+            local = np.cumsum(rows[:, _CNT]) - rows[:, _CNT]
+            rows[:, _MAXTF] = np.maximum.reduceat(tfs[idx], local)
+            rows[:, _MINDL] = np.minimum.reduceat(lens[docs[idx]], local)
+            bs_l = b_start.tolist()
+            be_l = b_end.tolist()
+            k = 0
+            for tid, nb_new in zip(f_tids.tolist(), nblk.tolist()):
+                sk = skip[tid]
+                nb = len(sk)
+                for i in range(nb_new):
+                    s0, e0 = bs_l[k + i], be_l[k + i]
+                    pending[(tid, nb + i)] = (docs[s0:e0], tfs[s0:e0])
+                new_rows = rows[k : k + nb_new]
+                skip[tid] = np.concatenate((sk, new_rows)) if nb else new_rows
+                k += nb_new
+        # --- merge path: terms whose last block still has room
+        for tid, s, e in zip(
+            utids[open_last].tolist(), starts[open_last].tolist(), ends[open_last].tolist()
+        ):
+            sk = skip[tid]
+            nb = len(sk)
+            d0, t0 = self._block(tid, nb - 1)
+            if sk[-1, _PAGE] >= 0:
+                self._to_free.append(int(sk[-1, _PAGE]))
+            else:
+                del pending[(tid, nb - 1)]
+            d = np.concatenate((d0, docs[s:e]))
+            t = np.concatenate((t0, tfs[s:e]))
+            sk = sk[:-1]
+            nb -= 1
+            n = len(d)
+            bs = np.arange(0, n, B)
+            rows = np.empty((len(bs), 6), dtype=np.int64)
+            rows[:, _PAGE] = -1
+            rows[:, _CNT] = np.minimum(B, n - bs)
+            rows[:, _FIRST] = d[bs]
+            rows[:, _LAST] = d[np.minimum(bs + B, n) - 1]
+            rows[:, _MAXTF] = np.maximum.reduceat(t, bs)
+            rows[:, _MINDL] = np.minimum.reduceat(lens[d], bs)
+            for i, s0 in enumerate(bs.tolist()):
+                pending[(tid, nb + i)] = (d[s0 : s0 + B], t[s0 : s0 + B])
+            skip[tid] = np.concatenate((sk, rows)) if nb else rows
+
+    def _block(self, tid: int, bi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(docnos int32, tfs int32) of block ``bi`` of term ``tid`` (read-only)."""
+        page = int(self._skip[tid][bi, _PAGE])
+        if page < 0:
+            return self._pending[(tid, bi)]
+        return self._store.load(page, decode_postings)
+
+    def remove_document(self, doc_id: int) -> None:
+        """Remove a document: a tombstone at once (its postings stay in their blocks and are
+        skipped), df of its terms decremented, N and avgdl updated.
+
+        Complexity: O(terms of the document) (+ loading its forward-list page).
+
+        :raises DocumentNotFoundError: when no live document has ``doc_id``.
+        """
+        from llmdsdb.errors import DocumentNotFoundError
+
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (int, np.integer)):
+            raise InvalidTypeError(f"doc_id must be int, not {type(doc_id).__name__}")
+        emap = self._ext_to_docno()
+        docno = emap.get(int(doc_id))
+        if docno is None:
+            raise DocumentNotFoundError(f"no document with id {doc_id}")
+        chunk = self._fwd_chunk(docno // FWD_CHUNK)
+        if chunk is None:
+            raise CorruptionError(f"forward list of doc id {doc_id} is missing")
+        off, tids = chunk
+        i = docno % FWD_CHUNK
+        if i + 1 >= len(off):
+            raise CorruptionError(f"forward list of doc id {doc_id} is missing")
+        mine = tids[off[i] : off[i + 1]]
+        del emap[int(doc_id)]
+        self._df.a[mine] -= 1
+        self._dirty_terms.update(mine.tolist())
+        self._live.a[docno] = 0
+        self._nlive -= 1
+        self._total_len -= int(self._len.a[docno])
+        self._dirty_doc_chunks.add(docno // DOC_CHUNK)
+        self._invalidate()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def get_document_frequency(self, term: str) -> int:
+        """Number of live documents containing ``term`` (analysed like a query word; 0 when
+        unknown or dropped by the analyzer).
+
+        Complexity: O(len(term)).
+        """
+        tid = self._lookup_term(term)
+        return 0 if tid is None else int(self._df.a[tid])
+
+    def get_term_frequency(self, term: str, doc_id: int) -> int:
+        """Occurrences of ``term`` (analysed like a query word) in live document ``doc_id``;
+        0 when either is unknown.
+
+        Complexity: O(log blocks + block_size) (one block decoded at most).
+        """
+        tid = self._lookup_term(term)
+        if tid is None or isinstance(doc_id, bool) or not isinstance(doc_id, (int, np.integer)):
+            return 0
+        docno = self._ext_to_docno().get(int(doc_id))
+        if docno is None:
+            return 0
+        sk = self._skip[tid]
+        bi = int(np.searchsorted(sk[:, _LAST], docno))
+        if bi >= len(sk) or sk[bi, _FIRST] > docno:
+            return 0
+        docs, tfs = self._block(tid, bi)
+        j = int(np.searchsorted(docs, docno))
+        return int(tfs[j]) if j < len(docs) and docs[j] == docno else 0
+
+    def _lookup_term(self, term: str) -> int | None:
+        if not isinstance(term, str):
+            raise InvalidTypeError(f"term must be str, not {type(term).__name__}")
+        terms = self._query_terms(term)
+        if len(terms) != 1:
+            return None
+        return self._tid.get(terms[0])
+
+    def _query_terms(self, query: str) -> list[str]:
+        if self._analyzer is not None:
+            an = self._analyzer
+            out = []
+            for w in an.words(query):
+                t = an.term(w)
+                if t is not None:
+                    out.append(t)
+            return out
+        toks = self._tokenize(query)
+        if not isinstance(toks, list) or not all(isinstance(x, str) for x in toks):
+            raise InvalidTypeError("the tokenizer must return a list of str")
+        return toks
+
+    def stats(self) -> IndexStats:
+        """Index statistics. Complexity: O(terms)."""
+        nb = sum(len(s) for s in self._skip)
+        post = sum(int(s[:, _CNT].sum()) for s in self._skip if len(s))
+        return IndexStats(
+            num_docs=self._nlive,
+            num_docnos=self._ext.n,
+            num_terms=len(self._terms),
+            avgdl=self._avgdl(),
+            total_postings=post,
+            num_blocks=nb,
+            k1=self.k1,
+            b=self.b,
+            block_size=self.block_size,
+        )
+
+    def search(
+        self, query: str, top_k: int = 10, *, mode: str = "auto"
+    ) -> list[tuple[int, float]]:
+        """The ``top_k`` live documents by BM25 score, best first, as (doc_id, score);
+        ties by insertion order. Only documents containing a query term are returned.
+
+        An empty or whitespace-only query, or one with no indexed term, returns ``[]``.
+
+        :param mode: ``"pruned"`` (MaxScore with block-max bounds), ``"exhaustive"`` (score
+            every posting into a dense accumulator) or ``"auto"`` (exhaustive up to
+            :data:`DENSE_MAX_DOCS` documents, where it is faster, pruned above). All three
+            return exactly the same list.
+        :raises InvalidTypeError: when ``query`` is not a str.
+        :raises QueryError: when ``top_k`` is not a positive int, the query is longer than
+            MAX_QUERY_CHARS or has more than MAX_QUERY_TERMS terms after analysis.
+
+        Complexity: exhaustive O(postings of the query terms + N); pruned O(postings of the
+        terms whose bounds can still admit new documents + candidates x other terms x
+        log blocks), typically far fewer postings.
+        """
+        if not isinstance(query, str):
+            raise InvalidTypeError(f"query must be str, not {type(query).__name__}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0:
+            raise QueryError(f"top_k must be a positive int, got {top_k!r}")
+        if mode not in ("auto", "pruned", "exhaustive"):
+            raise InvalidArgumentError(
+                f"mode must be 'auto', 'pruned' or 'exhaustive', got {mode!r}"
+            )
+        if len(query) > MAX_QUERY_CHARS:
+            raise QueryError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
+        terms = self._query_terms(query)
+        if len(terms) > MAX_QUERY_TERMS:
+            raise QueryError(
+                f"query has {len(terms)} terms after analysis; the limit is {MAX_QUERY_TERMS}"
+            )
+        counts: dict[int, int] = {}
+        tid_of = self._tid
+        for t in terms:
+            tid = tid_of.get(t)
+            if tid is not None:
+                counts[tid] = counts.get(tid, 0) + 1
+        if not counts or self._nlive == 0:
+            return []
+        tids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        qtf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        df = self._df.a[tids]
+        alive = df > 0
+        if not alive.all():
+            if not alive.any():
+                return []
+            tids, qtf, df = tids[alive], qtf[alive], df[alive]
+        weights = self._idf(df.astype(np.float64)) * qtf
+        # Terms in decreasing order of their upper bound (ties: term id). Both modes sum
+        # contributions in this order, so their float64 scores are identical.
+        ub = self._term_bounds(tids, weights)
+        order = np.lexsort((tids, -ub))
+        t_l, w_l, ub_l = tids[order].tolist(), weights[order].tolist(), ub[order].tolist()
+        k = int(top_k)
+        if mode == "exhaustive" or (mode == "auto" and self._ext.n <= DENSE_MAX_DOCS):
+            return self._exhaustive(t_l, w_l, k)
+        return self._pruned(t_l, w_l, ub_l, k)
+
+    # --- top-k evaluation --------------------------------------------------------------------
+
+    def _term_bounds(self, tids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Upper bound of each term's contribution to any document (float64)."""
+        maxtf = self._tmaxtf.a[tids].astype(np.float64)
+        avgdl = self._avgdl() or 1.0
+        norm = self.k1 * (1.0 - self.b + self.b * (self._tmindl.a[tids] / avgdl))
+        return weights * maxtf * (self.k1 + 1.0) / (maxtf + norm)
+
+    def _block_bounds(self, tid: int, weight: float) -> np.ndarray:
+        """Upper bound of each block's contribution (float64, one per block)."""
+        sk = self._skip[tid]
+        avgdl = self._avgdl() or 1.0
+        maxtf = sk[:, _MAXTF].astype(np.float64)
+        norm = self.k1 * (1.0 - self.b + self.b * (sk[:, _MINDL] / avgdl))
+        return weight * maxtf * (self.k1 + 1.0) / (maxtf + norm)
+
+    def _tf_part(self, docs: np.ndarray, tfs: np.ndarray) -> np.ndarray:
+        """tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)) per posting; 0 if dead."""
+        tf = tfs.astype(np.float64)
+        return tf * (self.k1 + 1.0) / (tf + self._norms()[docs])
+
+    def _term_postings(
+        self, tid: int, blocks: Iterable[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        sk = self._skip[tid]
+        idx = range(len(sk)) if blocks is None else blocks
+        parts = [self._block(tid, bi) for bi in idx]
+        if not parts:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32)
+        if len(parts) == 1:
+            return parts[0]
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+        )
+
+    def _term_w(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(docnos, tf part) of a whole term, cached until the next write (FIFO, bounded by
+        ``cache_bytes``). Decoded once, the BM25 of a term is one multiply per posting."""
+        hit = self._wcache.get(tid)
+        if hit is not None:
+            return hit
+        docs, tfs = self._term_postings(tid)
+        w = self._tf_part(docs, tfs)
+        size = docs.nbytes + w.nbytes
+        if size <= self.cache_bytes // 4:
+            cache = self._wcache
+            while cache and self._wcache_bytes + size > self.cache_bytes:
+                old = cache.pop(next(iter(cache)))
+                self._wcache_bytes -= old[0].nbytes + old[1].nbytes
+            cache[tid] = (docs, w)
+            self._wcache_bytes += size
+        return docs, w
+
+    def _exhaustive(self, tids: list[int], weights: list[float], k: int) -> list[tuple[int, float]]:
+        docs_all = []
+        c_all = []
+        for tid, wt in zip(tids, weights):
+            docs, w = self._term_w(tid)
+            docs_all.append(docs)
+            c_all.append(wt * w)
+        if len(docs_all) == 1:
+            docs, c = docs_all[0], c_all[0]
+        else:
+            docs, c = np.concatenate(docs_all), np.concatenate(c_all)
+        acc = np.bincount(docs, weights=c, minlength=self._ext.n)
+        cand = np.flatnonzero(acc)
+        return self._select(cand, acc[cand], k)
+
+    def _pruned(
+        self, tids: list[int], weights: list[float], ub: list[float], k: int
+    ) -> list[tuple[int, float]]:
+        m = len(tids)
+        rest = [0.0] * (m + 1)  # rest[j] = sum of ub[j:]
+        for j in range(m - 1, -1, -1):
+            rest[j] = rest[j + 1] + ub[j]
+        # Bounds and scores come from different float operations: compare with a margin
+        # so that rounding can never prune a document that ties the k-th score.
+        slack = 1e-9
+        # Phase A: score whole lists while an unseen document could still reach the k-th
+        # score (the sum of the bounds of the terms left is >= theta).
+        cand = np.zeros(0, dtype=np.int64)
+        score = np.zeros(0, dtype=np.float64)
+        theta = -math.inf
+        j = 0
+        while j < m and rest[j] * (1 + slack) + slack >= theta:
+            docs, w = self._term_w(tids[j])
+            c = weights[j] * w
+            live = c > 0
+            if not live.all():
+                docs, c = docs[live], c[live]
+            if len(cand) == 0:
+                cand, score = docs.astype(np.int64), c
+            else:
+                u, inv = np.unique(np.concatenate((cand, docs)), return_inverse=True)
+                new = np.zeros(len(u), dtype=np.float64)
+                new[inv[: len(cand)]] = score
+                new[inv[len(cand) :]] += c
+                cand, score = u, new
+            j += 1
+            if len(score) >= k:
+                theta = float(np.partition(score, len(score) - k)[len(score) - k])
+        # Phase B: only candidates, only the blocks that hold them; a candidate is dropped
+        # once its score plus the block-max bounds of the terms left is below theta.
+        blk_bounds = {i: self._block_bounds(tids[i], weights[i]) for i in range(j, m)}
+        while j < m and len(cand):
+            cub = score.copy()
+            where = []
+            for i in range(j, m):
+                sk = self._skip[tids[i]]
+                bi = np.minimum(np.searchsorted(sk[:, _LAST], cand), len(sk) - 1)
+                inside = sk[bi, _FIRST] <= cand
+                inside &= sk[bi, _LAST] >= cand
+                cub += np.where(inside, blk_bounds[i][bi], 0.0)
+                where.append((bi, inside))
+            keep = cub * (1 + slack) + slack >= theta
+            if not keep.all():
+                cand, score = cand[keep], score[keep]
+                where = [(bi[keep], ins[keep]) for bi, ins in where]
+            bi, inside = where[0]
+            tid = tids[j]
+            if inside.any():
+                cached = self._wcache.get(tid)
+                if cached is not None:
+                    docs, w = cached
+                else:
+                    need = np.unique(bi[inside])
+                    docs, tfs = self._term_postings(tid, need.tolist())
+                    w = self._tf_part(docs, tfs)
+                pos = np.minimum(np.searchsorted(docs, cand), len(docs) - 1)
+                hit = docs[pos] == cand
+                if hit.any():
+                    score[hit] += weights[j] * w[pos[hit]]
+            j += 1
+            if len(score) >= k:
+                theta = float(np.partition(score, len(score) - k)[len(score) - k])
+        return self._select(cand, score, k)
+
+    def _select(self, cand: np.ndarray, score: np.ndarray, k: int) -> list[tuple[int, float]]:
+        pos = score > 0
+        if not pos.all():
+            cand, score = cand[pos], score[pos]
+        if len(score) > k:
+            kth = np.partition(score, len(score) - k)[len(score) - k]
+            sel = score >= kth
+            cand, score = cand[sel], score[sel]
+        order = np.lexsort((cand, -score))[:k]
+        ext = self._ext.a[cand[order]]
+        return list(zip(ext.tolist(), score[order].tolist()))
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "version": FORMAT_VERSION,
+            "k1": self.k1,
+            "b": self.b,
+            "block_size": self.block_size,
+            "analyzer": self._analyzer.to_dict() if self._analyzer is not None else None,
+            "n_shards": N_SHARDS,
+        }
+
+    def flush(self) -> None:
+        """Write every dirty postings block, doc chunk, forward chunk and term-dictionary
+        shard to the store, and free the pages they replace.
+
+        Complexity: O(what changed since the last flush): the new or rewritten blocks, the
+        touched doc chunks, and the dictionary shards of the touched terms.
+        """
+        st = self._store
+        if not self._written_config:
+            st.put_meta("bm25/config", msgpack.packb(self._config()))
+            self._written_config = True
+        # postings blocks
+        keys = sorted(self._pending)
+        for s in range(0, len(keys), 8192):
+            part = keys[s : s + 8192]
+            blocks = [self._pending[key] for key in part]
+            sizes = np.fromiter((len(b[0]) for b in blocks), dtype=np.int64, count=len(blocks))
+            bounds = np.concatenate(([0], np.cumsum(sizes)))
+            encoded = encode_postings_many(
+                np.concatenate([b[0] for b in blocks]),
+                np.concatenate([b[1] for b in blocks]),
+                bounds,
+            )
+            pages = st.alloc(len(part))
+            for (tid, bi), page, data in zip(part, pages, encoded):
+                st.put(page, data)
+                self._skip[tid][bi, _PAGE] = page
+        self._pending.clear()
+        # forward chunks
+        for c in sorted(self._fwd_pending):
+            off, tids = self._fwd_pending[c]
+            page = st.alloc(1)[0]
+            st.put(page, encode_arrays([off, tids]))
+            while len(self._fwd_pages) <= c:
+                self._fwd_pages.append(-1)
+            if self._fwd_pages[c] >= 0:
+                self._to_free.append(self._fwd_pages[c])
+            self._fwd_pages[c] = page
+        self._fwd_pending.clear()
+        # doc chunks
+        for c in sorted(self._dirty_doc_chunks):
+            lo, hi = c * DOC_CHUNK, min((c + 1) * DOC_CHUNK, self._ext.n)
+            page = st.alloc(1)[0]
+            st.put(
+                page,
+                encode_arrays([self._ext.a[lo:hi], self._len.a[lo:hi], self._live.a[lo:hi]]),
+            )
+            while len(self._doc_pages) <= c:
+                self._doc_pages.append(-1)
+            if self._doc_pages[c] >= 0:
+                self._to_free.append(self._doc_pages[c])
+            self._doc_pages[c] = page
+        self._dirty_doc_chunks.clear()
+        # term dictionary shards
+        shards = {_shard_of(self._terms[t]) for t in self._dirty_terms}
+        df = self._df.a
+        for s in sorted(shards):
+            st.put_meta(f"bm25/terms/{s:03x}", self._encode_shard(s))
+        self._dirty_terms.clear()
+        if self._to_free:
+            st.free(self._to_free)
+            self._to_free = []
+        st.put_meta(
+            "bm25/state",
+            msgpack.packb(
+                {
+                    "version": FORMAT_VERSION,
+                    "ndocnos": self._ext.n,
+                    "nlive": self._nlive,
+                    "total_len": self._total_len,
+                    "nterms": len(self._terms),
+                    "doc_pages": self._doc_pages,
+                    "fwd_pages": self._fwd_pages,
+                }
+            ),
+        )
+
+    def _encode_shard(self, s: int) -> bytes:
+        """One term-dictionary shard, columnar: term bytes (with lengths), term ids, df,
+        block counts and the concatenated skip rows, as little-endian arrays in msgpack."""
+        tids = self._shard_tids[s]
+        tb = [self._terms[t].encode("utf-8", "surrogatepass") for t in tids]
+        skips = [self._skip[t] for t in tids]
+        return msgpack.packb(
+            {
+                "terms": b"".join(tb),
+                "term_lens": np.fromiter(map(len, tb), np.int64, len(tb)).astype("<i4").tobytes(),
+                "tids": np.asarray(tids, dtype="<i8").tobytes(),
+                "df": self._df.a[tids].astype("<i8").tobytes(),
+                "nblocks": np.fromiter(map(len, skips), np.int64, len(skips)).astype("<i4").tobytes(),
+                "skip": np.concatenate(skips).astype("<i8").tobytes() if skips else b"",
+            }
+        )
+
+    @classmethod
+    def open(
+        cls,
+        store: PageStore,
+        *,
+        tokenizer: Analyzer | Callable[[str], list[str]] | None = None,
+        k1: float | None = None,
+        b: float | None = None,
+    ) -> InvertedIndex:
+        """Rebuild an index from ``store`` (written by :meth:`flush`). Loads the term
+        dictionary and the doc chunks; postings pages are loaded lazily by searches.
+
+        :param tokenizer: required when the index was built with a custom tokenizer
+            callable; must equal the stored analyzer otherwise.
+        :param k1: override the stored k1 (scoring only; nothing stored depends on it).
+        :param b: override the stored b.
+        :raises CorruptionError: when a record is missing or malformed.
+        :raises FormatVersionError: when written by a newer format.
+        :raises ConfigConflictError: when ``tokenizer`` conflicts with the stored analyzer.
+
+        Complexity: O(terms + blocks + documents / 65,536 pages).
+        """
+        raw = store.get_meta("bm25/config")
+        if raw is None:
+            raise CorruptionError("no inverted index in this store (bm25/config is missing)")
+        cfg = _unpack_meta(raw, "bm25/config")
+        if not isinstance(cfg, dict) or cfg.get("version") != FORMAT_VERSION:
+            raise FormatVersionError(f"inverted index format {cfg!r:.80} is not supported")
+        stored_an = cfg.get("analyzer")
+        if stored_an is None:
+            if tokenizer is None or isinstance(tokenizer, Analyzer):
+                raise ConfigConflictError(
+                    "this index was built with a custom tokenizer callable: pass tokenizer="
+                )
+            tok: Any = tokenizer
+        else:
+            an = Analyzer.from_dict(stored_an)
+            if tokenizer is not None and tokenizer != an:
+                raise ConfigConflictError(
+                    f"tokenizer {tokenizer!r} differs from the stored analyzer {an!r}"
+                )
+            tok = an
+        try:
+            idx = cls(
+                tok,
+                k1=cfg["k1"] if k1 is None else k1,
+                b=cfg["b"] if b is None else b,
+                store=store,
+                block_size=cfg["block_size"],
+            )
+        except KeyError as exc:
+            raise CorruptionError(f"bm25/config lacks {exc.args[0]!r}") from None
+        idx._written_config = k1 is None and b is None
+        if not idx._written_config:
+            idx._written_config = False
+        raw = store.get_meta("bm25/state")
+        if raw is None:
+            return idx
+        state = _unpack_meta(raw, "bm25/state")
+        try:
+            ndocnos = int(state["ndocnos"])
+            nterms = int(state["nterms"])
+            idx._doc_pages = [int(p) for p in state["doc_pages"]]
+            idx._fwd_pages = [int(p) for p in state["fwd_pages"]]
+            idx._nlive = int(state["nlive"])
+            idx._total_len = int(state["total_len"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptionError(f"bm25/state is malformed ({exc})") from None
+        # documents
+        ext, lens, live = [], [], []
+        for page in idx._doc_pages:
+            e, ln, lv = store.load(page, decode_arrays)
+            ext.append(e)
+            lens.append(ln)
+            live.append(lv)
+        idx._ext = _Grow(np.int64, np.concatenate(ext) if ext else None)
+        idx._len = _Grow(np.int32, np.concatenate(lens) if lens else None)
+        idx._live = _Grow(np.uint8, np.concatenate(live) if live else None)
+        if not idx._ext.n == idx._len.n == idx._live.n == ndocnos:
+            raise CorruptionError("bm25 doc chunks do not match the recorded document count")
+        if int(idx._live.view.sum()) != idx._nlive:
+            raise CorruptionError("bm25 live-document count does not match the doc chunks")
+        idx._ext_map = None
+        # term dictionary
+        terms: list[str | None] = [None] * nterms
+        idx._skip = [_EMPTY_SKIP] * nterms
+        df = np.zeros(nterms, dtype=np.int64)
+        for s in range(N_SHARDS):
+            raw = store.get_meta(f"bm25/terms/{s:03x}")
+            if raw is None:
+                continue
+            name = f"bm25/terms/{s:03x}"
+            rec = _unpack_meta(raw, name)
+            try:
+                lens = np.frombuffer(rec["term_lens"], dtype="<i4").astype(np.int64)
+                tids = np.frombuffer(rec["tids"], dtype="<i8").astype(np.int64)
+                tdf = np.frombuffer(rec["df"], dtype="<i8").astype(np.int64)
+                nbl = np.frombuffer(rec["nblocks"], dtype="<i4").astype(np.int64)
+                skip = np.frombuffer(rec["skip"], dtype="<i8").astype(np.int64).reshape(-1, 6)
+                blob = rec["terms"]
+                if not (len(lens) == len(tids) == len(tdf) == len(nbl)):
+                    raise ValueError("column lengths differ")
+                if int(lens.sum()) != len(blob) or int(nbl.sum()) != len(skip):
+                    raise ValueError("sizes do not add up")
+                if len(tids) and (tids.min() < 0 or tids.max() >= nterms or (lens < 0).any()):
+                    raise ValueError("term id out of range")
+                toff = np.concatenate(([0], np.cumsum(lens))).tolist()
+                boff = np.concatenate(([0], np.cumsum(nbl))).tolist()
+                for i, tid in enumerate(tids.tolist()):
+                    if terms[tid] is not None:
+                        raise ValueError(f"term id {tid} appears twice")
+                    terms[tid] = blob[toff[i] : toff[i + 1]].decode("utf-8", "surrogatepass")
+                    idx._skip[tid] = skip[boff[i] : boff[i + 1]]
+                    idx._shard_tids[s].append(tid)
+                df[tids] = tdf
+            except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+                raise CorruptionError(f"{name}: bad record ({exc})") from None
+        if any(t is None for t in terms):
+            raise CorruptionError("bm25 term dictionary is missing terms")
+        idx._terms = terms  # type: ignore[assignment]
+        idx._tid = {t: i for i, t in enumerate(terms)}  # type: ignore[misc]
+        for lst in idx._shard_tids:
+            lst.sort()
+        idx._df = _Grow(np.int64, df)
+        maxtf = np.zeros(nterms, dtype=np.int64)
+        mindl = np.full(nterms, _INT64_MAX, dtype=np.int64)
+        for tid, sk in enumerate(idx._skip):
+            if len(sk):
+                maxtf[tid] = sk[:, _MAXTF].max()
+                mindl[tid] = sk[:, _MINDL].min()
+        idx._tmaxtf = _Grow(np.int64, maxtf)
+        idx._tmindl = _Grow(np.int64, mindl)
+        return idx
+
+    # --- invariants ----------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Invariant: skip rows describe their blocks; df = live docs per term (from the
+        forward lists); N, total length and the id map agree with the doc arrays."""
+        live = self._live.view.astype(bool)
+        assert int(live.sum()) == self._nlive
+        assert int(self._len.view[live].sum()) == self._total_len
+        assert len(self._terms) == len(self._skip) == self._df.n == len(self._tid)
+        df_ref = np.zeros(len(self._terms), dtype=np.int64)
+        for docno in np.flatnonzero(live).tolist():
+            off, tids = self._fwd_chunk(docno // FWD_CHUNK)  # type: ignore[misc]
+            i = docno % FWD_CHUNK
+            df_ref[tids[off[i] : off[i + 1]]] += 1
+        assert (df_ref == self._df.view).all(), "df disagrees with the forward lists"
+        for tid, sk in enumerate(self._skip):
+            prev_last = -1
+            for bi in range(len(sk)):
+                docs, tfs = self._block(tid, bi)
+                row = sk[bi]
+                assert len(docs) == row[_CNT] and 1 <= row[_CNT] <= self.block_size
+                assert docs[0] == row[_FIRST] and docs[-1] == row[_LAST]
+                assert docs[0] > prev_last and (np.diff(docs) > 0).all()
+                assert tfs.max() == row[_MAXTF] and self._len.a[docs].min() == row[_MINDL]
+                prev_last = int(docs[-1])
+            if len(sk) > 1:
+                assert (sk[:-1, _CNT] == self.block_size).all()
+        if self._ext_map is not None:
+            assert len(self._ext_map) == self._nlive
+            for e, d in self._ext_map.items():
+                assert self._ext.a[d] == e and live[d]
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + c) for each (s, c), vectorised."""
+    total = int(counts.sum())
+    offs = np.cumsum(counts) - counts
+    return np.arange(total, dtype=np.int64) - np.repeat(offs - starts, counts)
+
+
+def _unpack_meta(raw: bytes, name: str) -> Any:
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise CorruptionError(f"{name} is not valid msgpack ({exc})") from None
