@@ -39,7 +39,7 @@ import math
 import operator
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from hashlib import blake2b
 from typing import Any
 
@@ -159,7 +159,7 @@ def _bases(items: Any) -> np.ndarray:
     elif type(first) is int:
         try:
             arr = np.array(items)
-        except OverflowError:
+        except (OverflowError, ValueError, TypeError):  # huge ints, bytes numpy can't decode
             arr = None
         if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iub":
             return _bases(arr)
@@ -391,6 +391,8 @@ class CountMinSketch:
                 cnt = np.full(n, c, dtype=np.int64)
             else:
                 cnt = np.asarray(counts)
+                if cnt.size == 0 and cnt.dtype.kind == "f":
+                    cnt = cnt.astype(np.int64)  # np.asarray([]) is float64
                 if cnt.dtype.kind not in "iu":
                     raise InvalidTypeError(f"counts must be ints, not {cnt.dtype}")
                 if cnt.shape != (n,):
@@ -593,14 +595,3 @@ class CountMinSketch:
         if self._rowsum_exact:
             assert (sums == self._total).all(), (sums, self._total)
 
-
-def _estimate_errors(
-    sketch: CountMinSketch, truth: Iterable[tuple[Any, int]]
-) -> tuple[int, int]:  # pragma: no cover - helper for benchmarks
-    """(items within ε·N, items) for an exact ``Counter``-like iterable of (key, count)."""
-    bound = sketch.get_error_bound()
-    within = n = 0
-    for k, c in truth:
-        n += 1
-        within += sketch.estimate(k) - c <= bound
-    return within, n
