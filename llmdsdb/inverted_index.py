@@ -42,7 +42,7 @@ query (or one whose words are all stop words) returns ``[]``; a query of more th
 >>> idx = InvertedIndex()
 >>> idx.add_documents([1, 2, 3], ["the quick brown fox", "a lazy dog", "quick quick dogs"])
 >>> [doc for doc, _ in idx.search("quick dog")]
-[3, 1, 2]
+[3, 2, 1]
 """
 
 from __future__ import annotations
@@ -428,6 +428,8 @@ class InvertedIndex:
         pdoc = keys // nterms
         ptid = keys - pdoc * nterms
         self._add_forward(base, nd, pdoc, ptid)
+        if len(ptid) == 0:
+            return
         # --- postings grouped by term, docs ascending within a term (stable sort)
         order = np.argsort(ptid, kind="stable")
         ptid = ptid[order]

@@ -1,0 +1,53 @@
+"""Postings codec vs identity, and random damage never escapes as anything but
+CorruptionError."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmdsdb.codec import decode_postings, encode_postings, encode_postings_many
+from llmdsdb.errors import CorruptionError
+
+block = st.lists(
+    st.tuples(st.integers(1, 1 << 20), st.integers(1, 1 << 12)), min_size=1, max_size=300
+).flatmap(
+    lambda gaps: st.integers(0, 1 << 10).map(
+        lambda base: (
+            (base + np.cumsum([g for g, _ in gaps]) - gaps[0][0]).tolist(),
+            [t for _, t in gaps],
+        )
+    )
+)
+
+
+@given(block)
+def test_round_trip_is_identity(b: tuple[list[int], list[int]]) -> None:
+    docs, tfs = b
+    d, t = decode_postings(encode_postings(np.array(docs), np.array(tfs)))
+    assert d.tolist() == docs and t.tolist() == tfs
+
+
+@given(st.lists(block, min_size=1, max_size=8))
+def test_many_equals_single(blocks: list[tuple[list[int], list[int]]]) -> None:
+    bounds = np.cumsum([0] + [len(d) for d, _ in blocks])
+    many = encode_postings_many(
+        np.concatenate([d for d, _ in blocks]), np.concatenate([t for _, t in blocks]), bounds
+    )
+    assert many == [encode_postings(np.array(d), np.array(t)) for d, t in blocks]
+
+
+@given(block, st.data())
+def test_damage_is_refused(b: tuple[list[int], list[int]], data: st.DataObject) -> None:
+    raw = bytearray(encode_postings(np.array(b[0]), np.array(b[1])))
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    for bad in (bytes(raw), bytes(raw[:cut])):
+        try:
+            decode_postings(bad)
+        except CorruptionError:
+            pass
+        else:  # only possible if the damage left the block valid: never for one flipped byte
+            raise AssertionError("damaged block decoded")

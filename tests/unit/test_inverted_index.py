@@ -1,0 +1,249 @@
+"""InvertedIndex: API, bad input leaves the index unchanged, persistence, pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmdsdb.analysis import Analyzer
+from llmdsdb.errors import (
+    ConfigConflictError,
+    CorruptionError,
+    DocumentNotFoundError,
+    DuplicateIdError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    QueryError,
+)
+from llmdsdb.inverted_index import MAX_QUERY_TERMS, InvertedIndex
+from llmdsdb.pages import MemoryPageStore
+
+DOCS = {
+    10: "The quick brown fox jumps over the lazy dog",
+    20: "Foxes are quick; dogs are lazy.",
+    30: "A treatise on the migration of brown bears",
+    40: "quick quick quick",
+}
+
+
+def make(**kw) -> InvertedIndex:
+    idx = InvertedIndex(**kw)
+    idx.add_documents(list(DOCS), list(DOCS.values()))
+    return idx
+
+
+def snapshot(idx: InvertedIndex):
+    return (
+        idx.stats(),
+        len(idx),
+        [idx.search(q, 10) for q in ("quick fox", "brown", "lazy dogs bears")],
+    )
+
+
+def test_basic_api() -> None:
+    idx = make()
+    assert len(idx) == 4 and 10 in idx and 99 not in idx and "10" not in idx
+    assert idx.get_document_frequency("quick") == 3
+    assert idx.get_document_frequency("Foxes") == 2  # analysed like a query word
+    assert idx.get_document_frequency("nothing") == 0
+    assert idx.get_term_frequency("quick", 40) == 3
+    assert idx.get_term_frequency("quick", 30) == 0
+    assert idx.get_term_frequency("quick", 12345) == 0
+    hits = idx.search("quick fox")
+    assert [d for d, _ in hits][:2] == [20, 10]
+    assert all(isinstance(d, int) and isinstance(s, float) for d, s in hits)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert idx.search("quick", top_k=1) == hits[:0] + [idx.search("quick")[0]]
+    st = idx.stats()
+    assert st.num_docs == 4 and st.num_terms > 5 and st.k1 == 1.2 and st.b == 0.75
+    idx._check()
+
+
+def test_remove_and_readd() -> None:
+    idx = make()
+    idx.remove_document(40)
+    assert 40 not in idx and len(idx) == 3
+    assert idx.get_document_frequency("quick") == 2
+    assert 40 not in [d for d, _ in idx.search("quick")]
+    with pytest.raises(DocumentNotFoundError):
+        idx.remove_document(40)
+    idx.add_document(40, "bears")
+    assert idx.search("bears")[0][0] == 40
+    idx._check()
+
+
+def test_bad_input_leaves_index_unchanged() -> None:
+    idx = make()
+    before = snapshot(idx)
+    with pytest.raises(InvalidTypeError):
+        idx.add_document(50, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError):
+        idx.add_documents([50, 51], ["fine", b"bytes"])  # type: ignore[list-item]
+    with pytest.raises(InvalidTypeError):
+        idx.add_document("50", "text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError):
+        idx.add_document(True, "text")
+    with pytest.raises(InvalidArgumentError):
+        idx.add_document(1 << 70, "text")
+    with pytest.raises(DuplicateIdError):
+        idx.add_document(10, "again")
+    with pytest.raises(DuplicateIdError):
+        idx.add_documents([60, 60], ["a", "b"])
+    with pytest.raises(InvalidArgumentError):
+        idx.add_documents([60, 61], ["a"])
+    with pytest.raises(InvalidTypeError):
+        idx.remove_document("10")  # type: ignore[arg-type]
+    assert snapshot(idx) == before
+    idx._check()
+
+
+def test_queries_edge_cases() -> None:
+    idx = make()
+    before = snapshot(idx)
+    assert idx.search("") == []
+    assert idx.search("   \t\n") == []
+    assert idx.search("the of and") == []  # stop words only
+    assert idx.search("zebra") == []
+    with pytest.raises(QueryError, match="terms"):
+        idx.search(" ".join(f"w{i}" for i in range(100_000)))
+    with pytest.raises(QueryError):
+        idx.search("x " * (MAX_QUERY_TERMS + 1))
+    assert idx.search("quick " * MAX_QUERY_TERMS)  # at the limit: fine
+    for k in (0, -1, 1.5, True, "3", None):
+        with pytest.raises(QueryError):
+            idx.search("quick", top_k=k)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError):
+        idx.search(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        idx.search("quick", mode="fast")
+    assert idx.search("quick", top_k=10**9) == idx.search("quick")
+    assert snapshot(idx) == before
+
+
+def test_control_characters_surrogates_and_huge_tokens() -> None:
+    idx = make()
+    idx.add_document(70, "nul\x00byte bell\x07 lone\udc80surrogate " + "z" * (1 << 20))
+    assert idx.search("surrogate")[0][0] == 70
+    assert idx.search("nul byte")[0][0] == 70
+    assert idx.search("z" * (1 << 20)) == []  # the 1 MB token was dropped, not truncated
+    assert idx.get_document_frequency("z" * 64) == 0
+    idx.flush()
+    again = InvertedIndex.open(idx.store)
+    assert again.search("lone bell") == idx.search("lone bell")
+    again._check()
+
+
+def test_flush_open_round_trip_and_incremental_flush() -> None:
+    store = MemoryPageStore()
+    idx = make(store=store)
+    idx.flush()
+    back = InvertedIndex.open(store)
+    assert snapshot(back) == snapshot(idx)
+    back._check()
+
+    writes: list[str] = []
+    orig = store.put_meta
+
+    def spy(name: str, data: bytes) -> None:
+        writes.append(name)
+        orig(name, data)
+
+    store.put_meta = spy  # type: ignore[method-assign]
+    back.add_document(80, "quick zebra")
+    n_pages = len(store)
+    back.flush()
+    shards = [w for w in writes if w.startswith("bm25/terms/")]
+    assert 1 <= len(shards) <= 2  # only the shards of "quick" and "zebra"
+    writes.clear()
+    back.flush()  # nothing changed: only the state record
+    assert [w for w in writes if w.startswith("bm25/terms/")] == []
+    assert len(store) <= n_pages + 4  # replaced pages were freed
+    again = InvertedIndex.open(store)
+    assert snapshot(again) == snapshot(back)
+    assert again.search("zebra")[0][0] == 80
+
+
+def test_open_errors() -> None:
+    with pytest.raises(CorruptionError):
+        InvertedIndex.open(MemoryPageStore())
+    store = MemoryPageStore()
+    idx = make(store=store)
+    idx.flush()
+    with pytest.raises(ConfigConflictError):
+        InvertedIndex.open(store, tokenizer=Analyzer(stem=False))
+    assert InvertedIndex.open(store, tokenizer=Analyzer()).search("fox")
+    # k1/b overrides affect scoring only
+    assert InvertedIndex.open(store, k1=2.0).k1 == 2.0
+    custom = MemoryPageStore()
+    c = InvertedIndex(str.split, store=custom)
+    c.add_documents([1, 2], ["a b", "b c"])
+    c.flush()
+    with pytest.raises(ConfigConflictError):
+        InvertedIndex.open(custom)
+    assert InvertedIndex.open(custom, tokenizer=str.split).search("b") == c.search("b")
+
+
+def test_corrupted_page_is_reported() -> None:
+    store = MemoryPageStore()
+    idx = make(store=store)
+    idx.flush()
+    back = InvertedIndex.open(store)
+    tid = back._tid["quick"]
+    page = int(back._skip[tid][0, 0])
+    raw = bytearray(store.get(page))
+    raw[-1] ^= 0xFF
+    store.put(page, bytes(raw))
+    with pytest.raises(CorruptionError):
+        back.search("quick")
+    store.put_meta("bm25/state", b"\xc1")
+    with pytest.raises(CorruptionError):
+        InvertedIndex.open(store)
+
+
+def test_constructor_validation() -> None:
+    for kw in ({"k1": -1}, {"b": 1.5}, {"k1": float("nan")}, {"block_size": 4}):
+        with pytest.raises(InvalidArgumentError):
+            InvertedIndex(**kw)
+    with pytest.raises(InvalidTypeError):
+        InvertedIndex(tokenizer=42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError):
+        InvertedIndex(k1="1")  # type: ignore[arg-type]
+
+
+def test_custom_tokenizer_must_return_str_list() -> None:
+    idx = InvertedIndex(lambda t: [1, 2])  # type: ignore[arg-type, return-value]
+    with pytest.raises(InvalidTypeError):
+        idx.add_document(1, "x")
+    assert len(idx) == 0
+
+
+def test_pruned_equals_exhaustive_on_a_zipf_corpus() -> None:
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(400)]
+    p = 1.0 / np.arange(1, 401)
+    p /= p.sum()
+    texts = [
+        " ".join(rng.choice(vocab, size=int(rng.integers(1, 60)), p=p)) for _ in range(3000)
+    ]
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=32)
+    idx.add_documents(range(3000), texts)
+    for i in range(0, 3000, 7):
+        idx.remove_document(i)
+    for _ in range(60):
+        q = " ".join(rng.choice(vocab, size=int(rng.integers(1, 8)), p=p))
+        for k in (1, 10, 100):
+            assert idx.search(q, k, mode="pruned") == idx.search(q, k, mode="exhaustive")
+
+
+def test_scifact_quality(data_dir) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "bench"))
+    import common
+
+    sf = common.load_scifact(data_dir / "scifact")
+    idx = InvertedIndex()
+    idx.add_documents(range(len(sf.texts)), sf.texts)
+    runs = {qid: [sf.doc_ids[d] for d, _ in idx.search(q)] for qid, q in zip(sf.query_ids, sf.queries)}
+    assert common.mean_ndcg(runs, sf.qrels) >= 0.68
