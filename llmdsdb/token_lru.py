@@ -248,17 +248,29 @@ class TokenLRU(MutableMapping[K, V], Generic[K, V]):
             total = self._total + t - e[1]
             e[0] = value
             e[1] = t
+        if total <= budget:
+            self._total = total
+            return []
+        # evict inline (no helper call): puts into a full cache are the common case
+        popitem = od.popitem
+        out: list[tuple[K, V]] = []
+        while total > budget:
+            k, e = popitem(False)  # positional: a keyword argument costs ~40 ns more
+            total -= e[1]
+            out.append((k, e[0]))
         self._total = total
-        if total > budget:
-            return self._evict_to(budget)
-        return []
+        self._evictions += len(out)
+        if self._on_evict is not None:
+            for k, v in out:
+                self._on_evict(k, v)
+        return out
 
     def _evict_to(self, target: int) -> list[tuple[K, V]]:
         popitem = self._od.popitem
         out: list[tuple[K, V]] = []
         total = self._total
         while total > target:
-            k, e = popitem(last=False)
+            k, e = popitem(False)
             total -= e[1]
             out.append((k, e[0]))
         self._total = total
@@ -276,8 +288,10 @@ class TokenLRU(MutableMapping[K, V], Generic[K, V]):
         """
         od = self._od
         try:
-            e = od[key]
-        except (KeyError, TypeError):
+            e = od.get(key)  # not od[key]: a raised KeyError costs more than a whole hit
+        except TypeError:
+            e = None
+        if e is None:
             self._misses += 1
             return default
         od.move_to_end(key)
