@@ -190,7 +190,8 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
 
 
 class _DirLock:
-    """An exclusive ``flock`` on a directory (leaves no lock file behind)."""
+    """An exclusive ``flock`` on a directory, held while the ``with`` block runs (leaves no
+    lock file behind; released by the kernel if the process dies)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -198,19 +199,42 @@ class _DirLock:
 
     def __enter__(self) -> _DirLock:
         self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise BackupError(
-                f"another backup or restore is running in {self.directory}; try again when it "
-                "has finished"
-            ) from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+        self.release()
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _make_locked_tmp(parent: Path, prefix: str) -> tuple[Path, _DirLock]:
+    """A fresh private (0700) temporary directory in ``parent``, flock'ed by this process
+    for as long as it works in it, so a concurrent cleanup can tell it is not debris."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    lock = _DirLock(tmp)
+    lock.fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return tmp, lock
+
+
+def _in_use(path: Path) -> bool:
+    """True when another live process holds the flock of directory ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _debris(target: Path, marker: str) -> list[Path]:
@@ -223,9 +247,11 @@ def _debris(target: Path, marker: str) -> list[Path]:
 
 
 def _cleanup_restore_debris(target: Path) -> None:
-    """Finish or undo what a killed restore into ``target`` left (see the module table)."""
+    """Finish or undo what a killed restore into ``target`` left (see the module table).
+    Call with the parent directory locked; directories a live restore works in are kept."""
     for tmp in _debris(target, _RESTORE_TMP):
-        _rmtree(tmp)
+        if not _in_use(tmp):
+            _rmtree(tmp)
     for old in _debris(target, _RESTORE_OLD):
         if _lstat(target) is None:
             os.rename(old, target)  # killed between "old aside" and "new in": put it back
@@ -334,7 +360,11 @@ def _check_main(path: str, structural: bool, only_structural: bool) -> dict[str,
             problems += db.check()
             count = db.count()
             generation = db.generation
-            fmt = db.stats().get("storage", {}).get("format_version")
+            fmt = None
+            try:
+                fmt = (db.stats().get("storage") or {}).get("format_version")
+            except Exception:  # noqa: BLE001 - informative only
+                pass
     except LlmdsdbError as exc:
         return {"problems": problems + [f"{type(exc).__name__}: {exc}"], "count": None,
                 "generation": None}
@@ -390,46 +420,54 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
         db, own = dbmod.open(source, readonly=True), True
     with _DirLock(parent):
         for old in _debris(target, _BACKUP_TMP):
-            _rmtree(old)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_BACKUP_TMP}", dir=parent))
+            if not _in_use(old):
+                _rmtree(old)
+        tmp, tmp_lock = _make_locked_tmp(parent, f".{target.name}{_BACKUP_TMP}")
+    try:
         try:
-            try:
-                info = db.copy_to(tmp, compact=True)
-            finally:
-                if own:
-                    db.close()
-            for extra in os.listdir(tmp):  # a copy has no lock file; keep only data.mdb
-                if extra != DATA_FILE:
-                    os.unlink(tmp / extra)
-            data = tmp / DATA_FILE
-            _fsync_path(data)
-            digest, size = _sha256_file(data)
-            manifest = {
-                "format": BACKUP_FORMAT,
-                "manifest_version": MANIFEST_VERSION,
-                "format_version": info.get("format_version"),
-                "generation": int(info["generation"]),
-                "count": int(info["count"]),
-                "data_file": DATA_FILE,
-                "size_bytes": size,
-                "sha256": digest,
-                "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "llmdsdb_version": __version__,
-                "source": os.path.abspath(source),
-            }
-            fd = os.open(tmp / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                         0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(manifest, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            _fsync_path(tmp, directory=True)
+            info = db.copy_to(tmp, compact=True)
+        finally:
+            if own:
+                db.close()
+        for extra in os.listdir(tmp):  # a copy has no lock file; keep only data.mdb
+            if extra != DATA_FILE:
+                os.unlink(tmp / extra)
+        data = tmp / DATA_FILE
+        _fsync_path(data)
+        digest, size = _sha256_file(data)
+        manifest = {
+            "format": BACKUP_FORMAT,
+            "manifest_version": MANIFEST_VERSION,
+            "format_version": info.get("format_version"),
+            "generation": int(info["generation"]),
+            "count": int(info["count"]),
+            "data_file": DATA_FILE,
+            "size_bytes": size,
+            "sha256": digest,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "llmdsdb_version": __version__,
+            "source": os.path.abspath(source),
+        }
+        fd = os.open(tmp / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_path(tmp, directory=True)
+        with _DirLock(parent):
+            st = _lstat(target)
+            if st is not None and (not stat.S_ISDIR(st.st_mode) or any(os.scandir(target))):
+                raise BackupError(f"{target}: appeared while the backup was taken; "
+                                  "refusing to replace it")
             os.rename(tmp, target)  # onto nothing or an empty directory: atomic
             _fsync_path(parent, directory=True)
-        except BaseException:
-            _rmtree(tmp)
-            raise
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    finally:
+        tmp_lock.release()
     return BackupInfo(str(target), manifest["generation"], manifest["count"],
                       manifest["format_version"], size, digest)
 
@@ -502,6 +540,27 @@ def _copy_hashing(src: Path, dst: Path, limit: int) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+def _check_restore_target(target: Path, force: bool) -> bool:
+    """Refuse a target restore must not touch; True when an existing database will be
+    replaced."""
+    tst = _lstat(target)
+    if tst is None:
+        return False
+    if stat.S_ISLNK(tst.st_mode):
+        raise BackupError(f"{target}: restore target is a symlink; refusing")
+    if not stat.S_ISDIR(tst.st_mode):
+        raise BackupError(f"{target}: restore target exists and is not a directory")
+    if not any(os.scandir(target)):
+        return False
+    if not force:
+        raise BackupError(f"{target}: restore target is not empty; use --force "
+                          "(force=True) to replace the database there")
+    if not (target / DATA_FILE).exists():
+        raise BackupError(f"{target}: not an llmdsdb database (no {DATA_FILE}); "
+                          "refusing to replace it even with --force")
+    return True
+
+
 def restore(backup_dir: str | os.PathLike[str], path: str | os.PathLike[str], *,
             force: bool = False, _hook: Callable[[str], None] | None = None) -> RestoreInfo:
     """Restore the backup in ``backup_dir`` to the database directory ``path``.
@@ -535,45 +594,34 @@ def restore(backup_dir: str | os.PathLike[str], path: str | os.PathLike[str], *,
         raise BackupError(f"{parent}: the target's parent directory does not exist")
     with _DirLock(parent):
         _cleanup_restore_debris(target)
-        tst = _lstat(target)
-        replacing = False
-        if tst is not None:
-            if stat.S_ISLNK(tst.st_mode):
-                raise BackupError(f"{target}: restore target is a symlink; refusing")
-            if not stat.S_ISDIR(tst.st_mode):
-                raise BackupError(f"{target}: restore target exists and is not a directory")
-            if any(os.scandir(target)):
-                if not force:
-                    raise BackupError(f"{target}: restore target is not empty; use --force "
-                                      "(force=True) to replace the database there")
-                if not (target / DATA_FILE).exists():
-                    raise BackupError(f"{target}: not an llmdsdb database (no {DATA_FILE}); "
-                                      "refusing to replace it even with --force")
-                replacing = True
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_RESTORE_TMP}", dir=parent))
-        try:
-            hook("copying")
-            digest, size = _copy_hashing(data, tmp / DATA_FILE, manifest["size_bytes"])
-            if size != manifest["size_bytes"] or digest != manifest["sha256"]:
-                raise BackupError(f"{data}: sha256 does not match the manifest; the backup "
-                                  "is damaged or was tampered with")
-            hook("verifying")
-            report = _run_checker(tmp, structural=True)
-            if report.problems:
-                more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 \
-                    else ""
-                raise BackupError(f"{bdir}: the backup fails verification: "
-                                  f"{report.problems[0]}{more}")
-            if report.count != manifest["count"] or report.generation != manifest["generation"]:
-                raise BackupError(
-                    f"{bdir}: holds {report.count} documents at generation {report.generation}"
-                    f", the manifest says {manifest['count']} at {manifest['generation']}")
-            for extra in os.listdir(tmp):  # the checker's lock file: regenerated on open
-                if extra != DATA_FILE:
-                    os.unlink(tmp / extra)
-            os.chmod(tmp, 0o700)
-            _fsync_path(tmp, directory=True)
+        replacing = _check_restore_target(target, force)
+        tmp, tmp_lock = _make_locked_tmp(parent, f".{target.name}{_RESTORE_TMP}")
+    try:
+        hook("copying")
+        digest, size = _copy_hashing(data, tmp / DATA_FILE, manifest["size_bytes"])
+        if size != manifest["size_bytes"] or digest != manifest["sha256"]:
+            raise BackupError(f"{data}: sha256 does not match the manifest; the backup "
+                              "is damaged or was tampered with")
+        hook("verifying")
+        report = _run_checker(tmp, structural=True)
+        if report.problems:
+            more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 \
+                else ""
+            raise BackupError(f"{bdir}: the backup fails verification: "
+                              f"{report.problems[0]}{more}")
+        if report.count != manifest["count"] or report.generation != manifest["generation"]:
+            raise BackupError(
+                f"{bdir}: holds {report.count} documents at generation {report.generation}"
+                f", the manifest says {manifest['count']} at {manifest['generation']}")
+        for extra in os.listdir(tmp):  # the checker's lock files: regenerated on open
+            if extra != DATA_FILE:
+                os.unlink(tmp / extra)
+        os.chmod(tmp, 0o700)
+        _fsync_path(tmp, directory=True)
+        with _DirLock(parent):
             hook("swapping")
+            # the target may have changed while we verified: decide again, under the lock
+            replacing = _check_restore_target(target, force)
             if not replacing:
                 os.rename(tmp, target)  # onto nothing or an empty directory: atomic
                 _fsync_path(parent, directory=True)
@@ -591,10 +639,12 @@ def restore(backup_dir: str | os.PathLike[str], path: str | os.PathLike[str], *,
                 _fsync_path(parent, directory=True)
                 hook("new-in")
                 _rmtree(old)
-        except BaseException:
-            if _lstat(tmp) is not None:
-                _rmtree(tmp)
-            raise
+    except BaseException:
+        if _lstat(tmp) is not None:
+            _rmtree(tmp)
+        raise
+    finally:
+        tmp_lock.release()
     return RestoreInfo(str(target), manifest["generation"], manifest["count"], replacing)
 
 

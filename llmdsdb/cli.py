@@ -29,6 +29,7 @@ from llmdsdb.errors import (
     InputFormatError,
     InvalidArgumentError,
     InvalidPathError,
+    InvalidTypeError,
     LlmdsdbError,
 )
 
@@ -261,7 +262,7 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
                                               embs, [r.metadata for r in batch])
                 stats["batches"] += 1
                 return
-            except InvalidArgumentError as exc:
+            except (InvalidArgumentError, InvalidTypeError) as exc:
                 j = _bad_position(exc, len(batch))
                 reason = re.sub(r"^(upsert|add): (ids|texts|embeddings|metadata)\[\d+\]:?\s*",
                                 "", str(exc))
@@ -398,6 +399,25 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
 # --- stats / verify / export -------------------------------------------------------------------
 
 
+def _plain(obj: Any) -> Any:
+    """Statistics as plain JSON-able values (records and dataclasses become dicts)."""
+    import dataclasses
+
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if hasattr(obj, "_asdict"):
+        return _plain(obj._asdict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(dataclasses.asdict(obj))
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()  # numpy scalar
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -415,9 +435,9 @@ def stats(path: str, as_json: bool) -> None:
     index, storage and cache statistics.
     """
     with _open_existing(path) as db:
-        st = db.stats()
+        st = _plain(db.stats())
     if as_json:
-        click.echo(json.dumps(st, default=str, sort_keys=True))
+        click.echo(json.dumps(st, sort_keys=True))
         return
     for key, value in _flatten(st):
         if isinstance(value, (list, tuple)) and len(value) > 8:

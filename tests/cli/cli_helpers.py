@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def llmdsdb_command() -> list[str]:
-    """The installed console script beside this interpreter, else ``python -m llmdsdb``."""
+    """The installed console script beside this interpreter, else ``python -m llmdsdb``
+    (``LLMDSDB_TEST_CLI=module`` forces the latter, e.g. to test a checkout on PYTHONPATH)."""
+    if os.environ.get("LLMDSDB_TEST_CLI") == "module":
+        return [sys.executable, "-m", "llmdsdb"]
     script = Path(sys.executable).parent / "llmdsdb"
     if script.exists():
         return [str(script)]

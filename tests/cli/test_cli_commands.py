@@ -166,7 +166,7 @@ def _bad_inputs(tmp: Path, db: Path) -> dict[str, tuple[list[object], str]]:
     (tmp / "dim.jsonl").write_text(good + "\n" + json.dumps(wrong) + "\n", encoding="utf-8")
     nan = good.replace("[", "[NaN, ", 1)
     (tmp / "nan.jsonl").write_text(nan + "\n", encoding="utf-8")
-    with gzip.open(tmp / "trunc.jsonl.gz", "wb") as f:
+    with gzip.open(tmp / "trunc.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write((good + "\n") * 50)
     data = (tmp / "trunc.jsonl.gz").read_bytes()
     (tmp / "trunc.jsonl.gz").write_bytes(data[: len(data) // 2])
@@ -254,4 +254,4 @@ def test_demo_runs(tmp_path: Path) -> None:
         assert label in out
     assert "oceans-04" in out  # 'why is the sea salty' finds the paragraph on salty seas
     again = run_cli("demo", "--path", tmp_path / "demo", check=True)  # reruns on the same db
-    assert "0 written, 200 already there" in again.stdout
+    assert "0 written now, 200 already there" in again.stdout
