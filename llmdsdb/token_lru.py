@@ -181,7 +181,10 @@ class TokenLRU(MutableMapping[K, V], Generic[K, V]):
         return self._evictions
 
     def getsizeof(self, value: V) -> int:
-        """Cost of ``value`` in tokens (cachetools' name for ``token_of``)."""
+        """Cost of ``value`` in tokens (cachetools' name for ``token_of``).
+
+        Complexity: O(1) plus the cost of ``token_of``.
+        """
         return self._check_cost(self._token_of(value))
 
     def total_tokens(self) -> int:
