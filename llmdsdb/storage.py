@@ -1,0 +1,1473 @@
+"""The storage layer: one LMDB environment per database directory, checksummed values.
+
+Everything the database keeps on disk goes through this module. It owns the rules that make
+LMDB safe to use from Python (see ``RELIABILITY.md`` §0-§1 and ``storage/FORMAT.md``):
+
+* **Paths are checked before liblmdb sees them.** A symlink, a regular file or a FIFO where the
+  database directory should be raises :class:`~llmdsdb.errors.InvalidPathError`; a missing
+  directory is created with mode ``0o700``; a ``data.mdb`` of size 0, too short, whose LMDB
+  meta pages are not there (magic ``0xBEEFC0DE``) or that is shorter than the pages its meta
+  page says exist raises :class:`~llmdsdb.errors.CorruptionError` instead of opening as an
+  empty database (size 0) or killing the process with SIGBUS (truncated).
+* **Every value is wrapped in an envelope** (:class:`Envelope`): magic byte, format version,
+  kind, flags, CRC-32 and length, optionally zstd-compressed. LMDB has no checksums of its own,
+  so a flipped bit inside a value is reported as :class:`~llmdsdb.errors.CorruptionError`
+  naming the key instead of being returned silently.
+* **One :class:`Environment` per real path per process** (a second open shares it, reference
+  counted; py-lmdb refuses a second handle and LMDB's fcntl locks break with two), with fork
+  detection: an environment used in a forked child raises :class:`~llmdsdb.errors.ClosedError`
+  and the child may open its own.
+* **Writes are serialised across processes by a lock file** (``llmdsdb.lock``, ``flock``) taken
+  with a timeout before the LMDB write transaction begins (LMDB's own writer mutex waits
+  forever); a second writer gets :class:`~llmdsdb.errors.LockTimeoutError` naming the holder.
+* **A full map is grown, never resumed.** ``MDB_MAP_FULL`` kills the transaction; the write is
+  aborted, the map doubled, and :meth:`Environment.run_write` re-runs the whole function.
+* **A generation counter** in the ``meta`` database is incremented exactly once by every write
+  transaction that commits a change, so readers in other processes can tell that the data
+  changed (the page cache uses it to drop stale pages).
+
+Durability modes (``durability=``), mapped to LMDB flags:
+
+========== =========================== ====================================================
+mode       LMDB flags                  after a power loss / OS crash
+========== =========================== ====================================================
+``sync``   ``sync=True, metasync=True`` every committed transaction survives (default)
+``metasync`` ``sync=True, metasync=False`` the last committed transaction may be lost;
+                                       the database stays consistent
+``nosync`` ``sync=False, metasync=False`` the last transactions may be lost and, unless the
+                                       filesystem preserves write order, the file may be
+                                       corrupt; only for rebuildable data
+========== =========================== ====================================================
+
+A process crash (``kill -9``) loses nothing that was committed, in every mode. ``writemap``
+is never used (a full disk would crash the process with SIGBUS).
+
+    >>> import tempfile, os
+    >>> d = os.path.join(tempfile.mkdtemp(), "db")
+    >>> env = Environment.open(d, map_size_bytes=1 << 20)
+    >>> with env.write() as txn:
+    ...     txn.put("docs", u64key(1), b"hello")
+    >>> with env.read() as txn:
+    ...     txn.get("docs", u64key(1)), env.generation(txn)
+    (b'hello', 1)
+    >>> env.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import stat as stat_mod
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Literal, TypeVar
+
+import lmdb
+import zstandard
+
+from llmdsdb.errors import (
+    ClosedError,
+    CorruptionError,
+    FormatVersionError,
+    InvalidArgumentError,
+    InvalidPathError,
+    InvalidTypeError,
+    LockTimeoutError,
+    MapFullError,
+    ReadOnlyError,
+    StorageError,
+)
+
+__all__ = [
+    "DB_NAMES",
+    "DEFAULT_MAP_SIZE_BYTES",
+    "FORMAT_VERSION",
+    "KIND_DOC",
+    "KIND_ID",
+    "KIND_IDXMETA",
+    "KIND_META",
+    "KIND_PAGE",
+    "KIND_RAW",
+    "MAX_KEY_BYTES",
+    "MAX_MAP_SIZE_BYTES",
+    "Durability",
+    "Envelope",
+    "Environment",
+    "Txn",
+    "check_format",
+    "check_lmdb_file",
+    "decode_value",
+    "encode_value",
+    "from_u64key",
+    "id_key",
+    "is_hashed_id_key",
+    "meta_key",
+    "u64key",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Durability = Literal["sync", "metasync", "nosync"]
+
+#: On-disk format version written to ``meta/format_version`` and into every envelope.
+#: A database (or a value) with a larger version refuses to open: see storage/FORMAT.md.
+FORMAT_VERSION = 1
+
+#: The named LMDB databases, in a fixed order. See storage/FORMAT.md.
+DB_NAMES: tuple[str, ...] = ("meta", "docs", "ids", "pages", "idxmeta")
+_MAX_DBS = 16  # room for future named databases without a format bump of max_dbs
+
+#: Envelope kinds (one per named database, so a value copied to the wrong place is caught).
+KIND_RAW = 0
+KIND_META = 1
+KIND_DOC = 2
+KIND_ID = 3
+KIND_PAGE = 4
+KIND_IDXMETA = 5
+_KIND_OF_DB = {"meta": KIND_META, "docs": KIND_DOC, "ids": KIND_ID, "pages": KIND_PAGE,
+               "idxmeta": KIND_IDXMETA}
+
+#: LMDB's compile-time key limit (MDB_MAXKEYSIZE); an empty key is refused too.
+MAX_KEY_BYTES = 511
+#: External ids up to this many UTF-8 bytes are stored as keys as is; longer ones are hashed.
+MAX_PLAIN_ID_BYTES = 400
+
+#: Initial map size for a new database (the map is sparse; it is grown x2 on demand).
+DEFAULT_MAP_SIZE_BYTES = 1 << 30
+#: The map is never grown beyond this without an explicit, larger ``map_size_bytes``.
+MAX_MAP_SIZE_BYTES = 1 << 40
+_DEFAULT_MAX_READERS = 512
+
+_LOCK_FILE = "llmdsdb.lock"
+_DATA_FILE = "data.mdb"
+_LMDB_LOCK_FILE = "lock.mdb"
+
+
+# --------------------------------------------------------------------------------------------
+# keys
+# --------------------------------------------------------------------------------------------
+
+_U64 = struct.Struct(">Q")
+
+
+def u64key(i: int) -> bytes:
+    """Encode an unsigned 64-bit integer as an 8-byte big-endian key (sorts numerically).
+
+    >>> u64key(258)
+    b'\\x00\\x00\\x00\\x00\\x00\\x00\\x01\\x02'
+
+    Complexity: O(1).
+
+    :raises InvalidTypeError: when ``i`` is not an int.
+    :raises InvalidArgumentError: when ``i`` is negative or >= 2**64.
+    """
+    if not isinstance(i, int) or isinstance(i, bool):
+        raise InvalidTypeError(f"a u64 key must be an int, not {type(i).__name__}")
+    if not 0 <= i < 1 << 64:
+        raise InvalidArgumentError(f"a u64 key must be in [0, 2**64), got {i}")
+    return _U64.pack(i)
+
+
+def from_u64key(b: bytes | memoryview) -> int:
+    """Decode a key written by :func:`u64key`.
+
+    Complexity: O(1).
+
+    :raises CorruptionError: when ``b`` is not 8 bytes long.
+    """
+    if len(b) != 8:
+        raise CorruptionError(f"a u64 key must be 8 bytes, got {len(b)}")
+    return _U64.unpack(b)[0]
+
+
+def id_key(external_id: str) -> bytes:
+    """The key of an external document id in the ``ids`` database.
+
+    UTF-8 of the id when it is at most 400 bytes and does not start with NUL; otherwise
+    ``b"\\x00h" + sha256(utf8)`` (34 bytes). The original id is kept in the document record,
+    so a hashed key is never the only copy. LMDB keys are limited to 511 bytes.
+
+    >>> id_key("doc-1")
+    b'doc-1'
+    >>> len(id_key("x" * 1000)), id_key("x" * 1000)[:2]
+    (34, b'\\x00h')
+
+    Complexity: O(len(external_id)).
+
+    :raises InvalidTypeError: when the id is not a str.
+    :raises InvalidArgumentError: when it is empty or not encodable as UTF-8 (lone surrogates).
+    """
+    if not isinstance(external_id, str):
+        raise InvalidTypeError(f"a document id must be a str, not {type(external_id).__name__}")
+    if not external_id:
+        raise InvalidArgumentError("a document id must be a non-empty string")
+    try:
+        raw = external_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(f"document id {external_id!r} is not valid Unicode") from exc
+    if len(raw) <= MAX_PLAIN_ID_BYTES and raw[0] != 0:
+        return raw
+    return b"\x00h" + hashlib.sha256(raw).digest()
+
+
+def is_hashed_id_key(key: bytes) -> bool:
+    """True when ``key`` came from hashing a long id in :func:`id_key`.
+
+    Complexity: O(1).
+    """
+    return len(key) == 34 and key[:2] == b"\x00h"
+
+
+def meta_key(name: str) -> bytes:
+    """The key of a named record (``meta`` or ``idxmeta``): its UTF-8 bytes.
+
+    Complexity: O(len(name)).
+
+    :raises InvalidArgumentError: when the name is empty or longer than 511 bytes.
+    """
+    if not isinstance(name, str):
+        raise InvalidTypeError(f"a record name must be a str, not {type(name).__name__}")
+    raw = name.encode("utf-8")
+    if not raw or len(raw) > MAX_KEY_BYTES:
+        raise InvalidArgumentError(f"record name must be 1..{MAX_KEY_BYTES} UTF-8 bytes: {name!r}")
+    return raw
+
+
+def _as_key(key: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    elif isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    elif not isinstance(key, bytes):
+        raise InvalidTypeError(f"a key must be bytes or str, not {type(key).__name__}")
+    if not key or len(key) > MAX_KEY_BYTES:
+        raise InvalidArgumentError(f"a key must be 1..{MAX_KEY_BYTES} bytes, got {len(key)}")
+    return key
+
+
+# --------------------------------------------------------------------------------------------
+# the value envelope
+# --------------------------------------------------------------------------------------------
+
+_ENV_MAGIC = 0xD5
+_HDR = struct.Struct(">BBBBII")  # magic, version, kind, flags, crc32, payload length
+_HDR_SIZE = _HDR.size  # 12
+_FLAG_ZSTD = 0x01
+_KNOWN_FLAGS = _FLAG_ZSTD
+#: Values above this are refused on write and treated as corrupt on read (LMDB's own limit
+#: is ~4 GiB; nothing we store comes near 1 GiB).
+MAX_VALUE_BYTES = 1 << 30
+_COMPRESS_MIN_BYTES = 256
+_ZSTD_LEVEL = 3
+_ZSTD_MAX_WINDOW = 1 << 27
+
+_tls = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_tls, "cctx", None)
+    if c is None:
+        c = _tls.cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_tls, "dctx", None)
+    if d is None:
+        d = _tls.dctx = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
+    return d
+
+
+class Envelope:
+    """The checksummed wrapper around every stored value.
+
+    Layout (big-endian, 12-byte header then the body)::
+
+        0  u8   magic 0xD5
+        1  u8   format version (1)
+        2  u8   kind (KIND_META=1, KIND_DOC=2, KIND_ID=3, KIND_PAGE=4, KIND_IDXMETA=5, RAW=0)
+        3  u8   flags (bit 0: body is one zstd frame; other bits must be 0)
+        4  u32  CRC-32 (zlib) of bytes 0..3, bytes 8..11 and the body
+        8  u32  payload length (after decompression)
+        12 ...  body: the payload, or its zstd frame (content size in the frame header)
+
+    The CRC covers the stored body, so a corrupt value is caught before it is decompressed;
+    decompression is bounded by the length field (itself checksummed) and the frame's declared
+    content size must equal it, so a hostile value cannot make us allocate more than it says.
+
+    Stateless; the methods are static. Thread-safe (per-thread zstd contexts).
+
+    Memory: none beyond the returned bytes.
+
+    >>> raw = Envelope.encode_value(b"x" * 1000, kind=KIND_DOC)
+    >>> len(raw) < 100, Envelope.decode_value(raw, key_desc="docs/1") == b"x" * 1000
+    (True, True)
+    """
+
+    HEADER_SIZE = _HDR_SIZE
+
+    @staticmethod
+    def encode_value(payload: bytes | bytearray | memoryview, *, kind: int,
+                     compress: bool | None = None) -> bytes:
+        """Wrap ``payload``; compress with zstd when ``compress`` is True, or when it is None
+        (auto), the payload is at least 256 bytes and compression saves at least 1/8.
+
+        Complexity: O(len(payload)).
+
+        :raises InvalidTypeError: when the payload is not bytes-like.
+        :raises InvalidArgumentError: when it exceeds 1 GiB or ``kind`` is not in 0..255.
+        """
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise InvalidTypeError(f"a stored value must be bytes, not {type(payload).__name__}")
+        n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
+        if n > MAX_VALUE_BYTES:
+            raise InvalidArgumentError(f"a stored value may be at most {MAX_VALUE_BYTES} bytes, "
+                                       f"got {n}; split it")
+        if not 0 <= kind <= 255:
+            raise InvalidArgumentError(f"envelope kind must be 0..255, got {kind}")
+        flags = 0
+        body: bytes | bytearray | memoryview = payload
+        if compress or (compress is None and n >= _COMPRESS_MIN_BYTES):
+            packed = _compressor().compress(payload)
+            if compress or len(packed) <= n - (n >> 3):
+                body, flags = packed, _FLAG_ZSTD
+        head = bytes((_ENV_MAGIC, FORMAT_VERSION, kind, flags))
+        length = struct.pack(">I", n)
+        crc = zlib.crc32(body, zlib.crc32(length, zlib.crc32(head)))
+        return b"".join((head, struct.pack(">I", crc), length, body))
+
+    @staticmethod
+    def decode_value(raw: bytes | bytearray | memoryview, *, key_desc: str,
+                     kind: int | None = None) -> bytes:
+        """Verify and unwrap a value written by :meth:`encode_value`.
+
+        Complexity: O(len(raw)) plus decompression.
+
+        :param key_desc: names the value in error messages (``"pages/page 42"``).
+        :param kind: when given, the envelope's kind must match.
+        :raises CorruptionError: on a bad magic byte, unknown flags, checksum mismatch, a length
+            that does not match, or a zstd frame that does not decompress to the stated length.
+        :raises FormatVersionError: when the value was written by a newer format version.
+        """
+        n = len(raw) if not isinstance(raw, memoryview) else raw.nbytes
+        if n < _HDR_SIZE:
+            raise CorruptionError(f"{key_desc}: stored value is {n} bytes, shorter than the "
+                                  f"{_HDR_SIZE}-byte envelope header; restore from a backup")
+        magic, version, vkind, flags, crc, length = _HDR.unpack_from(raw, 0)
+        if magic != _ENV_MAGIC:
+            raise CorruptionError(f"{key_desc}: bad envelope magic 0x{magic:02x} (not written "
+                                  f"by llmdsdb, or corrupt); restore from a backup")
+        if version > FORMAT_VERSION or version == 0:
+            raise FormatVersionError(f"{key_desc}: value has format version {version}; this "
+                                     f"llmdsdb reads version {FORMAT_VERSION}; upgrade llmdsdb")
+        mv = raw if isinstance(raw, memoryview) else memoryview(raw)
+        body = mv[_HDR_SIZE:]
+        calc = zlib.crc32(body, zlib.crc32(mv[8:12], zlib.crc32(mv[0:4])))
+        if calc != crc:
+            raise CorruptionError(f"{key_desc}: checksum mismatch (stored 0x{crc:08x}, computed "
+                                  f"0x{calc:08x}); the value is corrupt; restore from a backup "
+                                  f"or run `llmdsdb verify`")
+        if kind is not None and vkind != kind:
+            raise CorruptionError(f"{key_desc}: value of kind {vkind} found where kind {kind} "
+                                  f"belongs")
+        if flags & ~_KNOWN_FLAGS:
+            raise CorruptionError(f"{key_desc}: unknown envelope flags 0x{flags:02x}")
+        if length > MAX_VALUE_BYTES:
+            raise CorruptionError(f"{key_desc}: declared length {length} exceeds the limit")
+        if not flags & _FLAG_ZSTD:
+            if len(body) != length:
+                raise CorruptionError(f"{key_desc}: length field {length} != body {len(body)}")
+            return bytes(body)
+        declared = zstandard.frame_content_size(body)
+        if declared != length:
+            raise CorruptionError(f"{key_desc}: zstd frame declares {declared} bytes, the "
+                                  f"envelope {length}")
+        try:
+            out = _decompressor().decompress(body, max_output_size=length)
+        except zstandard.ZstdError as exc:
+            raise CorruptionError(f"{key_desc}: zstd body does not decompress: {exc}") from exc
+        if len(out) != length:
+            raise CorruptionError(f"{key_desc}: decompressed {len(out)} bytes, expected {length}")
+        return out
+
+
+#: Module-level aliases of the :class:`Envelope` methods.
+encode_value = Envelope.encode_value
+decode_value = Envelope.decode_value
+
+
+# --------------------------------------------------------------------------------------------
+# file checks done before liblmdb sees a file
+# --------------------------------------------------------------------------------------------
+
+_MDB_MAGIC = 0xBEEFC0DE
+_P_META = 0x08
+# MDB_page header is 16 bytes on 64-bit; MDB_meta follows (all little-endian on x86/arm).
+_META = struct.Struct("<IIQQ")  # magic, version, address, mapsize   at page offset 16
+_META_PSIZE_OFF = 16 + 24  # mm_dbs[FREE_DBI].md_pad holds the page size
+_META_LAST_OFF = 16 + 24 + 96  # mm_last_pg, mm_txnid
+
+
+def check_lmdb_file(data_path: str) -> dict[str, int]:
+    """Check that ``data_path`` looks like an LMDB data file that liblmdb can map safely.
+
+    Reads only the two meta pages: both must carry the LMDB magic ``0xBEEFC0DE`` and the meta
+    page flag, and the file must be at least as long as the pages the newer meta page says are
+    in use. This catches an empty file (which LMDB would silently open as a new, empty
+    database), a foreign file, and a truncated one (which would crash the process with SIGBUS
+    on the first read of a missing page). It is not a full verification (``python -m lmdb
+    verify`` walks every page).
+
+    Complexity: O(1) (two page reads).
+
+    :returns: ``{"page_size", "last_page", "txnid", "file_bytes"}``.
+    :raises CorruptionError: when the file is empty, foreign or truncated.
+    """
+    try:
+        size = os.stat(data_path).st_size
+        with open(data_path, "rb") as fh:
+            head = fh.read(4096)
+            if size == 0:
+                raise CorruptionError(f"{data_path} is empty (0 bytes): the database was "
+                                      f"truncated; restore from a backup")
+            if len(head) < 48 or _META.unpack_from(head, 16)[0] != _MDB_MAGIC:
+                raise CorruptionError(f"{data_path} is not an LMDB data file (no LMDB magic "
+                                      f"0xBEEFC0DE in the first meta page)")
+            psize = struct.unpack_from("<I", head, _META_PSIZE_OFF)[0]
+            if psize < 512 or psize > 65536 or psize & (psize - 1):
+                raise CorruptionError(f"{data_path}: implausible LMDB page size {psize}")
+            if size < 2 * psize:
+                raise CorruptionError(f"{data_path} is {size} bytes, shorter than its two meta "
+                                      f"pages: truncated; restore from a backup")
+            fh.seek(0)
+            pages = fh.read(2 * psize)
+    except OSError as exc:
+        raise InvalidPathError(f"cannot read {data_path}: {exc.strerror or exc}") from exc
+    best = None
+    for i in range(2):
+        off = i * psize
+        flags = struct.unpack_from("<H", pages, off + 10)[0]
+        magic, version, _addr, _mapsize = _META.unpack_from(pages, off + 16)
+        if magic != _MDB_MAGIC or not flags & _P_META:
+            raise CorruptionError(f"{data_path}: LMDB meta page {i} is damaged (magic "
+                                  f"0x{magic:08x}, flags 0x{flags:04x}); restore from a backup")
+        if version != 1:
+            raise CorruptionError(f"{data_path}: unsupported LMDB data version {version}")
+        last_pg, txnid = struct.unpack_from("<QQ", pages, off + _META_LAST_OFF)
+        if best is None or txnid > best[1]:
+            best = (last_pg, txnid)
+    assert best is not None
+    last_pg, txnid = best
+    if (last_pg + 1) * psize > size:
+        raise CorruptionError(f"{data_path} is {size} bytes but its meta page uses "
+                              f"{(last_pg + 1) * psize}: the file is truncated; restore from a "
+                              f"backup (opening it would crash the process)")
+    return {"page_size": psize, "last_page": last_pg, "txnid": txnid, "file_bytes": size}
+
+
+def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
+    """Validate the database directory; create it 0700 when allowed. True when created."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise InvalidPathError(f"cannot access {path}: {exc.strerror or exc}") from exc
+    if st is None:
+        if readonly or not create:
+            raise InvalidPathError(f"no database at {path} (the directory does not exist)")
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=False)
+        except OSError as exc:
+            raise InvalidPathError(f"cannot create database directory {path}: "
+                                   f"{exc.strerror or exc}") from exc
+        return True
+    if stat_mod.S_ISLNK(st.st_mode):
+        raise InvalidPathError(f"{path} is a symbolic link; open the real directory "
+                               f"({os.path.realpath(path)}) instead")
+    if not stat_mod.S_ISDIR(st.st_mode):
+        what = ("a regular file" if stat_mod.S_ISREG(st.st_mode) else
+                "a FIFO" if stat_mod.S_ISFIFO(st.st_mode) else
+                "a socket" if stat_mod.S_ISSOCK(st.st_mode) else "not a directory")
+        raise InvalidPathError(f"{path} is {what}; a database is a directory")
+    if not readonly and os.geteuid() != 0 and st.st_uid != os.geteuid():
+        raise InvalidPathError(f"{path} is owned by uid {st.st_uid}, not by this user; "
+                               f"open it readonly=True or copy it")
+    for name in (_DATA_FILE, _LMDB_LOCK_FILE, _LOCK_FILE):
+        p = os.path.join(path, name)
+        try:
+            fst = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise InvalidPathError(f"cannot access {p}: {exc.strerror or exc}") from exc
+        if not stat_mod.S_ISREG(fst.st_mode):
+            raise InvalidPathError(f"{p} is not a regular file (symlink or special file); "
+                                   f"refusing to open")
+    return False
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# transactions
+# --------------------------------------------------------------------------------------------
+
+
+def _wrap(exc: lmdb.Error, what: str) -> StorageError:
+    """Translate an lmdb exception into ours (the caller raises it ``from exc``)."""
+    if isinstance(exc, lmdb.MapFullError):
+        return MapFullError(f"{what}: the LMDB map is full; open with a larger "
+                            f"map_size_bytes= (the map is grown automatically up to the cap)")
+    if isinstance(exc, lmdb.ReadonlyError):
+        return ReadOnlyError(f"{what}: the database is read-only ({exc})")
+    if isinstance(exc, lmdb.TxnFullError):
+        return StorageError(f"{what}: the transaction has too many dirty pages; write smaller "
+                            f"batches")
+    if isinstance(exc, lmdb.ReadersFullError):
+        return StorageError(f"{what}: the LMDB reader table is full; close idle readers or "
+                            f"processes holding read transactions")
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
+                        lmdb.InvalidError, lmdb.VersionMismatchError)):
+        return CorruptionError(f"{what}: LMDB reports a damaged file ({exc}); restore from a "
+                               f"backup")  # type: ignore[return-value]
+    if isinstance(exc, lmdb.DiskError):
+        return StorageError(f"{what}: disk error ({exc}); check free space and the device")
+    return StorageError(f"{what}: LMDB error: {exc}")
+
+
+def _is_map_full(exc: BaseException) -> bool:
+    return isinstance(exc, (lmdb.MapFullError, MapFullError))
+
+
+class Txn:
+    """One LMDB transaction over the named databases, values verified through the envelope.
+
+    Obtained from :meth:`Environment.read` or :meth:`Environment.write` (never constructed
+    directly); valid only inside that ``with`` block. Keys are bytes (str is accepted and
+    encoded as UTF-8), 1..511 bytes long.
+
+    Not thread-safe: one thread uses a transaction at a time (a write transaction only on the
+    thread that began it).
+
+    Memory: O(1) plus LMDB's dirty pages in a write transaction.
+    """
+
+    __slots__ = ("_env", "_txn", "_write", "_live", "_dirty", "_bump", "_map_full",
+                 "start_generation", "_new_generation")
+
+    def __init__(self, env: Environment, txn: lmdb.Transaction, write: bool) -> None:
+        self._env = env
+        self._txn = txn
+        self._write = write
+        self._live = True
+        self._dirty = False
+        self._bump = False
+        self._map_full = False
+        self._new_generation: int | None = None
+        self.start_generation = env._read_generation(txn)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def write(self) -> bool:
+        """True for a write transaction."""
+        return self._write
+
+    @property
+    def env(self) -> Environment:
+        """The environment this transaction belongs to."""
+        return self._env
+
+    @property
+    def dirty(self) -> bool:
+        """True once this write transaction has changed something."""
+        return self._dirty
+
+    def _handle(self, db: str) -> object:
+        if not self._live:
+            raise ClosedError("transaction used after its `with` block ended")
+        try:
+            return self._env._dbs[db]
+        except (KeyError, TypeError):
+            raise InvalidArgumentError(f"unknown named database {db!r}; one of "
+                                       f"{', '.join(DB_NAMES)}") from None
+
+    def _need_write(self) -> None:
+        if not self._write:
+            raise ReadOnlyError("cannot write in a read transaction; use env.write()")
+
+    @staticmethod
+    def _desc(db: str, key: bytes) -> str:
+        if len(key) == 8 and db in ("docs", "pages"):
+            return f"{db}/{'page' if db == 'pages' else 'doc'} {_U64.unpack(key)[0]}"
+        try:
+            return f"{db}/{key.decode('utf-8')!r}"
+        except UnicodeDecodeError:
+            return f"{db}/0x{key[:40].hex()}"
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, db: str, key: bytes | str) -> bytes | None:
+        """The verified value at ``key``, or None.
+
+        Complexity: O(log n) + O(len(value)).
+
+        :raises CorruptionError: when the stored value fails its envelope check.
+        """
+        h = self._handle(db)
+        k = _as_key(key)
+        try:
+            raw = self._txn.get(k, db=h)
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"get {self._desc(db, k)}") from exc
+        if raw is None:
+            return None
+        return decode_value(raw, key_desc=self._desc(db, k), kind=_KIND_OF_DB[db])
+
+    def raw_get(self, db: str, key: bytes | str) -> bytes | None:
+        """The stored bytes at ``key`` without verification (for check and repair tools).
+
+        Complexity: O(log n).
+        """
+        h = self._handle(db)
+        k = _as_key(key)
+        try:
+            raw = self._txn.get(k, db=h)
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"get {self._desc(db, k)}") from exc
+        return None if raw is None else bytes(raw)
+
+    def _iter(self, db: str, prefix: bytes, verify: bool, values: bool
+              ) -> Iterator[tuple[bytes, bytes | None]]:
+        h = self._handle(db)
+        prefix = bytes(prefix) if not isinstance(prefix, str) else prefix.encode("utf-8")
+        kind = _KIND_OF_DB[db]
+        try:
+            cur = self._txn.cursor(db=h)
+            ok = cur.set_range(prefix) if prefix else cur.first()
+            while ok:
+                k = bytes(cur.key())
+                if prefix and not k.startswith(prefix):
+                    break
+                if not values:
+                    yield k, None
+                else:
+                    raw = cur.value()
+                    if verify:
+                        yield k, decode_value(raw, key_desc=self._desc(db, k), kind=kind)
+                    else:
+                        yield k, bytes(raw)
+                ok = cur.next()
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"iterate {db}") from exc
+
+    def items(self, db: str, prefix: bytes | str = b"") -> Iterator[tuple[bytes, bytes]]:
+        """``(key, verified value)`` pairs in key order, restricted to keys starting with
+        ``prefix``. Consume the iterator inside the transaction.
+
+        Complexity: O(log n + k) for k items yielded, plus their lengths.
+        """
+        return self._iter(db, prefix, True, True)  # type: ignore[return-value]
+
+    def keys(self, db: str, prefix: bytes | str = b"") -> Iterator[bytes]:
+        """Keys in order, restricted to ``prefix``.
+
+        Complexity: O(log n + k).
+        """
+        return (k for k, _ in self._iter(db, prefix, False, False))
+
+    def raw_items(self, db: str, prefix: bytes | str = b"") -> Iterator[tuple[bytes, bytes]]:
+        """``(key, stored bytes)`` pairs without verification, for ``check()``.
+
+        Complexity: O(log n + k).
+        """
+        return self._iter(db, prefix, False, True)  # type: ignore[return-value]
+
+    def count(self, db: str) -> int:
+        """Number of entries in a named database.
+
+        Complexity: O(1).
+        """
+        h = self._handle(db)
+        try:
+            return int(self._txn.stat(h)["entries"])
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"stat {db}") from exc
+
+    def generation(self) -> int:
+        """The generation this transaction sees (including its own pending bump).
+
+        Complexity: O(1).
+        """
+        return self._new_generation if self._new_generation is not None else \
+            self.start_generation
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def put(self, db: str, key: bytes | str, value: bytes | bytearray | memoryview, *,
+            compress: bool | None = None) -> None:
+        """Store ``value`` (wrapped in the envelope) at ``key``, replacing any old value.
+
+        Complexity: O(log n) + O(len(value)).
+
+        :raises ReadOnlyError: in a read transaction.
+        :raises MapFullError: when the map is full; the transaction is then dead: leave the
+            ``with`` block (``run_write`` grows the map and runs the function again).
+        """
+        h = self._handle(db)
+        self._need_write()
+        k = _as_key(key)
+        v = encode_value(value, kind=_KIND_OF_DB[db], compress=compress)
+        self._put_raw(h, db, k, v)
+
+    def raw_put(self, db: str, key: bytes | str, raw: bytes) -> None:
+        """Store ``raw`` as is, bypassing the envelope (tests and repair tools only).
+
+        Complexity: O(log n).
+        """
+        h = self._handle(db)
+        self._need_write()
+        self._put_raw(h, db, _as_key(key), bytes(raw))
+
+    def _put_raw(self, h: object, db: str, k: bytes, v: bytes) -> None:
+        try:
+            self._txn.put(k, v, db=h)
+        except lmdb.Error as exc:
+            if isinstance(exc, lmdb.MapFullError):
+                self._map_full = True
+            raise _wrap(exc, f"put {self._desc(db, k)}") from exc
+        self._dirty = True
+
+    def delete(self, db: str, key: bytes | str) -> bool:
+        """Delete ``key``; True when it existed.
+
+        Complexity: O(log n).
+        """
+        h = self._handle(db)
+        self._need_write()
+        k = _as_key(key)
+        try:
+            done = bool(self._txn.delete(k, db=h))
+        except lmdb.Error as exc:
+            if isinstance(exc, lmdb.MapFullError):
+                self._map_full = True
+            raise _wrap(exc, f"delete {self._desc(db, k)}") from exc
+        if done:
+            self._dirty = True
+        return done
+
+    def bump_generation(self) -> int:
+        """Make this write transaction count as a commit even if it wrote nothing else.
+
+        The generation is incremented exactly once per committing write transaction whatever
+        is called; this returns the generation the commit will have.
+
+        Complexity: O(1).
+        """
+        self._need_write()
+        self._bump = True
+        return self.start_generation + 1
+
+    def _finish_generation(self) -> None:
+        if self._dirty or self._bump:
+            new = self.start_generation + 1
+            self._put_raw(self._env._dbs["meta"], "meta", b"generation",
+                          encode_value(_U64.pack(new), kind=KIND_META, compress=False))
+            self._new_generation = new
+
+
+# --------------------------------------------------------------------------------------------
+# the environment
+# --------------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Environment] = {}
+_REGISTRY_LOCK = threading.Lock()
+_DURABILITY: dict[str, dict[str, bool]] = {
+    "sync": {"sync": True, "metasync": True},
+    "metasync": {"sync": True, "metasync": False},
+    "nosync": {"sync": False, "metasync": False},
+}
+
+
+def check_format(txn: Txn) -> int:
+    """Check the format version recorded in ``meta/format_version``.
+
+    Complexity: O(1).
+
+    :returns: the stored format version.
+    :raises FormatVersionError: when it is newer than :data:`FORMAT_VERSION` (upgrade
+        llmdsdb), missing or malformed (not an llmdsdb database).
+    """
+    raw = txn.get("meta", b"format_version")
+    if raw is None:
+        raise FormatVersionError(f"{txn.env.path}: no format_version record: not an llmdsdb "
+                                 f"database (or one written before format versions existed)")
+    if len(raw) != 8:
+        raise FormatVersionError(f"{txn.env.path}: malformed format_version record")
+    version = _U64.unpack(raw)[0]
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(f"{txn.env.path} has on-disk format version {version}, newer "
+                                 f"than the {FORMAT_VERSION} this llmdsdb reads; upgrade llmdsdb "
+                                 f"(pip install -U llmdsdb)")
+    if version < 1:
+        raise FormatVersionError(f"{txn.env.path}: invalid format version {version}")
+    return version
+
+
+class Environment:
+    """One LMDB environment (a database directory), shared by everything in the process.
+
+    Open with :meth:`open`. Read with ``with env.read() as txn``; write with
+    ``with env.write() as txn`` or ``env.run_write(fn)``. Close with :meth:`close` (or use it
+    as a context manager); a second :meth:`open` of the same path shares this object and needs
+    its own :meth:`close`.
+
+    Hooks (lists the database appends to):
+
+    * ``before_commit``: ``fn(txn)`` called inside every write transaction just before it
+      commits (the page store saves its allocator there); an exception aborts.
+    * ``on_commit``: ``fn(generation)`` after a write transaction committed a change.
+    * ``on_abort``: ``fn()`` after a write transaction was aborted (an exception, a full map,
+      a failed commit), so in-memory state derived from it can be dropped.
+
+    Thread-safe: any number of threads may read at once; writers are serialised by an internal
+    lock plus the cross-process lock file. Not fork-safe: a forked child gets
+    :class:`~llmdsdb.errors.ClosedError` and must open its own.
+
+    Memory: the LMDB map is address space, not RAM (pages are cached by the OS); O(1) here.
+    """
+
+    def __init__(self, *, _token: object = None) -> None:
+        if _token is not _OPEN_TOKEN:
+            raise InvalidArgumentError("use Environment.open(path, ...)")
+        self._env: lmdb.Environment
+        self._dbs: dict[str, object] = {}
+        self._refs = 1
+        self._pid = os.getpid()
+        self._closed = False
+        self._lock_fd: int | None = None
+        self._write_mutex = threading.Lock()
+        self._write_owner: int | None = None
+        self.before_commit: list[Callable[[Txn], None]] = []
+        self.on_commit: list[Callable[[int], None]] = []
+        self.on_abort: list[Callable[[], None]] = []
+        self.path = ""
+        self.readonly = False
+        self.durability: str = "sync"
+        self.lock_timeout_s = 30.0
+        self.max_map_size_bytes = MAX_MAP_SIZE_BYTES
+        self.file_info: dict[str, int] = {}
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, durability: Durability = "sync",
+             readonly: bool = False, map_size_bytes: int | None = None,
+             lock_timeout_s: float = 30.0, create: bool = True,
+             max_readers: int = _DEFAULT_MAX_READERS,
+             max_map_size_bytes: int | None = None) -> Environment:
+        """Open (creating when allowed) the database directory ``path``.
+
+        Complexity: O(1) (two page reads to check the file, one short transaction).
+
+        :param durability: ``"sync"`` (default), ``"metasync"`` or ``"nosync"``; see the module
+            docstring for what each survives.
+        :param readonly: open for reading only: writes raise ReadOnlyError; nothing is created.
+        :param map_size_bytes: initial map size (default 1 GiB; the map only reserves address
+            space). Grown x2 when a write finds it full, up to ``max_map_size_bytes`` (default
+            1 TiB, or ``map_size_bytes`` if larger).
+        :param lock_timeout_s: how long a writer waits for another process's write lock.
+        :param create: create the directory and database when missing.
+        :param max_readers: LMDB reader slots (only the first process to open sets it).
+        :raises InvalidPathError: for a symlink, a regular file or FIFO, a missing directory
+            with ``create=False`` or ``readonly=True``, or one owned by another user.
+        :raises CorruptionError: for an empty, foreign or truncated ``data.mdb``.
+        :raises FormatVersionError: for a database written by a newer format version.
+        :raises InvalidArgumentError: for a bad option, or when the path is already open in
+            this process with a different ``readonly``/``durability``.
+        """
+        if durability not in _DURABILITY:
+            raise InvalidArgumentError(f"durability must be one of 'sync', 'metasync', "
+                                       f"'nosync', got {durability!r}")
+        if map_size_bytes is not None and (
+                not isinstance(map_size_bytes, int) or map_size_bytes < 1 << 16):
+            raise InvalidArgumentError(f"map_size_bytes must be an int >= 65536, got "
+                                       f"{map_size_bytes!r}")
+        if not isinstance(lock_timeout_s, (int, float)) or not lock_timeout_s >= 0:
+            raise InvalidArgumentError(f"lock_timeout_s must be a number >= 0, got "
+                                       f"{lock_timeout_s!r}")
+        if not isinstance(max_readers, int) or max_readers < 1:
+            raise InvalidArgumentError(f"max_readers must be a positive int, got {max_readers!r}")
+        try:
+            p = os.path.abspath(os.fspath(path))
+        except TypeError as exc:
+            raise InvalidTypeError(f"path must be str or os.PathLike, not "
+                                   f"{type(path).__name__}") from exc
+        created = _check_dir(p, create=create, readonly=readonly)
+        real = os.path.realpath(p)
+        with _REGISTRY_LOCK:
+            env = _REGISTRY.get(real)
+            if env is not None and env._pid != os.getpid():
+                # Inherited through fork: py-lmdb skips native cleanup in a child, and closing
+                # the inherited handle lets the child open its own.
+                env._forget_after_fork()
+                env = None
+            if env is not None and not env._closed:
+                if env.readonly != readonly or env.durability != durability:
+                    raise InvalidArgumentError(
+                        f"{p} is already open in this process with readonly={env.readonly}, "
+                        f"durability={env.durability!r}; close it first")
+                env._refs += 1
+                if map_size_bytes and map_size_bytes > env.map_size_bytes and not readonly:
+                    with contextlib.suppress(StorageError):
+                        env._set_mapsize(map_size_bytes)
+                return env
+            env = cls(_token=_OPEN_TOKEN)
+            env._open_new(p, created=created, durability=durability, readonly=readonly,
+                          map_size_bytes=map_size_bytes, lock_timeout_s=float(lock_timeout_s),
+                          max_readers=max_readers, max_map_size_bytes=max_map_size_bytes)
+            _REGISTRY[real] = env
+            env._real = real
+            return env
+
+    def _open_new(self, p: str, *, created: bool, durability: str, readonly: bool,
+                  map_size_bytes: int | None, lock_timeout_s: float, max_readers: int,
+                  max_map_size_bytes: int | None) -> None:
+        self.path = p
+        self.readonly = readonly
+        self.durability = durability
+        self.lock_timeout_s = lock_timeout_s
+        self.max_map_size_bytes = max(max_map_size_bytes or MAX_MAP_SIZE_BYTES,
+                                      map_size_bytes or 0)
+        data = os.path.join(p, _DATA_FILE)
+        if os.path.lexists(data):
+            self.file_info = check_lmdb_file(data)
+        elif readonly:
+            raise InvalidPathError(f"no database at {p} (no {_DATA_FILE})")
+        lock = True
+        if readonly:
+            try:
+                lock = not os.statvfs(p).f_flag & os.ST_RDONLY
+            except OSError:
+                lock = True
+        try:
+            self._env = lmdb.open(
+                p, map_size=map_size_bytes or DEFAULT_MAP_SIZE_BYTES, subdir=True,
+                readonly=readonly, create=not readonly, mode=0o600, max_dbs=_MAX_DBS,
+                max_readers=max_readers, writemap=False, map_async=False, lock=lock,
+                max_spare_txns=0, readahead=True, meminit=True,
+                **_DURABILITY[durability])
+        except lmdb.Error as exc:
+            if isinstance(exc, lmdb.ReadonlyError) or getattr(exc, "errno", None) in (
+                    errno.EACCES, errno.EROFS, errno.EPERM):
+                raise ReadOnlyError(f"cannot open {p} for writing ({exc}); open it with "
+                                    f"readonly=True") from exc
+            raise _wrap(exc, f"open {p}") from exc
+        try:
+            if lock:
+                with contextlib.suppress(lmdb.Error):
+                    self._env.reader_check()
+            if not readonly:
+                try:
+                    self._lock_fd = os.open(os.path.join(p, _LOCK_FILE),
+                                            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                                            | os.O_CLOEXEC, 0o600)
+                except OSError as exc:
+                    raise InvalidPathError(f"cannot open the write lock file in {p}: "
+                                           f"{exc.strerror or exc}") from exc
+            self._open_dbs()
+        except BaseException:
+            self._close_native()
+            raise
+
+    def _open_dbs(self) -> None:
+        # py-lmdb only keeps a DBI handle opened in a transaction that *commits as a write*
+        # (a read-only transaction's handles are dropped), so a writable environment opens its
+        # named databases in a write transaction, under our write lock: opening for writing
+        # waits (up to lock_timeout_s) for another process's running batch.
+        if self.readonly:
+            for name in DB_NAMES:
+                try:
+                    self._dbs[name] = self._env.open_db(name.encode(), create=False)
+                except lmdb.NotFoundError:
+                    raise CorruptionError(f"{self.path} is not an llmdsdb database (named "
+                                          f"database {name!r} is missing)") from None
+                except lmdb.Error as exc:
+                    raise _wrap(exc, f"open named database {name!r} in {self.path}") from exc
+        else:
+            self._init_dbs()
+        with self.read() as txn:
+            check_format(txn)
+
+    def _init_dbs(self) -> None:
+        with self._write_lock():
+            try:
+                with self._begin(write=True) as t:
+                    missing = [n for n in DB_NAMES if t.get(n.encode()) is None]
+                    if missing:
+                        foreign = [bytes(k) for k, _ in t.cursor()
+                                   if bytes(k).decode("utf-8", "replace") not in DB_NAMES]
+                        if foreign:
+                            raise FormatVersionError(
+                                f"{self.path} holds an LMDB environment not written by llmdsdb "
+                                f"(unknown key {foreign[0][:40]!r}); refusing to use it")
+                    for name in DB_NAMES:
+                        self._dbs[name] = self._env.open_db(name.encode(), txn=t, create=True)
+                    meta = self._dbs["meta"]
+                    if missing and t.get(b"format_version", db=meta) is None:
+                        if any(t.stat(self._dbs[n])["entries"] for n in DB_NAMES):
+                            raise FormatVersionError(f"{self.path}: data without a "
+                                                     f"format_version record")
+                        t.put(b"format_version",
+                              encode_value(_U64.pack(FORMAT_VERSION), kind=KIND_META,
+                                           compress=False), db=meta)
+                        t.put(b"generation", encode_value(_U64.pack(0), kind=KIND_META,
+                                                          compress=False), db=meta)
+            except lmdb.Error as exc:
+                raise _wrap(exc, f"initialise {self.path}") from exc
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"environment {self.path} is closed")
+        if os.getpid() != self._pid:
+            raise ClosedError(f"environment {self.path} was opened in process {self._pid} and "
+                              f"cannot be used after fork(); open the database again in this "
+                              f"process")
+
+    @property
+    def closed(self) -> bool:
+        """True after the last :meth:`close` (or in a forked child)."""
+        return self._closed or os.getpid() != self._pid
+
+    @property
+    def map_size_bytes(self) -> int:
+        """The current LMDB map size."""
+        self._check_open()
+        return int(self._env.info()["map_size"])
+
+    def _read_generation(self, t: lmdb.Transaction) -> int:
+        raw = t.get(b"generation", db=self._dbs["meta"]) if "meta" in self._dbs else None
+        if raw is None:
+            return 0
+        v = decode_value(raw, key_desc="meta/'generation'", kind=KIND_META)
+        if len(v) != 8:
+            raise CorruptionError("meta/'generation': malformed record")
+        return int(_U64.unpack(v)[0])
+
+    def generation(self, txn: Txn) -> int:
+        """The number of committed write transactions, as seen by ``txn``.
+
+        Complexity: O(1).
+        """
+        return txn.generation()
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _begin(self, write: bool) -> lmdb.Transaction:
+        for attempt in range(3):
+            try:
+                return self._env.begin(write=write, buffers=True)
+            except lmdb.MapResizedError:
+                # Another process grew the map: adopt its size and retry.
+                self._env.set_mapsize(0)
+            except lmdb.ReadersFullError as exc:
+                if attempt:
+                    raise _wrap(exc, f"begin on {self.path}") from exc
+                self._env.reader_check()
+        raise StorageError(f"{self.path}: could not begin a transaction: map keeps resizing")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A read transaction (a consistent snapshot). Keep it short: a long-lived reader
+        stops LMDB from reusing pages and the file grows.
+
+        Complexity: O(1) to begin.
+        """
+        self._check_open()
+        try:
+            t = self._begin(write=False)
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"begin read on {self.path}") from exc
+        txn = Txn(self, t, write=False)
+        try:
+            yield txn
+        finally:
+            txn._live = False
+            t.abort()
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        if self.readonly:
+            raise ReadOnlyError(f"{self.path} was opened readonly=True; writes are refused")
+        me = threading.get_ident()
+        if self._write_owner == me:
+            raise InvalidArgumentError("a write transaction is already open in this thread; "
+                                       "nested writes are not supported (use the outer txn)")
+        timeout = self.lock_timeout_s
+        deadline = time.monotonic() + timeout
+        ok = (self._write_mutex.acquire(timeout=timeout) if timeout > 0
+              else self._write_mutex.acquire(blocking=False))
+        if not ok:
+            raise LockTimeoutError(f"another thread held the write lock on {self.path} for "
+                                   f"more than {timeout:g} s")
+        try:
+            fd = self._lock_fd
+            assert fd is not None
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise LockTimeoutError(
+                            f"the write lock on {self.path} is held by {self._lock_holder()} "
+                            f"for more than lock_timeout_s={timeout:g} s; wait for that writer "
+                            f"or raise lock_timeout_s") from None
+                    time.sleep(min(delay, left))
+                    delay = min(delay * 2, 0.05)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError:
+                pass  # the pid is only informative
+            self._write_owner = me
+            try:
+                yield
+            finally:
+                self._write_owner = None
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._write_mutex.release()
+
+    def _lock_holder(self) -> str:
+        try:
+            with open(os.path.join(self.path, _LOCK_FILE), encoding="ascii") as fh:
+                pid = fh.read(32).strip()
+            return f"process {int(pid)}"
+        except (OSError, ValueError):
+            return "another process"
+
+    @contextlib.contextmanager
+    def _txn_ctx(self) -> Iterator[Txn]:
+        """One write transaction; the write lock is held by the caller. Commits when the body
+        returns (if anything changed), aborts on an exception; a full map becomes _MapFull."""
+        try:
+            t = self._begin(write=True)
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"begin write on {self.path}") from exc
+        txn = Txn(self, t, write=True)
+        try:
+            yield txn
+            for hook in list(self.before_commit):
+                hook(txn)
+            if not (txn._dirty or txn._bump):
+                txn._live = False
+                t.abort()  # nothing to commit (not an abort of user work)
+                return
+            txn._finish_generation()
+            txn._live = False
+            try:
+                t.commit()
+            except lmdb.Error as exc:
+                if isinstance(exc, lmdb.MapFullError):
+                    txn._map_full = True
+                raise _wrap(exc, f"commit on {self.path}") from exc
+        except BaseException as exc:
+            txn._live = False
+            with contextlib.suppress(Exception):
+                t.abort()
+            self._run_abort_hooks()
+            if txn._map_full or _is_map_full(exc):
+                root: BaseException = exc
+                while not isinstance(root, lmdb.Error) and root.__cause__ is not None:
+                    root = root.__cause__
+                raise _MapFull(str(exc)) from root
+            if isinstance(exc, lmdb.Error):
+                raise _wrap(exc, f"write on {self.path}") from exc
+            raise
+        gen = txn._new_generation
+        assert gen is not None
+        for hook in list(self.on_commit):
+            try:
+                hook(gen)
+            except Exception:  # the data is committed; a failing observer must not say otherwise
+                logger.exception("on_commit hook %r failed", hook)
+
+    def _run_abort_hooks(self) -> None:
+        for hook in list(self.on_abort):
+            try:
+                hook()
+            except Exception:
+                logger.exception("on_abort hook %r failed", hook)
+
+    def _grow(self) -> int | None:
+        """Double the map (up to the cap); the new size, or None at the cap."""
+        cur = int(self._env.info()["map_size"])
+        if cur >= self.max_map_size_bytes:
+            return None
+        new = min(cur * 2, self.max_map_size_bytes)
+        self._set_mapsize(new)
+        logger.info("LMDB map of %s grown from %d to %d bytes", self.path, cur, new)
+        return new
+
+    def _set_mapsize(self, new: int) -> None:
+        try:
+            self._env.set_mapsize(new)
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"grow map of {self.path} to {new}") from exc
+
+    def _full_error(self, cause: BaseException, grown: int | None) -> MapFullError:
+        if grown is None:
+            err = MapFullError(f"the LMDB map of {self.path} is full at "
+                               f"{self.map_size_bytes} bytes, the cap; reopen with a larger "
+                               f"map_size_bytes= (the batch was rolled back)")
+        else:
+            err = MapFullError(f"the LMDB map of {self.path} was full; it was grown to {grown} "
+                               f"bytes; the batch was rolled back: run it again")
+        err.grown = grown is not None  # type: ignore[attr-defined]
+        return err
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Txn]:
+        """A write transaction under the cross-process write lock; commits on normal exit
+        (incrementing the generation once if anything changed), aborts on an exception.
+
+        On a full map the transaction is aborted, the map is grown x2 and
+        :class:`~llmdsdb.errors.MapFullError` is raised (with ``.grown = True``): run the batch
+        again, or use :meth:`run_write`, which does that for you.
+
+        Complexity: O(1) plus the commit (an fsync with ``durability="sync"``).
+
+        :raises ReadOnlyError: when opened ``readonly=True``.
+        :raises LockTimeoutError: when another process holds the write lock longer than
+            ``lock_timeout_s``.
+        """
+        self._check_open()
+        with self._write_lock():
+            try:
+                with self._txn_ctx() as txn:
+                    yield txn
+            except _MapFull as exc:
+                raise self._full_error(exc, self._grow()) from (exc.__cause__ or exc)
+
+    def run_write(self, fn: Callable[[Txn], T]) -> T:
+        """Run ``fn(txn)`` in a write transaction and commit. When the map fills up, the
+        transaction is aborted (``on_abort`` hooks run), the map doubled, and ``fn`` run again
+        from scratch, so ``fn`` must be re-runnable (no side effects outside ``txn`` that it
+        does not redo). An exception from ``fn`` aborts and propagates.
+
+        Complexity: O(cost of fn) per attempt; at most log2(cap / map size) attempts.
+
+        :raises MapFullError: when the map cannot grow any more.
+        :raises ReadOnlyError, LockTimeoutError: as :meth:`write`.
+        """
+        self._check_open()
+        with self._write_lock():
+            while True:
+                try:
+                    with self._txn_ctx() as txn:
+                        result = fn(txn)
+                    return result
+                except _MapFull as exc:
+                    grown = self._grow()
+                    if grown is None:
+                        raise self._full_error(exc, None) from (exc.__cause__ or exc)
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def copy_to(self, dest_dir: str | os.PathLike[str], *, compact: bool = True
+                ) -> dict[str, object]:
+        """Hot, consistent copy of the environment into ``dest_dir`` (new or empty; created
+        0700), taken under one read transaction, fsynced.
+
+        Complexity: O(size of the database).
+
+        :returns: ``{"generation", "count", "format_version", "path", "bytes"}`` of exactly the
+            copied snapshot (``count`` = entries in ``docs``).
+        :raises InvalidPathError: when ``dest_dir`` is a symlink, a file or a non-empty
+            directory.
+        """
+        self._check_open()
+        dest = os.path.abspath(os.fspath(dest_dir))
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if stat_mod.S_ISLNK(st.st_mode) or not stat_mod.S_ISDIR(st.st_mode):
+                raise InvalidPathError(f"copy target {dest} is not a plain directory")
+            if os.listdir(dest):
+                raise InvalidPathError(f"copy target {dest} is not empty")
+        else:
+            try:
+                os.makedirs(dest, mode=0o700)
+            except OSError as exc:
+                raise InvalidPathError(f"cannot create {dest}: {exc.strerror or exc}") from exc
+        with self.read() as txn:
+            info: dict[str, object] = {"generation": txn.generation(),
+                                       "count": txn.count("docs"),
+                                       "format_version": check_format(txn)}
+            try:
+                if compact:
+                    self._env.copy(dest, compact=True, txn=txn._txn)
+                else:
+                    self._env.copy(dest, compact=False)
+            except lmdb.Error as exc:
+                raise _wrap(exc, f"copy {self.path} to {dest}") from exc
+        if not compact:  # the copy may be newer than our snapshot: read what it holds
+            info.update(_read_copy_info(dest))
+        data = os.path.join(dest, _DATA_FILE)
+        fd = os.open(data, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(dest)
+        info["path"] = dest
+        info["bytes"] = os.path.getsize(data)
+        return info
+
+    def stat(self) -> dict[str, object]:
+        """Sizes and counts: ``bytes_on_disk`` (data.mdb), ``map_size_bytes``, ``page_size``,
+        ``last_txnid``, ``readers``, ``max_readers``, ``generation``, ``entries`` per named
+        database, ``durability``, ``readonly``, ``path``.
+
+        Complexity: O(number of named databases).
+        """
+        self._check_open()
+        info = self._env.info()
+        st = self._env.stat()
+        with self.read() as txn:
+            entries = {name: txn.count(name) for name in DB_NAMES}
+            gen = txn.generation()
+        return {
+            "path": self.path,
+            "bytes_on_disk": os.path.getsize(os.path.join(self.path, _DATA_FILE)),
+            "map_size_bytes": int(info["map_size"]),
+            "page_size": int(st["psize"]),
+            "last_txnid": int(info["last_txnid"]),
+            "readers": int(info["num_readers"]),
+            "max_readers": int(info["max_readers"]),
+            "generation": gen,
+            "entries": entries,
+            "durability": self.durability,
+            "readonly": self.readonly,
+        }
+
+    def sync(self) -> None:
+        """Flush to disk (useful with ``durability="nosync"``).
+
+        Complexity: O(dirty OS pages).
+        """
+        self._check_open()
+        if not self.readonly:
+            try:
+                self._env.sync(True)
+            except lmdb.Error as exc:
+                raise _wrap(exc, f"sync {self.path}") from exc
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release this handle; the environment closes when the last sharer closes it.
+        Idempotent. Do not close while another thread uses a transaction.
+
+        Complexity: O(1).
+        """
+        with _REGISTRY_LOCK:
+            if self._closed:
+                return
+            if os.getpid() != self._pid:
+                self._forget_after_fork()
+                return
+            self._refs -= 1
+            if self._refs > 0:
+                return
+            self._closed = True
+            if _REGISTRY.get(getattr(self, "_real", "")) is self:
+                del _REGISTRY[self._real]
+            self._close_native()
+
+    def _close_native(self) -> None:
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._env.close()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _forget_after_fork(self) -> None:
+        # py-lmdb detects the fork and skips mdb_env_close in the child; this only drops its
+        # "already open in this process" registration. Our lock fd is a copy: close it.
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._env.close()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+        if _REGISTRY.get(getattr(self, "_real", "")) is self:
+            del _REGISTRY[self._real]
+
+    def __enter__(self) -> Environment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("readonly" if self.readonly else "open")
+        return f"<Environment {self.path!r} {state} durability={self.durability}>"
+
+    def _check(self) -> None:
+        """Invariants: open handles have every named database and a lock fd when writable."""
+        if self._closed:
+            return
+        assert set(self._dbs) == set(DB_NAMES), self._dbs
+        assert self.readonly or self._lock_fd is not None
+        assert self._refs >= 1
+
+
+_OPEN_TOKEN = object()
+
+
+class _MapFull(Exception):
+    """Internal: the attempt died of MDB_MAP_FULL (cause chained)."""
+
+
+def _read_copy_info(dest: str) -> dict[str, object]:
+    env = lmdb.open(dest, readonly=True, lock=False, max_dbs=_MAX_DBS, subdir=True)
+    try:
+        meta = env.open_db(b"meta", create=False)
+        docs = env.open_db(b"docs", create=False)
+        with env.begin(buffers=True) as t:
+            g = t.get(b"generation", db=meta)
+            f = t.get(b"format_version", db=meta)
+            out: dict[str, object] = {"count": int(t.stat(docs)["entries"])}
+            out["generation"] = _U64.unpack(decode_value(g, key_desc="meta/generation"))[0] \
+                if g is not None else 0
+            if f is not None:
+                out["format_version"] = _U64.unpack(decode_value(f, key_desc="meta/fv"))[0]
+        return out
+    finally:
+        env.close()
