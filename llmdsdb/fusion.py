@@ -38,10 +38,11 @@ Degenerate and missing cases (the invariant every path keeps):
 * ``None`` for a side means "not queried" (no query text, no query vector): the side present
   gets the whole weight, whatever ``fusion_weight`` says. An empty list means "queried, found
   nothing": the other side's hits score ``w * norm`` (their BM25 part is 0).
-* Ties in the fused score go to the better rank on the heavier side (the vector side at
-  ``w >= 0.5``), then on the other side, then to key order (first appearance when keys are not
-  mutually comparable), so the output does not depend on the order of the inputs and a
-  single side keeps its own order even where normalising collapses nearly equal scores.
+* Ties in the fused score go to the better of a candidate's two ranks, then to the better
+  of the other rank, then to key order (first appearance when keys are not mutually
+  comparable). So the output does not depend on the order of the inputs, neither side is
+  favoured, and a single side keeps its own order even where normalising collapses nearly
+  equal scores.
 
 >>> bm25 = [(1, 12.0), (2, 7.0), (4, 2.0)]          # (doc, BM25 score)
 >>> dense = [(2, 0.1), (1, 0.3), (3, 0.4)]          # (doc, cosine distance)
@@ -560,12 +561,13 @@ def fuse(
         score = d_part.copy()
 
     # Ties (exact, or made by normalising values closer than float resolution) go to the
-    # better rank on the heavier side, then on the other side, then to key order.
+    # better of the two ranks, then the better worse rank, then key order. Neutral between
+    # the sides: at w = 0.5, RRF ties "BM25 rank r only" with "vector rank r only" often.
     big = np.iinfo(np.int64).max
-    rb = np.where(b_rank > 0, b_rank, big) if use_b else np.zeros(n, np.int64)
-    rv = np.where(d_rank > 0, d_rank, big) if use_d else np.zeros(n, np.int64)
-    heavy, light = (rv, rb) if wv >= 0.5 else (rb, rv)
-    order = np.lexsort((_key_ranks(keys), light, heavy, -score))
+    rb = np.where(b_rank > 0, b_rank, big) if use_b else np.full(n, big)
+    rv = np.where(d_rank > 0, d_rank, big) if use_d else np.full(n, big)
+    best, worst = np.minimum(rb, rv), np.maximum(rb, rv)
+    order = np.lexsort((_key_ranks(keys), worst, best, -score))
     if top is not None:
         order = order[:top]
 

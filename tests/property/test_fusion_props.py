@@ -73,10 +73,9 @@ def reference_rrf(bm25: list, dense: list, w: float, k: float = 60.0) -> list:
         else:
             s = pb if use_b else pv
         big = 10**9
-        heavy, light = (rv, rb) if (w >= 0.5 or not use_b) else (rb, rv)
-        tie = (heavy.get(key, big), light.get(key, big)) if use_b and use_d else (
-            (rb if use_b else rv)[key], 0)
-        scored.append((key, s, tie))
+        r1 = rb.get(key, big) if use_b else big
+        r2 = rv.get(key, big) if use_d else big
+        scored.append((key, s, (min(r1, r2), max(r1, r2))))
     scored.sort(key=lambda kv: (-kv[1], kv[2], kv[0]))
     return [(key, s) for key, s, _ in scored]
 

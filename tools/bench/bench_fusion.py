@@ -73,8 +73,12 @@ class Runs:
         dense = list(zip(di.tolist(), self.dist_full[qi, di].tolist()))
         return bm25, dense
 
-    def filler(self, qi: int) -> Callable[[str, Sequence[int]], list[float]]:
-        def fill(side: str, keys: Sequence[int]) -> list[float]:
+    def filler(self, qi: int, which: str) -> Callable[[str, Sequence[int]], list]:
+        """fill_missing hook: "exact" fills both sides, "vector" / "bm25" only that side."""
+
+        def fill(side: str, keys: Sequence[int]) -> list:
+            if which != "exact" and side != which:
+                return [None] * len(keys)
             idx = np.asarray(keys, dtype=np.int64)
             row = self.bm25_full[qi] if side == "bm25" else self.dist_full[qi]
             return row[idx].tolist()
@@ -137,7 +141,7 @@ def per_query_ndcg(
             method=method,  # type: ignore[arg-type]
             normalization=norm,  # type: ignore[arg-type]
             top_k=10,
-            fill_missing=R.filler(qi) if fill == "exact" else None,
+            fill_missing=R.filler(qi, fill) if fill != "worst" else None,
         )
         out[qi] = common.ndcg_at_k([R.sf.doc_ids[h.key] for h in hits], R.sf.qrels[q], 10)
     return out
@@ -157,21 +161,66 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -
     }
 
 
+def pipeline_section(sf: common.SciFact) -> list[dict]:
+    """Build a RetrievalPipeline over SciFact (texts + embeddings) and score it end to end."""
+    from llmdsdb.retrieval_pipeline import RetrievalPipeline
+
+    t0 = time.perf_counter()
+    p = RetrievalPipeline(embedding_dim=sf.corpus_emb.shape[1], seed=0)
+    p.add_documents(list(range(len(sf.texts))), sf.texts, sf.corpus_emb)
+    build_s = time.perf_counter() - t0
+    print(f"pipeline built in {build_s:.0f} s", flush=True)
+    rows = []
+    for label, w, fusion in (("BM25 only", 0.0, "convex"), ("vector only", 1.0, "convex"),
+                             ("hybrid default (min-max convex, w=0.5)", 0.5, "convex"),
+                             ("hybrid RRF (w=0.5)", 0.5, "rrf")):
+        runs = {}
+        t0 = time.perf_counter()
+        for i, q in enumerate(sf.query_ids):
+            res = p.search(sf.queries[i], sf.query_emb[i], top_k=10, fusion_weight=w,
+                           fusion=fusion)  # type: ignore[arg-type]
+            runs[q] = [sf.doc_ids[d] for d, _ in res]
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(len(sf.query_ids)):
+            p.search(sf.queries[i], sf.query_emb[i], top_k=10, fusion_weight=w,
+                     fusion=fusion)  # type: ignore[arg-type]
+        warm = time.perf_counter() - t0
+        rows.append({"run": label, "nDCG@10": common.mean_ndcg(runs, sf.qrels),
+                     "q/s (cache miss)": len(sf.query_ids) / cold,
+                     "q/s (cache hit)": len(sf.query_ids) / warm})
+        print(rows[-1], flush=True)
+    rows.append({"run": f"build: {len(sf.texts)} docs + embeddings", "nDCG@10": "",
+                 "q/s (cache miss)": f"{build_s:.0f} s", "q/s (cache hit)": ""})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="100 queries, fewer points")
     ap.add_argument("--bm25", choices=["auto", "ours", "bm25s"], default="auto")
+    ap.add_argument("--no-pipeline", action="store_true",
+                    help="skip the RetrievalPipeline end-to-end section (its HNSW build)")
     args = ap.parse_args()
     command = "python tools/bench/bench_fusion.py" + (" --quick" if args.quick else "")
     if args.bm25 != "auto":
         command += f" --bm25 {args.bm25}"
+    if args.no_pipeline:
+        command += " --no-pipeline"
 
     sf = common.load_scifact()
     nq = 100 if args.quick else len(sf.query_ids)
     R = Runs(sf, args.bm25, nq)
     weights = [0.0, 0.3, 0.5, 0.7, 1.0] if args.quick else [round(0.1 * i, 1) for i in range(11)]
     depths = [100] if args.quick else [10, 50, 100, 200, 1000]
-    fills = ["worst", "exact"]
+
+    def fills_for(label: str) -> list[str]:
+        if label == "rrf":
+            return ["worst"]  # RRF uses ranks only
+        if label == "minmax" and not args.quick:
+            return ["worst", "exact", "vector", "bm25"]
+        return ["worst", "exact"]
+
     single = R.single_side_ndcg()
     print(f"BM25: {R.bm25_name}; single sides nDCG@10: {single}", flush=True)
 
@@ -179,7 +228,7 @@ def main() -> None:
     t_start = time.perf_counter()
     for depth in depths:
         for label, method, norm in METHODS:
-            for fill in fills if method == "convex" else ["worst"]:
+            for fill in fills_for(label):
                 for w in weights:
                     scores[(label, depth, fill, w)] = per_query_ndcg(
                         R, label, method, norm, w, depth, fill
@@ -198,6 +247,30 @@ def main() -> None:
         lat.append(time.perf_counter() - t0)
     fuse_lat = common.percentiles(lat)
 
+    # Peer reference in the same run: the issue's figures fuse bm25s with exact dense.
+    peer_rows = []
+    if R.bm25_name.startswith("llmdsdb"):
+        try:
+            Rp = Runs(sf, "bm25s", nq)
+        except ImportError:
+            Rp = None
+        if Rp is not None:
+            for label, method, norm in (("minmax", "convex", "minmax"), ("rrf", "rrf", "minmax")):
+                peer_rows.append({
+                    "BM25": Rp.bm25_name.split(" (")[0], "fusion (w=0.5, depth 100)": label,
+                    "nDCG@10": float(per_query_ndcg(Rp, label, method, norm, 0.5, 100,
+                                                    "worst").mean()),
+                })
+            peer_rows.append({"BM25": "bm25s alone", "fusion (w=0.5, depth 100)": "-",
+                              "nDCG@10": Rp.single_side_ndcg()["bm25"]})
+        for label in ("minmax", "rrf"):
+            peer_rows.append({"BM25": "llmdsdb InvertedIndex",
+                              "fusion (w=0.5, depth 100)": label,
+                              "nDCG@10": float(scores[(label, 100 if 100 in depths else depths[0],
+                                                       "worst", 0.5)].mean())})
+
+    pipe_rows = [] if args.quick or args.no_pipeline else pipeline_section(sf)
+
     # --- report ----------------------------------------------------------------------------
     body: list[str] = []
     body.append(f"Data: BEIR SciFact, {nq} test queries, {len(sf.doc_ids)} documents. ")
@@ -209,7 +282,7 @@ def main() -> None:
     rows = []
     for depth in depths:
         for label, method, _ in METHODS:
-            for fill in fills if method == "convex" else ["worst"]:
+            for fill in fills_for(label):
                 row: dict[str, object] = {"depth": depth, "method": label, "missing": fill}
                 for w in weights:
                     row[f"w={w}"] = float(scores[(label, depth, fill, w)].mean())
@@ -222,7 +295,7 @@ def main() -> None:
     rrows = []
     for depth in depths:
         for label, method, _ in METHODS:
-            for fill in fills if method == "convex" else ["worst"]:
+            for fill in fills_for(label):
                 vals = [float(scores[(label, depth, fill, w)].mean()) for w in band]
                 allv = [float(scores[(label, depth, fill, w)].mean()) for w in weights]
                 best_w = weights[int(np.argmax(allv))]
@@ -242,6 +315,8 @@ def main() -> None:
         ("minmax/worst vs zscore/worst", ("zscore", d0, "worst", 0.5)),
         ("minmax/worst vs theoretical/worst", ("theoretical", d0, "worst", 0.5)),
         ("minmax/worst vs minmax/exact", ("minmax", d0, "exact", 0.5)),
+        ("minmax/worst vs minmax/vector-only fill", ("minmax", d0, "vector", 0.5)),
+        ("minmax/worst vs minmax/bm25-only fill", ("minmax", d0, "bm25", 0.5)),
         ("minmax/worst vs BM25 only", ("minmax", d0, "worst", 0.0)),
         ("minmax/worst vs dense only", ("minmax", d0, "worst", 1.0)),
     ]
@@ -251,6 +326,8 @@ def main() -> None:
         comps.append(("depth 100 vs depth 200", ("minmax", 200, "worst", 0.5)))
     brows = []
     for name, key in comps:
+        if key not in scores:
+            continue
         brows.append({"comparison (w=0.5, depth 100)": name,
                       **bootstrap_diff(ref, scores[key])})
     body.append("\n## Paired bootstrap over queries (2,000 resamples): mean nDCG@10 "
@@ -278,6 +355,13 @@ def main() -> None:
                 "half, scored on the other)\n")
     body.append(common.table(srows))
 
+    if peer_rows:
+        body.append("\n## Same run, the issue's reference: bm25s + exact dense\n")
+        body.append(common.table(peer_rows))
+    if pipe_rows:
+        body.append("\n## RetrievalPipeline end to end (our InvertedIndex + our HNSW, "
+                    "defaults, embeddings given)\n")
+        body.append(common.table(pipe_rows))
     body.append(f"\n## Cost\n\nfuse() at depth 100 per side, top_k=10, default options: "
                 f"p50 {fuse_lat['p50_ms'] * 1e3:.0f} µs, p99 {fuse_lat['p99_ms'] * 1e3:.0f} µs "
                 f"per query (BM25 scoring of all {nq} queries took {R.bm25_s:.2f} s, exact "
@@ -294,6 +378,8 @@ def main() -> None:
             "bootstrap": brows,
             "split_half": srows,
             "fuse_latency": fuse_lat,
+            "peer": peer_rows,
+            "pipeline": pipe_rows,
         },
     )
     print(f"wrote {path}")
