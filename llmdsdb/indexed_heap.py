@@ -34,6 +34,7 @@ from llmdsdb.errors import (
     EmptyError,
     InvalidArgumentError,
     InvalidTypeError,
+    LlmdsdbError,
     NonFiniteError,
     NotFoundError,
 )
@@ -51,11 +52,11 @@ def _score(score: object) -> float:
     return value
 
 
-def _unknown(key: object) -> NotFoundError:
+def _unknown(key: object) -> LlmdsdbError:
     try:
         hash(key)
     except TypeError:
-        return InvalidTypeError(f"key must be hashable, not {type(key).__name__}")  # type: ignore[return-value]
+        return InvalidTypeError(f"key must be hashable, not {type(key).__name__}")
     return NotFoundError(f"key {key!r} is not in the heap")
 
 
@@ -315,7 +316,8 @@ class IndexedHeap:
             i = self._pos[key_id]
         except (KeyError, TypeError):
             raise _unknown(key_id) from None
-        return i, self._scores[i], (-new_score if self._max else new_score)  # type: ignore[operator]
+        new = -new_score if self._max else new_score  # type: ignore[operator]
+        return i, self._scores[i], new
 
     def decrease_key(self, key_id: Hashable, new_score: float) -> None:
         """Lower the score of ``key_id`` to ``new_score`` (equal is a no-op).
