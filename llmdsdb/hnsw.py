@@ -91,6 +91,10 @@ EXACT_COMPONENTS_BATCH = 1_000_000
 _C_BATCH = 4
 #: Candidates scanned per chunk by the neighbour-selection heuristic.
 _HEUR_CHUNK = 48
+#: Rows processed together by the heuristic (bounds its gathered candidate block).
+_HEUR_ROWS = 32
+#: Vectors gathered per block when scoring a step of a batched search.
+_GATHER_ROWS = 256
 #: Entries (int32) of visited stamps per thread: bounds how many queries of one batch
 #: advance together on large indexes (64 MiB).
 _VIS_BUDGET = 1 << 24
@@ -430,6 +434,12 @@ class HNSW:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best-first search of one layer for all rows of ``Q`` in lock-step.
 
+        Each step takes the ``c`` best unexpanded pool entries of every active row, gathers
+        their neighbour rows, drops visited ids (epoch stamps, one row of stamps per query),
+        scores the rest with one batched product in a padded (rows, width) layout and merges
+        them into the sorted pools with one sort. Rows whose pool is fully expanded leave
+        the working set.
+
         :returns: (ids, distances), int32 and float32 arrays of shape (len(Q), ef), each row
             sorted nearest first, padded with -1 / inf.
         """
@@ -443,83 +453,94 @@ class HNSW:
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         adj, rowmap = self._layer(level)
         width = adj.shape[1]
+        vecs = self._vecs
+        l2 = self.metric == "l2"
+        hsq = self._hsq
         vis, cap1, epoch = self._visited(A)
         base = np.arange(A, dtype=np.int64) * cap1
         vis[base + (cap1 - 1)] = epoch  # sentinel column of each row
         vis[-1] = epoch
-        allrows = np.arange(A)
         entry = entry.astype(np.int32)
         vis[base + entry] = epoch
+        nQ = -Q
         out_id = np.full((A, ef), -1, np.int32)
-        out_d = np.full((A, ef), np.inf, np.float32)
-        ed = self._dist_pairs(entry, Q, qsq, allrows)
+        out_k = np.full((A, ef), np.inf, np.float32)
         W_id = out_id.copy()
-        W_d = out_d.copy()
+        W_k = out_k.copy()
         W_x = np.zeros((A, ef), bool)
         W_id[:, 0] = entry
-        W_d[:, 0] = ed
-        rows = allrows  # original row of each working row
-        Qw, qsqw, basew = Q, qsq, base
+        ek = np.einsum("ij,ij->i", vecs[entry], nQ)
+        W_k[:, 0] = ek + hsq[entry] if l2 else ek
+        rows = np.arange(A)  # original row of each working row
+        nQw, basew = nQ, base
+        marks = self._marks
         while True:
             um = ~W_x & (W_id >= 0)
             live = um.any(axis=1)
             if not live.all():
                 done = ~live
                 out_id[rows[done]] = W_id[done]
-                out_d[rows[done]] = W_d[done]
+                out_k[rows[done]] = W_k[done]
                 if not live.any():
                     break
                 rows = rows[live]
-                W_id, W_d, W_x, um = W_id[live], W_d[live], W_x[live], um[live]
-                Qw = Qw[live]
+                W_id, W_k, W_x, um = W_id[live], W_k[live], W_x[live], um[live]
+                nQw = nQw[live]
                 basew = basew[live]
-                if qsqw is not None:
-                    qsqw = qsqw[live]
             Aw = rows.shape[0]
             if c == 1:
                 col = um.argmax(axis=1)
-                r = np.flatnonzero(um[np.arange(Aw), col])
-                col = col[r]
+                r = np.arange(Aw)
             else:
-                selm = um & (np.cumsum(um, axis=1) <= c)
-                r, col = np.nonzero(selm)
+                r, col = np.nonzero(um & (np.cumsum(um, axis=1) <= c))
             W_x[r, col] = True
             nodes = W_id[r, col]
-            nb = adj[nodes] if rowmap is None else adj[rowmap[nodes]]
-            fi = (basew[r][:, None] + nb).ravel()
-            m = vis[fi] != epoch
-            fi = fi[m]
-            if not fi.size:
+            nb = adj.take(nodes if rowmap is None else rowmap.take(nodes), axis=0)
+            fi = (basew.take(r)[:, None] + nb).ravel()
+            m = vis.take(fi) != epoch
+            fi = fi.compress(m)
+            n = fi.size
+            if not n:
                 continue
-            rr = np.repeat(r, width)[m]
-            pos = -np.arange(1, fi.size + 1, dtype=np.int32)
-            vis[fi] = pos
-            m = vis[fi] == pos
-            fi = fi[m]
-            rr = rr[m]
+            rr = np.repeat(r, width).compress(m)
+            if n > marks.size:
+                marks = self._marks = -np.arange(1, 2 * n + 1, dtype=np.int32)
+            mk = marks[:n]
+            vis[fi] = mk
+            m = vis.take(fi) == mk
+            fi = fi.compress(m)
+            rr = rr.compress(m)
             vis[fi] = epoch
-            node = (fi - basew[rr]).astype(np.int32)
-            d = self._dist_pairs(node, Qw, qsqw, rr)
-            m = d < W_d[rr, -1]
-            if not m.all():
-                rr = rr[m]
-                if not rr.size:
-                    continue
-                node = node[m]
-                d = d[m]
+            node = (fi - basew.take(rr)).astype(np.int32)
             cnt = np.bincount(rr, minlength=Aw)
             wn = int(cnt.max())
-            start = np.cumsum(cnt) - cnt
-            colp = np.arange(rr.size) - start[rr]
-            nd = np.full((Aw, wn), np.inf, np.float32)
+            colp = np.arange(rr.size) - (np.cumsum(cnt) - cnt).take(rr)
             ni = np.full((Aw, wn), -1, np.int32)
-            nd[rr, colp] = d
             ni[rr, colp] = node
-            cat_d = np.concatenate((W_d, nd), axis=1)
-            o = np.argsort(cat_d, axis=1, kind="stable")[:, :ef]
-            W_d = np.take_along_axis(cat_d, o, axis=1)
-            W_id = np.take_along_axis(np.concatenate((W_id, ni), axis=1), o, axis=1)
-            W_x = np.take_along_axis(np.concatenate((W_x, np.zeros((Aw, wn), bool)), axis=1), o, axis=1)
+            # gather + product in blocks of ~_GATHER_ROWS vectors: the block stays in cache
+            # (measured 2.3x faster than one big gather of 15k rows on the bench machine)
+            key = np.empty((Aw, wn, 1), np.float32)
+            nQ3 = nQw[:, :, None]
+            bs = max(1, _GATHER_ROWS // wn)
+            for i in range(0, Aw, bs):
+                np.matmul(vecs.take(ni[i : i + bs], axis=0), nQ3[i : i + bs], out=key[i : i + bs])
+            key = key[:, :, 0]
+            if l2:
+                key += hsq.take(ni)
+            key[ni < 0] = np.inf
+            cat_k = np.concatenate((W_k, key), axis=1)
+            o = np.argsort(cat_k, axis=1, kind="stable")[:, :ef]
+            wide = ef + wn
+            flat = (o + (np.arange(Aw) * wide)[:, None]).ravel()
+            W_k = cat_k.ravel().take(flat).reshape(Aw, ef)
+            W_id = np.concatenate((W_id, ni), axis=1).ravel().take(flat).reshape(Aw, ef)
+            W_x = np.concatenate((W_x, np.zeros((Aw, wn), bool)), axis=1).ravel().take(flat).reshape(Aw, ef)
+        if self.metric == "cosine":
+            out_d = 1.0 + out_k
+        elif self.metric == "ip":
+            out_d = out_k
+        else:
+            out_d = np.maximum(2.0 * out_k + qsq[:, None], 0.0)  # type: ignore[index]
         return out_id, out_d
 
     def _search_layer_one(self, q: np.ndarray, qsq: float, entry: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
@@ -674,13 +695,33 @@ class HNSW:
 
         ``cand`` (R, K) int32 candidate ids sorted by ``dq`` (their distance to the row's
         base point, inf for padding). A candidate is kept when it is closer to the base
-        than to every candidate kept before it; at most ``mmax`` are kept.
+        than to every candidate kept before it; at most ``mmax`` are kept. Candidates are
+        scanned in chunks: distances among a chunk and to the already kept ones are one
+        batched product each, so a row that fills up early costs little.
+
         :returns: int32 (R, mmax), padded with -1.
         """
         R, K = cand.shape
+        if R > _HEUR_ROWS:
+            return np.concatenate([
+                self._select(cand[i : i + _HEUR_ROWS], dq[i : i + _HEUR_ROWS], mmax)
+                for i in range(0, R, _HEUR_ROWS)
+            ])
         sel = np.full((R, mmax), -1, np.int32)
         nsel = np.zeros(R, np.int64)
         alive_all = np.isfinite(dq) & (cand >= 0)
+        vecs = self._vecs
+        l2 = self.metric == "l2"
+        vsq = self._vsq
+
+        def pair(a: np.ndarray, b: np.ndarray, sa: np.ndarray | None, sb: np.ndarray | None) -> np.ndarray:
+            dots = np.matmul(a, b.transpose(0, 2, 1))
+            if self.metric == "cosine":
+                return 1.0 - dots
+            if self.metric == "ip":
+                return -dots
+            return sa[:, :, None] + sb[:, None, :] - 2.0 * dots  # type: ignore[index]
+
         for s in range(0, K, _HEUR_CHUNK):
             e = min(K, s + _HEUR_CHUNK)
             rows = np.flatnonzero((nsel < mmax) & alive_all[:, s:e].any(axis=1))
@@ -690,14 +731,16 @@ class HNSW:
             cd = dq[rows, s:e]
             al = alive_all[rows, s:e].copy()
             ns = nsel[rows]
+            Gc = vecs.take(cid, axis=0)
+            sqc = vsq.take(cid) if l2 else None
             mx = int(ns.max())
             if mx:
                 acc = sel[rows, :mx]
-                dac = self._pairwise(acc, cid)  # (r, mx, ch)
+                sqa = vsq.take(acc) if l2 else None
+                dac = pair(vecs.take(acc, axis=0), Gc, sqa, sqc)  # (r, mx, ch)
                 dac[acc < 0] = np.inf
                 al &= ~(dac < cd[:, None, :]).any(axis=1)
-            dcc = self._pairwise(cid, cid)  # (r, ch, ch)
-            ar = np.arange(rows.size)
+            dcc = pair(Gc, Gc, sqc, sqc)  # (r, ch, ch)
             while True:
                 go = al.any(axis=1) & (ns < mmax)
                 if not go.any():
@@ -709,7 +752,6 @@ class HNSW:
                 al[g] &= ~(dcc[g, i, :] < cd[g])
                 al[g, i] = False
             nsel[rows] = ns
-            del ar
         return sel
 
     def _link_back(self, level: int, src: np.ndarray, tgt: np.ndarray) -> None:
@@ -748,7 +790,7 @@ class HNSW:
         if over.size:
             Uo = U[over]
             t = ut[over].astype(np.int32)
-            dq = self._pairwise(t[:, None], Uo)[:, 0, :]
+            dq = self._from_dots(np.matmul(self._vecs.take(Uo, axis=0), self._vecs.take(t, axis=0)[:, :, None])[:, :, 0], Uo, self._vsq.take(t)[:, None], None)
             dq[Uo < 0] = np.inf
             o = np.argsort(dq, axis=1, kind="stable")
             Uo = np.take_along_axis(Uo, o, axis=1)
