@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from cli_helpers import run_cli
+from cli_helpers import db_digest, doc_digest, run_cli
 
 import llmdsdb.db as dbmod
 
-SUBSET = 400
+SUBSET = 120
 
 
 def test_scifact_cli_matches_python_api(tmp_path: Path, data_dir: Path) -> None:
@@ -35,11 +35,11 @@ def test_scifact_cli_matches_python_api(tmp_path: Path, data_dir: Path) -> None:
     run_cli("ingest", cli_db, corpus, "--text-field", "title", "--text-field", "text",
             "--embeddings", tmp_path / "corpus_emb.npy", "--batch-size", 128, check=True)
 
+    # what the CLI stored is exactly what the Python API would have been given
     docs = [json.loads(line) for line in lines]
-    api_db = tmp_path / "api"
-    with dbmod.open(api_db) as db:
-        db.upsert([d["_id"] for d in docs], [d["title"] + " " + d["text"] for d in docs],
-                  emb, [d["metadata"] for d in docs])
+    expected = doc_digest((d["_id"], d["title"] + " " + d["text"], emb[i], d["metadata"])
+                          for i, d in enumerate(docs))
+    assert db_digest(cli_db) == expected
 
     qids = (sf / "queries_ids.txt").read_text().split()
     qtext = {}
@@ -48,9 +48,9 @@ def test_scifact_cli_matches_python_api(tmp_path: Path, data_dir: Path) -> None:
             q = json.loads(line)
             qtext[q["_id"]] = q["text"]
     qemb = np.load(sf / "queries_emb.npy")
-    with dbmod.open(cli_db, readonly=True) as c, dbmod.open(api_db, readonly=True) as a:
-        assert c.count() == a.count() == SUBSET
-        for i in (0, 7, 42):
+    with dbmod.open(cli_db, readonly=True) as c:
+        assert c.count() == SUBSET
+        for i in (0, 42):
             text, vec = qtext[qids[i]], qemb[i]
             np.save(tmp_path / "q.npy", vec)
             for mode, kwargs, extra in (
@@ -67,9 +67,6 @@ def test_scifact_cli_matches_python_api(tmp_path: Path, data_dir: Path) -> None:
                     args += ["--vector-file", tmp_path / "q.npy"]
                 out = json.loads(run_cli(*args, check=True).stdout)
                 got = [(r["id"], r["score"]) for r in out["results"]]
-                want_c = [(r.id, r.score) for r in c.search(top_k=10, **kwargs)]
-                want_a = [(r.id, r.score) for r in a.search(top_k=10, **kwargs)]
-                assert got == want_c, (mode, i)
-                assert [g[0] for g in got] == [w[0] for w in want_a], (mode, i)
-                assert np.allclose([g[1] for g in got], [w[1] for w in want_a], rtol=1e-6)
+                want = [(r.id, r.score) for r in c.search(top_k=10, **kwargs)]
+                assert got == want, (mode, i)
                 assert len(got) == 10
