@@ -165,12 +165,14 @@ def _bad_position(exc: Exception, n: int) -> int | None:
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad lines instead of stopping.")
 @click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]),
               help="Vector metric when the database is created (default cosine).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show the progress line (default: only when stderr is a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary.")
 def ingest(path: str, files: tuple[str, ...], id_field: str | None,
            text_fields: tuple[str, ...], text_template: str | None, text_separator: str,
            embedding_field: str | None, metadata_fields: tuple[str, ...],
            embeddings_file: str | None, batch_size: int, skip_bad: bool, metric: str | None,
-           quiet: bool) -> None:
+           progress: bool | None, quiet: bool) -> None:
     """Add or update documents in the database at PATH from FILE... (JSONL, CSV/TSV,
     .txt/.md files or directories of them; .gz is read too).
 
@@ -207,7 +209,8 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
                 "records; they must match one to one"
             )
 
-    progress = _Progress(not quiet and sys.stderr.isatty())
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress(show and not quiet)
     stats = {"read": 0, "written": 0, "bad": 0, "batches": 0}
     bad_examples: list[str] = []
     target = Path(path)
@@ -277,16 +280,16 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
         for batch in batches():
             write(batch)
             committed_any = committed_any or stats["batches"] > 0
-            progress.update(stats["read"], stats["written"], stats["bad"])
-        progress.update(stats["read"], stats["written"], stats["bad"], force=True)
-        progress.done()
+            bar.update(stats["read"], stats["written"], stats["bad"])
+        bar.update(stats["read"], stats["written"], stats["bad"], force=True)
+        bar.done()
         if db is None:  # no records at all: still create the database, as asked
             import llmdsdb.db as dbmod
 
             db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
         count, gen = db.count(), db.generation
     except BaseException:
-        progress.done()
+        bar.done()
         if db is not None:
             db.close()
             db = None

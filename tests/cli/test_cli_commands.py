@@ -255,3 +255,21 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "oceans-04" in out  # 'why is the sea salty' finds the paragraph on salty seas
     again = run_cli("demo", "--path", tmp_path / "demo", check=True)  # reruns on the same db
     assert "0 written now, 200 already there" in again.stdout
+
+
+def test_duplicate_ids_in_one_file_the_later_line_wins(tmp_path: Path) -> None:
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"id": "a", "text": "first"}\n{"id": "b", "text": "bee"}\n'
+                   '{"id": "a", "text": "second"}\n', encoding="utf-8")
+    assert invoke("ingest", tmp_path / "db", src).exit_code == 0
+    with dbmod.open(tmp_path / "db", readonly=True) as h:
+        assert h.count() == 2 and h.get("a").text == "second"
+
+
+def test_progress_line_when_asked(tmp_path: Path, corpus: Path) -> None:
+    res = CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), str(corpus), "--progress",
+                                   "--batch-size", "20"])
+    assert res.exit_code == 0, res.output
+    assert "\r  60 docs read, 60 written" in res.stderr and "docs/s" in res.stderr
+    quiet = CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), str(corpus), "-q"])
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
