@@ -322,9 +322,9 @@ def _run_checker(path: Path, *, structural: bool, only_structural: bool = False,
             name = signal.Signals(-proc.returncode).name
         except ValueError:
             name = f"signal {-proc.returncode}"
-        return CheckReport(str(path), [
-            f"opening {path / DATA_FILE} crashed the checker process ({name}): the file is "
-            "corrupt or truncated; restore it from a backup"], None, None)
+        msg = (f"opening {path / DATA_FILE} crashed the checker process ({name}): the file "
+               "is corrupt or truncated; restore it from a backup")
+        return CheckReport(str(path), [msg], None, None)
     last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
     try:
         out = json.loads(last[0]) if last else None
@@ -444,7 +444,7 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
             "data_file": DATA_FILE,
             "size_bytes": size,
             "sha256": digest,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "llmdsdb_version": __version__,
             "source": os.path.abspath(source),
         }

@@ -18,6 +18,7 @@ vector and hybrid search on any machine. Real applications pass embeddings from 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import shutil
@@ -71,7 +72,7 @@ class HashingEmbedder:
             padded = f"^{w}$"
             for i in range(len(padded) - 2):
                 add("c:" + padded[i:i + 3], 0.25)
-        for a, b in zip(words, words[1:]):
+        for a, b in itertools.pairwise(words):
             add(f"b:{a} {b}", 0.5)
         return feats
 

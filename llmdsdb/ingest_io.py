@@ -42,7 +42,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,8 +56,8 @@ __all__ = [
     "FieldSpec",
     "Record",
     "count_records",
-    "iter_records",
     "input_kind",
+    "iter_records",
     "parse_vector",
     "read_query_vector",
     "write_jsonl_record",
@@ -122,7 +122,6 @@ class FieldSpec:
     embedding_field: str | None = None
     metadata_fields: tuple[str, ...] = ()
     metadata_object: str = "metadata"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.text_template is not None and self.text_fields:
@@ -195,8 +194,7 @@ def input_kind(path: str | os.PathLike[str]) -> str:
     if not _stat.S_ISREG(st.st_mode):
         raise InputFormatError(f"{path}: not a regular file or directory")
     name = p.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
+    name = name.removesuffix(".gz")
     for suffix, kind in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".csv", "csv"),
                          (".tsv", "tsv")):
         if name.endswith(suffix):
@@ -607,8 +605,7 @@ def _read_text_file(
             line = raw.count(b"\n", 0, exc.start) + 1
             where = f"{file}:{line}"
             raise _LineError(f"invalid UTF-8 at byte offset {exc.start} in the file") from None
-        if text.startswith("\ufeff"):
-            text = text[1:]
+        text = text.removeprefix("\ufeff")
         emb = _make_embedding({}, spec, rows, ordinal) if rows is not None else None
         return Record(id=rel, text=text, embedding=emb, metadata={"path": rel}, where=where,
                       ordinal=ordinal)

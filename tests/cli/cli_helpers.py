@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +70,14 @@ def db_digest(path: str | os.PathLike[str]) -> str | None:
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> Path:
     with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in records)
     return path
 
 
 def make_records(n: int, dim: int = 8, seed: int = 0, start: int = 0) -> list[dict]:
     """``n`` small documents with unit-length embeddings and metadata."""
     rng = np.random.default_rng(seed)
-    words = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi "
-             "omicron pi rho sigma tau upsilon phi chi psi omega river cat moon bread").split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega", "river", "cat", "moon", "bread"]
     out = []
     for i in range(start, start + n):
         v = rng.standard_normal(dim)

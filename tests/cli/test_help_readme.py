@@ -5,23 +5,22 @@ from __future__ import annotations
 import re
 
 import pytest
+from cli_helpers import REPO, run_cli
 from click.testing import CliRunner
 
 from llmdsdb.cli import cli
 
-from cli_helpers import REPO, run_cli
-
 COMMANDS = sorted(cli.commands)
 SETUP_COMMANDS = [
     "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && llmdsdb demo",
-    "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
-    "python -m pytest -n 2",
+    ("python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && "
+     "python -m pytest -n 2"),
 ]
 
 
 def _readme_cli_section() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"^## Command line\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    m = re.search(r"^## Command line\n(.*?)(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
     assert m, "README.md has no '## Command line' section"
     return m.group(1)
 
@@ -51,7 +50,7 @@ def test_every_command_is_documented_in_the_readme(name: str) -> None:
 
 def test_readme_setup_commands_are_unchanged_and_first() -> None:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```bash\n(.*?)\n```", text, re.S)
+    blocks = re.findall(r"```bash\n(.*?)\n```", text, re.DOTALL)
     assert blocks[:2] == SETUP_COMMANDS
 
 
