@@ -4,6 +4,7 @@ This module only re-exports; see the submodules for the code.
 """
 
 from llmdsdb._version import __version__
+from llmdsdb.backup import backup, restore
 from llmdsdb.db import Database, Document, Options, SearchResult, open
 from llmdsdb.errors import LlmdsdbError
 
@@ -14,5 +15,7 @@ __all__ = [
     "Options",
     "SearchResult",
     "__version__",
+    "backup",
     "open",
+    "restore",
 ]

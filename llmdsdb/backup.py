@@ -94,6 +94,9 @@ _CHUNK = 1 << 20
 _RESTORE_TMP = ".llmdsdb-restore-"
 _RESTORE_OLD = ".llmdsdb-old-"
 _BACKUP_TMP = ".llmdsdb-backup-"
+#: The checker subprocess (not ``-m llmdsdb.backup``: the package re-exports this module's
+#: functions, and runpy warns when a module runs as __main__ after its package imported it).
+_CHECKER = "import sys; from llmdsdb.backup import _main; sys.exit(_main(sys.argv[1:]))"
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,7 @@ def check_in_subprocess(path: str | os.PathLike[str], *, structural: bool = Fals
 
 def _run_checker(path: Path, *, structural: bool, only_structural: bool = False,
                  timeout_s: float | None = None) -> CheckReport:
-    cmd = [sys.executable, "-m", "llmdsdb.backup", "_check", str(path)]
+    cmd = [sys.executable, "-c", _CHECKER, "_check", str(path)]
     if structural:
         cmd.append("--structural")
     if only_structural:
@@ -649,17 +652,12 @@ def restore(backup_dir: str | os.PathLike[str], path: str | os.PathLike[str], *,
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m llmdsdb.backup _check PATH [--structural] [--only-structural]``: the
-    checker the functions above start; prints one JSON line."""
+    """``_check PATH [--structural] [--only-structural]``: the checker the functions above
+    start in a subprocess (see ``_CHECKER``); prints one JSON line."""
     if len(argv) >= 2 and argv[0] == "_check":
         out = _check_main(argv[1], "--structural" in argv, "--only-structural" in argv)
         sys.stdout.write(json.dumps(out, default=str) + "\n")
         sys.stdout.flush()
         return 0
-    sys.stderr.write("usage: python -m llmdsdb.backup _check PATH [--structural]\n")
+    sys.stderr.write("usage: _check PATH [--structural] [--only-structural]\n")
     return 2
-
-
-if __name__ == "__main__":  # pragma: no cover - run as the checker subprocess
-    sys.exit(_main(sys.argv[1:]))
-

@@ -197,3 +197,10 @@ def test_next_run_puts_back_an_old_database_left_aside(tmp_path: Path, bk: Path)
     with pytest.raises(BackupError, match="not empty"):
         restore(bk, target)
     assert db_digest(target) == old and debris(tmp_path) == []
+
+
+def test_package_exports_backup_and_restore() -> None:
+    import llmdsdb
+
+    assert llmdsdb.backup is backup and llmdsdb.restore is restore
+    assert {"backup", "restore"} <= set(llmdsdb.__all__)
