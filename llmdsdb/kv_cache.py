@@ -226,7 +226,7 @@ class KVCache:
             return False
 
     def __iter__(self) -> Iterator[int]:
-        """The attached sequence ids, in attach order."""
+        """The attached sequence ids, in attach order. Complexity: O(n) (a snapshot)."""
         return iter(list(self._seqs))
 
     # --- planning (pure) -------------------------------------------------------------------

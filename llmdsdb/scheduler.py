@@ -127,8 +127,8 @@ class Scheduler:
     __slots__ = (
         "_aging_s",
         "_arrival",
-        "_batches",
         "_batch_tokens",
+        "_batches",
         "_clock",
         "_completed",
         "_flight",
@@ -350,7 +350,9 @@ class Scheduler:
             try:
                 in_flight = rid in self._flight
             except TypeError:
-                raise InvalidTypeError(f"request id must be an int, not {type(rid).__name__}") from None
+                raise InvalidTypeError(
+                    f"request id must be an int, not {type(rid).__name__}"
+                ) from None
             if not in_flight:
                 where = "still queued" if rid in self._reqs else "not in flight"
                 raise NotFoundError(f"request {rid!r} is {where}")
@@ -359,7 +361,7 @@ class Scheduler:
             seen.add(rid)
         now = float(self._clock())
         for rid in ids:
-            tokens, arrival, deadline, slo = self._flight.pop(rid)
+            _tokens, arrival, _deadline, slo = self._flight.pop(rid)
             latency = now - arrival
             self._completed += 1
             self._latency_sum += latency

@@ -111,7 +111,8 @@ class AdmissionMachine(RuleBasedStateMachine):
     @rule(tokens=st.integers(0, 150), explicit=st.one_of(st.none(), st.integers(0, 120)))
     def record(self, tokens: int, explicit: int | None) -> None:
         self.ac.record_request(tokens, estimated_tokens=explicit)
-        self.model.log.append((self.clock.now, "record", tokens, -1 if explicit is None else explicit))
+        given = -1 if explicit is None else explicit
+        self.model.log.append((self.clock.now, "record", tokens, given))
 
     @invariant()
     def matches_model(self) -> None:

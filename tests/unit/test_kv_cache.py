@@ -156,10 +156,8 @@ def test_chain_hash_is_stable() -> None:
     )
     import hashlib
 
-    expected = hashlib.blake2b(
-        bytes(16) + (1).to_bytes(8, "little", signed=True) + (-1).to_bytes(8, "little", signed=True),
-        digest_size=16,
-    ).digest()
+    le = (1).to_bytes(8, "little", signed=True) + (-1).to_bytes(8, "little", signed=True)
+    expected = hashlib.blake2b(bytes(16) + le, digest_size=16).digest()
     assert chain_hash(bytes(16), array("q", [1, -1])) == expected
 
 

@@ -134,7 +134,8 @@ def test_custom_priority_fn_and_update_priority(clock) -> None:
 
 def test_cancel(clock) -> None:
     s = make(clock)
-    a, b = s.submit(1), s.submit(2, slo_ms=50)
+    s.submit(1)
+    b = s.submit(2, slo_ms=50)
     s.cancel(b)
     assert b not in s and len(s) == 1
     with pytest.raises(NotFoundError):

@@ -200,21 +200,21 @@ def run(quick: bool) -> tuple[str, dict[str, Any]]:
     md = [
         f"### Pages used: {n} sequences sharing a {SYSTEM_LEN}-token system prompt",
         "",
-        "Each sequence = the same system prompt (`prefix_tokens`) + a random user turn of "
-        "32..512 tokens. Baseline: the same cache with `enable_prefix_sharing=False`.",
+        ("Each sequence = the same system prompt (`prefix_tokens`) + a random user turn of "
+         "32..512 tokens. Baseline: the same cache with `enable_prefix_sharing=False`."),
         "",
         common.table(pages),
         "### Pages used: multi-turn chat, automatic dedupe only",
         "",
-        "Every turn re-attaches the whole conversation so far as a new sequence, without "
-        "`prefix_tokens`; sharing comes only from identical full pages (chain hash).",
+        ("Every turn re-attaches the whole conversation so far as a new sequence, without "
+         "`prefix_tokens`; sharing comes only from identical full pages (chain hash)."),
         "",
         common.table(chat),
         f"### Throughput: attach / get / detach of the {n} shared-prompt sequences",
         "",
-        f"Median of {repeat} runs after a warm-up, implementations interleaved in each run "
-        "(`time.process_time`). A sequence is ~1,300 tokens; `dict of lists` is the "
-        "do-nothing peer (it copies the tokens and nothing else).",
+        (f"Median of {repeat} runs after a warm-up, implementations interleaved in each run "
+         "(`time.process_time`). A sequence is ~1,300 tokens; `dict of lists` is the "
+         "do-nothing peer (it copies the tokens and nothing else)."),
         "",
         common.table(ops),
         common.table([app]),
