@@ -29,8 +29,9 @@ reason                    meaning
 When both buckets are short, the request limit is reported (it is checked first).
 
 Invariant (checked by :meth:`AdmissionController._check`): ``0 <= request level <= request
-capacity``; ``token level <= token capacity``; the admitted count equals the sum of the
-per-second window counts, and ``admitted + rejected == decisions``.
+capacity``; ``token level <= token capacity`` (it may be negative: debt); the window totals
+equal the sums of their slots (one slot per tenth of ``window_size``, in time order); and
+``admitted + rejected == decisions``.
 
 >>> from llmdsdb.admissions import AdmissionController
 >>> now = [0.0]
