@@ -304,6 +304,19 @@ def _canonical(value: object, where: str, depth: int = 0) -> object:
     )
 
 
+def _as_dict(stats: object) -> dict:
+    """A stats record (a dict, a NamedTuple or a dataclass) as a dict."""
+    if isinstance(stats, Mapping):
+        return dict(stats)
+    if hasattr(stats, "_asdict"):
+        return dict(stats._asdict())  # type: ignore[attr-defined]
+    import dataclasses
+
+    if dataclasses.is_dataclass(stats):
+        return dataclasses.asdict(stats)  # type: ignore[arg-type]
+    return {"value": stats}
+
+
 def _pack(obj: object) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
@@ -528,6 +541,9 @@ class Database:
                 hooks.remove(self._on_abort)
             self._bm25 = self._hnsw = None
             self._cache.clear()
+            close = getattr(self._store, "close", None)
+            if close is not None:
+                close()
             if os.getpid() == self._pid:
                 self._env.close()
 
@@ -560,6 +576,9 @@ class Database:
 
         self._bm25 = self._hnsw = None
         self._cache.clear()
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()  # unhook the old store from the environment
         self._store = self._store_cls(self._env, self._cache)
         stored = self._read_config(txn)
         if stored is not None:
@@ -1234,10 +1253,10 @@ class Database:
                 "config": self.config,
                 "readonly": self.readonly,
             }
-            out["bm25"] = self._bm25.stats() if self._bm25 is not None else None
-            out["terms"] = (out["bm25"] or {}).get("terms", (out["bm25"] or {}).get(
-                "num_terms"))
-            out["hnsw"] = self._hnsw.stats() if self._hnsw is not None else None
+            out["bm25"] = _as_dict(self._bm25.stats()) if self._bm25 is not None else None
+            bm = out["bm25"] or {}
+            out["terms"] = bm.get("terms", bm.get("num_terms", bm.get("vocabulary")))
+            out["hnsw"] = _as_dict(self._hnsw.stats()) if self._hnsw is not None else None
         out["storage"] = self._env.stat()
         out["bytes_on_disk"] = out["storage"].get("bytes_on_disk")
         out["cache"] = self._cache.stats()
@@ -1259,7 +1278,7 @@ class Database:
 
         with self._reading() as txn:
             # 1. checksums of every value
-            for db in ("meta", "docs", "ids", "pages", "idxmeta"):
+            for db in ("meta", "docs", "ids", "idxmeta"):  # pages: store.check() below
                 try:
                     for k, raw in txn.raw_items(db):
                         try:
@@ -1320,8 +1339,8 @@ class Database:
                 idx._check()
             except AssertionError as exc:
                 problems.append(f"{name}: invariant violated ({exc})")
-            except LlmdsdbError as exc:
-                problems.append(f"{name}: {exc}")
+            except Exception as exc:  # a damaged index may fail in any way: report it
+                problems.append(f"{name}: check failed ({type(exc).__name__}: {exc})")
         if bm is not None:
             if len(bm) != len(live):
                 problems.append(f"bm25 holds {len(bm)} documents, the database {len(live)}")
@@ -1351,6 +1370,9 @@ class Database:
         return problems
 
     def _check_pages(self, txn: Any) -> list[str]:
+        check = getattr(self._store, "check", None)
+        if check is not None:
+            return list(check())
         problems = []
         alloc = getattr(self._store, "allocator", None)
         if alloc is None:

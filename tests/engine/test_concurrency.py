@@ -1,0 +1,144 @@
+"""Processes sharing one database: a reader querying while a writer commits (monotonic
+generations, whole batches only), and a second writer that waits for the write lock and
+times out with LockTimeoutError."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import llmdsdb
+from llmdsdb.errors import LockTimeoutError
+
+from dbtestutil import dump
+
+PER_BATCH = 5
+N_BATCHES = 30
+
+WRITER = r"""
+import sys
+import numpy as np
+import llmdsdb
+path, n_batches, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(0)
+with llmdsdb.open(path) as db:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for i in range(n_batches):
+        db.add([f"g{i}-{j}" for j in range(per)],
+               [f"generation {i} shared term doc{j}" for j in range(per)],
+               embeddings=rng.standard_normal((per, 8)).astype(np.float32),
+               metadata=[{"batch": i} for _ in range(per)])
+print("done", flush=True)
+"""
+
+READER = r"""
+import sys
+import numpy as np
+import llmdsdb
+path, n_batches, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+last = -1
+reads = 0
+q = np.ones(8, dtype=np.float32)
+with llmdsdb.open(path, readonly=True) as db:
+    print("ready", flush=True)
+    while last < n_batches and reads < 200000:
+        s = db.stats()  # generation and count from one snapshot
+        g, n = s["generation"], s["documents"]
+        assert g >= last, f"generation went back from {last} to {g}"
+        assert n == g * per, f"generation {g} with {n} documents: a partial batch"
+        hits = db.search("shared term", vector=q if g else None, top_k=50)
+        for h in hits:
+            b = h.metadata["batch"]
+            assert h.id.startswith(f"g{b}-")
+        assert len(hits) >= min(50, g * per) if g else True
+        # a search snapshot is at least as new as the stats snapshot before it
+        assert all(h.metadata["batch"] < max(db.generation, 1) for h in hits)
+        last = g
+        reads += 1
+        if g == n_batches:
+            break
+    print("reads", reads, "last", last, flush=True)
+"""
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = str(tmp_path / "db")
+    with llmdsdb.open(p) as db:  # create it (a readonly open needs an existing database)
+        db.add(["seed"], ["seed document"])
+        db.delete(["seed"])
+    return p
+
+
+def test_reader_process_sees_whole_batches_in_order(path):
+    base = 2  # the fixture's two generations hold no documents: count them out
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, path, str(N_BATCHES),
+                               str(PER_BATCH)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    reader_src = READER.replace("g, n = s[\"generation\"], s[\"documents\"]",
+                                f"g, n = s['generation'] - {base}, s['documents']")
+    reader = subprocess.Popen([sys.executable, "-c", reader_src, path, str(N_BATCHES),
+                               str(PER_BATCH)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        assert reader.stdout.readline().strip() == "ready"
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        wout, werr = writer.communicate(timeout=120)
+        rout, rerr = reader.communicate(timeout=120)
+    finally:
+        for p in (writer, reader):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert writer.returncode == 0, werr
+    assert reader.returncode == 0, rerr
+    words = rout.split()
+    assert words[0] == "reads" and int(words[1]) >= 1 and int(words[3]) == N_BATCHES
+    with llmdsdb.open(path) as db:
+        assert db.count() == N_BATCHES * PER_BATCH and db.check() == []
+
+
+LOCKER = r"""
+import sys
+from llmdsdb.storage import Environment
+env = Environment.open(sys.argv[1])
+with env.write() as txn:
+    print("locked", flush=True)
+    sys.stdin.readline()
+print("released", flush=True)
+env.close()
+"""
+
+
+def test_second_writer_waits_for_the_lock_then_times_out(path):
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked", locker.stderr.read()
+        with llmdsdb.open(path, lock_timeout_s=0.3) as db:
+            before = dump(db)
+            with pytest.raises(LockTimeoutError):
+                db.add(["x"], ["blocked"])
+            assert dump(db) == before
+            # a reader is never blocked by the writer
+            assert db.count() == 0 and db.search("anything") == []
+        # a writer with a long timeout waits, and proceeds once the lock is released
+        with llmdsdb.open(path, lock_timeout_s=60) as db:
+            result = {}
+            t = threading.Thread(target=lambda: result.setdefault("n", db.add(["y"], ["ok"])))
+            t.start()
+            locker.stdin.write("\n")
+            locker.stdin.flush()
+            t.join(timeout=60)
+            assert result.get("n") == 1
+            assert db.get("y").text == "ok" and db.check() == []
+    finally:
+        if locker.poll() is None:
+            locker.kill()
+        locker.wait()

@@ -1,0 +1,345 @@
+"""SciFact end to end through ``llmdsdb.open``, against Chroma and LanceDB in the same run.
+
+For each system, in separate processes:
+
+* **ingest** (one process): the 5,183 SciFact documents with their all-MiniLM-L6-v2
+  embeddings, in batches of ``--batch`` documents, at each system's default durability;
+  the figure is documents per second until the last call returns (for llmdsdb: documents
+  durable - ``durability="sync"`` - and searchable by BM25 and vector search).
+* **query** (a new process): cold open to the first result, then the 300 test queries one
+  at a time - BM25 (FTS), vector and hybrid where the system has them - nDCG@10 and
+  queries per second; peak RSS of that process; bytes on disk.
+
+Run from the repository root::
+
+    python tools/bench/bench_db.py            # full run
+    python tools/bench/bench_db.py --quick    # 1,000 documents, 100 queries, ours only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from common import load_scifact, mean_ndcg, peak_rss_mb, table, write_result  # noqa: E402
+
+
+def dir_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def subset(sf, n_docs: int | None, n_queries: int | None):
+    """Documents and queries used: the first n_docs documents (plus every relevant one of the
+    kept queries, so nDCG stays meaningful) and the first n_queries queries."""
+    qids = sf.query_ids[: n_queries or len(sf.query_ids)]
+    if n_docs is None:
+        keep = list(range(len(sf.doc_ids)))
+    else:
+        rel = {d for q in qids for d in sf.qrels.get(q, {})}
+        pos = {d: i for i, d in enumerate(sf.doc_ids)}
+        keep = sorted(set(range(min(n_docs, len(sf.doc_ids)))) | {pos[d] for d in rel
+                                                                  if d in pos})
+    return keep, qids
+
+
+# --- phases (each runs in its own process) ---------------------------------------------------
+
+
+def ingest_ours(path: str, docs: list[int], batch: int) -> dict:
+    import llmdsdb
+
+    sf = load_scifact()
+    ids = [sf.doc_ids[i] for i in docs]
+    texts = [sf.texts[i] for i in docs]
+    emb = sf.corpus_emb[docs]
+    t0 = time.perf_counter()
+    with llmdsdb.open(path) as db:
+        for s in range(0, len(ids), batch):
+            db.add(ids[s:s + batch], texts[s:s + batch], embeddings=emb[s:s + batch],
+                   metadata=[{"title": sf.titles[i]} for i in docs[s:s + batch]])
+        dt = time.perf_counter() - t0
+        n = db.count()
+    return {"docs": n, "seconds": dt, "docs_per_s": n / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+def query_ours(path: str, qidx: list[int], weight: float, fusion: str, norm: str) -> dict:
+    import llmdsdb
+
+    sf = load_scifact()
+    queries = [sf.queries[i] for i in qidx]
+    qids = [sf.query_ids[i] for i in qidx]
+    qemb = sf.query_emb[qidx]
+    t0 = time.perf_counter()
+    db = llmdsdb.open(path, readonly=True)
+    db.search(queries[0], vector=qemb[0], top_k=10)
+    cold = time.perf_counter() - t0
+    out: dict = {"cold_open_first_result_s": cold}
+    modes = {
+        "bm25": lambda q, v: db.search(q, top_k=10, fusion_weight=0.0),
+        "vector": lambda q, v: db.search(vector=v, top_k=10, fusion_weight=1.0),
+        "hybrid": lambda q, v: db.search(q, vector=v, top_k=10, fusion_weight=weight,
+                                         fusion=fusion, normalization=norm),
+    }
+    for name, fn in modes.items():
+        for q, v in zip(queries[:20], qemb[:20]):  # warm-up
+            fn(q, v)
+        runs = {}
+        t0 = time.perf_counter()
+        for qid, q, v in zip(qids, queries, qemb):
+            runs[qid] = [r.id for r in fn(q, v)]
+        dt = time.perf_counter() - t0
+        out[name] = {"ndcg10": mean_ndcg(runs, {q: sf.qrels[q] for q in qids}),
+                     "qps": len(qids) / dt}
+    t0 = time.perf_counter()
+    db.search_many(queries, qemb, top_k=10, fusion_weight=weight)
+    out["hybrid_batched_qps"] = len(qids) / (time.perf_counter() - t0)
+    db.close()
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def ingest_chroma(path: str, docs: list[int], batch: int) -> dict:
+    import chromadb
+
+    sf = load_scifact()
+    t0 = time.perf_counter()
+    client = chromadb.PersistentClient(path=path)
+    col = client.create_collection("scifact", metadata={"hnsw:space": "cosine"})
+    for s in range(0, len(docs), batch):
+        part = docs[s:s + batch]
+        col.add(ids=[sf.doc_ids[i] for i in part], documents=[sf.texts[i] for i in part],
+                embeddings=sf.corpus_emb[part], metadatas=[{"title": sf.titles[i]}
+                                                           for i in part])
+    n = col.count()
+    dt = time.perf_counter() - t0
+    return {"docs": n, "seconds": dt, "docs_per_s": n / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+def query_chroma(path: str, qidx: list[int]) -> dict:
+    import chromadb
+
+    sf = load_scifact()
+    qids = [sf.query_ids[i] for i in qidx]
+    qemb = sf.query_emb[qidx]
+    t0 = time.perf_counter()
+    col = chromadb.PersistentClient(path=path).get_collection("scifact")
+    col.query(query_embeddings=qemb[:1], n_results=10)
+    out: dict = {"cold_open_first_result_s": time.perf_counter() - t0}
+    for v in qemb[:20]:
+        col.query(query_embeddings=v[None, :], n_results=10)
+    runs = {}
+    t0 = time.perf_counter()
+    for qid, v in zip(qids, qemb):
+        runs[qid] = col.query(query_embeddings=v[None, :], n_results=10)["ids"][0]
+    dt = time.perf_counter() - t0
+    out["vector"] = {"ndcg10": mean_ndcg(runs, {q: sf.qrels[q] for q in qids}),
+                     "qps": len(qids) / dt}
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def ingest_lance(path: str, docs: list[int], batch: int) -> dict:
+    import lancedb
+    import pyarrow as pa
+
+    sf = load_scifact()
+    t0 = time.perf_counter()
+    db = lancedb.connect(path)
+    tbl = None
+    for s in range(0, len(docs), batch):
+        part = docs[s:s + batch]
+        data = pa.table({
+            "id": [sf.doc_ids[i] for i in part],
+            "text": [sf.texts[i] for i in part],
+            "title": [sf.titles[i] for i in part],
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(sf.corpus_emb[part].reshape(-1)), sf.corpus_emb.shape[1]),
+        })
+        if tbl is None:
+            tbl = db.create_table("scifact", data)
+        else:
+            tbl.add(data)
+    n = tbl.count_rows()
+    dt_write = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    tbl.create_fts_index("text")
+    dt_fts = time.perf_counter() - t1
+    return {"docs": n, "seconds": dt_write, "docs_per_s": n / dt_write,
+            "fts_index_s": dt_fts,
+            "docs_per_s_with_fts_index": n / (dt_write + dt_fts),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def query_lance(path: str, qidx: list[int]) -> dict:
+    import lancedb
+
+    sf = load_scifact()
+    queries = [sf.queries[i] for i in qidx]
+    qids = [sf.query_ids[i] for i in qidx]
+    qemb = sf.query_emb[qidx]
+    t0 = time.perf_counter()
+    tbl = lancedb.connect(path).open_table("scifact")
+    tbl.search(qemb[0]).metric("cosine").limit(10).to_list()
+    out: dict = {"cold_open_first_result_s": time.perf_counter() - t0}
+    modes = {
+        "bm25": lambda q, v: tbl.search(q, query_type="fts").limit(10).to_list(),
+        "vector": lambda q, v: tbl.search(v).metric("cosine").limit(10).to_list(),
+        "hybrid": lambda q, v: tbl.search(query_type="hybrid").vector(v).text(q)
+        .limit(10).to_list(),
+    }
+    for name, fn in modes.items():
+        try:
+            for q, v in zip(queries[:10], qemb[:10]):
+                fn(q, v)
+            runs = {}
+            t0 = time.perf_counter()
+            for qid, q, v in zip(qids, queries, qemb):
+                runs[qid] = [r["id"] for r in fn(q, v)]
+            dt = time.perf_counter() - t0
+            out[name] = {"ndcg10": mean_ndcg(runs, {q: sf.qrels[q] for q in qids}),
+                         "qps": len(qids) / dt}
+        except Exception as exc:  # report, do not hide
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+PHASES = {
+    ("ours", "ingest"): ingest_ours, ("ours", "query"): query_ours,
+    ("chroma", "ingest"): ingest_chroma, ("chroma", "query"): query_chroma,
+    ("lance", "ingest"): ingest_lance, ("lance", "query"): query_lance,
+}
+
+
+def run_phase(system: str, phase: str, path: str, docs: list[int], qidx: list[int],
+              args: argparse.Namespace) -> dict:
+    spec = {"system": system, "phase": phase, "path": path, "docs": docs, "qidx": qidx,
+            "batch": args.batch, "weight": args.weight, "fusion": args.fusion,
+            "norm": args.normalization}
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                else f"exit {proc.returncode}", "stderr": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child(spec_json: str) -> None:
+    s = json.loads(spec_json)
+    fn = PHASES[(s["system"], s["phase"])]
+    if s["phase"] == "ingest":
+        res = fn(s["path"], s["docs"], s["batch"])
+    elif s["system"] == "ours":
+        res = fn(s["path"], s["qidx"], s["weight"], s["fusion"], s["norm"])
+    else:
+        res = fn(s["path"], s["qidx"])
+    print(json.dumps(res))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1,000 documents, 100 queries")
+    ap.add_argument("--systems", default="ours,chroma,lance")
+    ap.add_argument("--batch", type=int, default=1000, help="documents per add() call")
+    ap.add_argument("--weight", type=float, default=0.5, help="hybrid fusion_weight")
+    ap.add_argument("--fusion", default="convex")
+    ap.add_argument("--normalization", default="minmax")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--name", default=None, help="result file name")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    sf = load_scifact()
+    if args.quick:
+        docs, qids = subset(sf, 1000, 100)
+        systems = args.systems.split(",") if "--systems" in sys.argv else ["ours"]
+    else:
+        docs, qids = subset(sf, None, None)
+        systems = args.systems.split(",")
+    qpos = {q: i for i, q in enumerate(sf.query_ids)}
+    qidx = [qpos[q] for q in qids]
+    root = tempfile.mkdtemp(prefix="bench_db-")
+    results: dict = {"docs": len(docs), "queries": len(qidx), "batch": args.batch,
+                     "weight": args.weight, "fusion": args.fusion,
+                     "normalization": args.normalization}
+    try:
+        for system in systems:
+            path = os.path.join(root, system)
+            ing = run_phase(system, "ingest", path, docs, qidx, args)
+            qry = run_phase(system, "query", path, docs, qidx, args) if "error" not in ing \
+                else {}
+            results[system] = {"ingest": ing, "query": qry, "bytes_on_disk": dir_bytes(path)}
+            print(system, json.dumps(results[system], default=str)[:1500], flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    rows = []
+    for system in systems:
+        r = results[system]
+        ing, q = r["ingest"], r.get("query", {})
+        row = {"system": system, "ingest docs/s": ing.get("docs_per_s", ing.get("error")),
+               "cold open->1st (s)": q.get("cold_open_first_result_s"),
+               "bytes on disk": r["bytes_on_disk"],
+               "peak RSS query (MiB)": q.get("peak_rss_mb")}
+        for mode in ("bm25", "vector", "hybrid"):
+            m = q.get(mode) or {}
+            row[f"{mode} nDCG@10"] = m.get("ndcg10", m.get("error", "-"))
+            row[f"{mode} q/s"] = m.get("qps", "-")
+        rows.append(row)
+    body = [f"SciFact: {len(docs)} documents with all-MiniLM-L6-v2 embeddings, {len(qidx)} "
+            f"test queries, batches of {args.batch}; hybrid = {args.fusion}/"
+            f"{args.normalization} at fusion_weight {args.weight}. Queries one at a time "
+            "after a warm-up, in a new process (ours opened readonly).", "",
+            table(rows)]
+    ours = results.get("ours", {})
+    if "hybrid_batched_qps" in ours.get("query", {}):
+        body.append(f"\nllmdsdb search_many (300 hybrid queries in one call): "
+                    f"{ours['query']['hybrid_batched_qps']:.0f} q/s\n")
+    lance = results.get("lance", {}).get("ingest", {})
+    if "fts_index_s" in lance:
+        body.append(f"LanceDB writes without any index; its FTS index build took "
+                    f"{lance['fts_index_s']:.2f} s more ({lance['docs_per_s_with_fts_index']:.0f}"
+                    " docs/s including it).\n")
+    ratios = {}
+    try:
+        ratios["ingest_vs_chroma"] = (results["ours"]["ingest"]["docs_per_s"]
+                                      / results["chroma"]["ingest"]["docs_per_s"])
+    except (KeyError, TypeError, ZeroDivisionError):
+        pass
+    try:
+        ratios["hybrid_qps_vs_lance"] = (results["ours"]["query"]["hybrid"]["qps"]
+                                         / results["lance"]["query"]["hybrid"]["qps"])
+    except (KeyError, TypeError, ZeroDivisionError):
+        pass
+    if ratios:
+        body.append("Ratios (same run): " + ", ".join(f"{k} = {v:.2f}x"
+                                                      for k, v in ratios.items()) + "\n")
+    results["ratios"] = ratios
+    cmd = "python " + " ".join(["tools/bench/bench_db.py"] + sys.argv[1:])
+    name = args.name or ("bench_db_quick" if args.quick else "bench_db")
+    p = write_result(name, cmd, "\n".join(body), results)
+    print("\n".join(body))
+    print("written", p)
+
+
+if __name__ == "__main__":
+    main()
