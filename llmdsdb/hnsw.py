@@ -212,7 +212,7 @@ class HNSW:
         self._levels = np.zeros(0, np.int8)
         self._ext = np.zeros(0, np.int64)
         self._deleted = np.zeros(0, bool)
-        self._norms = np.zeros(0, np.float32)
+        self._norms = np.zeros(0, np.float64)
         # upper layers: _lrow[l-1] maps node -> row (cap+1, sentinel -1), _ladj[l-1] rows
         self._lrow: list[np.ndarray] = []
         self._ladj: list[np.ndarray] = []
@@ -245,7 +245,7 @@ class HNSW:
         adj = np.full((cap + 1, 2 * self.M), -1, np.int32)
         adj[:n] = self._adj0[:n]
         self._adj0 = adj
-        for name, dt in (("_levels", np.int8), ("_ext", np.int64), ("_deleted", bool), ("_norms", np.float32)):
+        for name, dt in (("_levels", np.int8), ("_ext", np.int64), ("_deleted", bool), ("_norms", np.float64)):
             a = np.zeros(cap, dt)
             a[:n] = getattr(self, name)[:n]
             setattr(self, name, a)
@@ -519,11 +519,14 @@ class HNSW:
             ni[rr, colp] = node
             # gather + product in blocks of ~_GATHER_ROWS vectors: the block stays in cache
             # (measured 2.3x faster than one big gather of 15k rows on the bench machine)
-            key = np.empty((Aw, wn, 1), np.float32)
+            # (padding: each block is cut to its own widest row)
+            key = np.full((Aw, wn, 1), np.inf, np.float32)
             nQ3 = nQw[:, :, None]
-            bs = max(1, _GATHER_ROWS // wn)
+            bs = max(1, 2 * _GATHER_ROWS // (wn + rr.size // Aw + 1))
             for i in range(0, Aw, bs):
-                np.matmul(vecs.take(ni[i : i + bs], axis=0), nQ3[i : i + bs], out=key[i : i + bs])
+                wb = int(cnt[i : i + bs].max())
+                if wb:
+                    np.matmul(vecs.take(ni[i : i + bs, :wb], axis=0), nQ3[i : i + bs], out=key[i : i + bs, :wb])
             key = key[:, :, 0]
             if l2:
                 key += hsq.take(ni)
@@ -927,7 +930,7 @@ class HNSW:
             self._hsq[new] = self._vsq[new] * 0.5
         self._levels[new] = levels
         self._ext[new] = ids
-        self._norms[new] = norms.astype(np.float32)
+        self._norms[new] = norms
         self._deleted[new] = False
         self._register_upper(new, levels)
         self._n = n0 + n
@@ -988,7 +991,8 @@ class HNSW:
             raise NotFoundError(f"vec_id {vid} is not in the index")
         v = self._vecs[node].copy()
         if self.metric == "cosine":
-            v = (v.astype(np.float64) * float(self._norms[node])).astype(np.float32)
+            with np.errstate(over="ignore"):  # a norm beyond float32 range comes back as inf
+                v = (v.astype(np.float64) * float(self._norms[node])).astype(np.float32)
         return v
 
     def _use_exact(self, exact: bool | None, batch: bool) -> bool:
@@ -1258,7 +1262,7 @@ class HNSW:
             payload = b"".join((
                 self._adj0[s:e].astype("<i4").tobytes(),
                 self._ext[s:e].astype("<i8").tobytes(),
-                self._norms[s:e].astype("<f4").tobytes(),
+                self._norms[s:e].astype("<f8").tobytes(),
                 self._levels[s:e].astype("i1").tobytes(),
                 self._deleted[s:e].astype("u1").tobytes(),
             ))
@@ -1333,15 +1337,15 @@ class HNSW:
                     raise CorruptionError(f"hnsw vector page {vp} (block {blk}) has the wrong size")
                 self._vecs[s : s + cnt] = np.frombuffer(payload, "<f4").reshape(cnt, self.dim)
                 cnt2, payload = self._decode_page(store.get(npg), _NODE_MAGIC, blk)
-                if cnt2 != cnt or len(payload) != cnt * (4 * M2 + 8 + 4 + 1 + 1):
+                if cnt2 != cnt or len(payload) != cnt * (4 * M2 + 8 + 8 + 1 + 1):
                     raise CorruptionError(f"hnsw row page {npg} (block {blk}) has the wrong size")
                 o = 0
                 self._adj0[s : s + cnt] = np.frombuffer(payload, "<i4", cnt * M2, o).reshape(cnt, M2)
                 o += cnt * M2 * 4
                 self._ext[s : s + cnt] = np.frombuffer(payload, "<i8", cnt, o)
                 o += cnt * 8
-                self._norms[s : s + cnt] = np.frombuffer(payload, "<f4", cnt, o)
-                o += cnt * 4
+                self._norms[s : s + cnt] = np.frombuffer(payload, "<f8", cnt, o)
+                o += cnt * 8
                 self._levels[s : s + cnt] = np.frombuffer(payload, "i1", cnt, o)
                 o += cnt
                 self._deleted[s : s + cnt] = np.frombuffer(payload, "u1", cnt, o).astype(bool)

@@ -1,0 +1,280 @@
+"""HNSW benchmark: llmdsdb.hnsw.HNSW vs hnswlib (one thread) vs exact numpy search.
+
+For each data set: build time (vectors/s), memory, and recall@10 vs queries/s for ef in
+16..256, one query at a time and batched, all in one run. Ratios to hnswlib are taken at
+equal recall@10 (0.95, interpolated along each curve in log(q/s)).
+
+Data sets: SciFact all-MiniLM-L6-v2 embeddings (5,183 x 384, cosine; the ANN set
+``scifact-minilm`` has its exact ground truth), ``siftsmall`` (10k x 128, L2),
+``fmnistsmall`` (1k x 784, L2), and with ``--scale N`` a synthetic N x 384 set (SciFact
+embeddings plus Gaussian noise, renormalised; queries = the SciFact test queries plus the
+same noise; exact ground truth computed here).
+
+Run from the repository root::
+
+    python tools/bench/bench_hnsw.py            # the three real sets
+    python tools/bench/bench_hnsw.py --quick    # small smoke run
+    python tools/bench/bench_hnsw.py --scale 200000 --only-scale
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread, like hnswlib below
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from llmdsdb.hnsw import HNSW  # noqa: E402
+
+M = 16
+EFC = 200
+
+
+def load_sets(quick: bool) -> list[dict]:
+    root = common.data_dir()
+    sets = []
+    X = np.load(root / "scifact" / "corpus_emb.npy")
+    Q = np.load(root / "scifact" / "queries_emb.npy")
+    gt = np.load(root / "ann" / "scifact-minilm" / "groundtruth.npy")
+    if quick:
+        X = X[:2000]
+        gt = None
+    sets.append({"name": "scifact-minilm", "metric": "cosine", "X": X, "Q": Q, "gt": gt})
+    if quick:
+        return sets
+    for name in ("siftsmall", "fmnistsmall"):
+        d = root / "ann" / name
+        sets.append({
+            "name": name, "metric": "l2", "X": np.load(d / "base.npy"),
+            "Q": np.load(d / "queries.npy"), "gt": np.load(d / "groundtruth.npy"),
+        })
+    return sets
+
+
+def synthetic(n: int, seed: int = 0, sigma: float = 0.03) -> dict:
+    """SciFact embeddings tiled to ``n`` rows plus N(0, sigma^2) noise, renormalised."""
+    root = common.data_dir()
+    base = np.load(root / "scifact" / "corpus_emb.npy")
+    Q = np.load(root / "scifact" / "queries_emb.npy")
+    rng = np.random.default_rng(seed)
+    X = np.empty((n, base.shape[1]), np.float32)
+    step = 100_000
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        blk = base[np.arange(s, e) % len(base)] + rng.normal(0, sigma, (e - s, base.shape[1])).astype(np.float32)
+        X[s:e] = blk / np.linalg.norm(blk, axis=1, keepdims=True)
+    Qn = Q + rng.normal(0, sigma, Q.shape).astype(np.float32)
+    Qn /= np.linalg.norm(Qn, axis=1, keepdims=True)
+    return {"name": f"synthetic-{n}", "metric": "cosine", "X": X, "Q": Qn.astype(np.float32), "gt": None}
+
+
+def exact_gt(X: np.ndarray, Q: np.ndarray, metric: str, k: int = 10) -> np.ndarray:
+    h = HNSW(X.shape[1], metric=metric, seed=0)
+    # exact search needs only the stored vectors: skip graph construction
+    h._reserve(len(X))
+    Xp, _ = h._prepare(X, matrix=True, what="X")
+    h._vecs[: len(X)] = Xp
+    if metric == "l2":
+        h._vsq[: len(X)] = np.einsum("ij,ij->i", Xp, Xp)
+    h._ext[: len(X)] = np.arange(len(X))
+    h._n = h._live = len(X)
+    ids, _ = h.search_many_arrays(Q, k, exact=True)
+    return ids
+
+
+def recall(found: np.ndarray, gt: np.ndarray) -> float:
+    return common.recall_at_k(np.asarray(found), gt, 10)
+
+
+def best_time(fn, repeat: int) -> tuple[float, object]:
+    best, out = math.inf, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def qps_at(curve: list[tuple[float, float]], target: float = 0.95) -> float | None:
+    """q/s at recall ``target`` by linear interpolation in log(q/s) along the ef curve."""
+    pts = sorted(curve)
+    for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
+        if r0 <= target <= r1:
+            if r1 == r0:
+                return max(q0, q1)
+            t = (target - r0) / (r1 - r0)
+            return math.exp(math.log(q0) + t * (math.log(q1) - math.log(q0)))
+    if pts and pts[0][0] >= target:
+        return pts[0][1]  # already above target at the smallest ef (lower bound)
+    return None
+
+
+def run_set(ds: dict, efs: list[int], repeat: int, ml: float, single_queries: int) -> dict:
+    import hnswlib
+
+    X, Q, metric = ds["X"], ds["Q"], ds["metric"]
+    n, dim = X.shape
+    gt = ds["gt"]
+    t = time.perf_counter()
+    if gt is None:
+        gt = exact_gt(X, Q, metric)
+    gt = np.asarray(gt)[:, :10]
+    gt_s = time.perf_counter() - t
+    print(f"[{ds['name']}] n={n} dim={dim} metric={metric} (ground truth {gt_s:.1f}s)", flush=True)
+
+    ours = HNSW(dim, M=M, ef_construction=EFC, seed=1, ml=ml, metric=metric)
+    t = time.perf_counter()
+    ours.add_many(X, np.arange(n))
+    ours_build = time.perf_counter() - t
+    print(f"  ours build {ours_build:.1f}s = {n / ours_build:,.0f} vec/s", flush=True)
+
+    space = {"cosine": "cosine", "l2": "l2", "ip": "ip"}[metric]
+    peer = hnswlib.Index(space=space, dim=dim)
+    peer.init_index(max_elements=n, M=M, ef_construction=EFC, random_seed=1)
+    peer.set_num_threads(1)
+    t = time.perf_counter()
+    peer.add_items(X, np.arange(n), num_threads=1)
+    peer_build = time.perf_counter() - t
+    print(f"  hnswlib build {peer_build:.1f}s = {n / peer_build:,.0f} vec/s", flush=True)
+
+    Qs = Q[:single_queries]
+    gts = gt[: len(Qs)]
+    rows = []
+    curves: dict[str, list[tuple[float, float]]] = {k: [] for k in ("ours_single", "ours_batch", "hnswlib_single", "hnswlib_batch")}
+    for ef in efs:
+        peer.set_ef(ef)
+        row: dict[str, object] = {"ef": ef}
+        # interleave the four measurements so load changes hit them alike
+        ts = tb = ps = pb = math.inf
+        for _ in range(repeat):
+            t1, res_s = best_time(lambda: [[i for i, _ in ours.search(q, 10, ef=ef, exact=False)] for q in Qs], 1)
+            t2, res_b = best_time(lambda: ours.search_many_arrays(Q, 10, ef=ef, exact=False)[0], 1)
+            t3, peer_s = best_time(lambda: [peer.knn_query(q, k=10, num_threads=1)[0][0] for q in Qs], 1)
+            t4, peer_b = best_time(lambda: peer.knn_query(Q, k=10, num_threads=1)[0], 1)
+            ts, tb, ps, pb = min(ts, t1), min(tb, t2), min(ps, t3), min(pb, t4)
+        r_s, r_b = recall(np.array(res_s), gts), recall(res_b, gt)
+        r_ps, r_pb = recall(np.array(peer_s), gts), recall(peer_b, gt)
+        row.update({
+            "ours_recall_single": r_s, "ours_qps_single": len(Qs) / ts,
+            "ours_recall_batch": r_b, "ours_qps_batch": len(Q) / tb,
+            "hnswlib_recall_single": r_ps, "hnswlib_qps_single": len(Qs) / ps,
+            "hnswlib_recall_batch": r_pb, "hnswlib_qps_batch": len(Q) / pb,
+        })
+        curves["ours_single"].append((r_s, len(Qs) / ts))
+        curves["ours_batch"].append((r_b, len(Q) / tb))
+        curves["hnswlib_single"].append((r_ps, len(Qs) / ps))
+        curves["hnswlib_batch"].append((r_pb, len(Q) / pb))
+        rows.append(row)
+        print("  " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) and v < 10 else f"{k}={v:,.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+    # default ef (ef_search=50 unless changed), graph search forced
+    ids_def, _ = ours.search_many_arrays(Q, 10, exact=False)
+    rec_default = recall(ids_def, gt)
+    # exact numpy search through the same index (brute force over the stored vectors)
+    te_s, ex_s = best_time(lambda: [[i for i, _ in ours.search(q, 10, exact=True)] for q in Qs], repeat)
+    te_b, ex_b = best_time(lambda: ours.search_many_arrays(Q, 10, exact=True)[0], repeat)
+    # automatic choice (what a caller gets with no exact= argument)
+    ta_s, au_s = best_time(lambda: [[i for i, _ in ours.search(q, 10)] for q in Qs], 1)
+    try:
+        peer_mem = int(peer.index_file_size())
+    except AttributeError:
+        peer_mem = n * (2 * M * 4 + 4 + dim * 4 + 8)
+    q95 = {k: qps_at(v) for k, v in curves.items()}
+
+    def ratio(a: str, b: str) -> float | None:
+        return q95[a] / q95[b] if q95[a] and q95[b] else None
+
+    summary = {
+        "set": ds["name"], "n": n, "dim": dim, "metric": metric, "M": M, "ef_construction": EFC, "ml": ml,
+        "ours_build_s": ours_build, "ours_build_vps": n / ours_build,
+        "hnswlib_build_s": peer_build, "hnswlib_build_vps": n / peer_build,
+        "build_ratio": peer_build / ours_build,
+        "ours_memory_bytes": ours.stats()["memory_bytes"], "hnswlib_index_bytes": peer_mem,
+        "recall_at_default_ef": rec_default, "default_ef": ours.ef_search,
+        "exact_qps_single": len(Qs) / te_s, "exact_recall_single": recall(np.array(ex_s), gts),
+        "exact_qps_batch": len(Q) / te_b, "exact_recall_batch": recall(ex_b, gt),
+        "auto_qps_single": len(Qs) / ta_s, "auto_recall_single": recall(np.array(au_s), gts),
+        "qps_at_recall_0.95": q95,
+        "single_ratio_at_0.95": ratio("ours_single", "hnswlib_single"),
+        "batch_ratio_at_0.95": ratio("ours_batch", "hnswlib_batch"),
+        "rows": rows,
+    }
+    print(f"  summary: build x{summary['build_ratio']:.2f}, single x{summary['single_ratio_at_0.95']}, "
+          f"batch x{summary['batch_ratio_at_0.95']}, recall@default ef {rec_default:.3f}", flush=True)
+    return summary
+
+
+def render(results: list[dict], note: str) -> str:
+    out = [note, ""]
+    head = []
+    for r in results:
+        head.append({
+            "set": r["set"], "n x dim": f"{r['n']:,} x {r['dim']}", "metric": r["metric"],
+            "recall@10 at default ef": f"{r['recall_at_default_ef']:.3f} (ef={r['default_ef']})",
+            "build vec/s ours": r["ours_build_vps"], "build vec/s hnswlib": r["hnswlib_build_vps"],
+            "build ratio": r["build_ratio"],
+            "single q/s @0.95 ours": r["qps_at_recall_0.95"]["ours_single"] or float("nan"),
+            "single q/s @0.95 hnswlib": r["qps_at_recall_0.95"]["hnswlib_single"] or float("nan"),
+            "single ratio": r["single_ratio_at_0.95"] if r["single_ratio_at_0.95"] is not None else "n/a",
+            "batch q/s @0.95 ours": r["qps_at_recall_0.95"]["ours_batch"] or float("nan"),
+            "batch q/s @0.95 hnswlib": r["qps_at_recall_0.95"]["hnswlib_batch"] or float("nan"),
+            "batch ratio": r["batch_ratio_at_0.95"] if r["batch_ratio_at_0.95"] is not None else "n/a",
+        })
+    out += ["## Summary (ratios = ours / hnswlib at recall@10 = 0.95, same run)", "", common.table(head)]
+    mem = [{
+        "set": r["set"], "ours MiB": r["ours_memory_bytes"] / 2**20, "hnswlib MiB": r["hnswlib_index_bytes"] / 2**20,
+        "exact single q/s": r["exact_qps_single"], "exact batch q/s": r["exact_qps_batch"],
+        "auto single q/s": r["auto_qps_single"], "auto single recall": r["auto_recall_single"],
+    } for r in results]
+    out += ["## Memory and exact search", "", common.table(mem)]
+    for r in results:
+        out += [f"## {r['set']}: recall@10 and q/s by ef", "", common.table(r["rows"])]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2,000 SciFact vectors, 3 ef values")
+    ap.add_argument("--scale", type=int, default=0, help="also run a synthetic N x 384 set")
+    ap.add_argument("--only-scale", action="store_true", help="run only the synthetic set")
+    ap.add_argument("--repeat", type=int, default=3, help="timing repeats (best is kept)")
+    ap.add_argument("--ml", type=float, default=1 / math.log(M),
+                    help="level multiplier (default 1/ln M, hnswlib's; the class default is 1/ln 2)")
+    args = ap.parse_args()
+    efs = [16, 32, 64] if args.quick else [16, 32, 64, 128, 256]
+    results = []
+    if not args.only_scale:
+        for ds in load_sets(args.quick):
+            results.append(run_set(ds, efs, 1 if args.quick else args.repeat, args.ml, len(ds["Q"])))
+    if args.scale:
+        ds = synthetic(args.scale)
+        results.append(run_set(ds, [16, 32, 64, 128] if not args.quick else efs, 1, args.ml, 300))
+    cmd = "python tools/bench/bench_hnsw.py " + " ".join(sys.argv[1:])
+    note = (
+        f"HNSW M={M}, ef_construction={EFC}, ml={args.ml:.4f}, seed=1, k=10; hnswlib "
+        f"{__import__('hnswlib').__version__ if hasattr(__import__('hnswlib'), '__version__') else ''} with the same "
+        "M, ef_construction and one thread (set_num_threads(1), num_threads=1); BLAS limited to one thread. "
+        "Each timing is the best of the repeats, the four methods interleaved. Single = one query per "
+        "call (search / knn_query on a vector); batch = all queries in one call (search_many_arrays / "
+        "knn_query on the matrix). Exact = brute force numpy over the stored float32 vectors. The machine is "
+        "shared with other jobs: compare within a row, not across runs."
+    )
+    name = "hnsw_quick" if args.quick else ("hnsw_scale" if args.only_scale else "hnsw")
+    path = common.write_result(name, cmd, render(results, note), results)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
