@@ -81,10 +81,10 @@ NODES_PER_PAGE = 256
 #: (tools/bench/bench_hnsw.py, results/hnsw_*.md) it matched the graph search at recall
 #: 0.95 around a few thousand 384-d vectors; the threshold is in *vector components*
 #: (n * dim) because the exact cost is proportional to that.
-EXACT_COMPONENTS_SINGLE = 1_000_000
+EXACT_COMPONENTS_SINGLE = 2_000_000
 #: Same for ``search_many``: a batched exact search is one matrix-matrix product, far
 #: cheaper per query than a matrix-vector product, so the crossover is higher.
-EXACT_COMPONENTS_BATCH = 1_000_000
+EXACT_COMPONENTS_BATCH = 4_000_000
 
 #: Candidates expanded per step of the batched layer search.
 #: More candidates per step mean fewer numpy calls but some wasted distance computations.
@@ -102,6 +102,8 @@ _VIS_BUDGET = 1 << 24
 _C_ONE = 8
 #: Largest upper layer scanned exactly to find a query's entry point.
 _SCAN_MAX = 512
+#: Start nodes of a single-query layer-0 search taken from that scan.
+_SEEDS = 4
 _MAX_LEVEL = 30
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -546,7 +548,7 @@ class HNSW:
             out_d = np.maximum(2.0 * out_k + qsq[:, None], 0.0)  # type: ignore[index]
         return out_id, out_d
 
-    def _search_layer_one(self, q: np.ndarray, qsq: float, entry: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_layer_one(self, q: np.ndarray, qsq: float, seeds: np.ndarray, ef: int) -> tuple[np.ndarray, np.ndarray]:
         """Layer-0 search for one query, kept to about 16 numpy calls per step.
 
         Each step expands the pool entries not expanded yet (the *frontier*), at most
@@ -564,17 +566,17 @@ class HNSW:
         vis, cap1, epoch = self._visited(1)
         vis[cap1 - 1] = epoch
         vis[-1] = epoch
-        vis[entry] = epoch
+        vis[seeds] = epoch
         l2 = self.metric == "l2"
         hsq = self._hsq
         nq = -q
         marks = self._marks
         c = _C_ONE
-        P_id = np.array([entry], np.int32)
+        P_id = seeds
         P_k = vecs.take(P_id, axis=0) @ nq
         if l2:
             P_k += hsq.take(P_id)
-        P_x = np.zeros(1, bool)
+        P_x = np.zeros(P_id.size, bool)
         while True:
             u = (~P_x).nonzero()[0]
             if not u.size:
@@ -658,6 +660,21 @@ class HNSW:
                 ids, _ = self._search_layer(Q, qsq, cur, lv, 1, 1)
                 cur = ids[:, 0]
         return cur
+
+    def _seeds_one(self, q: np.ndarray, qsq: float) -> np.ndarray:
+        """Layer-0 start nodes of one query: the ``_SEEDS`` best nodes of the scanned layer
+        when it is layer 1 (they are layer-0 nodes too), else the greedy descent's node."""
+        scan = self._scan_set()
+        if scan is not None and scan[0] == 1:
+            _, nodes, V, vsq = scan
+            k = V @ -q
+            if self.metric == "l2":
+                k += 0.5 * vsq
+            if nodes.size > _SEEDS:
+                return nodes.take(k.argpartition(_SEEDS - 1)[:_SEEDS])
+            return nodes.copy()
+        Q = q[None, :]
+        return self._descend(Q, np.array([qsq], np.float32) if self.metric == "l2" else None, 0)
 
     def _greedy_one(self, q: np.ndarray, qsq: float | None, cur: int, level: int) -> int:
         """Greedy walk on one upper layer for one query."""
@@ -999,7 +1016,7 @@ class HNSW:
         if exact is not None:
             return bool(exact)
         limit = EXACT_COMPONENTS_BATCH if batch else EXACT_COMPONENTS_SINGLE
-        return self._live * self.dim <= limit
+        return self._n * self.dim <= limit
 
     def search(self, query: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None) -> list[tuple[int, float]]:
         """The ``k`` nearest live vectors to ``query``: ``[(vec_id, distance), ...]``, nearest
@@ -1019,8 +1036,7 @@ class HNSW:
             ids, ds = self._exact(q[None, :], k)
             return [(i, d) for i, d in zip(ids[0].tolist(), ds[0].tolist()) if d != math.inf]
         qsq = float(q @ q) if self.metric == "l2" else 0.0
-        cur = self._descend(q[None, :], np.array([qsq], np.float32) if self.metric == "l2" else None, 0)
-        pid, pd = self._search_layer_one(q, qsq, int(cur[0]), ef)
+        pid, pd = self._search_layer_one(q, qsq, self._seeds_one(q, qsq), ef)
         if self._live < self._n:
             keep = ~self._deleted.take(pid)
             pid = pid.compress(keep)

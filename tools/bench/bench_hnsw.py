@@ -216,8 +216,31 @@ def run_set(ds: dict, efs: list[int], repeat: int, ml: float, single_queries: in
     return summary
 
 
-def render(results: list[dict], note: str) -> str:
+def crossover(sizes: list[int], repeat: int) -> list[dict]:
+    """Exact vs graph search (ef_search default) by index size: where exact stops winning."""
+    ds = synthetic(max(sizes), seed=3)
+    X, Q = ds["X"], ds["Q"]
+    rows = []
+    for n in sizes:
+        h = HNSW(X.shape[1], M=M, ef_construction=EFC, seed=1, ml=1 / math.log(M))
+        h.add_many(X[:n], np.arange(n))
+        te = tg = be = bg = math.inf
+        for _ in range(repeat):
+            te = min(te, best_time(lambda: [h.search(q, 10, exact=True) for q in Q], 1)[0])
+            tg = min(tg, best_time(lambda: [h.search(q, 10, exact=False) for q in Q], 1)[0])
+            be = min(be, best_time(lambda: h.search_many_arrays(Q, 10, exact=True), 1)[0])
+            bg = min(bg, best_time(lambda: h.search_many_arrays(Q, 10, exact=False), 1)[0])
+        row = {"n": n, "n*dim": n * X.shape[1], "exact single q/s": len(Q) / te, "graph single q/s": len(Q) / tg,
+               "exact batch q/s": len(Q) / be, "graph batch q/s": len(Q) / bg}
+        print("  crossover", row, flush=True)
+        rows.append(row)
+    return rows
+
+
+def render(results: list[dict], note: str, cross: list[dict] | None = None) -> str:
     out = [note, ""]
+    if cross:
+        out += ["## Exact vs graph search by size (synthetic 384-d, default ef)", "", common.table(cross)]
     head = []
     for r in results:
         head.append({
@@ -255,6 +278,10 @@ def main() -> None:
     args = ap.parse_args()
     efs = [16, 32, 64] if args.quick else [16, 32, 64, 128, 256]
     results = []
+    cross = None
+    if not args.only_scale and not args.quick:
+        print("[crossover]", flush=True)
+        cross = crossover([1000, 2000, 5000, 10000, 20000], args.repeat)
     if not args.only_scale:
         for ds in load_sets(args.quick):
             results.append(run_set(ds, efs, 1 if args.quick else args.repeat, args.ml, len(ds["Q"])))
@@ -272,7 +299,7 @@ def main() -> None:
         "shared with other jobs: compare within a row, not across runs."
     )
     name = "hnsw_quick" if args.quick else ("hnsw_scale" if args.only_scale else "hnsw")
-    path = common.write_result(name, cmd, render(results, note), results)
+    path = common.write_result(name, cmd, render(results, note, cross), {"sets": results, "crossover": cross})
     print(f"wrote {path}")
 
 
