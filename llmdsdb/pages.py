@@ -219,16 +219,24 @@ class CacheStats(NamedTuple):
 
 
 class PageCache:
-    """Decoded-page cache under a byte budget, with TinyLFU admission.
+    """Decoded-page cache under a byte budget, with W-TinyLFU admission.
 
-    A :class:`~llmdsdb.token_lru.TokenLRU` (bytes as tokens) holds the decoded pages; a
-    :class:`~llmdsdb.cmsketch.CountMinSketch` counts every lookup. When a new page needs room,
-    the least recently used entries it would push out are its *victims*; with
-    ``policy="tinylfu"`` the page is admitted only if its estimated access count is higher
-    than every victim's (Einziger, Friedman & Manes, "TinyLFU", 2017), so one-off pages from a
-    scan cannot flush the hot set. Every ``sample`` lookups (10x the resident pages, at least
-    1,024) the sketch is halved, so that popularity fades. ``policy="lru"`` admits everything
-    (the baseline of ``tools/bench/bench_cache.py``).
+    :class:`~llmdsdb.token_lru.TokenLRU` segments (bytes as tokens) hold the decoded pages and
+    a :class:`~llmdsdb.cmsketch.CountMinSketch` counts every lookup. With ``policy="tinylfu"``
+    (Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache Admission Policy", 2017):
+
+    * a new page enters a small *window* LRU (``window`` of the budget, 1% by default) that
+      admits everything, so a burst of re-reads of a fresh page still hits;
+    * a page pushed out of the window (or one too large for it) is a *candidate* for the main
+      LRU: the least recently used main entries it would push out are its *victims*, and it
+      is admitted only if its estimated access count is higher than every victim's;
+      otherwise it is dropped (counted in ``rejected``). One-off pages from a scan therefore
+      cannot flush the hot set;
+    * every ``sample`` lookups (default 10x the resident pages, at least 1,024) the sketch is
+      halved, so that popularity fades.
+
+    ``policy="lru"`` is one plain LRU that admits everything (the baseline of
+    ``tools/bench/bench_cache.py``).
 
     Snapshot safety: entries belong to one *epoch* (the database generation they were read
     at). Lookups and inserts tagged with another epoch bypass the cache, so a reader on an
@@ -240,7 +248,7 @@ class PageCache:
 
     Memory: the budget (``cache_bytes``) of decoded pages plus ~170 bytes per entry, plus the
     sketch: ``8 * width * depth`` bytes (``width = cache_bytes / 2048`` clamped to
-    [1,024, 2**20], depth 4: 512 KiB for a 256 MiB cache).
+    [1,024, 2**20], depth 4: 4 MiB for a 256 MiB cache).
 
     >>> c = PageCache(1000)
     >>> c.put(1, "one", 400), c.get(1), c.get(2)
@@ -250,7 +258,7 @@ class PageCache:
     """
 
     def __init__(self, cache_bytes: int, *, policy: CachePolicy = "tinylfu",
-                 sketch_width: int | None = None, sketch_depth: int = 4,
+                 window: float = 0.01, sketch_width: int | None = None, sketch_depth: int = 4,
                  sample: int | None = None) -> None:
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int):
             raise InvalidTypeError(f"cache_bytes must be an int, not "
@@ -259,13 +267,20 @@ class PageCache:
             raise InvalidArgumentError(f"cache_bytes must be > 0, got {cache_bytes}")
         if policy not in ("tinylfu", "lru"):
             raise InvalidArgumentError(f"policy must be 'tinylfu' or 'lru', got {policy!r}")
+        if not isinstance(window, (int, float)) or not 0.0 <= window < 1.0:
+            raise InvalidArgumentError(f"window must be a fraction in [0, 1), got {window!r}")
         if sample is not None and (not isinstance(sample, int) or sample < 1):
             raise InvalidArgumentError(f"sample must be a positive int, got {sample!r}")
         width = sketch_width or min(max(cache_bytes // 2048, 1024), 1 << 20)
+        wb = int(cache_bytes * window) if policy == "tinylfu" else 0
         self._budget = cache_bytes
         self._policy = policy
-        self._lru: TokenLRU[int, tuple[object, int]] = TokenLRU(cache_bytes,
-                                                                 operator.itemgetter(1))
+        cost = operator.itemgetter(1)
+        self._win: TokenLRU[int, tuple[object, int]] | None = (
+            TokenLRU(wb, cost) if wb > 0 else None)
+        self._main: TokenLRU[int, tuple[object, int]] = TokenLRU(cache_bytes - wb, cost)
+        self._wb = wb
+        self._mb = cache_bytes - wb
         self._sketch = CountMinSketch(width, sketch_depth)
         self._sample = sample
         self._counted = 0
@@ -290,25 +305,36 @@ class PageCache:
         """The generation the cached pages belong to (-1 before the first use)."""
         return self._epoch
 
+    def _segments(self) -> list[TokenLRU[int, tuple[object, int]]]:
+        return [self._main] if self._win is None else [self._win, self._main]
+
     def __len__(self) -> int:
-        return len(self._lru)
+        return sum(len(s) for s in self._segments())
 
     def __contains__(self, page_id: object) -> bool:
-        return page_id in self._lru
+        return any(page_id in s for s in self._segments())
+
+    def page_ids(self) -> list[int]:
+        """The cached page ids (window first, each segment least recently used first).
+
+        Complexity: O(resident pages).
+        """
+        with self._lock:
+            return [k for s in self._segments() for k in s]
 
     def resident_bytes(self) -> int:
         """Bytes currently cached.
 
         Complexity: O(1).
         """
-        return self._lru.total_tokens()
+        return sum(s.total_tokens() for s in self._segments())
 
     # -- lookups ---------------------------------------------------------------------------
 
     def _count(self, page_id: int) -> None:
         self._sketch.add(page_id)
         self._counted += 1
-        sample = self._sample or max(1024, 10 * len(self._lru))
+        sample = self._sample or max(1024, 10 * len(self))
         if self._counted >= sample:
             self._sketch.age()
             self._counted = 0
@@ -325,7 +351,13 @@ class PageCache:
                 self._bypassed += 1
                 return default
             self._count(page_id)
-            e = self._lru.get(page_id)
+            e = None
+            if self._win is not None:
+                e = self._win.peek(page_id)
+                if e is not None:
+                    self._win.get(page_id)
+            if e is None:
+                e = self._main.get(page_id)
             if e is None:
                 self._misses += 1
                 return default
@@ -338,16 +370,20 @@ class PageCache:
         Complexity: O(1).
         """
         with self._lock:
-            e = self._lru.peek(page_id)
-            return default if e is None else e[0]
+            for s in self._segments():
+                e = s.peek(page_id)
+                if e is not None:
+                    return e[0]
+            return default
 
     def put(self, page_id: int, obj: object, nbytes: int, *, epoch: int | None = None) -> bool:
-        """Offer a decoded page of ``nbytes`` bytes; True when it was admitted.
+        """Offer a decoded page of ``nbytes`` bytes; True when it is resident afterwards.
 
-        A page larger than the whole budget, or (TinyLFU) colder than its victims, is not
-        admitted (counted in ``rejected``). Replacing a cached page always succeeds.
+        A page larger than the main segment is refused; with TinyLFU a page too large for the
+        window goes straight to the admission test. Replacing a cached page always succeeds.
+        Refusals are counted in ``rejected``.
 
-        Complexity: O(v * depth) for v victims (amortised O(depth) per page ever admitted).
+        Complexity: O(v * depth) for v victims compared (amortised O(depth) per admission).
         """
         if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
             raise InvalidArgumentError(f"nbytes must be an int >= 0, got {nbytes!r}")
@@ -355,24 +391,47 @@ class PageCache:
             if epoch is not None and epoch != self._epoch:
                 self._bypassed += 1
                 return False
-            lru = self._lru
-            if nbytes > self._budget:
+            entry = (obj, nbytes)
+            win, main = self._win, self._main
+            if win is not None and page_id in win:
+                if nbytes <= self._wb:
+                    for k, e in win.put(page_id, entry):
+                        self._offer_main(k, e)
+                    return True
+                win.discard(page_id)
+                return self._offer_main(page_id, entry)
+            if page_id in main:
+                if nbytes <= self._mb:
+                    self._evictions += len(main.put(page_id, entry))
+                    return True
+                main.discard(page_id)
                 self._rejected += 1
                 return False
-            free = self._budget - lru.total_tokens()
-            if nbytes > free and self._policy == "tinylfu" and page_id not in lru:
-                need = nbytes - free
-                cand = self._sketch.estimate(page_id)
-                est = self._sketch.estimate
-                for k in lru:  # least recently used first
-                    if est(k) >= cand:
-                        self._rejected += 1
-                        return False
-                    need -= lru.peek(k)[1]  # type: ignore[index]
-                    if need <= 0:
-                        break
-            self._evictions += len(lru.put(page_id, (obj, nbytes)))
-            return True
+            if win is not None and nbytes <= self._wb:
+                for k, e in win.put(page_id, entry):
+                    self._offer_main(k, e)
+                return True
+            return self._offer_main(page_id, entry)
+
+    def _offer_main(self, page_id: int, entry: tuple[object, int]) -> bool:
+        main = self._main
+        nbytes = entry[1]
+        if nbytes > self._mb:
+            self._rejected += 1
+            return False
+        need = nbytes - (self._mb - main.total_tokens())
+        if need > 0 and self._policy == "tinylfu":
+            est = self._sketch.estimate
+            cand = est(page_id)
+            for k in main:  # least recently used first
+                if est(k) >= cand:
+                    self._rejected += 1
+                    return False
+                need -= main.peek(k)[1]  # type: ignore[index]
+                if need <= 0:
+                    break
+        self._evictions += len(main.put(page_id, entry))
+        return True
 
     # -- invalidation ----------------------------------------------------------------------
 
@@ -382,7 +441,8 @@ class PageCache:
         Complexity: O(len(page_ids)).
         """
         with self._lock:
-            return sum(self._lru.discard(p) for p in page_ids)
+            segs = self._segments()
+            return sum(any([s.discard(p) for s in segs]) for p in page_ids)
 
     def clear(self) -> None:
         """Drop every cached page (the access counts stay).
@@ -390,7 +450,8 @@ class PageCache:
         Complexity: O(resident pages).
         """
         with self._lock:
-            self._lru.clear()
+            for s in self._segments():
+                s.clear()
 
     def advance_epoch(self, epoch: int, changed: Iterable[int] | None = None) -> None:
         """Move the cache to generation ``epoch``.
@@ -403,17 +464,15 @@ class PageCache:
         Complexity: O(len(changed)), or O(resident pages) when clearing.
         """
         with self._lock:
-            if epoch <= self._epoch:
-                if changed is not None:
-                    for p in changed:
-                        self._lru.discard(p)
-                return
-            if changed is None or epoch != self._epoch + 1:
-                self._lru.clear()
-            else:
+            segs = self._segments()
+            if epoch > self._epoch and (changed is None or epoch != self._epoch + 1):
+                for s in segs:
+                    s.clear()
+            elif changed is not None:
                 for p in changed:
-                    self._lru.discard(p)
-            self._epoch = epoch
+                    for s in segs:
+                        s.discard(p)
+            self._epoch = max(self._epoch, epoch)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -424,8 +483,8 @@ class PageCache:
         """
         with self._lock:
             return CacheStats(self._hits, self._misses, self._rejected, self._evictions,
-                              self._lru.total_tokens(), len(self._lru), self._budget,
-                              self._policy, self._bypassed)
+                              self.resident_bytes(), len(self), self._budget, self._policy,
+                              self._bypassed)
 
     def reset_stats(self) -> None:
         """Zero the counters (not the contents).
@@ -436,15 +495,21 @@ class PageCache:
             self._hits = self._misses = self._rejected = self._evictions = self._bypassed = 0
 
     def __repr__(self) -> str:
-        return (f"PageCache(policy={self._policy!r}, {self._lru.total_tokens()}/"
-                f"{self._budget} bytes, {len(self._lru)} pages)")
+        return (f"PageCache(policy={self._policy!r}, {self.resident_bytes()}/"
+                f"{self._budget} bytes, {len(self)} pages)")
 
     def _check(self) -> None:
-        """Invariants: the LRU's own, and resident bytes within the budget."""
+        """Invariants: each segment's own, no page in two segments, bytes within budget."""
         with self._lock:
-            self._lru._check()
-            assert self._lru.total_tokens() <= self._budget
-            assert sum(e[1] for e in self._lru.values()) == self._lru.total_tokens()
+            segs = self._segments()
+            for s in segs:
+                s._check()
+                assert sum(e[1] for e in s.values()) == s.total_tokens()
+            if self._win is not None:
+                assert not set(self._win) & set(self._main)
+                assert self._win.total_tokens() <= self._wb
+            assert self._main.total_tokens() <= self._mb
+            assert self.resident_bytes() <= self._budget
             assert min(self._hits, self._misses, self._rejected, self._evictions) >= 0
 
 

