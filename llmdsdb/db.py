@@ -131,6 +131,7 @@ class Options:
     map_size_bytes: int | None = None
     lock_timeout_s: float = 30.0
     hnsw_ef_search: int | None = None
+    fresh_max_vectors: int | None = None
 
 
 class Document(NamedTuple):
@@ -349,7 +350,7 @@ class _Row(NamedTuple):
 
 
 class _Op(NamedTuple):
-    kind: Literal["add", "upsert", "delete"]
+    kind: Literal["add", "upsert", "delete", "merge"]
     rows: tuple  # tuple[_Row, ...] for add/upsert; tuple[(id, key), ...] for delete
 
 
@@ -385,6 +386,197 @@ class _BatchState:
     dim: int | None = None
     owner: int = 0
     changes: int = 0
+
+
+# --- the fresh segment ------------------------------------------------------------------------
+
+#: Rows per persisted block of the fresh segment.
+FRESH_BLOCK = 1024
+#: Default size of the fresh segment, in vector components (rows x dim): ~10,000 vectors of
+#: 384 dimensions (16 MB of float32), which one exact scan searches in about a millisecond.
+FRESH_MAX_COMPONENTS = 4_000_000
+_FRESH_DIR = "fresh/dir"
+
+
+class _FreshSegment:
+    """Recently added vectors that are not in the graph yet, searched exactly.
+
+    Adding a document must leave it searchable when the call returns, but an HNSW insert
+    costs far more than the rest of an ingest (measured: see tools/bench/bench_db.py). New
+    vectors therefore go here first - an append to a float32 array, persisted in blocks of
+    :data:`FRESH_BLOCK` rows as ``idxmeta`` records ``fresh/<block>`` - and are moved into the
+    graph in one batch when the segment outgrows its limit (or on :meth:`Database.optimize`).
+    A query searches the graph and scans this segment exactly, and merges the two lists.
+
+    Rows are never moved until the merge: a deleted row keeps its place with id -1, so a
+    flush rewrites only the blocks that changed. For cosine the rows are stored normalised.
+
+    Invariant: ``pos[i] == row`` exactly for the rows whose id ``i >= 0``; ``live`` counts them.
+
+    Not thread-safe (the database's lock guards it). Memory: rows x (4·dim + 8) bytes.
+    """
+
+    def __init__(self, dim: int, metric: str) -> None:
+        self.dim = dim
+        self.metric = metric
+        self.ids = np.empty(0, np.int64)
+        self.vecs = np.empty((0, dim), np.float32)
+        self.sq = np.empty(0, np.float32)
+        self.n = 0
+        self.live = 0
+        self.pos: dict[int, int] = {}
+        self.dirty: set[int] = set()
+        self.stored_blocks = 0
+
+    def __len__(self) -> int:
+        return self.live
+
+    def __contains__(self, iid: object) -> bool:
+        return iid in self.pos
+
+    def _prep(self, vecs: np.ndarray) -> np.ndarray:
+        v = np.ascontiguousarray(vecs, dtype=np.float32)
+        if self.metric == "cosine":
+            norms = np.sqrt(np.einsum("ij,ij->i", v.astype(np.float64), v.astype(np.float64)))
+            v = (v / norms[:, None]).astype(np.float32)
+        return v
+
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Append rows. Complexity: O(k·dim) amortised."""
+        k = len(ids)
+        if not k:
+            return
+        need = self.n + k
+        if need > len(self.ids):
+            cap = max(need, 2 * len(self.ids), 256)
+            ids2 = np.full(cap, -1, np.int64)
+            ids2[: self.n] = self.ids[: self.n]
+            v2 = np.zeros((cap, self.dim), np.float32)
+            v2[: self.n] = self.vecs[: self.n]
+            sq2 = np.zeros(cap, np.float32)
+            sq2[: self.n] = self.sq[: self.n]
+            self.ids, self.vecs, self.sq = ids2, v2, sq2
+        v = self._prep(vecs)
+        self.ids[self.n : need] = ids
+        self.vecs[self.n : need] = v
+        self.sq[self.n : need] = np.einsum("ij,ij->i", v, v)
+        for j, i in enumerate(ids.tolist()):
+            self.pos[i] = self.n + j
+        self.dirty.update(range(self.n // FRESH_BLOCK, (need - 1) // FRESH_BLOCK + 1))
+        self.n = need
+        self.live += k
+
+    def delete(self, iid: int) -> bool:
+        """Tombstone a row; False when ``iid`` is not here. Complexity: O(1)."""
+        row = self.pos.pop(iid, None)
+        if row is None:
+            return False
+        self.ids[row] = -1
+        self.live -= 1
+        self.dirty.add(row // FRESH_BLOCK)
+        return True
+
+    def take_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live rows (ids, vectors) - then the segment is empty. Complexity: O(n·dim)."""
+        keep = self.ids[: self.n] >= 0
+        ids, vecs = self.ids[: self.n][keep].copy(), self.vecs[: self.n][keep].copy()
+        self.ids = np.empty(0, np.int64)
+        self.vecs = np.empty((0, self.dim), np.float32)
+        self.sq = np.empty(0, np.float32)
+        self.n = self.live = 0
+        self.pos = {}
+        self.dirty = set(range(self.stored_blocks))
+        return ids, vecs
+
+    def search_many(self, Q: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """Exact k nearest live rows of each query (distances as HNSW reports them).
+
+        Complexity: O(nq · n · dim) in BLAS.
+        """
+        out: list[list[tuple[int, float]]] = [[] for _ in range(len(Q))]
+        if not self.live:
+            return out
+        n = self.n
+        Qp = self._prep(Q) if self.metric == "cosine" else np.ascontiguousarray(Q, np.float32)
+        dots = Qp @ self.vecs[:n].T
+        if self.metric == "cosine":
+            D = 1.0 - dots
+        elif self.metric == "ip":
+            D = -dots
+        else:
+            D = self.sq[:n][None, :] + np.einsum("ij,ij->i", Qp, Qp)[:, None] - 2.0 * dots
+        if self.live < n:
+            D[:, self.ids[:n] < 0] = np.inf
+        kk = min(k, self.live)
+        part = np.argpartition(D, kk - 1, axis=1)[:, :kk] if kk < n else \
+            np.broadcast_to(np.arange(n), (len(Q), n))
+        pd = np.take_along_axis(D, part, axis=1)
+        order = np.argsort(pd, axis=1, kind="stable")
+        sel = np.take_along_axis(part, order, axis=1)
+        sd = np.take_along_axis(pd, order, axis=1)
+        ids = self.ids[sel]
+        for r in range(len(Q)):
+            out[r] = [(i, d) for i, d in zip(ids[r].tolist(), sd[r].tolist()) if i >= 0]
+        return out
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def flush(self, store: Any) -> None:
+        """Write the changed blocks and the directory. Complexity: O(changed blocks)."""
+        if not self.dirty:
+            return
+        nb = (self.n + FRESH_BLOCK - 1) // FRESH_BLOCK
+        for b in sorted(self.dirty):
+            if b < nb:
+                s, e = b * FRESH_BLOCK, min(self.n, (b + 1) * FRESH_BLOCK)
+                store.put_meta(f"fresh/{b}", _pack({
+                    "ids": self.ids[s:e].astype("<i8").tobytes(),
+                    "vecs": self.vecs[s:e].astype("<f4").tobytes()}))
+        delete_meta = getattr(store, "delete_meta", None)
+        for b in range(nb, self.stored_blocks):
+            if delete_meta is not None:
+                delete_meta(f"fresh/{b}")
+        store.put_meta(_FRESH_DIR, _pack({"rows": self.n, "dim": self.dim,
+                                          "metric": self.metric}))
+        self.stored_blocks = nb
+        self.dirty = set()
+
+    @classmethod
+    def open(cls, store: Any, dim: int, metric: str) -> _FreshSegment:
+        """Load from the store (empty when never written). Complexity: O(n·dim)."""
+        seg = cls(dim, metric)
+        raw = store.get_meta(_FRESH_DIR)
+        if raw is None:
+            return seg
+        d = _unpack(raw, "idxmeta/fresh/dir")
+        if not isinstance(d, dict) or d.get("dim") != dim or not isinstance(d.get("rows"), int):
+            raise CorruptionError("idxmeta/fresh/dir: malformed or of another dimension")
+        n = d["rows"]
+        nb = (n + FRESH_BLOCK - 1) // FRESH_BLOCK
+        ids = np.full(n, -1, np.int64)
+        vecs = np.zeros((n, dim), np.float32)
+        for b in range(nb):
+            s, e = b * FRESH_BLOCK, min(n, (b + 1) * FRESH_BLOCK)
+            rb = store.get_meta(f"fresh/{b}")
+            blk = _unpack(rb, f"idxmeta/fresh/{b}") if rb is not None else None
+            if (not isinstance(blk, dict) or not isinstance(blk.get("ids"), bytes)
+                    or not isinstance(blk.get("vecs"), bytes)
+                    or len(blk["ids"]) != 8 * (e - s) or len(blk["vecs"]) != 4 * dim * (e - s)):
+                raise CorruptionError(f"idxmeta/fresh/{b}: missing or malformed block")
+            ids[s:e] = np.frombuffer(blk["ids"], "<i8")
+            vecs[s:e] = np.frombuffer(blk["vecs"], "<f4").reshape(e - s, dim)
+        seg.ids, seg.vecs, seg.n = ids, vecs, n
+        seg.sq = np.einsum("ij,ij->i", vecs, vecs).astype(np.float32)
+        live = np.flatnonzero(ids >= 0)
+        seg.pos = dict(zip(ids[live].tolist(), live.tolist()))
+        seg.live = len(live)
+        seg.stored_blocks = nb
+        return seg
+
+    def _check(self) -> None:
+        live = np.flatnonzero(self.ids[: self.n] >= 0)
+        assert len(live) == self.live == len(self.pos)
+        assert all(self.pos[int(self.ids[r])] == r for r in live.tolist())
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -427,6 +619,7 @@ class Database:
             self._batch: _BatchState | None = None
             self._bm25: Any = None
             self._hnsw: Any = None
+            self._fresh: _FreshSegment | None = None
             self._gen = -1  # generation the in-memory indexes reflect (-1: none loaded)
             self._dirty = True  # in-memory indexes may differ from the committed state
             with self._env.read() as txn:
@@ -574,7 +767,7 @@ class Database:
         from llmdsdb.hnsw import HNSW
         from llmdsdb.inverted_index import InvertedIndex
 
-        self._bm25 = self._hnsw = None
+        self._bm25 = self._hnsw = self._fresh = None
         self._cache.clear()
         close = getattr(self._store, "close", None)
         if close is not None:
@@ -591,6 +784,8 @@ class Database:
                 self._bm25 = InvertedIndex.open(self._store)
                 if stored.get("dim") is not None:
                     self._hnsw = HNSW.open(self._store, **self._hnsw_overrides())
+                    self._fresh = _FreshSegment.open(self._store, stored["dim"],
+                                                     stored["metric"])
         self._gen = gen
         self._dirty = False
 
@@ -987,8 +1182,14 @@ class Database:
         self._dirty = False
         return results
 
+    def _fresh_limit(self, dim: int) -> int:
+        """Rows the fresh segment may hold before it is merged into the graph."""
+        n = self._options.fresh_max_vectors
+        return n if n is not None else max(2048, FRESH_MAX_COMPONENTS // max(dim, 1))
+
     def _apply(self, txn: Any, ops: list[_Op]) -> list[int]:
         cfg = self._config
+        merge = any(op.kind == "merge" for op in ops)
         results: list[int] = []
         raw_next = txn.get("meta", _META_NEXT_ID)
         next_id = _u64(raw_next) if raw_next is not None else 0
@@ -1013,6 +1214,9 @@ class Database:
         with self._store.bound(txn):
             for op in ops:
                 n = 0
+                if op.kind == "merge":
+                    results.append(len(self._fresh) if self._fresh is not None else 0)
+                    continue
                 if op.kind == "delete":
                     for i, k in op.rows:
                         raw = txn.get("ids", k)
@@ -1054,7 +1258,7 @@ class Database:
                     n += 1
                 results.append(n)
 
-            if not any(results) and cfg.get("stored"):
+            if not any(results) and cfg.get("stored") and not merge:
                 return results  # nothing changed (the generation still counts the batch)
             # configuration: written with the first batch, and when the dimension gets fixed
             if not cfg.get("stored") or cfg.get("dim") != dim:
@@ -1076,20 +1280,30 @@ class Database:
                 self._new_indexes(txn)
             if self._hnsw is None and dim is not None:
                 self._hnsw = self._new_hnsw(dim)
+                self._fresh = _FreshSegment(dim, cfg["metric"])
 
             for iid in removed:
                 self._bm25.remove_document(iid)
             for iid in removed_emb:
-                self._hnsw.delete(iid)
+                if self._fresh is None or not self._fresh.delete(iid):
+                    self._hnsw.delete(iid)
             if add_text:
                 self._bm25.add_documents(list(add_text), list(add_text.values()))
             if add_emb:
                 ids = np.fromiter(add_emb, dtype=np.int64, count=len(add_emb))
                 vecs = np.stack(list(add_emb.values()))
-                self._hnsw.add_many(vecs, ids)
+                if self._fresh is not None and self._fresh_limit(dim) > 0:
+                    self._fresh.add(ids, vecs)
+                else:
+                    self._hnsw.add_many(vecs, ids)
+            if self._fresh is not None and (merge or self._fresh.n > self._fresh_limit(dim)):
+                ids, vecs = self._fresh.take_all()
+                if len(ids):
+                    self._hnsw.add_many(vecs, ids)
             self._bm25.flush()
             if self._hnsw is not None:
                 self._hnsw.flush()
+                self._fresh.flush(self._store)
             self._store.save_allocator(txn)
             txn.put("meta", _META_NEXT_ID, _k64(next_id))
             del metric
@@ -1207,19 +1421,32 @@ class Database:
         return out
 
     def _dense_many(self, vecs: list[np.ndarray | None], ncand: int, w: float) -> list[list]:
+        """Nearest neighbours of each vector: the graph's and the fresh segment's, merged."""
         out: list[list] = [[] for _ in vecs]
-        if self._hnsw is None or len(self._hnsw) == 0 or w <= 0.0:
+        if self._hnsw is None or w <= 0.0:
             return out
         rows = [i for i, v in enumerate(vecs) if v is not None]
         if not rows:
             return out
-        ef = max(self._options.hnsw_ef_search or 0, ncand)
-        if len(rows) == 1:
-            out[rows[0]] = self._hnsw.search(vecs[rows[0]], ncand, ef=ef)
-        else:
-            res = self._hnsw.search_many(np.stack([vecs[i] for i in rows]), ncand, ef=ef)
-            for i, r in zip(rows, res):
-                out[i] = r
+        Q = np.stack([vecs[i] for i in rows])
+        graph: list[list] = [[] for _ in rows]
+        if len(self._hnsw):
+            ef = max(self._options.hnsw_ef_search or 0, ncand)
+            if len(rows) == 1:
+                graph = [self._hnsw.search(Q[0], ncand, ef=ef)]
+            else:
+                graph = self._hnsw.search_many(Q, ncand, ef=ef)
+        fresh = (self._fresh.search_many(Q, ncand) if self._fresh is not None
+                 and len(self._fresh) else None)
+        for j, i in enumerate(rows):
+            if fresh is None:
+                out[i] = list(graph[j])
+            elif not graph[j]:
+                out[i] = fresh[j]
+            else:
+                both = list(graph[j]) + fresh[j]
+                both.sort(key=lambda p: p[1])
+                out[i] = both[:ncand]
         return out
 
     def _results(self, txn: Any, hits: list, explain: bool) -> list[SearchResult]:
@@ -1237,6 +1464,23 @@ class Database:
         return res
 
     # --- maintenance ----------------------------------------------------------------------------
+
+    def optimize(self) -> int:
+        """Move every vector of the fresh segment into the graph now (one write batch).
+
+        :returns: the number of vectors moved.
+
+        Complexity: O(f · log n · ef_construction) for f fresh vectors.
+        """
+        with self._lock:
+            self._check_writable()
+            if self._batch is not None:
+                raise InvalidArgumentError("optimize() cannot run inside batch()")
+            with self._reading():
+                n = len(self._fresh) if self._fresh is not None else 0
+            if not n:
+                return 0
+            return self._execute([_Op("merge", ())])[0]
 
     def stats(self) -> dict:
         """Figures about the database: documents, terms, pages, bytes on disk, generation,
@@ -1257,6 +1501,7 @@ class Database:
             bm = out["bm25"] or {}
             out["terms"] = bm.get("terms", bm.get("num_terms", bm.get("vocabulary")))
             out["hnsw"] = _as_dict(self._hnsw.stats()) if self._hnsw is not None else None
+            out["fresh_vectors"] = len(self._fresh) if self._fresh is not None else 0
         out["storage"] = self._env.stat()
         out["bytes_on_disk"] = out["storage"].get("bytes_on_disk")
         out["cache"] = self._cache.stats()
@@ -1354,12 +1599,24 @@ class Database:
         elif live:
             problems.append("documents exist but the inverted index is missing")
         with_emb = {i for i, e in live.items() if e}
+        fr = self._fresh
+        in_fresh: set[int] = set()
+        if fr is not None:
+            try:
+                fr._check()
+            except AssertionError as exc:
+                problems.append(f"fresh segment: invariant violated ({exc})")
+            in_fresh = set(fr.pos)
+            problems += [f"fresh segment: row of missing document {i}"
+                         for i in sorted(in_fresh - with_emb)[:20]]
         if hn is not None:
-            if len(hn) != len(with_emb):
-                problems.append(f"hnsw holds {len(hn)} vectors, the database "
-                                f"{len(with_emb)} embeddings")
-            problems += [f"hnsw: document {i} is not in the graph" for i in with_emb
-                         if i not in hn][:20]
+            if len(hn) + len(in_fresh) != len(with_emb):
+                problems.append(f"hnsw holds {len(hn)} vectors and the fresh segment "
+                                f"{len(in_fresh)}, the database {len(with_emb)} embeddings")
+            problems += [f"hnsw: document {i} is neither in the graph nor the fresh segment"
+                         for i in with_emb if i not in hn and i not in in_fresh][:20]
+            problems += [f"document {i} is both in the graph and the fresh segment"
+                         for i in in_fresh if i in hn][:20]
             nb_fn = getattr(hn, "neighbour_ids", None) or getattr(hn, "neighbor_ids", None)
             if nb_fn is not None:
                 stray = set(int(x) for x in nb_fn()) - with_emb
@@ -1420,6 +1677,7 @@ def open(  # noqa: A001 - the public name is llmdsdb.open
     readonly: bool = False,
     map_size_bytes: int | None = None,
     lock_timeout_s: float = 30.0,
+    fresh_max_vectors: int | None = None,
 ) -> Database:
     """Open (creating it when absent) the database in directory ``path``.
 
@@ -1472,9 +1730,11 @@ def open(  # noqa: A001 - the public name is llmdsdb.open
                                    f"got {lock_timeout_s!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    if fresh_max_vectors is not None:
+        fresh_max_vectors = _check_int("fresh_max_vectors", fresh_max_vectors, 0, 2**31)
     options = Options(cache_bytes=cache_bytes, durability=durability, readonly=readonly,
                       map_size_bytes=map_size_bytes, lock_timeout_s=float(lock_timeout_s),
-                      hnsw_ef_search=hnsw_ef_search)
+                      hnsw_ef_search=hnsw_ef_search, fresh_max_vectors=fresh_max_vectors)
     return Database(path, None, options, explicit)
 
 

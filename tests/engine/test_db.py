@@ -302,3 +302,36 @@ def test_directory_permissions(path):
     with llmdsdb.open(path):
         pass
     assert os.stat(path).st_mode & 0o777 == 0o700
+
+
+def test_fresh_segment_merges_into_the_graph(path):
+    emb = unit_vectors(40, 8, 3)
+    with llmdsdb.open(path, fresh_max_vectors=6) as db:
+        for s in range(0, 20, 4):  # 5 batches of 4: the segment overflows and merges
+            db.add([f"v{i}" for i in range(s, s + 4)], [f"vec {i}" for i in range(s, s + 4)],
+                   embeddings=emb[s:s + 4])
+            assert db.check() == []
+        st = db.stats()
+        assert 0 < st["fresh_vectors"] <= 6  # the rest moved into the graph
+        for i in (0, 18):  # one from the graph, one from the fresh segment
+            assert db.search(vector=emb[i], top_k=1)[0].id == f"v{i}"
+        db.delete(["v0", "v18"])
+        assert db.check() == []
+        hits = db.search(vector=emb[0], top_k=20)
+        assert {h.id for h in hits} == {f"v{i}" for i in range(1, 20) if i != 18}
+    with llmdsdb.open(path, fresh_max_vectors=6) as db:
+        assert db.check() == []
+        assert db.search(vector=emb[19], top_k=1)[0].id == "v19"
+        assert db.optimize() >= 1 and db.stats()["fresh_vectors"] == 0
+        assert db.optimize() == 0
+        assert db.search(vector=emb[19], top_k=1)[0].id == "v19"
+        assert db.check() == []
+
+
+def test_fresh_segment_disabled(path):
+    emb = unit_vectors(10, 8, 4)
+    with llmdsdb.open(path, fresh_max_vectors=0) as db:
+        db.add([str(i) for i in range(10)], ["x"] * 10, embeddings=emb)
+        assert db.stats()["fresh_vectors"] == 0
+        assert db.search(vector=emb[3], top_k=1)[0].id == "3"
+        assert db.check() == []

@@ -43,7 +43,8 @@ class DatabaseMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="dbmodel-")
         self.path = self.dir + "/db"
-        self.db = llmdsdb.open(self.path)
+        # a tiny fresh segment: vectors move into the graph every few steps
+        self.db = llmdsdb.open(self.path, fresh_max_vectors=5)
         # id -> (text, embedding bytes or None, metadata)
         self.model: dict[str, tuple[str, bytes | None, dict]] = {}
         self.generation = 0
@@ -149,7 +150,12 @@ class DatabaseMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.db.close()
-        self.db = llmdsdb.open(self.path)
+        self.db = llmdsdb.open(self.path, fresh_max_vectors=5)
+
+    @rule()
+    def optimize(self):
+        moved = self.db.optimize()
+        self.generation += 1 if moved else 0
 
     @precondition(lambda self: len(self.model) > 0)
     @rule()
