@@ -362,16 +362,14 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
         raise click.UsageError(f"--mode {mode} needs --vector-file")
     vec = read_query_vector(vector_file) if vector_file and mode != "bm25" else None
     q = text if mode != "vector" else None
+    weight = fusion_weight if mode == "hybrid" else (1.0 if mode == "vector" else 0.0)
     with _open_existing(path) as db:
-        hits = db.search(query=q, vector=vec, top_k=top_k,
-                         fusion_weight=fusion_weight if mode == "hybrid" else
-                         (1.0 if mode == "vector" else 0.0),
-                         fusion=fusion, normalization=normalization,
-                         explain=explain)
+        hits = db.search(query=q, vector=vec, top_k=top_k, fusion_weight=weight,
+                         fusion=fusion, normalization=normalization, explain=explain)
     if as_json:
         out = {
             "query": q, "mode": mode, "top_k": top_k, "fusion": fusion,
-            "fusion_weight": fusion_weight, "normalization": normalization,
+            "fusion_weight": weight, "normalization": normalization,
             "results": [{"rank": i, "id": h.id, "score": float(h.score), "text": h.text,
                          "metadata": h.metadata,
                          "explain": _explain_dict(h.explain) if explain else None}

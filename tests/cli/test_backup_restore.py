@@ -152,7 +152,8 @@ def test_restore_cli_messages(tmp_path: Path, bk: Path) -> None:
 
 KILL_SCRIPT = """
 import os, signal, sys
-import llmdsdb.backup as B
+import llmdsdb.backup
+B = sys.modules["llmdsdb.backup"]
 bk, target, point, fallback = sys.argv[1:5]
 if fallback == "1":
     B._renameat2_exchange = lambda a, b: False
