@@ -121,9 +121,17 @@ Durability = Literal["sync", "metasync", "nosync"]
 #: A database (or a value) with a larger version refuses to open: see storage/FORMAT.md.
 FORMAT_VERSION = 1
 
-#: The named LMDB databases, in a fixed order. See storage/FORMAT.md.
+#: The tables ("named databases"), in a fixed order. See storage/FORMAT.md. They all live in
+#: LMDB's main database, each key prefixed by a one-byte tag: py-lmdb keeps a named-database
+#: handle only when it was opened in a committed *write* transaction, so LMDB named databases
+#: would make every writable open wait for another process's running write batch.
 DB_NAMES: tuple[str, ...] = ("meta", "docs", "ids", "pages", "idxmeta")
-_MAX_DBS = 16  # room for future named databases without a format bump of max_dbs
+_TAG: dict[str, bytes] = {"meta": b"\x01", "docs": b"\x02", "ids": b"\x03", "pages": b"\x04",
+                          "idxmeta": b"\x05"}
+_TAGS = frozenset(t[0] for t in _TAG.values())
+#: Tables whose entry count is kept in ``meta/count/<table>`` (``meta`` itself is counted by
+#: a scan: it is small).
+_COUNTED = ("docs", "ids", "pages", "idxmeta")
 
 #: Envelope kinds (one per named database, so a value copied to the wrong place is caught).
 KIND_RAW = 0
@@ -135,8 +143,9 @@ KIND_IDXMETA = 5
 _KIND_OF_DB = {"meta": KIND_META, "docs": KIND_DOC, "ids": KIND_ID, "pages": KIND_PAGE,
                "idxmeta": KIND_IDXMETA}
 
-#: LMDB's compile-time key limit (MDB_MAXKEYSIZE); an empty key is refused too.
-MAX_KEY_BYTES = 511
+#: Longest key of a table: LMDB's compile-time limit (MDB_MAXKEYSIZE, 511) minus the tag byte.
+#: An empty key is refused too.
+MAX_KEY_BYTES = 510
 #: External ids up to this many UTF-8 bytes are stored as keys as is; longer ones are hashed.
 MAX_PLAIN_ID_BYTES = 400
 
@@ -231,7 +240,7 @@ def meta_key(name: str) -> bytes:
 
     Complexity: O(len(name)).
 
-    :raises InvalidArgumentError: when the name is empty or longer than 511 bytes.
+    :raises InvalidArgumentError: when the name is empty or longer than 510 bytes.
     """
     if not isinstance(name, str):
         raise InvalidTypeError(f"a record name must be a str, not {type(name).__name__}")
@@ -568,7 +577,7 @@ class Txn:
     """
 
     __slots__ = ("_env", "_txn", "_write", "_live", "_dirty", "_bump", "_map_full",
-                 "start_generation", "_new_generation")
+                 "start_generation", "_new_generation", "_delta")
 
     def __init__(self, env: Environment, txn: lmdb.Transaction, write: bool) -> None:
         self._env = env
@@ -579,6 +588,7 @@ class Txn:
         self._bump = False
         self._map_full = False
         self._new_generation: int | None = None
+        self._delta: dict[str, int] = {}
         self.start_generation = env._read_generation(txn)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -598,11 +608,12 @@ class Txn:
         """True once this write transaction has changed something."""
         return self._dirty
 
-    def _handle(self, db: str) -> object:
+    def _handle(self, db: str) -> bytes:
+        """The table's tag byte (validates the name and that the txn is live)."""
         if not self._live:
             raise ClosedError("transaction used after its `with` block ended")
         try:
-            return self._env._dbs[db]
+            return _TAG[db]
         except (KeyError, TypeError):
             raise InvalidArgumentError(f"unknown named database {db!r}; one of "
                                        f"{', '.join(DB_NAMES)}") from None
@@ -632,7 +643,7 @@ class Txn:
         h = self._handle(db)
         k = _as_key(key)
         try:
-            raw = self._txn.get(k, db=h)
+            raw = self._txn.get(h + k)
         except lmdb.Error as exc:
             raise _wrap(exc, f"get {self._desc(db, k)}") from exc
         if raw is None:
@@ -647,7 +658,7 @@ class Txn:
         h = self._handle(db)
         k = _as_key(key)
         try:
-            raw = self._txn.get(k, db=h)
+            raw = self._txn.get(h + k)
         except lmdb.Error as exc:
             raise _wrap(exc, f"get {self._desc(db, k)}") from exc
         return None if raw is None else bytes(raw)
@@ -657,13 +668,15 @@ class Txn:
         h = self._handle(db)
         prefix = bytes(prefix) if not isinstance(prefix, str) else prefix.encode("utf-8")
         kind = _KIND_OF_DB[db]
+        full = h + prefix
         try:
-            cur = self._txn.cursor(db=h)
-            ok = cur.set_range(prefix) if prefix else cur.first()
+            cur = self._txn.cursor()
+            ok = cur.set_range(full)
             while ok:
-                k = bytes(cur.key())
-                if prefix and not k.startswith(prefix):
+                fk = bytes(cur.key())
+                if not fk.startswith(full):
                     break
+                k = fk[1:]
                 if not values:
                     yield k, None
                 else:
@@ -703,11 +716,20 @@ class Txn:
 
         Complexity: O(1).
         """
-        h = self._handle(db)
+        self._handle(db)
+        if db not in _COUNTED:
+            return sum(1 for _ in self._iter(db, b"", False, False))
         try:
-            return int(self._txn.stat(h)["entries"])
+            raw = self._txn.get(_TAG["meta"] + b"count/" + db.encode())
         except lmdb.Error as exc:
-            raise _wrap(exc, f"stat {db}") from exc
+            raise _wrap(exc, f"count {db}") from exc
+        stored = 0
+        if raw is not None:
+            v = decode_value(raw, key_desc=f"meta/'count/{db}'", kind=KIND_META)
+            if len(v) != 8:
+                raise CorruptionError(f"meta/'count/{db}': malformed record")
+            stored = _U64.unpack(v)[0]
+        return stored + self._delta.get(db, 0)
 
     def generation(self) -> int:
         """The generation this transaction sees (including its own pending bump).
@@ -744,9 +766,13 @@ class Txn:
         self._need_write()
         self._put_raw(h, db, _as_key(key), bytes(raw))
 
-    def _put_raw(self, h: object, db: str, k: bytes, v: bytes) -> None:
+    def _put_raw(self, h: bytes, db: str, k: bytes, v: bytes) -> None:
         try:
-            self._txn.put(k, v, db=h)
+            if db in _COUNTED:
+                if self._txn.replace(h + k, v) is None:
+                    self._delta[db] = self._delta.get(db, 0) + 1
+            else:
+                self._txn.put(h + k, v)
         except lmdb.Error as exc:
             if isinstance(exc, lmdb.MapFullError):
                 self._map_full = True
@@ -762,13 +788,15 @@ class Txn:
         self._need_write()
         k = _as_key(key)
         try:
-            done = bool(self._txn.delete(k, db=h))
+            done = bool(self._txn.delete(h + k))
         except lmdb.Error as exc:
             if isinstance(exc, lmdb.MapFullError):
                 self._map_full = True
             raise _wrap(exc, f"delete {self._desc(db, k)}") from exc
         if done:
             self._dirty = True
+            if db in _COUNTED:
+                self._delta[db] = self._delta.get(db, 0) - 1
         return done
 
     def bump_generation(self) -> int:
@@ -785,8 +813,16 @@ class Txn:
 
     def _finish_generation(self) -> None:
         if self._dirty or self._bump:
+            for db, d in list(self._delta.items()):
+                if d:
+                    n = self.count(db)
+                    if n < 0:
+                        raise CorruptionError(f"meta/'count/{db}' would become {n}")
+                    self._put_raw(_TAG["meta"], "meta", b"count/" + db.encode(),
+                                  encode_value(_U64.pack(n), kind=KIND_META, compress=False))
+                    self._delta[db] = 0
             new = self.start_generation + 1
-            self._put_raw(self._env._dbs["meta"], "meta", b"generation",
+            self._put_raw(_TAG["meta"], "meta", b"generation",
                           encode_value(_U64.pack(new), kind=KIND_META, compress=False))
             self._new_generation = new
 
@@ -856,7 +892,6 @@ class Environment:
         if _token is not _OPEN_TOKEN:
             raise InvalidArgumentError("use Environment.open(path, ...)")
         self._env: lmdb.Environment
-        self._dbs: dict[str, object] = {}
         self._refs = 1
         self._pid = os.getpid()
         self._closed = False
@@ -968,7 +1003,7 @@ class Environment:
         try:
             self._env = lmdb.open(
                 p, map_size=map_size_bytes or DEFAULT_MAP_SIZE_BYTES, subdir=True,
-                readonly=readonly, create=not readonly, mode=0o600, max_dbs=_MAX_DBS,
+                readonly=readonly, create=not readonly, mode=0o600, max_dbs=0,
                 max_readers=max_readers, writemap=False, map_async=False, lock=lock,
                 max_spare_txns=0, readahead=True, meminit=True,
                 **_DURABILITY[durability])
@@ -996,48 +1031,40 @@ class Environment:
             raise
 
     def _open_dbs(self) -> None:
-        # py-lmdb only keeps a DBI handle opened in a transaction that *commits as a write*
-        # (a read-only transaction's handles are dropped), so a writable environment opens its
-        # named databases in a write transaction, under our write lock: opening for writing
-        # waits (up to lock_timeout_s) for another process's running batch.
-        if self.readonly:
-            for name in DB_NAMES:
-                try:
-                    self._dbs[name] = self._env.open_db(name.encode(), create=False)
-                except lmdb.NotFoundError:
-                    raise CorruptionError(f"{self.path} is not an llmdsdb database (named "
-                                          f"database {name!r} is missing)") from None
-                except lmdb.Error as exc:
-                    raise _wrap(exc, f"open named database {name!r} in {self.path}") from exc
-        else:
-            self._init_dbs()
+        """Check the layout; a brand-new environment gets its format records (this is the
+        only open that takes the write lock: an existing database opens without waiting for
+        another process's write batch)."""
+        try:
+            with self._begin(write=False) as t:
+                cur = t.cursor()
+                empty = not cur.first()
+                first_tag = bytes(cur.key())[:1] if not empty else b""
+                has_version = t.get(_TAG["meta"] + b"format_version") is not None
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"read {self.path}") from exc
+        if empty:
+            if self.readonly:
+                raise CorruptionError(f"{self.path} is not an llmdsdb database (the LMDB "
+                                      f"environment is empty)")
+            self._init_new()
+        elif not has_version or first_tag[0] not in _TAGS:
+            raise FormatVersionError(f"{self.path} holds an LMDB environment not written by "
+                                     f"llmdsdb (no format_version record); refusing to use it")
         with self.read() as txn:
             check_format(txn)
 
-    def _init_dbs(self) -> None:
+    def _init_new(self) -> None:
         with self._write_lock():
             try:
                 with self._begin(write=True) as t:
-                    missing = [n for n in DB_NAMES if t.get(n.encode()) is None]
-                    if missing:
-                        foreign = [bytes(k) for k, _ in t.cursor()
-                                   if bytes(k).decode("utf-8", "replace") not in DB_NAMES]
-                        if foreign:
-                            raise FormatVersionError(
-                                f"{self.path} holds an LMDB environment not written by llmdsdb "
-                                f"(unknown key {foreign[0][:40]!r}); refusing to use it")
-                    for name in DB_NAMES:
-                        self._dbs[name] = self._env.open_db(name.encode(), txn=t, create=True)
-                    meta = self._dbs["meta"]
-                    if missing and t.get(b"format_version", db=meta) is None:
-                        if any(t.stat(self._dbs[n])["entries"] for n in DB_NAMES):
-                            raise FormatVersionError(f"{self.path}: data without a "
-                                                     f"format_version record")
-                        t.put(b"format_version",
-                              encode_value(_U64.pack(FORMAT_VERSION), kind=KIND_META,
-                                           compress=False), db=meta)
-                        t.put(b"generation", encode_value(_U64.pack(0), kind=KIND_META,
-                                                          compress=False), db=meta)
+                    if t.cursor().first():
+                        return  # another process initialised it while we waited
+                    meta = _TAG["meta"]
+                    t.put(meta + b"format_version",
+                          encode_value(_U64.pack(FORMAT_VERSION), kind=KIND_META,
+                                       compress=False))
+                    t.put(meta + b"generation", encode_value(_U64.pack(0), kind=KIND_META,
+                                                             compress=False))
             except lmdb.Error as exc:
                 raise _wrap(exc, f"initialise {self.path}") from exc
 
@@ -1063,7 +1090,7 @@ class Environment:
         return int(self._env.info()["map_size"])
 
     def _read_generation(self, t: lmdb.Transaction) -> int:
-        raw = t.get(b"generation", db=self._dbs["meta"]) if "meta" in self._dbs else None
+        raw = t.get(_TAG["meta"] + b"generation")
         if raw is None:
             return 0
         v = decode_value(raw, key_desc="meta/'generation'", kind=KIND_META)
@@ -1443,7 +1470,6 @@ class Environment:
         """Invariants: open handles have every named database and a lock fd when writable."""
         if self._closed:
             return
-        assert set(self._dbs) == set(DB_NAMES), self._dbs
         assert self.readonly or self._lock_fd is not None
         assert self._refs >= 1
 
@@ -1456,18 +1482,15 @@ class _MapFull(Exception):
 
 
 def _read_copy_info(dest: str) -> dict[str, object]:
-    env = lmdb.open(dest, readonly=True, lock=False, max_dbs=_MAX_DBS, subdir=True)
+    env = lmdb.open(dest, readonly=True, lock=False, subdir=True)
     try:
-        meta = env.open_db(b"meta", create=False)
-        docs = env.open_db(b"docs", create=False)
         with env.begin(buffers=True) as t:
-            g = t.get(b"generation", db=meta)
-            f = t.get(b"format_version", db=meta)
-            out: dict[str, object] = {"count": int(t.stat(docs)["entries"])}
-            out["generation"] = _U64.unpack(decode_value(g, key_desc="meta/generation"))[0] \
-                if g is not None else 0
-            if f is not None:
-                out["format_version"] = _U64.unpack(decode_value(f, key_desc="meta/fv"))[0]
+            out: dict[str, object] = {}
+            for key, name in ((b"generation", "generation"), (b"count/docs", "count"),
+                              (b"format_version", "format_version")):
+                raw = t.get(_TAG["meta"] + key)
+                out[name] = (_U64.unpack(decode_value(raw, key_desc=f"meta/{name}"))[0]
+                             if raw is not None else 0)
         return out
     finally:
         env.close()

@@ -292,8 +292,17 @@ def test_txn_operations(env):
         assert txn.delete("pages", u64key(4)) is True
         assert txn.delete("pages", u64key(99)) is False
         assert txn.get("pages", u64key(0)) == b"p0" * 100  # sees its own writes
+    with env.write() as txn:  # an overwrite does not change the count
+        txn.put("pages", u64key(0), b"p0" * 100)
+        assert txn.count("pages") == 4
+    with pytest.raises(ZeroDivisionError), env.write() as txn:  # an abort neither
+        txn.put("pages", u64key(77), b"x")
+        assert txn.count("pages") == 5
+        raise ZeroDivisionError
     with env.read() as txn:
         assert [from_u64key(k) for k, _ in txn.items("pages")] == [0, 1, 2, 3]
+        assert txn.count("meta") == 4  # format_version, generation, count/pages, count/ids
+
         assert list(txn.keys("ids", "doc")) == ["doc-ä".encode()]
         assert txn.count("pages") == 4 and txn.get("pages", u64key(4)) is None
         assert len(list(txn.raw_items("pages"))) == 4
@@ -418,7 +427,7 @@ def _spawn(code: str) -> subprocess.Popen:
 
 
 def test_write_lock_times_out_while_another_process_writes(dbdir):
-    env = Environment.open(dbdir, lock_timeout_s=0.05)
+    Environment.open(dbdir).close()
     holder = _spawn(f"""
         import sys
         from llmdsdb.storage import Environment, u64key
@@ -431,7 +440,8 @@ def test_write_lock_times_out_while_another_process_writes(dbdir):
     """)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        with env:
+        # opening (for writing too) does not wait for the other process's batch
+        with Environment.open(dbdir, lock_timeout_s=0.05) as env:
             with pytest.raises(LockTimeoutError, match=f"process {holder.pid}"):
                 env.run_write(lambda t: t.put("docs", u64key(2), b"parent"))
             holder.stdin.write("go\n")
