@@ -253,7 +253,7 @@ def test_demo_runs(tmp_path: Path) -> None:
     for label in ("BM25:", "vector:", "hybrid:"):
         assert label in out
     assert "oceans-04" in out  # 'why is the sea salty' finds the paragraph on salty seas
-    again = run_cli("demo", "--path", tmp_path / "demo", check=True)  # reruns on the same db
+    again = invoke("demo", "--path", tmp_path / "demo")  # reruns on the same database
     assert "0 written now, 200 already there" in again.stdout
 
 
