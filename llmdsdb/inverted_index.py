@@ -90,8 +90,9 @@ MAX_TERM_CHARS = 256
 DOC_CHUNK = 1 << 16
 FWD_CHUNK = 1 << 10
 #: search(mode="auto") scores exhaustively into a dense accumulator up to this many
-#: documents (measured faster than pruning on SciFact, 5,183 documents).
-DENSE_MAX_DOCS = 100_000
+#: documents: measured faster than pruning on SciFact (5,183 documents) and on the
+#: synthetic 100,000-document corpus of tools/bench/bench_bm25.py (see its results).
+DENSE_MAX_DOCS = 500_000
 #: Documents analysed and appended per internal step of add_documents (bounds memory).
 ADD_BATCH = 20_000
 #: The word -> term id memo is cleared when it grows past this.
@@ -115,6 +116,19 @@ class IndexStats(NamedTuple):
     k1: float
     b: float
     block_size: int
+
+
+class _WordIds(dict):  # type: ignore[type-arg]
+    """word -> term id memo whose misses call back into the index."""
+
+    __slots__ = ("_miss",)
+
+    def __init__(self, miss: Callable[[str], int]) -> None:
+        super().__init__()
+        self._miss = miss
+
+    def __missing__(self, word: str) -> int:
+        return self._miss(word)
 
 
 class _Grow:
@@ -213,7 +227,9 @@ class InvertedIndex:
         self._df = _Grow(np.int64)
         self._skip: list[np.ndarray] = []
         self._shard_tids: list[list[int]] = [[] for _ in range(N_SHARDS)]
-        self._pending: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        # postings not yet flushed: buffers, and (tid << 32 | first pending block) arrays
+        self._pbufs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows: list[tuple[np.ndarray, ...]] = []
         # documents
         self._ext = _Grow(np.int64)
         self._len = _Grow(np.int32)
@@ -229,7 +245,7 @@ class InvertedIndex:
         self._dirty_doc_chunks: set[int] = set()
         self._to_free: list[int] = []
         # caches (rebuilt on demand)
-        self._word_tid: dict[str, int] = {}
+        self._word_tid: dict[str, int] = _WordIds(self._new_word)
         self._norm: np.ndarray | None = None  # k1 * (1 - b + b * dl / avgdl), inf if dead
         # per-term upper-bound summaries (max tf, min doc length over all its blocks)
         self._tmaxtf = _Grow(np.int64)
@@ -269,10 +285,6 @@ class InvertedIndex:
 
     def _avgdl(self) -> float:
         return self._total_len / self._nlive if self._nlive else 0.0
-
-    def _idf(self, df: np.ndarray) -> np.ndarray:
-        n = self._nlive
-        return np.log1p((n - df + 0.5) / (df + 0.5))
 
     def _invalidate(self) -> None:
         """N, avgdl or a document changed: every cached tf part is stale."""
@@ -348,23 +360,38 @@ class InvertedIndex:
             base = len(self._terms)
             tid_of.update(zip(new, range(base, base + len(new))))
             self._terms.extend(new)
-            self._df.extend(np.zeros(len(new), dtype=np.int64))
-            self._skip.extend([_EMPTY_SKIP] * len(new))
-            self._tmaxtf.extend(np.zeros(len(new), dtype=np.int64))
-            self._tmindl.extend(np.full(len(new), _INT64_MAX, dtype=np.int64))
-            shard_tids = self._shard_tids
-            for i, t in enumerate(new):
-                shard_tids[_shard_of(t)].append(base + i)
+            self._sync_terms()
         return [tid_of[t] for t in terms]
 
-    def _words_to_tids(self, words: list[str]) -> None:
-        """Memoise the term ids of new normalised words (-1 when the analyzer drops one)."""
+    def _new_word(self, word: str) -> int:
+        """__missing__ of the word memo: the term id of a new normalised word (-1 when the
+        analyzer drops it), creating the term; arrays catch up in :meth:`_sync_terms`."""
         assert self._analyzer is not None
-        terms = self._analyzer.terms(words)
-        kept = [t for t in terms if t is not None]
-        ids = iter(self._term_ids(kept))
-        memo = self._word_tid
-        memo.update(zip(words, [-1 if t is None else next(ids) for t in terms]))
+        term = self._analyzer.term(word)
+        if term is None:
+            tid = -1
+        else:
+            tid = self._tid.get(term, -1)
+            if tid < 0:
+                tid = len(self._terms)
+                self._tid[term] = tid
+                self._terms.append(term)
+        self._word_tid[word] = tid
+        return tid
+
+    def _sync_terms(self) -> None:
+        """Extend the per-term arrays to the terms created by :meth:`_new_word`."""
+        new = self._terms[len(self._skip) :]
+        if not new:
+            return
+        base = len(self._skip)
+        self._df.extend(np.zeros(len(new), dtype=np.int64))
+        self._skip.extend([_EMPTY_SKIP] * len(new))
+        self._tmaxtf.extend(np.zeros(len(new), dtype=np.int64))
+        self._tmindl.extend(np.full(len(new), _INT64_MAX, dtype=np.int64))
+        shard_tids = self._shard_tids
+        for i, t in enumerate(new):
+            shard_tids[_shard_of(t)].append(base + i)
 
     def _token_tids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Flat int64 term ids of the batch (-1 = dropped) and the token count per text."""
@@ -372,16 +399,16 @@ class InvertedIndex:
             norm = self._analyzer.normalize
             per_doc = [norm(t).translate(_SEPARATORS).split() for t in texts]
             memo = self._word_tid
+            if len(memo) >= WORD_MEMO_MAX:
+                memo.clear()
             lens = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
             total = int(lens.sum())
-            missing = set(chain.from_iterable(per_doc)).difference(memo)
-            if len(memo) + len(missing) >= WORD_MEMO_MAX:
-                memo.clear()
-                missing = set(chain.from_iterable(per_doc))
-            self._words_to_tids(list(missing))
+            # One pass at C speed: dict.__getitem__ of a dict subclass calls __missing__
+            # (analyse the word, create its term) only for words never seen before.
             flat = np.fromiter(
                 map(memo.__getitem__, chain.from_iterable(per_doc)), dtype=np.int64, count=total
             )
+            self._sync_terms()
             return flat, lens
         per_doc_terms = []
         for t in texts:
@@ -481,89 +508,88 @@ class InvertedIndex:
     ) -> None:
         """Append each term's new postings (docs above all its existing ones) to its blocks.
 
-        Terms whose last block is full (or that have none) are cut into blocks in one
-        vectorised pass; terms with an open last block are merged one by one."""
+        A term whose last block is not full has that block reopened: its postings are put in
+        front of the new ones. Then every term's run is cut into blocks in one vectorised
+        pass. The new blocks stay in one pending buffer per call until :meth:`flush`; a
+        pending skip row points into it (page column = -1 - (buffer << 32 | offset))."""
         B = self.block_size
         lens = self._len.a
         skip = self._skip
-        pending = self._pending
+        cnt_new = ends - starts
         # per-term summaries for the term-level upper bounds
-        tmax = np.maximum.reduceat(tfs, starts) if len(starts) else tfs[:0]
-        tmin = np.minimum.reduceat(lens[docs], starts) if len(starts) else tfs[:0]
+        tmax = np.maximum.reduceat(tfs, starts)
+        tmin = np.minimum.reduceat(lens[docs], starts)
         self._tmaxtf.a[utids] = np.maximum(self._tmaxtf.a[utids], tmax)
         self._tmindl.a[utids] = np.minimum(self._tmindl.a[utids], tmin)
-        open_last = np.fromiter(
-            (len(skip[t]) > 0 and skip[t][-1, _CNT] < B for t in utids.tolist()),
-            dtype=bool,
-            count=len(utids),
-        )
-        # --- vectorised path: new blocks only
-        fresh = ~open_last
-        if fresh.any():
-            f_tids = utids[fresh]
-            f_start = starts[fresh]
-            f_cnt = ends[fresh] - f_start
-            nblk = (f_cnt + B - 1) // B
-            first_blk = np.cumsum(nblk) - nblk
-            total = int(nblk.sum())
-            within = np.arange(total, dtype=np.int64) - np.repeat(first_blk, nblk)
-            b_start = np.repeat(f_start, nblk) + within * B
-            b_end = np.minimum(b_start + B, np.repeat(f_start + f_cnt, nblk))
-            rows = np.empty((total, 6), dtype=np.int64)
-            rows[:, _PAGE] = -1
-            rows[:, _CNT] = b_end - b_start
-            rows[:, _FIRST] = docs[b_start]
-            rows[:, _LAST] = docs[b_end - 1]
-            # reduceat over the concatenation of fresh segments: blocks tile them exactly
-            idx = _ranges(f_start, f_cnt)
-            local = np.cumsum(rows[:, _CNT]) - rows[:, _CNT]
-            rows[:, _MAXTF] = np.maximum.reduceat(tfs[idx], local)
-            rows[:, _MINDL] = np.minimum.reduceat(lens[docs[idx]], local)
-            bs_l = b_start.tolist()
-            be_l = b_end.tolist()
-            k = 0
-            for tid, nb_new in zip(f_tids.tolist(), nblk.tolist()):
-                sk = skip[tid]
-                nb = len(sk)
-                for i in range(nb_new):
-                    s0, e0 = bs_l[k + i], be_l[k + i]
-                    pending[(tid, nb + i)] = (docs[s0:e0], tfs[s0:e0])
-                new_rows = rows[k : k + nb_new]
-                skip[tid] = np.concatenate((sk, new_rows)) if nb else new_rows
-                k += nb_new
-        # --- merge path: terms whose last block still has room
-        for tid, s, e in zip(
-            utids[open_last].tolist(), starts[open_last].tolist(), ends[open_last].tolist()
-        ):
+        # reopen the open last blocks
+        old_d, old_t, old_cnt = [], [], np.zeros(len(utids), dtype=np.int64)
+        for i, tid in enumerate(utids.tolist()):
+            sk = skip[tid]
+            if len(sk) and sk[-1, _CNT] < B:
+                d0, t0 = self._block(tid, len(sk) - 1)
+                if sk[-1, _PAGE] >= 0:
+                    self._to_free.append(int(sk[-1, _PAGE]))
+                old_d.append(d0)
+                old_t.append(t0)
+                old_cnt[i] = len(d0)
+                skip[tid] = sk[:-1]
+        if old_d:
+            # pieces in term order: [old block of t (if any), new postings of t]
+            n_old = int(old_cnt.sum())
+            all_d = np.concatenate([docs] + old_d)
+            all_t = np.concatenate([tfs] + old_t)
+            old_off = len(docs) + np.cumsum(old_cnt) - old_cnt
+            piece_start = np.stack((old_off, starts), axis=1).ravel()
+            piece_cnt = np.stack((old_cnt, cnt_new), axis=1).ravel()
+            idx = _ranges(piece_start, piece_cnt)
+            D, T = all_d[idx], all_t[idx]
+            seg_cnt = old_cnt + cnt_new
+            del n_old
+        else:
+            D, T = docs, tfs
+            seg_cnt = cnt_new
+        seg_start = np.cumsum(seg_cnt) - seg_cnt
+        nblk = (seg_cnt + B - 1) // B
+        first_blk = np.cumsum(nblk) - nblk
+        total = int(nblk.sum())
+        within = np.arange(total, dtype=np.int64) - np.repeat(first_blk, nblk)
+        b_start = np.repeat(seg_start, nblk) + within * B
+        b_end = np.minimum(b_start + B, np.repeat(seg_start + seg_cnt, nblk))
+        buf = len(self._pbufs)
+        self._pbufs.append((D, T))
+        rows = np.empty((total, 6), dtype=np.int64)
+        rows[:, _PAGE] = -1 - ((buf << 32) | b_start)
+        rows[:, _CNT] = b_end - b_start
+        rows[:, _FIRST] = D[b_start]
+        rows[:, _LAST] = D[b_end - 1]
+        rows[:, _MAXTF] = np.maximum.reduceat(T, b_start)
+        rows[:, _MINDL] = np.minimum.reduceat(lens[D], b_start)
+        k = 0
+        nb_before = []
+        for tid, nb_new in zip(utids.tolist(), nblk.tolist()):
             sk = skip[tid]
             nb = len(sk)
-            d0, t0 = self._block(tid, nb - 1)
-            if sk[-1, _PAGE] >= 0:
-                self._to_free.append(int(sk[-1, _PAGE]))
-            else:
-                del pending[(tid, nb - 1)]
-            d = np.concatenate((d0, docs[s:e]))
-            t = np.concatenate((t0, tfs[s:e]))
-            sk = sk[:-1]
-            nb -= 1
-            n = len(d)
-            bs = np.arange(0, n, B)
-            rows = np.empty((len(bs), 6), dtype=np.int64)
-            rows[:, _PAGE] = -1
-            rows[:, _CNT] = np.minimum(B, n - bs)
-            rows[:, _FIRST] = d[bs]
-            rows[:, _LAST] = d[np.minimum(bs + B, n) - 1]
-            rows[:, _MAXTF] = np.maximum.reduceat(t, bs)
-            rows[:, _MINDL] = np.minimum.reduceat(lens[d], bs)
-            for i, s0 in enumerate(bs.tolist()):
-                pending[(tid, nb + i)] = (d[s0 : s0 + B], t[s0 : s0 + B])
-            skip[tid] = np.concatenate((sk, rows)) if nb else rows
+            skip[tid] = np.concatenate((sk, rows[k : k + nb_new])) if nb else rows[k : k + nb_new]
+            nb_before.append(nb)
+            k += nb_new
+        # where each new pending block is: flush encodes the latest record of each (term,
+        # block); a reopened block's older record is superseded by the one made here
+        r_bi = np.repeat(np.asarray(nb_before, dtype=np.int64), nblk) + within
+        self._pending_rows.append(
+            (np.repeat(utids, nblk), r_bi, np.full(total, buf, dtype=np.int64), b_start,
+             b_end - b_start)
+        )
 
     def _block(self, tid: int, bi: int) -> tuple[np.ndarray, np.ndarray]:
         """(docnos int32, tfs int32) of block ``bi`` of term ``tid`` (read-only)."""
-        page = int(self._skip[tid][bi, _PAGE])
+        row = self._skip[tid][bi]
+        page = int(row[_PAGE])
         if page < 0:
-            return self._pending[(tid, bi)]
+            x = -1 - page
+            d, t = self._pbufs[x >> 32]
+            off = x & 0xFFFFFFFF
+            cnt = int(row[_CNT])
+            return d[off : off + cnt], t[off : off + cnt]
         return self._store.load(page, decode_postings)
 
     def remove_document(self, doc_id: int) -> None:
@@ -641,12 +667,10 @@ class InvertedIndex:
     def _query_terms(self, query: str) -> list[str]:
         if self._analyzer is not None:
             an = self._analyzer
-            out = []
-            for w in an.words(query):
-                t = an.term(w)
-                if t is not None:
-                    out.append(t)
-            return out
+            memo = an._memo
+            term = an.term
+            ts = [memo[w] if w in memo else term(w) for w in an.words(query)]
+            return [t for t in ts if t is not None]
         toks = self._tokenize(query)
         if not isinstance(toks, list) or not all(isinstance(x, str) for x in toks):
             raise InvalidTypeError("the tokenizer must return a list of str")
@@ -711,33 +735,34 @@ class InvertedIndex:
                 counts[tid] = counts.get(tid, 0) + 1
         if not counts or self._nlive == 0:
             return []
-        tids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        qtf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-        df = self._df.a[tids]
-        alive = df > 0
-        if not alive.all():
-            if not alive.any():
-                return []
-            tids, qtf, df = tids[alive], qtf[alive], df[alive]
-        weights = self._idf(df.astype(np.float64)) * qtf
+        # Per-term weights and bounds in Python floats: a query has few terms, and numpy's
+        # per-call overhead would dominate here.
+        n = self._nlive
+        avgdl = self._avgdl() or 1.0
+        k1, b = self.k1, self.b
+        df_a, maxtf_a, mindl_a = self._df.a, self._tmaxtf.a, self._tmindl.a
+        info = []
+        for tid, qtf in counts.items():
+            df = int(df_a[tid])
+            if df <= 0:
+                continue
+            wt = math.log1p((n - df + 0.5) / (df + 0.5)) * qtf
+            mt = float(maxtf_a[tid])
+            ub = wt * mt * (k1 + 1.0) / (mt + k1 * (1.0 - b + b * (int(mindl_a[tid]) / avgdl)))
+            info.append((-ub, tid, wt))
+        if not info:
+            return []
         # Terms in decreasing order of their upper bound (ties: term id). Both modes sum
         # contributions in this order, so their float64 scores are identical.
-        ub = self._term_bounds(tids, weights)
-        order = np.lexsort((tids, -ub))
-        t_l, w_l, ub_l = tids[order].tolist(), weights[order].tolist(), ub[order].tolist()
+        info.sort()
+        t_l = [t for _, t, _ in info]
+        w_l = [w for _, _, w in info]
         k = int(top_k)
         if mode == "exhaustive" or (mode == "auto" and self._ext.n <= DENSE_MAX_DOCS):
             return self._exhaustive(t_l, w_l, k)
-        return self._pruned(t_l, w_l, ub_l, k)
+        return self._pruned(t_l, w_l, [-u for u, _, _ in info], k)
 
     # --- top-k evaluation --------------------------------------------------------------------
-
-    def _term_bounds(self, tids: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Upper bound of each term's contribution to any document (float64)."""
-        maxtf = self._tmaxtf.a[tids].astype(np.float64)
-        avgdl = self._avgdl() or 1.0
-        norm = self.k1 * (1.0 - self.b + self.b * (self._tmindl.a[tids] / avgdl))
-        return weights * maxtf * (self.k1 + 1.0) / (maxtf + norm)
 
     def _block_bounds(self, tid: int, weight: float) -> np.ndarray:
         """Upper bound of each block's contribution (float64, one per block)."""
@@ -775,6 +800,7 @@ class InvertedIndex:
             return hit
         docs, tfs = self._term_postings(tid)
         w = self._tf_part(docs, tfs)
+        docs = docs.astype(np.intp)  # what bincount and fancy indexing want
         size = docs.nbytes + w.nbytes
         if size <= self.cache_bytes // 4:
             cache = self._wcache
@@ -797,8 +823,54 @@ class InvertedIndex:
         else:
             docs, c = np.concatenate(docs_all), np.concatenate(c_all)
         acc = np.bincount(docs, weights=c, minlength=self._ext.n)
-        cand = np.flatnonzero(acc)
+        # acc is final, so the k-th best score among any k documents bounds the k-th best
+        # from below: take the k best documents of the first (highest-bound) term, then
+        # keep everything at or above their k-th score -- one compare over acc instead of
+        # a partition of all N scores.
+        first = docs_all[0]
+        if len(first) >= k and len(acc) > 4 * k:
+            part = acc[first]
+            kth = float(np.partition(part, len(part) - k)[len(part) - k])
+            cand = np.flatnonzero(acc >= kth) if kth > 0 else np.flatnonzero(acc > 0)
+        else:
+            cand = np.flatnonzero(acc > 0)
         return self._select(cand, acc[cand], k)
+
+    def _lookup(
+        self, j_tid: int, weight: float, cand: np.ndarray, blk_idx: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Contribution of term ``j_tid`` to each sorted candidate docno (0 where absent),
+        decoding only the blocks that can hold candidates (unless the whole term is cached).
+
+        ``blk_idx`` (optional): per candidate, the index of the block whose range holds it,
+        or -1."""
+        out = np.zeros(len(cand), dtype=np.float64)
+        if len(cand) == 0:
+            return out
+        cached = self._wcache.get(j_tid)
+        if cached is not None:
+            docs, w = cached
+        else:
+            if blk_idx is None:
+                blk_idx = self._blocks_of(j_tid, cand)
+            need = np.unique(blk_idx[blk_idx >= 0])
+            if len(need) == 0:
+                return out
+            d, t = self._term_postings(j_tid, need.tolist())
+            docs, w = d.astype(np.intp), self._tf_part(d, t)
+        pos = np.searchsorted(docs, cand)
+        np.minimum(pos, len(docs) - 1, out=pos)
+        hit = docs[pos] == cand
+        out[hit] = weight * w[pos[hit]]
+        return out
+
+    def _blocks_of(self, tid: int, cand: np.ndarray) -> np.ndarray:
+        """Per sorted candidate docno: index of the block of ``tid`` covering it, or -1."""
+        sk = self._skip[tid]
+        bi = np.searchsorted(sk[:, _LAST], cand)
+        np.minimum(bi, len(sk) - 1, out=bi)
+        inside = (sk[bi, _FIRST] <= cand) & (sk[bi, _LAST] >= cand)
+        return np.where(inside, bi, -1)
 
     def _pruned(
         self, tids: list[int], weights: list[float], ub: list[float], k: int
@@ -810,63 +882,75 @@ class InvertedIndex:
         # Bounds and scores come from different float operations: compare with a margin
         # so that rounding can never prune a document that ties the k-th score.
         slack = 1e-9
-        # Phase A: score whole lists while an unseen document could still reach the k-th
-        # score (the sum of the bounds of the terms left is >= theta).
-        cand = np.zeros(0, dtype=np.int64)
-        score = np.zeros(0, dtype=np.float64)
+
+        def above(bound: float, theta: float) -> bool:
+            return bound * (1 + slack) + slack >= theta
+
+        # Phase A (essential terms): score whole lists into a dense accumulator while an
+        # unseen document could still reach theta, a lower bound of the final k-th score.
+        # Adds happen term by term in the same order as in exhaustive mode.
+        acc = np.zeros(self._ext.n, dtype=np.float64)
+        seen: list[np.ndarray] = []
         theta = -math.inf
+        boosted = False
         j = 0
-        while j < m and rest[j] * (1 + slack) + slack >= theta:
+        while j < m and above(rest[j], theta):
             docs, w = self._term_w(tids[j])
-            c = weights[j] * w
-            live = c > 0
-            if not live.all():
-                docs, c = docs[live], c[live]
-            if len(cand) == 0:
-                cand, score = docs.astype(np.int64), c
-            else:
-                u, inv = np.unique(np.concatenate((cand, docs)), return_inverse=True)
-                new = np.zeros(len(u), dtype=np.float64)
-                new[inv[: len(cand)]] = score
-                new[inv[len(cand) :]] += c
-                cand, score = u, new
+            acc[docs] += weights[j] * w  # docs are distinct within a term
+            seen.append(docs)
             j += 1
-            if len(score) >= k:
-                theta = float(np.partition(score, len(score) - k)[len(score) - k])
-        # Phase B: only candidates, only the blocks that hold them; a candidate is dropped
-        # once its score plus the block-max bounds of the terms left is below theta.
-        blk_bounds = {i: self._block_bounds(tids[i], weights[i]) for i in range(j, m)}
-        while j < m and len(cand):
-            cub = score.copy()
-            where = []
+            if boosted or j >= m or not above(rest[j], theta):
+                continue
+            # After the first (highest-bound) term: take its k best documents and raise
+            # theta to the k-th best of their complete scores -- real scores of real
+            # documents, so a lower bound of the final k-th score. Once per query: it costs
+            # a lookup per term left.
+            boosted = True
+            if len(docs) < k:
+                continue
+            top = np.sort(docs[np.argpartition(acc[docs], len(docs) - k)[len(docs) - k :]])
+            full = acc[top].copy()
             for i in range(j, m):
-                sk = self._skip[tids[i]]
-                bi = np.minimum(np.searchsorted(sk[:, _LAST], cand), len(sk) - 1)
-                inside = sk[bi, _FIRST] <= cand
-                inside &= sk[bi, _LAST] >= cand
-                cub += np.where(inside, blk_bounds[i][bi], 0.0)
-                where.append((bi, inside))
-            keep = cub * (1 + slack) + slack >= theta
+                full += self._lookup(tids[i], weights[i], top)
+            theta = float(full.min())
+        if not seen:
+            return []
+        # Candidates: documents seen in phase A whose partial score plus the bounds of the
+        # terms left can still reach theta (others cannot enter the top k).
+        total_seen = sum(len(d) for d in seen)
+        if j < m and theta > -math.inf:
+            floor = (theta - slack) / (1 + slack) - rest[j]
+        else:
+            floor = 0.0
+        floor = max(floor, 0.0)
+        if total_seen * 8 > len(acc):
+            cand = np.flatnonzero(acc > floor)
+        else:
+            cand = np.unique(np.concatenate(seen))
+            cand = cand[acc[cand] > floor]
+        score = acc[cand]
+        if j >= m:
+            return self._select(cand, score, k)
+        # Phase B (non-essential terms), term by term: drop the candidates whose score plus
+        # this term's block-max bound (for the block holding the candidate) plus the bounds
+        # of the later terms falls below theta; look the others up, decoding only the
+        # blocks that hold them.
+        if len(score) >= k:
+            theta = max(theta, float(np.partition(score, len(score) - k)[len(score) - k]))
+        for i in range(j, m):
+            keep = (score + rest[i]) * (1 + slack) + slack >= theta
             if not keep.all():
                 cand, score = cand[keep], score[keep]
-                where = [(bi[keep], ins[keep]) for bi, ins in where]
-            bi, inside = where[0]
-            tid = tids[j]
-            if inside.any():
-                cached = self._wcache.get(tid)
-                if cached is not None:
-                    docs, w = cached
-                else:
-                    need = np.unique(bi[inside])
-                    docs, tfs = self._term_postings(tid, need.tolist())
-                    w = self._tf_part(docs, tfs)
-                pos = np.minimum(np.searchsorted(docs, cand), len(docs) - 1)
-                hit = docs[pos] == cand
-                if hit.any():
-                    score[hit] += weights[j] * w[pos[hit]]
-            j += 1
+            if len(cand) == 0:
+                break
+            blk = self._blocks_of(tids[i], cand)
+            bub = np.where(blk >= 0, self._block_bounds(tids[i], weights[i])[blk], 0.0)
+            keep = (score + bub + rest[i + 1]) * (1 + slack) + slack >= theta
+            if not keep.all():
+                cand, score, blk = cand[keep], score[keep], blk[keep]
+            score += self._lookup(tids[i], weights[i], cand, blk)
             if len(score) >= k:
-                theta = float(np.partition(score, len(score) - k)[len(score) - k])
+                theta = max(theta, float(np.partition(score, len(score) - k)[len(score) - k]))
         return self._select(cand, score, k)
 
     def _select(self, cand: np.ndarray, score: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -904,23 +988,17 @@ class InvertedIndex:
         if not self._written_config:
             st.put_meta("bm25/config", msgpack.packb(self._config()))
             self._written_config = True
-        # postings blocks
-        keys = sorted(self._pending)
-        for s in range(0, len(keys), 8192):
-            part = keys[s : s + 8192]
-            blocks = [self._pending[key] for key in part]
-            sizes = np.fromiter((len(b[0]) for b in blocks), dtype=np.int64, count=len(blocks))
-            bounds = np.concatenate(([0], np.cumsum(sizes)))
-            encoded = encode_postings_many(
-                np.concatenate([b[0] for b in blocks]),
-                np.concatenate([b[1] for b in blocks]),
-                bounds,
+        # postings blocks: every pending row of every term appended to since the last flush
+        if self._pending_rows:
+            r_tid, r_bi, r_buf, r_off, r_cnt = (
+                np.concatenate(cols) for cols in zip(*self._pending_rows)
             )
-            pages = st.alloc(len(part))
-            for (tid, bi), page, data in zip(part, pages, encoded):
-                st.put(page, data)
-                self._skip[tid][bi, _PAGE] = page
-        self._pending.clear()
+            key = (r_tid << 32) | r_bi
+            _, first_in_rev = np.unique(key[::-1], return_index=True)
+            last = len(key) - 1 - first_in_rev  # the latest record of each (term, block)
+            self._write_blocks(r_tid[last], r_bi[last], r_buf[last], r_off[last], r_cnt[last])
+        self._pbufs = []
+        self._pending_rows = []
         # forward chunks
         for c in sorted(self._fwd_pending):
             off, tids = self._fwd_pending[c]
@@ -969,6 +1047,38 @@ class InvertedIndex:
                 }
             ),
         )
+
+    def _write_blocks(
+        self,
+        r_tid: np.ndarray,
+        r_bi: np.ndarray,
+        r_buf: np.ndarray,
+        r_off: np.ndarray,
+        r_cnt: np.ndarray,
+    ) -> None:
+        """Encode pending blocks (vectorised, ~2M postings per call) into new pages."""
+        st = self._store
+        skip = self._skip
+        for buf in np.unique(r_buf).tolist():
+            m = np.flatnonzero(r_buf == buf)
+            D, T = self._pbufs[buf]
+            cum = np.cumsum(r_cnt[m])
+            s0 = 0
+            while s0 < len(m):
+                s1 = int(np.searchsorted(cum, (cum[s0 - 1] if s0 else 0) + 2_000_000, "right"))
+                s1 = max(s1, s0 + 1)
+                part = m[s0:s1]
+                idx = _ranges(r_off[part], r_cnt[part])
+                bounds = np.concatenate(([0], np.cumsum(r_cnt[part])))
+                encoded = encode_postings_many(D[idx], T[idx], bounds)
+                pages = st.alloc(len(part))
+                put = st.put
+                for page, data in zip(pages, encoded):
+                    put(page, data)
+                pg = np.asarray(pages, dtype=np.int64)
+                for tid, bi, page in zip(r_tid[part].tolist(), r_bi[part].tolist(), pg.tolist()):
+                    skip[tid][bi, _PAGE] = page
+                s0 = s1
 
     def _encode_shard(self, s: int) -> bytes:
         """One term-dictionary shard, columnar: term bytes (with lengths), term ids, df,
@@ -1039,9 +1149,7 @@ class InvertedIndex:
             )
         except KeyError as exc:
             raise CorruptionError(f"bm25/config lacks {exc.args[0]!r}") from None
-        idx._written_config = k1 is None and b is None
-        if not idx._written_config:
-            idx._written_config = False
+        idx._written_config = True  # k1/b overrides apply to this object only
         raw = store.get_meta("bm25/state")
         if raw is None:
             return idx
