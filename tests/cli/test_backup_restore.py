@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import db_digest, make_records
+from cli_helpers import db_digest, make_records, run_cli
 
 import llmdsdb.db as dbmod
 from llmdsdb.backup import backup, read_manifest, restore
@@ -146,6 +146,17 @@ def test_restore_cli_messages(tmp_path: Path, bk: Path) -> None:
     res = CliRunner().invoke(cli, ["restore", str(bk), str(target)])
     assert res.exit_code == 1 and res.stderr.count("\n") == 1
     assert "not empty; use --force" in res.stderr
+    before = db_digest(target)
+    raw = bytearray((bk / "data.mdb").read_bytes())
+    raw[-100] ^= 1
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / "data.mdb").write_bytes(bytes(raw))
+    (tampered / "manifest.json").write_bytes((bk / "manifest.json").read_bytes())
+    proc = run_cli("restore", tampered, target, "--force")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "sha256 does not match" in proc.stderr
+    assert db_digest(target) == before and debris(tmp_path) == []
     res = CliRunner().invoke(cli, ["restore", str(bk), str(target), "--force"])
     assert res.exit_code == 0 and "replaced the database" in res.stdout
 
