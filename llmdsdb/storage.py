@@ -1025,6 +1025,15 @@ class Environment:
                 except OSError as exc:
                     raise InvalidPathError(f"cannot open the write lock file in {p}: "
                                            f"{exc.strerror or exc}") from exc
+            if not readonly:
+                # LMDB shrinks a requested map to the data size when reopening a large file;
+                # leave room to write without an immediate abort-grow-retry.
+                info = self._env.info()
+                used = (int(info["last_pgno"]) + 1) * int(self._env.stat()["psize"])
+                want = min(max(map_size_bytes or DEFAULT_MAP_SIZE_BYTES, 2 * used),
+                           self.max_map_size_bytes)
+                if want > int(info["map_size"]):
+                    self._set_mapsize(want)
             self._open_dbs()
         except BaseException:
             self._close_native()

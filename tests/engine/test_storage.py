@@ -394,6 +394,9 @@ def test_map_full_grows_and_reruns_whole_function(dbdir):
         assert env.map_size_bytes >= 4 * MiB
         with env.read() as txn:
             assert txn.count("pages") == 300 and env.generation(txn) == 1
+    with Environment.open(dbdir, map_size_bytes=MiB) as env:  # reopened: room to write
+        used = os.path.getsize(os.path.join(dbdir, "data.mdb"))
+        assert env.map_size_bytes >= 2 * used > 2 * 3_000_000
 
 
 def test_map_full_in_write_grows_then_raises(dbdir):
