@@ -84,7 +84,7 @@ NODES_PER_PAGE = 256
 EXACT_COMPONENTS_SINGLE = 2_000_000
 #: Same for ``search_many``: a batched exact search is one matrix-matrix product, far
 #: cheaper per query than a matrix-vector product, so the crossover is higher.
-EXACT_COMPONENTS_BATCH = 4_000_000
+EXACT_COMPONENTS_BATCH = 8_000_000
 
 #: Candidates expanded per step of the batched layer search.
 #: More candidates per step mean fewer numpy calls but some wasted distance computations.
@@ -462,17 +462,24 @@ class HNSW:
         base = np.arange(A, dtype=np.int64) * cap1
         vis[base + (cap1 - 1)] = epoch  # sentinel column of each row
         vis[-1] = epoch
-        entry = entry.astype(np.int32)
-        vis[base + entry] = epoch
+        entry = entry.astype(np.int32).reshape(A, -1)[:, :ef]  # (A, seeds), distinct per row
+        vis[(base[:, None] + entry).ravel()] = epoch
         nQ = -Q
         out_id = np.full((A, ef), -1, np.int32)
         out_k = np.full((A, ef), np.inf, np.float32)
         W_id = out_id.copy()
         W_k = out_k.copy()
         W_x = np.zeros((A, ef), bool)
-        W_id[:, 0] = entry
-        ek = np.einsum("ij,ij->i", vecs[entry], nQ)
-        W_k[:, 0] = ek + hsq[entry] if l2 else ek
+        ns = entry.shape[1]
+        ek = np.matmul(vecs.take(entry, axis=0), nQ[:, :, None])[:, :, 0]
+        if l2:
+            ek += hsq.take(entry)
+        if ns > 1:
+            o = np.argsort(ek, axis=1, kind="stable")
+            entry = np.take_along_axis(entry, o, axis=1)
+            ek = np.take_along_axis(ek, o, axis=1)
+        W_id[:, :ns] = entry
+        W_k[:, :ns] = ek
         rows = np.arange(A)  # original row of each working row
         nQw, basew = nQ, base
         marks = self._marks
@@ -1083,8 +1090,14 @@ class HNSW:
         if self._use_exact(exact, batch=True):
             return self._exact(Q, k)
         qsq = np.einsum("ij,ij->i", Q, Q) if self.metric == "l2" else None
-        cur = self._descend(Q, qsq, 0)
-        pid, pd = self._search_layer(Q, qsq, cur, 0, ef, _C_BATCH)
+        scan = self._scan_set()
+        if scan is not None and scan[0] == 1 and scan[1].size > _SEEDS:
+            # the best few nodes of layer 1 (also layer-0 nodes) seed every query's pool
+            _, nodes, V, vsq = scan
+            seeds = nodes.take(self._scan_dists(Q, qsq, V, vsq).argpartition(_SEEDS - 1, axis=1)[:, :_SEEDS])
+        else:
+            seeds = self._descend(Q, qsq, 0)
+        pid, pd = self._search_layer(Q, qsq, seeds, 0, ef, _C_BATCH)
         return self._finish(Q, pid, pd, k)
 
     def _finish(self, Q: np.ndarray, pid: np.ndarray, pd: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -174,14 +174,14 @@ class HNSWMachine(RuleBasedStateMachine):
 
 
 HNSWMachine.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=30, deadline=None,
+    max_examples=15, stateful_step_count=20, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestHNSWMachine = HNSWMachine.TestCase
 
 
-@settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(200, 500), dim=st.sampled_from([8, 16]),
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(200, 400), dim=st.sampled_from([8, 16]),
        metric=st.sampled_from(["cosine", "l2", "ip"]))
 def test_recall_against_brute_force(seed: int, n: int, dim: int, metric: str) -> None:
     rng = np.random.default_rng(seed)
@@ -199,7 +199,7 @@ def test_recall_against_brute_force(seed: int, n: int, dim: int, metric: str) ->
         assert recall >= 0.9, recall
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), data_seed=st.integers(0, 2**16), split=st.integers(1, 150))
 def test_determinism_for_a_seed(seed: int, data_seed: int, split: int) -> None:
     X = clustered(np.random.default_rng(data_seed), 200, 8)

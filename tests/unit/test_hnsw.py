@@ -377,9 +377,9 @@ def test_stats(built: HNSW) -> None:
 
 
 def test_scifact_recall_at_default_ef(data_dir) -> None:  # type: ignore[no-untyped-def]
-    X = np.load(data_dir / "scifact" / "corpus_emb.npy")[:2000]
+    X = np.load(data_dir / "scifact" / "corpus_emb.npy")[:1200]
     Q = np.load(data_dir / "scifact" / "queries_emb.npy")[:100]
-    h = HNSW(384, ef_construction=100, seed=1, ml=1 / math.log(16))
+    h = HNSW(384, ef_construction=64, seed=1, ml=1 / math.log(16))
     h.add_many(X, np.arange(len(X)))
     approx, _ = h.search_many_arrays(Q, k=10, exact=False)
     exact, _ = h.search_many_arrays(Q, k=10, exact=True)

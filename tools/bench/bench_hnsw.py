@@ -276,7 +276,7 @@ def main() -> None:
     ap.add_argument("--ml", type=float, default=1 / math.log(M),
                     help="level multiplier (default 1/ln M, hnswlib's; the class default is 1/ln 2)")
     args = ap.parse_args()
-    efs = [16, 32, 64] if args.quick else [16, 32, 64, 128, 256]
+    efs = [16, 32, 64] if args.quick else [10, 12, 16, 24, 32, 64, 128, 256]
     results = []
     cross = None
     if not args.only_scale and not args.quick:
