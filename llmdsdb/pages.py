@@ -442,7 +442,7 @@ class PageCache:
         """
         with self._lock:
             segs = self._segments()
-            return sum(any([s.discard(p) for s in segs]) for p in page_ids)
+            return sum(any(s.discard(p) for s in segs) for p in page_ids)
 
     def clear(self) -> None:
         """Drop every cached page (the access counts stay).

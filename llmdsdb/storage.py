@@ -67,7 +67,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
 import lmdb
 import zstandard
@@ -202,7 +202,7 @@ def id_key(external_id: str) -> bytes:
 
     UTF-8 of the id when it is at most 400 bytes and does not start with NUL; otherwise
     ``b"\\x00h" + sha256(utf8)`` (34 bytes). The original id is kept in the document record,
-    so a hashed key is never the only copy. LMDB keys are limited to 511 bytes.
+    so a hashed key is never the only copy. Table keys are limited to 510 bytes.
 
     >>> id_key("doc-1")
     b'doc-1'
@@ -568,7 +568,7 @@ class Txn:
 
     Obtained from :meth:`Environment.read` or :meth:`Environment.write` (never constructed
     directly); valid only inside that ``with`` block. Keys are bytes (str is accepted and
-    encoded as UTF-8), 1..511 bytes long.
+    encoded as UTF-8), 1..510 bytes long (the table tag takes one of LMDB's 511).
 
     Not thread-safe: one thread uses a transaction at a time (a write transaction only on the
     thread that began it).
@@ -576,8 +576,8 @@ class Txn:
     Memory: O(1) plus LMDB's dirty pages in a write transaction.
     """
 
-    __slots__ = ("_env", "_txn", "_write", "_live", "_dirty", "_bump", "_map_full",
-                 "start_generation", "_new_generation", "_delta")
+    __slots__ = ("_bump", "_delta", "_dirty", "_env", "_live", "_map_full", "_new_generation",
+                 "_txn", "_write", "start_generation")
 
     def __init__(self, env: Environment, txn: lmdb.Transaction, write: bool) -> None:
         self._env = env
@@ -712,9 +712,9 @@ class Txn:
         return self._iter(db, prefix, False, True)  # type: ignore[return-value]
 
     def count(self, db: str) -> int:
-        """Number of entries in a named database.
+        """Number of entries in a table (kept in meta; ``meta`` itself is scanned).
 
-        Complexity: O(1).
+        Complexity: O(1); O(entries) for ``meta``.
         """
         self._handle(db)
         if db not in _COUNTED:
@@ -1465,7 +1465,7 @@ class Environment:
         if _REGISTRY.get(getattr(self, "_real", "")) is self:
             del _REGISTRY[self._real]
 
-    def __enter__(self) -> Environment:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1476,7 +1476,7 @@ class Environment:
         return f"<Environment {self.path!r} {state} durability={self.durability}>"
 
     def _check(self) -> None:
-        """Invariants: open handles have every named database and a lock fd when writable."""
+        """Invariants: open, a lock fd when writable, a positive reference count."""
         if self._closed:
             return
         assert self.readonly or self._lock_fd is not None

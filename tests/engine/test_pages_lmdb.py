@@ -156,7 +156,7 @@ class PageStoreMachine(RuleBasedStateMachine):
 
 
 TestPageStoreMachine = PageStoreMachine.TestCase
-TestPageStoreMachine.settings = settings(max_examples=25, stateful_step_count=12,
+TestPageStoreMachine.settings = settings(max_examples=20, stateful_step_count=10,
                                          deadline=None)
 
 
@@ -195,7 +195,7 @@ def test_protocol_and_errors(env):
         with pytest.raises(ReadOnlyError):
             store.alloc(1)
         assert store.get(ids[0]) == b"a" and len(store) == 1
-        assert store.check() == [f"allocator: 2 page ids allocated but 1 pages stored"]
+        assert store.check() == ["allocator: 2 page ids allocated but 1 pages stored"]
 
 
 def test_corrupt_page_names_its_id(env):

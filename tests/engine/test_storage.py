@@ -369,9 +369,8 @@ def test_hooks_and_nested_write(env):
     with pytest.raises(KeyError):
         env.run_write(lambda t: (t.put("meta", b"b", b"2"), {}["missing"]))
     assert events == [("before", 0), ("commit", 1), ("abort",)]
-    with env.write(), pytest.raises(InvalidArgumentError, match="nested"):
-        with env.write():
-            pass
+    with env.write(), pytest.raises(InvalidArgumentError, match="nested"), env.write():
+        pass
 
 
 # --- map growth -------------------------------------------------------------------------------

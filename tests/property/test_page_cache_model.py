@@ -130,9 +130,9 @@ class TinyLfuMachine(RuleBasedStateMachine):
 
 
 TestLruModel = LruModelMachine.TestCase
-TestLruModel.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestLruModel.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 TestTinyLfu = TinyLfuMachine.TestCase
-TestTinyLfu.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestTinyLfu.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 
 
 def test_tinylfu_keeps_hot_pages_through_a_scan():
