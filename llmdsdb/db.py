@@ -437,8 +437,9 @@ class _FreshSegment:
     def _prep(self, vecs: np.ndarray) -> np.ndarray:
         v = np.ascontiguousarray(vecs, dtype=np.float32)
         if self.metric == "cosine":
-            norms = np.sqrt(np.einsum("ij,ij->i", v.astype(np.float64), v.astype(np.float64)))
-            v = (v / norms[:, None]).astype(np.float32)
+            v64 = v.astype(np.float64)  # norms in float64: float32 squares may overflow
+            norms = np.sqrt(np.einsum("ij,ij->i", v64, v64))
+            v = (v64 / norms[:, None]).astype(np.float32)
         return v
 
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
@@ -498,6 +499,23 @@ class _FreshSegment:
             return out
         n = self.n
         Qp = self._prep(Q) if self.metric == "cosine" else np.ascontiguousarray(Q, np.float32)
+        if len(Qp) == 1:  # one query: gemv and 1-D selection, ~2x faster than the 2-D path
+            q = Qp[0]
+            dots1 = self.vecs[:n] @ q
+            if self.metric == "cosine":
+                d1 = 1.0 - dots1
+            elif self.metric == "ip":
+                d1 = -dots1
+            else:
+                d1 = self.sq[:n] + float(q @ q) - 2.0 * dots1
+            if self.live < n:
+                d1[self.ids[:n] < 0] = np.inf
+            kk = min(k, self.live)
+            top = np.argpartition(d1, kk - 1)[:kk] if kk < n else np.arange(n)
+            top = top[np.argsort(d1[top], kind="stable")]
+            out[0] = [(i, d) for i, d in zip(self.ids[top].tolist(), d1[top].tolist())
+                      if i >= 0]
+            return out
         dots = Qp @ self.vecs[:n].T
         if self.metric == "cosine":
             D = 1.0 - dots
@@ -526,10 +544,19 @@ class _FreshSegment:
         if not self.dirty:
             return
         nb = (self.n + FRESH_BLOCK - 1) // FRESH_BLOCK
+        put = store.put_meta
+        txn = getattr(store, "txn", None)
+        if txn is not None and getattr(store, "name_prefix", None) == "":
+            from llmdsdb.storage import meta_key
+
+            def put(name: str, data: bytes) -> None:
+                # float32 rows do not compress: skip the envelope's zstd attempt
+                txn.put("idxmeta", meta_key(name), data, compress=False)
+
         for b in sorted(self.dirty):
             if b < nb:
                 s, e = b * FRESH_BLOCK, min(self.n, (b + 1) * FRESH_BLOCK)
-                store.put_meta(f"fresh/{b}", _pack({
+                put(f"fresh/{b}", _pack({
                     "ids": self.ids[s:e].astype("<i8").tobytes(),
                     "vecs": self.vecs[s:e].astype("<f4").tobytes()}))
         delete_meta = getattr(store, "delete_meta", None)
@@ -1644,6 +1671,11 @@ class Database:
         if used != n:
             problems.append(f"allocator: {used} pages allocated, {n} stored")
         return problems
+
+    def _check(self) -> None:
+        """Invariant (for tests): :meth:`check` finds nothing."""
+        problems = self.check()
+        assert not problems, problems
 
     def copy_to(self, dest_dir: str | os.PathLike, *, compact: bool = True) -> dict:
         """Hot, consistent copy of the whole environment under one read transaction into

@@ -53,8 +53,10 @@ def write(path: str) -> None:
     import llmdsdb
 
     spec = fixture_spec()
-    with llmdsdb.open(path, dim=DIM, metric="cosine", hnsw_M=8,
-                      hnsw_ef_construction=50) as db:
+    # fresh_max_vectors=4: some vectors move into the graph, the last ones stay in the fresh
+    # segment, so the fixture holds both kinds of vector storage
+    with llmdsdb.open(path, dim=DIM, metric="cosine", hnsw_M=8, hnsw_ef_construction=50,
+                      fresh_max_vectors=4) as db:
         for _kind, sl in spec["batches"]:
             db.add(spec["ids"][sl], spec["texts"][sl], embeddings=spec["embs"][sl],
                    metadata=spec["metas"][sl])

@@ -335,3 +335,22 @@ def test_fresh_segment_disabled(path):
         assert db.stats()["fresh_vectors"] == 0
         assert db.search(vector=emb[3], top_k=1)[0].id == "3"
         assert db.check() == []
+
+
+def test_check_detects_a_flipped_byte_and_get_refuses_it(path):
+    from llmdsdb.errors import CorruptionError
+
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        key = (2).to_bytes(8, "big")
+
+        def flip(txn):
+            raw = bytearray(txn.raw_get("docs", key))
+            raw[-5] ^= 0x40
+            txn.raw_put("docs", key, bytes(raw))
+
+        db._env.run_write(flip)
+        problems = db.check()
+        assert any("docs" in p for p in problems), problems
+        with pytest.raises(CorruptionError):
+            db.get("d2")

@@ -234,8 +234,12 @@ def run_phase(system: str, phase: str, path: str, docs: list[int], qidx: list[in
     spec = {"system": system, "phase": phase, "path": path, "docs": docs, "qidx": qidx,
             "batch": args.batch, "weight": args.weight, "fusion": args.fusion,
             "norm": args.normalization}
+    # One BLAS thread in every child (as tools/bench/bench_hnsw.py does): on this shared
+    # 2-core machine OpenBLAS's threads slow a 5k x 384 scan down 3-5x; Chroma and LanceDB
+    # do their vector work in their own native code and are not affected.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
                 else f"exit {proc.returncode}", "stderr": proc.stderr[-2000:]}
@@ -308,7 +312,8 @@ def main() -> None:
     body = [f"SciFact: {len(docs)} documents with all-MiniLM-L6-v2 embeddings, {len(qidx)} "
             f"test queries, batches of {args.batch}; hybrid = {args.fusion}/"
             f"{args.normalization} at fusion_weight {args.weight}. Queries one at a time "
-            "after a warm-up, in a new process (ours opened readonly).", "",
+            "after a warm-up, in a new process (ours opened readonly). Each phase runs in its "
+            "own process with OPENBLAS_NUM_THREADS=1.", "",
             table(rows)]
     ours = results.get("ours", {})
     if "hybrid_batched_qps" in ours.get("query", {}):
