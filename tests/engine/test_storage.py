@@ -555,3 +555,14 @@ def test_stat(env):
 def test_module_constants():
     assert storage.FORMAT_VERSION == 1
     assert DB_NAMES == ("meta", "docs", "ids", "pages", "idxmeta")
+
+
+def test_reader_table_full_gives_a_clear_error(tmp_path):
+    from llmdsdb.errors import StorageError
+
+    with Environment.open(str(tmp_path / "db"), max_readers=2) as env:
+        with env.read(), env.read(), pytest.raises(StorageError, match="reader table is full"), \
+                env.read():
+            pass
+        with env.read() as txn:  # slots come back when the readers end
+            assert txn.count("docs") == 0
