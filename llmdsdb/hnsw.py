@@ -101,7 +101,7 @@ _VIS_BUDGET = 1 << 24
 #: Most frontier nodes expanded per step of a single-query search.
 _C_ONE = 8
 #: Largest upper layer scanned exactly to find a query's entry point.
-_SCAN_MAX = 512
+_SCAN_MAX = 1024
 #: Start nodes of a single-query layer-0 search taken from that scan.
 _SEEDS = 4
 _MAX_LEVEL = 30
@@ -960,12 +960,7 @@ class HNSW:
         self._n = n0 + n
         i = 0
         while i < n:
-            if batch_size is not None:
-                bs = batch_size
-            elif self._entry < 0:
-                bs = 256
-            else:
-                bs = int(min(256, max(16, (n0 + i) // 8)))
+            bs = batch_size if batch_size is not None else self._batch_size(n0 + i)
             self._insert_batch(new[i : i + bs])
             i += bs
         for j, v in enumerate(ids.tolist()):
@@ -975,6 +970,19 @@ class HNSW:
         self._dirty_node.update(range(n0 // NODES_PER_PAGE, (n0 + n - 1) // NODES_PER_PAGE + 1))
         self._dirty_upper = True
         self._dirty_state = True
+
+    def _batch_size(self, linked: int) -> int:
+        """Points inserted together when ``linked`` nodes are already in the graph.
+
+        An empty graph takes a first batch of up to 1024 points linked by exact distances
+        alone (an exact candidate list is what a perfect search would find). Later batches
+        are a quarter of the graph, 32 to 256 points: large enough to amortise the numpy
+        calls of the lock-step search, small next to the graph so that most candidates
+        come from the graph search.
+        """
+        if self._entry < 0:
+            return 1024
+        return int(min(256, max(32, linked // 4)))
 
     def delete(self, vec_id: int) -> None:
         """Mark ``vec_id`` deleted: it is never returned again, but stays in the graph as a
@@ -1224,7 +1232,7 @@ class HNSW:
         self._n = n
         i = 0
         while i < n:
-            bs = 256 if self._entry < 0 else int(min(256, max(16, i // 8)))
+            bs = self._batch_size(i)
             self._insert_batch(new[i : i + bs])
             i += bs
         self._id_map = {v: j for j, v in enumerate(ext.tolist())}
