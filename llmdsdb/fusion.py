@@ -518,16 +518,20 @@ def fuse(
 
     b_raw, b_sim, b_rank = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
     d_raw, d_sim, d_rank = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
+    where: list[tuple[np.ndarray, np.ndarray]] = []  # per side: (union rows, side rows)
     for side, raw, sim, rank in ((b, b_raw, b_sim, b_rank), (d, d_raw, d_sim, d_rank)):
         if side is None or not side.keys:
+            where.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
             continue
         if side is b and use_b:
             pos = np.arange(len(side.keys))  # the union starts with the BM25 keys
         else:
             get = index.get
             pos = np.array([get(key, -1) for key in side.keys], dtype=np.int64)
-        hit = pos >= 0
-        raw[pos[hit]], sim[pos[hit]], rank[pos[hit]] = side.raw[hit], side.sim[hit], side.ranks[hit]
+        rows = np.flatnonzero(pos >= 0)
+        at = pos[rows]
+        raw[at], sim[at], rank[at] = side.raw[rows], side.sim[rows], side.ranks[rows]
+        where.append((at, rows))
 
     if method == "rrf":
         b_part = np.where(b_rank > 0, rrf_terms(np.maximum(b_rank, 1), k), 0.0)
@@ -535,23 +539,32 @@ def fuse(
         b_norm = np.where(b_rank > 0, b_part, np.nan)
         d_norm = np.where(d_rank > 0, d_part, np.nan)
     else:
-        if fill_missing is not None:
-            for name, side, raw, sim, used in (
-                ("bm25", b, b_raw, b_sim, use_b),
-                ("vector", d, d_raw, d_sim, use_d),
-            ):
-                if side is None or not used:
-                    continue
-                _fill(name, fill_missing, keys, raw, sim, dense_to_sim if name == "vector" else None)
         lowest_b = 0.0
         if metric != "cosine":
             lowest_d = None  # ip and l2 similarities have no lower bound
         else:
             lowest_d = -1.0 if higher_is_better else -2.0
-        b_norm = _normalize_side(b_sim, normalization, lowest_b)
-        d_norm = _normalize_side(d_sim, normalization, lowest_d)
-        b_part = np.where(np.isnan(b_norm), _missing_value(b_norm[~np.isnan(b_norm)]), b_norm)
-        d_part = np.where(np.isnan(d_norm), _missing_value(d_norm[~np.isnan(d_norm)]), d_norm)
+        parts = []
+        for name, side, raw, sim, used, lowest, (at, rows) in (
+            ("bm25", b, b_raw, b_sim, use_b, lowest_b, where[0]),
+            ("vector", d, d_raw, d_sim, use_d, lowest_d, where[1]),
+        ):
+            norm = np.full(n, np.nan)
+            if side is not None and used and fill_missing is not None and _fill(
+                name, fill_missing, keys, raw, sim, dense_to_sim if name == "vector" else None
+            ):
+                # Filled values join the side's candidates before normalising.
+                present = ~np.isnan(sim)
+                norm[present] = _normalize(sim[present], normalization, lowest)
+                side_norm = norm[present]
+            elif side is not None and side.keys:
+                # Normalise over the side's whole list (an unused side too, for explain).
+                side_norm = _normalize(side.sim, normalization, lowest)
+                norm[at] = side_norm[rows]
+            else:
+                side_norm = np.zeros(0)
+            parts.append((norm, np.where(np.isnan(norm), _missing_value(side_norm), norm)))
+        (b_norm, b_part), (d_norm, d_part) = parts
 
     if use_b and use_d:
         score = wv * d_part + (1.0 - wv) * b_part
@@ -571,32 +584,17 @@ def fuse(
     if top is not None:
         order = order[:top]
 
-    def opt_f(a: np.ndarray, i: int) -> float | None:
-        v = a[i]
-        return None if math.isnan(v) else float(v)
-
+    # One conversion per column, then plain Python (NaN and rank 0 mean "no value").
+    cols = [a[order].tolist() for a in (score, b_raw, d_raw, b_rank, d_rank, b_norm, d_norm)]
     return [
         FusedHit(
-            keys[i],
-            float(score[i]),
-            opt_f(b_raw, i),
-            opt_f(d_raw, i),
-            int(b_rank[i]) if b_rank[i] > 0 else None,
-            int(d_rank[i]) if d_rank[i] > 0 else None,
-            opt_f(b_norm, i),
-            opt_f(d_norm, i),
+            keys[i], sc,
+            None if br != br else br, None if dr != dr else dr,
+            bk or None, dk or None,
+            None if bn != bn else bn, None if dn != dn else dn,
         )
-        for i in order.tolist()
+        for i, sc, br, dr, bk, dk, bn, dn in zip(order.tolist(), *cols)
     ]
-
-
-def _normalize_side(sim: np.ndarray, how: str, lowest: float | None) -> np.ndarray:
-    """Normalise the non-NaN entries of ``sim`` (NaN = missing stays NaN)."""
-    out = np.full(sim.shape, np.nan)
-    present = ~np.isnan(sim)
-    if present.any():
-        out[present] = _normalize(sim[present], how, lowest)
-    return out
 
 
 def _fill(
@@ -606,16 +604,18 @@ def _fill(
     raw: np.ndarray,
     sim: np.ndarray,
     to_sim: Callable[[np.ndarray], np.ndarray] | None,
-) -> None:
+) -> bool:
+    """Fill NaN entries of ``raw``/``sim`` from the hook; True when any value was filled."""
     missing = np.flatnonzero(np.isnan(raw))
     if missing.size == 0:
-        return
+        return False
     mkeys = [keys[i] for i in missing.tolist()]
     got = list(fill_missing(side, mkeys))
     if len(got) != len(mkeys):
         raise InvalidArgumentError(
             f"fill_missing({side!r}, ...) returned {len(got)} values for {len(mkeys)} keys"
         )
+    filled = False
     for i, key, v in zip(missing.tolist(), mkeys, got):
         if v is None:
             continue
@@ -624,6 +624,8 @@ def _fill(
             raise NonFiniteError(f"fill_missing({side!r}) gave a non-finite value for {key!r}")
         raw[i] = fv
         sim[i] = fv if to_sim is None else float(to_sim(np.array([fv]))[0])
+        filled = True
+    return filled
 
 
 def fused_pairs(hits: Sequence[FusedHit]) -> list[tuple[Hashable, float]]:
