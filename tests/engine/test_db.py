@@ -354,3 +354,14 @@ def test_check_detects_a_flipped_byte_and_get_refuses_it(path):
         assert any("docs" in p for p in problems), problems
         with pytest.raises(CorruptionError):
             db.get("d2")
+
+
+def test_iter_documents_across_blocks_with_gaps(path, monkeypatch):
+    import llmdsdb.db as dbmod
+
+    monkeypatch.setattr(dbmod, "ITER_CHUNK", 100)
+    with llmdsdb.open(path) as db:
+        ids = [f"x{i:04d}" for i in range(700)]
+        db.add(ids, ["t"] * 700)
+        db.delete(ids[250:560])  # a gap spanning whole 256-id blocks
+        assert [d.id for d in db.iter_documents()] == ids[:250] + ids[560:]
