@@ -171,6 +171,7 @@ class MemoryPageStore:
 # ============================================================================================
 
 _MISS: Any = object()
+_COUNT_BATCH = 256
 CachePolicy = Literal["tinylfu", "lru"]
 
 
@@ -284,6 +285,8 @@ class PageCache:
         self._sketch = CountMinSketch(width, sketch_depth)
         self._sample = sample
         self._counted = 0
+        self._pending: dict[int, int] = {}  # accesses not yet added to the sketch
+        self._npending = 0
         self._lock = threading.Lock()
         self._hits = self._misses = self._rejected = self._evictions = self._bypassed = 0
         self._epoch = -1
@@ -332,12 +335,30 @@ class PageCache:
     # -- lookups ---------------------------------------------------------------------------
 
     def _count(self, page_id: int) -> None:
-        self._sketch.add(page_id)
-        self._counted += 1
+        # Accesses are buffered and added to the sketch in vectorised batches: one
+        # CountMinSketch.add costs ~3-10 us here, a batched one well under 1 us.
+        if self._policy == "lru":
+            return  # plain LRU needs no counts
+        pending = self._pending
+        pending[page_id] = pending.get(page_id, 0) + 1
+        self._npending += 1
+        if self._npending >= _COUNT_BATCH:
+            self._flush_counts()
+
+    def _flush_counts(self) -> None:
+        pending = self._pending
+        if pending:
+            self._sketch.add_many(list(pending), list(pending.values()))
+        self._counted += self._npending
+        pending.clear()
+        self._npending = 0
         sample = self._sample or max(1024, 10 * len(self))
         if self._counted >= sample:
             self._sketch.age()
             self._counted = 0
+
+    def _estimate(self, page_id: int) -> int:
+        return self._sketch.estimate(page_id) + self._pending.get(page_id, 0)
 
     def get(self, page_id: int, default: Any = None, *, epoch: int | None = None) -> Any:
         """The cached decoded page, or ``default``. Counts the access for admission.
@@ -421,7 +442,7 @@ class PageCache:
             return False
         need = nbytes - (self._mb - main.total_tokens())
         if need > 0 and self._policy == "tinylfu":
-            est = self._sketch.estimate
+            est = self._estimate
             cand = est(page_id)
             for k in main:  # least recently used first
                 if est(k) >= cand:
