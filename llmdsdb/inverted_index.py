@@ -712,14 +712,83 @@ class InvertedIndex:
         terms whose bounds can still admit new documents + candidates x other terms x
         log blocks), typically far fewer postings.
         """
-        if not isinstance(query, str):
-            raise InvalidTypeError(f"query must be str, not {type(query).__name__}")
+        self._check_top_k(top_k, mode)
+        plan = self._plan(query)
+        if plan is None:
+            return []
+        t_l, w_l, ub_l = plan
+        k = int(top_k)
+        if mode == "exhaustive" or (mode == "auto" and self._ext.n <= DENSE_MAX_DOCS):
+            return self._exhaustive(t_l, w_l, k)
+        return self._pruned(t_l, w_l, ub_l, k)
+
+    def search_many(
+        self, queries: Sequence[str], top_k: int = 10, *, mode: str = "auto"
+    ) -> list[list[tuple[int, float]]]:
+        """:meth:`search` for each query; returns exactly what the per-query calls return.
+
+        Up to :data:`DENSE_MAX_DOCS` documents (``mode="auto"``), a group of queries is
+        scored in one pass: one bincount over (query, doc) keys into a (queries, N) matrix,
+        a row-wise partition for the k-th score, so numpy's per-call cost is paid once per
+        group instead of once per query.
+
+        Complexity: O(postings of all query terms + queries x N) on the dense path.
+
+        :raises InvalidTypeError: when ``queries`` is a str or holds a non-str.
+        :raises QueryError: as :meth:`search`, for the first bad query; nothing is returned.
+        """
+        if isinstance(queries, (str, bytes)):
+            raise InvalidTypeError("queries must be a sequence of str, not a single string")
+        self._check_top_k(top_k, mode)
+        plans = [self._plan(q) for q in queries]
+        k = int(top_k)
+        n = self._ext.n
+        if mode == "pruned" or (mode == "auto" and n > DENSE_MAX_DOCS):
+            return [
+                [] if p is None else self._pruned(p[0], p[1], p[2], k) for p in plans
+            ]
+        out: list[list[tuple[int, float]]] = [[] for _ in plans]
+        live = [i for i, p in enumerate(plans) if p is not None]
+        group = max(1, (1 << 23) // max(n, 1))  # rows per dense matrix: ~64 MB of float64
+        for g in range(0, len(live), group):
+            rows = live[g : g + group]
+            keys, vals = [], []
+            for r, i in enumerate(rows):
+                t_l, w_l, _ = plans[i]  # type: ignore[misc]
+                base = r * n
+                for tid, wt in zip(t_l, w_l):
+                    docs, w = self._term_w(tid)
+                    keys.append(docs + base if base else docs)
+                    vals.append(wt * w)
+            acc = np.bincount(
+                np.concatenate(keys), weights=np.concatenate(vals), minlength=len(rows) * n
+            ).reshape(len(rows), n)
+            if n > k:
+                kth = np.partition(acc, n - k, axis=1)[:, n - k]
+            else:
+                kth = np.zeros(len(rows))
+            for r, i in enumerate(rows):
+                row = acc[r]
+                th = kth[r]
+                cand = np.flatnonzero(row >= th) if th > 0 else np.flatnonzero(row > 0)
+                out[i] = self._select(cand, row[cand], k)
+        return out
+
+    @staticmethod
+    def _check_top_k(top_k: object, mode: str) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0:
             raise QueryError(f"top_k must be a positive int, got {top_k!r}")
         if mode not in ("auto", "pruned", "exhaustive"):
             raise InvalidArgumentError(
                 f"mode must be 'auto', 'pruned' or 'exhaustive', got {mode!r}"
             )
+
+    def _plan(self, query: str) -> tuple[list[int], list[float], list[float]] | None:
+        """Validate and analyse a query: its term ids in decreasing order of their upper
+        bound (ties: term id), their weights idf * query tf and bounds; None when no query
+        term is indexed."""
+        if not isinstance(query, str):
+            raise InvalidTypeError(f"query must be str, not {type(query).__name__}")
         if len(query) > MAX_QUERY_CHARS:
             raise QueryError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
         terms = self._query_terms(query)
@@ -734,7 +803,7 @@ class InvertedIndex:
             if tid is not None:
                 counts[tid] = counts.get(tid, 0) + 1
         if not counts or self._nlive == 0:
-            return []
+            return None
         # Per-term weights and bounds in Python floats: a query has few terms, and numpy's
         # per-call overhead would dominate here.
         n = self._nlive
@@ -751,16 +820,10 @@ class InvertedIndex:
             ub = wt * mt * (k1 + 1.0) / (mt + k1 * (1.0 - b + b * (int(mindl_a[tid]) / avgdl)))
             info.append((-ub, tid, wt))
         if not info:
-            return []
-        # Terms in decreasing order of their upper bound (ties: term id). Both modes sum
-        # contributions in this order, so their float64 scores are identical.
+            return None
+        # Both modes sum contributions in this order, so their float64 scores are identical.
         info.sort()
-        t_l = [t for _, t, _ in info]
-        w_l = [w for _, _, w in info]
-        k = int(top_k)
-        if mode == "exhaustive" or (mode == "auto" and self._ext.n <= DENSE_MAX_DOCS):
-            return self._exhaustive(t_l, w_l, k)
-        return self._pruned(t_l, w_l, [-u for u, _, _ in info], k)
+        return [t for _, t, _ in info], [w for _, _, w in info], [-u for u, _, _ in info]
 
     # --- top-k evaluation --------------------------------------------------------------------
 

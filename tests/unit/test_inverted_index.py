@@ -247,3 +247,23 @@ def test_scifact_quality(data_dir) -> None:
     idx.add_documents(range(len(sf.texts)), sf.texts)
     runs = {qid: [sf.doc_ids[d] for d, _ in idx.search(q)] for qid, q in zip(sf.query_ids, sf.queries)}
     assert common.mean_ndcg(runs, sf.qrels) >= 0.68
+
+
+def test_search_many_equals_search() -> None:
+    rng = np.random.default_rng(5)
+    vocab = [f"w{i}" for i in range(60)]
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=16)
+    texts = [" ".join(rng.choice(vocab, size=int(rng.integers(0, 30)))) for _ in range(500)]
+    idx.add_documents(range(500), texts)
+    idx.remove_document(3)
+    queries = [" ".join(rng.choice(vocab, size=int(rng.integers(0, 5)))) for _ in range(40)]
+    queries += ["", "zzz", "w1 w1 w2"]
+    for k in (1, 10):
+        for mode in ("auto", "pruned", "exhaustive"):
+            assert idx.search_many(queries, k, mode=mode) == [idx.search(q, k) for q in queries]
+    with pytest.raises(InvalidTypeError):
+        idx.search_many("w1")
+    with pytest.raises(QueryError):
+        idx.search_many(["w1"], top_k=0)
+    with pytest.raises(InvalidTypeError):
+        idx.search_many(["w1", 3])  # type: ignore[list-item]

@@ -61,77 +61,126 @@ def _qps(fn, n_queries: int, repeat: int) -> tuple[float, float]:
 # --- systems on SciFact -----------------------------------------------------------------------
 
 
-def run_llmdsdb(sf: common.SciFact, repeat: int) -> dict:
-    gc.collect()
-    t0 = time.perf_counter()
+def build_llmdsdb(texts: list[str]) -> InvertedIndex:
     idx = InvertedIndex()
-    idx.add_documents(range(len(sf.texts)), sf.texts)
+    idx.add_documents(range(len(texts)), texts)
     idx.flush()
-    build = time.perf_counter() - t0
-    st = idx.stats()
-    page_bytes = sum(
-        len(idx.store.get(p)) for sk in idx._skip for p in sk[:, 0].tolist()  # noqa: SLF001
-    )
-    runs = {qid: [sf.doc_ids[d] for d, _ in idx.search(q, K)] for qid, q in zip(sf.query_ids, sf.queries)}
-    qps, cold = _qps(lambda: [idx.search(q, K) for q in sf.queries], len(sf.queries), repeat)
-    # a fresh index from the store: cold pages, decoded on first use
-    reopened = InvertedIndex.open(idx.store)
-    t0 = time.perf_counter()
-    for q in sf.queries:
-        reopened.search(q, K)
-    cold_open = len(sf.queries) / (time.perf_counter() - t0)
-    qps_pruned, _ = _qps(
-        lambda: [idx.search(q, K, mode="pruned") for q in sf.queries], len(sf.queries), repeat
-    )
-    same = all(
-        idx.search(q, K, mode="pruned") == idx.search(q, K, mode="exhaustive") for q in sf.queries
-    )
-    return {
-        "system": "llmdsdb",
-        "ndcg@10": common.mean_ndcg(runs, sf.qrels),
-        "build_s": build,
-        "build_docs_per_s": len(sf.texts) / build,
-        "qps": qps,
-        "qps_first_pass": cold,
-        "qps_after_open": cold_open,
-        "qps_pruned_mode": qps_pruned,
-        "pruned_equals_exhaustive": same,
-        "postings": st.total_postings,
-        "blocks": st.num_blocks,
-        "bytes_per_posting": page_bytes / st.total_postings,
-    }
+    return idx
 
 
-def run_bm25s(sf: common.SciFact, repeat: int) -> list[dict]:
+def build_bm25s(texts: list[str]):
+    import bm25s
+    import Stemmer
+
+    tok = bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"),
+                         show_progress=False)
+    ret = bm25s.BM25(k1=1.2, b=0.75)
+    ret.index(tok, show_progress=False)
+    return ret
+
+
+def interleaved(fns: dict, repeat: int) -> dict[str, list[float]]:
+    """Run each function once as warm-up, then ``repeat`` rounds of all of them in turn
+    (the machine is shared: interleaving spreads load changes evenly over the systems)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
     import bm25s
     import Stemmer
 
     stemmer = Stemmer.Stemmer("english")
-    gc.collect()
-    t0 = time.perf_counter()
-    tok = bm25s.tokenize(sf.texts, stopwords="en", stemmer=stemmer, show_progress=False)
-    ret = bm25s.BM25(k1=1.2, b=0.75)
-    ret.index(tok, show_progress=False)
-    build = time.perf_counter() - t0
+    texts, queries = sf.texts, sf.queries
+    built: dict[str, object] = {}
 
-    def one(q: str):
+    def b_ours():
+        built["ours"] = build_llmdsdb(texts)
+
+    def b_bm25s():
+        built["bm25s"] = build_bm25s(texts)
+
+    build_t = interleaved({"llmdsdb": b_ours, "bm25s": b_bm25s}, max(3, repeat - 2))
+    idx: InvertedIndex = built["ours"]  # type: ignore[assignment]
+    ret = built["bm25s"]
+
+    def bm25s_one(q: str):
         qt = bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False)
         return ret.retrieve(qt, k=K, show_progress=False, n_threads=1)[0][0]
 
-    def batch():
-        qt = bm25s.tokenize(sf.queries, stopwords="en", stemmer=stemmer, show_progress=False)
+    def bm25s_all():
+        qt = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False)
         return ret.retrieve(qt, k=K, show_progress=False, n_threads=1)[0]
 
-    res = batch()
-    runs = {qid: [sf.doc_ids[d] for d in res[i]] for i, qid in enumerate(sf.query_ids)}
-    ndcg = common.mean_ndcg(runs, sf.qrels)
-    qps_loop, cold = _qps(lambda: [one(q) for q in sf.queries], len(sf.queries), repeat)
-    qps_batch, _ = _qps(batch, len(sf.queries), repeat)
-    base = {"ndcg@10": ndcg, "build_s": build, "build_docs_per_s": len(sf.texts) / build}
-    return [
-        {"system": "bm25s (one query per call)", **base, "qps": qps_loop, "qps_first_pass": cold},
-        {"system": "bm25s (all queries in one call)", **base, "qps": qps_batch},
-    ]
+    # quality (and first-pass speed: nothing decoded or cached yet)
+    fresh = InvertedIndex.open(idx.store)
+    t0 = time.perf_counter()
+    ours_res = [fresh.search(q, K) for q in queries]
+    first_pass = len(queries) / (time.perf_counter() - t0)
+    ndcg_ours = common.mean_ndcg(
+        {qid: [sf.doc_ids[d] for d, _ in r] for qid, r in zip(sf.query_ids, ours_res)}, sf.qrels
+    )
+    res = bm25s_all()
+    ndcg_bm25s = common.mean_ndcg(
+        {qid: [sf.doc_ids[d] for d in res[i]] for i, qid in enumerate(sf.query_ids)}, sf.qrels
+    )
+    same_batch = idx.search_many(queries, K) == [idx.search(q, K) for q in queries]
+    same_modes = all(
+        idx.search(q, K, mode="pruned") == idx.search(q, K, mode="exhaustive") for q in queries
+    )
+    fns = {
+        "llmdsdb search (one query per call)": lambda: [idx.search(q, K) for q in queries],
+        "llmdsdb search_many (all queries in one call)": lambda: idx.search_many(queries, K),
+        "llmdsdb search mode=pruned": lambda: [idx.search(q, K, mode="pruned") for q in queries],
+        "bm25s (one query per call)": lambda: [bm25s_one(q) for q in queries],
+        "bm25s (all queries in one call)": bm25s_all,
+    }
+    q_t = interleaved(fns, repeat)
+    st = idx.stats()
+    page_bytes = sum(
+        len(idx.store.get(p)) for sk in idx._skip for p in sk[:, 0].tolist()  # noqa: SLF001
+    )
+    b_ours = statistics.median(build_t["llmdsdb"])
+    b_peer = statistics.median(build_t["bm25s"])
+    rows = []
+    for name, ts in q_t.items():
+        ours = name.startswith("llmdsdb")
+        rows.append({
+            "system": name,
+            "ndcg@10": ndcg_ours if ours else ndcg_bm25s,
+            "build_s": b_ours if ours else b_peer,
+            "build_docs_per_s": len(texts) / (b_ours if ours else b_peer),
+            "qps": len(queries) / statistics.median(ts),
+        })
+    qps = {r["system"]: r["qps"] for r in rows}
+    details = {
+        "postings": st.total_postings,
+        "blocks": st.num_blocks,
+        "bytes_per_posting": page_bytes / st.total_postings,
+        "qps_first_pass_after_open": first_pass,
+        "pruned_equals_exhaustive": same_modes,
+        "search_many_equals_search": same_batch,
+        "build_times_s": build_t,
+    }
+    ratios = {
+        "one_query_per_call_vs_bm25s_one_query_per_call":
+            qps["llmdsdb search (one query per call)"] / qps["bm25s (one query per call)"],
+        "all_queries_vs_bm25s_all_queries":
+            qps["llmdsdb search_many (all queries in one call)"]
+            / qps["bm25s (all queries in one call)"],
+        "one_query_per_call_vs_bm25s_all_queries":
+            qps["llmdsdb search (one query per call)"] / qps["bm25s (all queries in one call)"],
+        "build_vs_bm25s": b_peer / b_ours,
+    }
+    return rows, {"details": details, "ratios": ratios}
 
 
 def run_rank_bm25(sf: common.SciFact) -> dict:
@@ -193,37 +242,31 @@ def run_fts5(sf: common.SciFact, repeat: int) -> dict:
 
 def scifact(args: argparse.Namespace) -> None:
     sf = common.load_scifact()
-    repeat = 3 if args.quick else 5
-    rows = [run_llmdsdb(sf, repeat)]
-    rows += run_bm25s(sf, repeat)
+    repeat = 3 if args.quick else 7
+    rows, extra = scifact_core(sf, repeat)
     if not args.quick:
         rows.append(run_rank_bm25(sf))
     rows.append(run_fts5(sf, repeat))
-    ours = rows[0]
-    loop, batch = rows[1], rows[2]
-    ratios = {
-        "qps_vs_bm25s_one_query_per_call": ours["qps"] / loop["qps"],
-        "qps_vs_bm25s_all_queries_in_one_call": ours["qps"] / batch["qps"],
-        "build_vs_bm25s": ours["build_docs_per_s"] / loop["build_docs_per_s"],
-    }
-    cols = ["system", "ndcg@10", "build_s", "build_docs_per_s", "qps", "qps_first_pass"]
+    cols = ["system", "ndcg@10", "build_s", "build_docs_per_s", "qps"]
     body = [
         "BEIR SciFact, 5,183 documents (title + text), 300 test queries, top-10, k1=1.2 b=0.75,"
         " English stop words (Lucene list) + Snowball stemmer for llmdsdb, bm25s, rank_bm25;"
-        " FTS5 uses its porter tokenizer. One process, one thread, same run. qps = median of"
-        f" {repeat} passes over all 300 queries after a warm-up pass (query string -> top-10"
-        " ids); first pass = the warm-up pass. llmdsdb build includes flush() (postings"
-        " encoded into pages).",
+        " FTS5 uses its porter tokenizer. One process, one thread, same run. llmdsdb and"
+        " bm25s are timed interleaved (warm-up, then rounds of every variant in turn;"
+        f" {repeat} rounds for queries, {max(3, repeat - 2)} for builds), median reported:"
+        " the machine is shared and its load drifts. qps = all 300 queries, query string ->"
+        " top-10 ids. llmdsdb build includes flush() (postings encoded into pages).",
         "",
         common.table(rows, cols),
-        "llmdsdb details: " + json.dumps({k: v for k, v in ours.items() if k not in cols}),
+        "llmdsdb details: " + json.dumps(extra["details"], default=str),
         "",
-        "Ratios (llmdsdb / bm25s): " + json.dumps({k: round(v, 3) for k, v in ratios.items()}),
+        "Ratios (llmdsdb / bm25s): "
+        + json.dumps({k: round(v, 3) for k, v in extra["ratios"].items()}),
     ]
     cmd = "python tools/bench/bench_bm25.py" + (" --quick" if args.quick else "")
     path = common.write_result(
         "bench_bm25" + ("_quick" if args.quick else ""), cmd, "\n".join(body),
-        {"rows": rows, "ratios": ratios},
+        {"rows": rows, **extra},
     )
     print(path.read_text())
 
