@@ -162,3 +162,88 @@ def test_missing_side_falls_back_to_the_present_one(bm25, dense, norm) -> None:
             vector_order(dense)
         assert [h.key for h in fuse(bm25, None, fusion_weight=w, normalization=norm)] == \
             bm25_order(bm25)
+
+
+# --- RetrievalPipeline against a dict model ------------------------------------------------
+
+import numpy as np  # noqa: E402
+from hypothesis import settings  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
+
+from llmdsdb.errors import DocumentNotFoundError, DuplicateIdError  # noqa: E402
+from llmdsdb.retrieval_pipeline import RetrievalPipeline  # noqa: E402
+
+WORDS = ["alpha", "bravo", "delta", "echo", "golf", "hotel"]  # kept whole by the analyzer
+DIM = 4
+VEC = st.lists(st.floats(-1.0, 1.0, allow_nan=False), min_size=DIM, max_size=DIM).filter(
+    lambda v: sum(x * x for x in v) > 1e-3
+)
+
+
+class PipelineMachine(RuleBasedStateMachine):
+    """Adds, removes and searches against a dict of documents; the small token budget makes
+    the result cache evict, and every search is checked against the model (a stale cache
+    entry would show up as a removed or missing document)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pipe = RetrievalPipeline(embedding_dim=DIM, seed=0, token_budget=25)
+        self.model: dict[int, tuple[set[str], np.ndarray | None]] = {}
+
+    @rule(doc_id=st.integers(0, 12), words=st.lists(st.sampled_from(WORDS), max_size=4),
+          vec=st.one_of(st.none(), VEC))
+    def add(self, doc_id, words, vec) -> None:
+        emb = None if vec is None else np.array(vec)
+        if doc_id in self.model:
+            try:
+                self.pipe.add_document(doc_id, " ".join(words), emb)
+            except DuplicateIdError:
+                return
+            raise AssertionError("duplicate id accepted")
+        self.pipe.add_document(doc_id, " ".join(words), emb)
+        self.model[doc_id] = (set(words), emb)
+
+    @rule(doc_id=st.integers(0, 12))
+    def remove(self, doc_id) -> None:
+        if doc_id not in self.model:
+            try:
+                self.pipe.remove_document(doc_id)
+            except DocumentNotFoundError:
+                return
+            raise AssertionError("removing an unknown id succeeded")
+        self.pipe.remove_document(doc_id)
+        del self.model[doc_id]
+
+    @rule(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3))
+    def search_text(self, words) -> None:
+        got = self.pipe.search(" ".join(words), None, top_k=50)
+        want = {d for d, (ws, _) in self.model.items() if ws & set(words)}
+        assert {d for d, _ in got} == want
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+
+    @rule(vec=VEC)
+    def search_vector(self, vec) -> None:
+        q = np.array(vec)
+        got = self.pipe.search("", q, top_k=50)
+        embedded = {d: e for d, (_, e) in self.model.items() if e is not None}
+        assert {d for d, _ in got} == set(embedded)
+        cos = {d: float(e @ q / np.linalg.norm(e) / np.linalg.norm(q)) for d, e in embedded.items()}
+        sims = [cos[d] for d, _ in got]
+        assert all(a >= b - 1e-5 for a, b in zip(sims, sims[1:]))
+
+    @rule(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3), vec=VEC,
+          w=st.floats(0.0, 1.0))
+    def search_hybrid(self, words, vec, w) -> None:
+        got = self.pipe.search(" ".join(words), np.array(vec), top_k=50, fusion_weight=w)
+        assert {d for d, _ in got} <= set(self.model)
+        assert all(0.0 <= s <= 1.0 for _, s in got)
+
+    @invariant()
+    def check(self) -> None:
+        self.pipe._check()
+        assert len(self.pipe) == len(self.model)
+
+
+PipelineMachine.TestCase.settings = settings(max_examples=15, stateful_step_count=25,
+                                             deadline=None)
+TestPipelineMachine = PipelineMachine.TestCase
