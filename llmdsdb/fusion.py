@@ -1,7 +1,9 @@
 """Hybrid fusion: one ranked list out of a BM25 list and a vector list.
 
 Pure functions over small numpy arrays (no I/O, no state), used by both
-:class:`~llmdsdb.retrieval_pipeline.RetrievalPipeline` and the database engine.
+:class:`~llmdsdb.retrieval_pipeline.RetrievalPipeline` and the database engine. Having no
+shared state, they are safe to call from any number of threads at once (the ``fill_missing``
+hook runs in the caller's thread).
 
 Conventions (fixed for the whole project, see ``docs/fusion.md``):
 
@@ -130,6 +132,9 @@ class FusedHit(NamedTuple):
     retrieved lists (``None`` when not retrieved by that side; equal scores share a rank);
     ``bm25_norm`` / ``vector_norm`` are the per-side parts before weighting (the normalised
     score for convex fusion, ``1 / (k + rank)`` for RRF).
+
+    Memory: a tuple of eight fields, about 140 bytes plus the key. Immutable, so it may be
+    shared between threads.
     """
 
     key: Hashable
@@ -585,13 +590,14 @@ def fuse(
         order = order[:top]
 
     # One conversion per column, then plain Python (NaN and rank 0 mean "no value").
+    isnan = math.isnan
     cols = [a[order].tolist() for a in (score, b_raw, d_raw, b_rank, d_rank, b_norm, d_norm)]
     return [
         FusedHit(
             keys[i], sc,
-            None if br != br else br, None if dr != dr else dr,
+            None if isnan(br) else br, None if isnan(dr) else dr,
             bk or None, dk or None,
-            None if bn != bn else bn, None if dn != dn else dn,
+            None if isnan(bn) else bn, None if isnan(dn) else dn,
         )
         for i, sc, br, dr, bk, dk, bn, dn in zip(order.tolist(), *cols)
     ]

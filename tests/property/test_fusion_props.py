@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -166,12 +167,12 @@ def test_missing_side_falls_back_to_the_present_one(bm25, dense, norm) -> None:
 
 # --- RetrievalPipeline against a dict model ------------------------------------------------
 
-import numpy as np  # noqa: E402
-from hypothesis import settings  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
+import numpy as np
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from llmdsdb.errors import DocumentNotFoundError, DuplicateIdError  # noqa: E402
-from llmdsdb.retrieval_pipeline import RetrievalPipeline  # noqa: E402
+from llmdsdb.errors import DocumentNotFoundError, DuplicateIdError
+from llmdsdb.retrieval_pipeline import RetrievalPipeline
 
 WORDS = ["alpha", "bravo", "delta", "echo", "golf", "hotel"]  # kept whole by the analyzer
 DIM = 4
@@ -229,7 +230,7 @@ class PipelineMachine(RuleBasedStateMachine):
         assert {d for d, _ in got} == set(embedded)
         cos = {d: float(e @ q / np.linalg.norm(e) / np.linalg.norm(q)) for d, e in embedded.items()}
         sims = [cos[d] for d, _ in got]
-        assert all(a >= b - 1e-5 for a, b in zip(sims, sims[1:]))
+        assert all(a >= b - 1e-5 for a, b in itertools.pairwise(sims))
 
     @rule(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3), vec=VEC,
           w=st.floats(0.0, 1.0))
