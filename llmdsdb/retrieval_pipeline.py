@@ -60,6 +60,7 @@ __all__ = ["RetrievalPipeline"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _METRICS = ("cosine", "ip", "l2")
+_MAX_NORM = float(np.sqrt(np.finfo(np.float32).max)) / 4
 
 
 def _as_int(value: object, what: str) -> int:
@@ -273,10 +274,18 @@ class RetrievalPipeline:
         if bad.size:
             raise NonFiniteError(f"{what}: non-finite value at index {int(bad[0])}")
         scale = float(np.abs(a64).max()) if a64.size else 0.0
-        if scale == 0.0 and self.metric == "cosine":
-            raise ZeroVectorError(f"{what}: zero-norm vector has no direction under cosine")
-        if scale > 1e30:
-            raise NonFiniteError(f"{what}: values up to {scale:.3g} overflow float32 distances")
+        if self.metric == "cosine":
+            if scale == 0.0:
+                raise ZeroVectorError(f"{what}: zero-norm vector has no direction under cosine")
+        elif scale > 0.0:
+            # The graph computes ip / l2 distances in float32: squared norms must stay finite
+            # (the same limit HNSW applies, checked here so that nothing changes on failure).
+            norm = scale * float(np.linalg.norm(a64 / scale))
+            if norm > _MAX_NORM:
+                raise NonFiniteError(
+                    f"{what}: norm {norm:.3g} is too large for float32 distances "
+                    f"(limit {_MAX_NORM:.3g}); rescale the vectors"
+                )
         return a64
 
     # --- searching -------------------------------------------------------------------------

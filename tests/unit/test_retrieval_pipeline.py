@@ -274,6 +274,18 @@ def test_bad_constructor_arguments(kwargs: dict, error: type) -> None:
         RetrievalPipeline(**kwargs)
 
 
+def test_large_values_cosine_accepted_l2_rejected_before_any_change() -> None:
+    p = RetrievalPipeline(embedding_dim=DIM)
+    p.add_document(1, "big", np.full(DIM, 1e35))  # cosine keeps only the direction
+    assert [d for d, _ in p.search(None, np.ones(DIM))] == [1]
+    q = RetrievalPipeline(embedding_dim=DIM, metric="l2")
+    with pytest.raises(NonFiniteError):
+        q.add_document(1, "big", np.full(DIM, 1e35))
+    assert len(q) == 0 and q.stats()["bm25"]["num_docs"] == 0
+    q.add_document(1, "small", np.ones(DIM))
+    assert q.search("small", np.ones(DIM)) == [(1, 1.0)]
+
+
 def test_huge_top_k_is_clamped_to_the_collection(pipe: RetrievalPipeline) -> None:
     res = pipe.search("fox", _emb(0), top_k=10**9)
     assert len(res) == 8
