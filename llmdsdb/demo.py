@@ -146,9 +146,11 @@ def run_demo(
             echo(f"  {len(db)} documents from the sample shipped in llmdsdb/data "
                  f"({written} written now, {len(docs) - written} already there), "
                  f"{elapsed:.2f} s.")
-            echo(f"  Vectors: a deterministic feature-hashing embedder ({dim} dimensions; "
-                 "word unigrams, bigrams and character trigrams), not a neural model -")
+            echo(f"  Vectors: a deterministic feature-hashing embedder ({dim} dimensions;")
+            echo("  word unigrams, bigrams and character trigrams), not a neural model, so")
             echo("  vector similarity here means shared words and word pieces, not meaning.")
+            echo("  Scores: BM25 score, cosine similarity, and the hybrid's fused score")
+            echo("  (min-max normalised sides, weight 0.5 each).")
             for query, note in DEMO_QUERIES:
                 qvec = embedder.embed([query])[0]
                 echo("")
@@ -158,10 +160,18 @@ def run_demo(
                     ("vector", {"vector": qvec}),
                     ("hybrid", {"query": query, "vector": qvec, "fusion_weight": 0.5}),
                 ):
-                    hits = db.search(top_k=top_k, **kwargs)
+                    hits = db.search(top_k=top_k, explain=True, **kwargs)
                     echo(f"  {label}:")
                     for rank, hit in enumerate(hits, 1):
-                        echo(f"    {rank}. {hit.score:8.4f}  {hit.id:<16} {_short(hit.text)}")
+                        ex = hit.explain
+                        if label == "BM25" and ex is not None and ex.bm25_score is not None:
+                            score = f"bm25 {ex.bm25_score:6.3f}"
+                        elif (label == "vector" and ex is not None
+                              and ex.vector_distance is not None):
+                            score = f"cos  {1.0 - ex.vector_distance:6.3f}"
+                        else:
+                            score = f"fused {hit.score:5.3f}"
+                        echo(f"    {rank}. {score}  {hit.id:<16} {_short(hit.text, 60)}")
                     if not hits:
                         echo("    (no results)")
             echo("")
