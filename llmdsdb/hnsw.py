@@ -44,7 +44,7 @@ import math
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -66,7 +66,7 @@ from llmdsdb.errors import (
 if TYPE_CHECKING:
     from llmdsdb.pages import PageStore
 
-__all__ = ["HNSW", "Metric", "NODES_PER_PAGE"]
+__all__ = ["HNSW", "NODES_PER_PAGE", "Metric"]
 
 Metric = Literal["cosine", "l2", "ip"]
 _METRICS = ("cosine", "l2", "ip")
@@ -146,16 +146,18 @@ class HNSW:
 
     >>> import numpy as np
     >>> h = HNSW(4, seed=1)
-    >>> h.add_many(np.eye(4, dtype=np.float32) + 0.1, [10, 11, 12, 13])
-    >>> [i for i, _ in h.search(np.array([1.0, 0, 0, 0]), k=2)]
-    [10, 13]
+    >>> h.add_many(np.array([[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]), [10, 11, 12, 13])
+    >>> [(i, round(d, 3)) for i, d in h.search(np.array([1.0, 0, 0, 0]), k=2)]
+    [(10, 0.0), (11, 0.006)]
 
     Single writer; searches from several threads are safe while nothing is written (each
     thread has its own scratch arrays).
 
-    Memory: ``n * (4*dim + 8*M + 14)`` bytes for vectors, layer-0 rows and per-node fields,
-    plus ``n * 4 * M / (exp(1/ml) - 1)`` for the upper layers, plus ``4 * cap1 * q`` bytes of
-    visited stamps per searching thread (q = queries advanced together, capped at 64 MiB).
+    Memory: about ``n * (4*dim + 8*M + 26 + 4*L)`` bytes (vectors, layer-0 rows, per-node
+    fields, one row-map entry per upper layer ``L``) plus ``n * (4*M + 4) * p / (1 - p)``
+    for the upper layers (``p = exp(-1/ml)``), plus ``4 * (n + 1) * q`` bytes of visited
+    stamps per searching thread (``q`` queries advanced together, at most 64 MiB); see
+    ``docs/tuning.md``.
     """
 
     def __init__(
@@ -194,6 +196,10 @@ class HNSW:
             from llmdsdb.pages import MemoryPageStore
 
             store = MemoryPageStore()
+        elif store.get_meta("hnsw/config") is not None:
+            raise ConfigConflictError(
+                "the store already holds an HNSW index; use HNSW.open(store) to load it"
+            )
         self._store = store
         self._init_empty()
 
@@ -1354,8 +1360,9 @@ class HNSW:
                 )
         self = cls(
             cfg["dim"], cfg["M"], cfg["ef_construction"], overrides.get("ef_search", cfg["ef_search"]),
-            cfg["ml"], cfg["seed"], cfg["metric"], store=store,
+            cfg["ml"], cfg["seed"], cfg["metric"],
         )
+        self._store = store
         self._config_written = True
         state = msgpack.unpackb(store.get_meta("hnsw/state") or msgpack.packb({"n": 0}))
         n = int(state["n"])

@@ -385,3 +385,13 @@ def test_scifact_recall_at_default_ef(data_dir) -> None:  # type: ignore[no-unty
     exact, _ = h.search_many_arrays(Q, k=10, exact=True)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.95
+
+
+def test_constructor_refuses_a_store_that_holds_an_index() -> None:
+    st = MemoryPageStore()
+    h = HNSW(3, seed=0, store=st)
+    h.add(np.ones(3), 1)
+    h.flush()
+    with pytest.raises(ConfigConflictError):
+        HNSW(3, store=st)
+    assert 1 in HNSW.open(st)

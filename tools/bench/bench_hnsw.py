@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -34,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from llmdsdb.hnsw import HNSW  # noqa: E402
+from llmdsdb.hnsw import HNSW
 
 M = 16
 EFC = 200
@@ -110,7 +111,7 @@ def best_time(fn, repeat: int) -> tuple[float, object]:
 def qps_at(curve: list[tuple[float, float]], target: float = 0.95) -> float | None:
     """q/s at recall ``target`` by linear interpolation in log(q/s) along the ef curve."""
     pts = sorted(curve)
-    for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
+    for (r0, q0), (r1, q1) in itertools.pairwise(pts):
         if r0 <= target <= r1:
             if r1 == r0:
                 return max(q0, q1)
@@ -159,8 +160,8 @@ def run_set(ds: dict, efs: list[int], repeat: int, ml: float, single_queries: in
         # interleave the four measurements so load changes hit them alike
         ts = tb = ps = pb = math.inf
         for _ in range(repeat):
-            t1, res_s = best_time(lambda: [[i for i, _ in ours.search(q, 10, ef=ef, exact=False)] for q in Qs], 1)
-            t2, res_b = best_time(lambda: ours.search_many_arrays(Q, 10, ef=ef, exact=False)[0], 1)
+            t1, res_s = best_time(lambda ef=ef: [[i for i, _ in ours.search(q, 10, ef=ef, exact=False)] for q in Qs], 1)
+            t2, res_b = best_time(lambda ef=ef: ours.search_many_arrays(Q, 10, ef=ef, exact=False)[0], 1)
             t3, peer_s = best_time(lambda: [peer.knn_query(q, k=10, num_threads=1)[0][0] for q in Qs], 1)
             t4, peer_b = best_time(lambda: peer.knn_query(Q, k=10, num_threads=1)[0], 1)
             ts, tb, ps, pb = min(ts, t1), min(tb, t2), min(ps, t3), min(pb, t4)
@@ -226,10 +227,10 @@ def crossover(sizes: list[int], repeat: int) -> list[dict]:
         h.add_many(X[:n], np.arange(n))
         te = tg = be = bg = math.inf
         for _ in range(repeat):
-            te = min(te, best_time(lambda: [h.search(q, 10, exact=True) for q in Q], 1)[0])
-            tg = min(tg, best_time(lambda: [h.search(q, 10, exact=False) for q in Q], 1)[0])
-            be = min(be, best_time(lambda: h.search_many_arrays(Q, 10, exact=True), 1)[0])
-            bg = min(bg, best_time(lambda: h.search_many_arrays(Q, 10, exact=False), 1)[0])
+            te = min(te, best_time(lambda h=h: [h.search(q, 10, exact=True) for q in Q], 1)[0])
+            tg = min(tg, best_time(lambda h=h: [h.search(q, 10, exact=False) for q in Q], 1)[0])
+            be = min(be, best_time(lambda h=h: h.search_many_arrays(Q, 10, exact=True), 1)[0])
+            bg = min(bg, best_time(lambda h=h: h.search_many_arrays(Q, 10, exact=False), 1)[0])
         row = {"n": n, "n*dim": n * X.shape[1], "exact single q/s": len(Q) / te, "graph single q/s": len(Q) / tg,
                "exact batch q/s": len(Q) / be, "graph batch q/s": len(Q) / bg}
         print("  crossover", row, flush=True)
