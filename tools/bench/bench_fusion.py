@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from llmdsdb.fusion import fuse  # noqa: E402
+from llmdsdb.fusion import fuse
 
 METHODS: list[tuple[str, str, str]] = [
     # (label, method, normalization)
@@ -129,7 +129,8 @@ def _bm25_scores(sf: common.SciFact, backend: str, nq: int) -> tuple[np.ndarray,
 
 
 def per_query_ndcg(
-    R: Runs, label: str, method: str, norm: str, weight: float, depth: int, fill: str
+    R: Runs, label: str, method: str, norm: str, weight: float, depth: int, fill: str,
+    rrf_k: float = 60,
 ) -> np.ndarray:
     out = np.empty(R.nq)
     for qi, q in enumerate(R.qids):
@@ -142,6 +143,7 @@ def per_query_ndcg(
             normalization=norm,  # type: ignore[arg-type]
             top_k=10,
             fill_missing=R.filler(qi, fill) if fill != "worst" else None,
+            rrf_k=rrf_k,
         )
         out[qi] = common.ndcg_at_k([R.sf.doc_ids[h.key] for h in hits], R.sf.qrels[q], 10)
     return out
@@ -334,6 +336,17 @@ def main() -> None:
                 "difference, 95% interval, share of resamples <= 0\n")
     body.append(common.table(brows))
 
+    # RRF's constant: is k = 60 a fair setting for the RRF side of the comparison?
+    krows = []
+    for kk in (1, 5, 20, 60, 100, 200):
+        row = {"rrf k": kk}
+        for w in (0.3, 0.5, 0.7):
+            row[f"w={w}"] = float(per_query_ndcg(R, "rrf", "rrf", "minmax", w, d0, "worst",
+                                                 rrf_k=kk).mean())
+        krows.append(row)
+    body.append("\n## RRF constant k, depth 100\n")
+    body.append(common.table(krows))
+
     # Split-half: tune the weight on half the queries, evaluate on the other half.
     rng = np.random.default_rng(1)
     srows = []
@@ -377,6 +390,7 @@ def main() -> None:
             "robustness": rrows,
             "bootstrap": brows,
             "split_half": srows,
+            "rrf_k": krows,
             "fuse_latency": fuse_lat,
             "peer": peer_rows,
             "pipeline": pipe_rows,
