@@ -317,7 +317,7 @@ class RetrievalPipeline:
         :raises DimensionError / NonFiniteError / ZeroVectorError: a bad query embedding.
 
         Complexity: O(log n) expected for HNSW + O(|query| x avg_doc_freq) for BM25 +
-        O(c log c) for fusing c candidates; O(1) on a cache hit.
+        O(c log c) for fusing c candidates; O(|query| + dim) on a cache hit (the key digest).
         """
         return [(h.key, h.score) for h in self.search_hits(
             query, query_embedding, top_k, fusion_weight,
