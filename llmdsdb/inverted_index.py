@@ -22,13 +22,19 @@ chunk pages of 1,024 docs. The term dictionary is kept in meta records sharded b
 the term into :data:`N_SHARDS` records, so that :meth:`InvertedIndex.flush` rewrites only
 the shards of terms that changed.
 
-**Top-k.** :meth:`InvertedIndex.search` runs MaxScore over blocks, term at a time: query
-terms are processed in decreasing order of their upper bound; while the bounds of the terms
-left could still lift an unseen document into the top k, a term's postings are scored in
-full; after that, only surviving candidates are looked up, in the blocks that hold them, and
-a candidate is dropped as soon as its score plus the block-max bounds of the terms left
-cannot reach the current k-th score. Scores are summed in the same term order in both modes,
-so ``search(..., exhaustive=True)`` (score every posting) returns bit-identical results.
+**Top-k.** ``search(mode="pruned")`` runs MaxScore with block-max bounds, term at a time:
+query terms are processed in decreasing order of their upper bound; while the bounds of the
+terms left could still lift an unseen document into the top k (the *essential* terms), a
+term's postings are scored in full into a dense accumulator; after the first term, theta (a
+lower bound of the final k-th score) is raised to the k-th best complete score of that
+term's k best documents. The other terms only look up the surviving candidates, decoding
+only the blocks that hold them, and a candidate is dropped as soon as its score plus the
+block-max bound of the current term and the bounds of the later terms cannot reach theta.
+``mode="exhaustive"`` scores every posting with one bincount. Scores are summed in the same
+term order in every mode, so all modes return bit-identical results (tested).
+``mode="auto"`` (the default) picks exhaustive up to :data:`DENSE_MAX_DOCS` documents.
+Decoded whole-term postings are cached with their BM25 tf part until the next write
+(``cache_bytes``), so a repeated term costs one multiply per posting.
 
 **Removal** marks the document dead (a tombstone: its postings stay until a rebuild) and
 decrements df of its terms, so N, avgdl and df always describe live documents only.
@@ -66,6 +72,7 @@ from llmdsdb.codec import (
 from llmdsdb.errors import (
     ConfigConflictError,
     CorruptionError,
+    DocumentNotFoundError,
     DuplicateIdError,
     FormatVersionError,
     InvalidArgumentError,
@@ -600,8 +607,6 @@ class InvertedIndex:
 
         :raises DocumentNotFoundError: when no live document has ``doc_id``.
         """
-        from llmdsdb.errors import DocumentNotFoundError
-
         if isinstance(doc_id, bool) or not isinstance(doc_id, (int, np.integer)):
             raise InvalidTypeError(f"doc_id must be int, not {type(doc_id).__name__}")
         emap = self._ext_to_docno()
