@@ -1193,7 +1193,7 @@ class HNSW:
             "ml": self.ml,
             "seed": self.seed,
             "max_level": self._max_level,
-            "entry_point": int(self._ext[self._entry]) if self._entry >= 0 else None,
+            "entry_node": self._entry,  # internal id (the node may be a tombstone)
             "layer_sizes": [self._n] + list(self._lcount),
             "mean_degree_layer0": float(deg.mean()) if deg.size else 0.0,
             "memory_bytes": int(mem),
