@@ -70,6 +70,7 @@ from typing import Any
 from llmdsdb._version import __version__
 from llmdsdb.errors import (
     BackupError,
+    InvalidArgumentError,
     InvalidPathError,
     LlmdsdbError,
 )
@@ -420,7 +421,16 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
             raise InvalidPathError(f"{source}: no database here")
         import llmdsdb.db as dbmod
 
-        db, own = dbmod.open(source, readonly=True), True
+        try:
+            db = dbmod.open(source, readonly=True)
+        except InvalidArgumentError:
+            # Already open in this process with other options: share that environment.
+            try:
+                db = dbmod.open(source)
+            except InvalidArgumentError as exc:
+                raise BackupError(f"{source} is open in this process with other options; "
+                                  f"pass that Database object to backup() ({exc})") from None
+        own = True
     with _DirLock(parent):
         for old in _debris(target, _BACKUP_TMP):
             if not _in_use(old):

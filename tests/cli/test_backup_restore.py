@@ -62,6 +62,9 @@ def test_backup_from_an_open_database_and_refusals(tmp_path: Path, source: Path)
     with dbmod.open(source) as db:
         info = backup(db, tmp_path / "b1")
         assert info.count == 40
+        info = backup(source, tmp_path / "b0")  # by path while open here: shares it
+        assert info.count == 40
+        db.add(["after"], ["the caller's handle still works"])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(BackupError, match="not an empty directory"):
