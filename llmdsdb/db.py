@@ -1438,10 +1438,13 @@ class Database:
         out: list[list[SearchResult]] = []
         metric = self._config["metric"]
         with self._reading() as txn:
-            dense = self._dense_many([c[1] for c in checked], ncand, w)
+            # a side whose weight is 0 is not consulted - unless the other side is missing
+            need_dense = [c[1] if (w > 0.0 or c[0] is None) else None for c in checked]
+            dense = self._dense_many(need_dense, ncand)
             for i, (q, v, _k, _w) in enumerate(checked):
+                v = need_dense[i]
                 sparse = None
-                if q is not None and w < 1.0:
+                if q is not None and (w < 1.0 or v is None):
                     sparse = (self._bm25.search(q, top_k=ncand)
                               if q.strip() and self._bm25 is not None else [])
                 dn = dense[i] if v is not None else None
@@ -1453,10 +1456,10 @@ class Database:
                 out.append(self._results(txn, hits, explain))
         return out
 
-    def _dense_many(self, vecs: list[np.ndarray | None], ncand: int, w: float) -> list[list]:
+    def _dense_many(self, vecs: list[np.ndarray | None], ncand: int) -> list[list]:
         """Nearest neighbours of each vector: the graph's and the fresh segment's, merged."""
         out: list[list] = [[] for _ in vecs]
-        if self._hnsw is None or w <= 0.0:
+        if self._hnsw is None:
             return out
         rows = [i for i, v in enumerate(vecs) if v is not None]
         if not rows:

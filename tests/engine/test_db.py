@@ -365,3 +365,15 @@ def test_iter_documents_across_blocks_with_gaps(path, monkeypatch):
         db.add(ids, ["t"] * 700)
         db.delete(ids[250:560])  # a gap spanning whole 256-id blocks
         assert [d.id for d in db.iter_documents()] == ids[:250] + ids[560:]
+
+
+def test_weight_extremes_fall_back_to_the_side_present(path):
+    with llmdsdb.open(path) as db:
+        ids, emb = _fill(db)
+        assert [r.id for r in db.search("market", fusion_weight=1.0, top_k=2)] and \
+            {r.id for r in db.search("market", fusion_weight=1.0, top_k=2)} == {"d4", "d5"}
+        assert db.search(vector=emb[1], fusion_weight=0.0, top_k=1)[0].id == "d1"
+        # both sides present: weight 0 is BM25's order, weight 1 the vector order
+        assert db.search("market", vector=emb[0], fusion_weight=0.0, top_k=2) == \
+            db.search("market", fusion_weight=0.0, top_k=2)
+        assert db.search("market", vector=emb[0], fusion_weight=1.0, top_k=1)[0].id == "d0"
