@@ -1283,7 +1283,7 @@ class Database:
                     iid = next_id
                     next_id += 1
                     kb = _k64(iid)
-                    txn.put("docs", kb, r.record)
+                    txn.put("docs", kb, r.record, compress=False)
                     txn.put("ids", r.key, kb)
                     add_text[iid] = r.text
                     if r.emb is not None:
