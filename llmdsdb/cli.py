@@ -197,6 +197,11 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
     spec = FieldSpec(id_field=id_field, text_fields=tuple(text_fields),
                      text_template=text_template, text_separator=text_separator,
                      embedding_field=embedding_field, metadata_fields=tuple(metadata_fields))
+    target = Path(path)
+    if target.is_dir() and not target.is_symlink() and not (target / "data.mdb").exists() \
+            and any(target.iterdir()):
+        raise InvalidPathError(f"{path}: a non-empty directory that holds no database; give "
+                               "a new or empty directory (or an existing database)")
     for f in files:
         input_kind(f)  # a missing or unknown input fails before anything is opened
     rows = None
@@ -213,7 +218,6 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
     bar = _Progress(show and not quiet)
     stats = {"read": 0, "written": 0, "bad": 0, "batches": 0}
     bad_examples: list[str] = []
-    target = Path(path)
     existed = target.exists() or target.is_symlink()
     db = None
     committed_any = False

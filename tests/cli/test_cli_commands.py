@@ -191,6 +191,8 @@ def _bad_inputs(tmp: Path, db: Path) -> dict[str, tuple[list[object], str]]:
         "query vector of wrong dimension": (["query", db, "--vector-file", tmp / "q7.npy"],
                                             "expected dimension 8, got 7"),
         "query on a missing database": (["query", tmp / "nodb", "x"], "no such database"),
+        "ingest into a directory that is not a database": (
+            ["ingest", tmp, tmp / "badline.jsonl"], "holds no database"),
     }
 
 
