@@ -9,7 +9,8 @@ A *backup* is a directory holding exactly two files, never an archive:
   "llmdsdb_version", "source"}`` describing exactly that snapshot.
 
 :func:`backup` builds it in a temporary directory beside ``dest`` and renames it into place,
-so ``dest`` either does not exist or holds a complete backup.
+so ``dest`` either does not exist or holds a complete backup; a killed backup leaves only
+``.DEST.llmdsdb-backup-*``, removed by the next backup to the same ``dest``.
 
 :func:`restore` treats the backup as untrusted input (RELIABILITY.md §3.1):
 
@@ -431,11 +432,16 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
                 raise BackupError(f"{source} is open in this process with other options; "
                                   f"pass that Database object to backup() ({exc})") from None
         own = True
-    with _DirLock(parent):
-        for old in _debris(target, _BACKUP_TMP):
-            if not _in_use(old):
-                _rmtree(old)
-        tmp, tmp_lock = _make_locked_tmp(parent, f".{target.name}{_BACKUP_TMP}")
+    try:
+        with _DirLock(parent):
+            for old in _debris(target, _BACKUP_TMP):
+                if not _in_use(old):
+                    _rmtree(old)
+            tmp, tmp_lock = _make_locked_tmp(parent, f".{target.name}{_BACKUP_TMP}")
+    except BaseException:
+        if own:
+            db.close()
+        raise
     try:
         try:
             info = db.copy_to(tmp, compact=True)
