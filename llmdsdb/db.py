@@ -1441,12 +1441,19 @@ class Database:
             # a side whose weight is 0 is not consulted - unless the other side is missing
             need_dense = [c[1] if (w > 0.0 or c[0] is None) else None for c in checked]
             dense = self._dense_many(need_dense, ncand)
+            need_text = [i for i, c in enumerate(checked) if c[0] is not None
+                         and (w < 1.0 or need_dense[i] is None)]
+            texts = [i for i in need_text if checked[i][0].strip()]
+            sparse_of: dict[int, list] = {i: [] for i in need_text}
+            if texts and self._bm25 is not None:
+                qs_ = [checked[i][0] for i in texts]
+                many = getattr(self._bm25, "search_many", None)
+                found = (many(qs_, top_k=ncand) if many is not None and len(qs_) > 1
+                         else [self._bm25.search(q_, top_k=ncand) for q_ in qs_])
+                sparse_of.update(zip(texts, found))
             for i, (q, v, _k, _w) in enumerate(checked):
                 v = need_dense[i]
-                sparse = None
-                if q is not None and (w < 1.0 or v is None):
-                    sparse = (self._bm25.search(q, top_k=ncand)
-                              if q.strip() and self._bm25 is not None else [])
+                sparse = sparse_of.get(i)
                 dn = dense[i] if v is not None else None
                 if not sparse and not dn:
                     out.append([])
