@@ -11,9 +11,14 @@ in the same environment:
 * ``ids``: external id key -> internal id (u64, big-endian). An id of up to 400 UTF-8 bytes
   is its own key; a longer one (or one starting with NUL) is keyed by ``b"\\x00h" +
   sha256(id)`` and the original is kept in the record;
-* ``meta``: ``config`` (dimension, metric, analyzer, HNSW parameters), ``next_id`` (the
-  internal id counter), and what the storage layer keeps there (format version, generation,
-  allocator state).
+* ``meta``: ``config`` (msgpack map ``{v: 1, dim, metric, analyzer, hnsw_M,
+  hnsw_ef_construction, hnsw_seed}``), ``next_id`` (the internal id counter, u64
+  big-endian), and what the storage layer keeps there (format version, generation,
+  allocator state);
+* ``idxmeta``: the indexes' records (``bm25/...``, ``hnsw/...``) and the *fresh segment*
+  (``fresh/dir``: msgpack ``{rows, dim, metric}``; ``fresh/<b>``: msgpack ``{ids: int64 LE
+  bytes, vecs: float32 LE bytes}`` for rows ``b*1024 ..``, id -1 = deleted row): vectors
+  added since the last merge into the graph, searched exactly (see :class:`_FreshSegment`).
 
 Invariant (checked by :meth:`Database.check`): every ``ids`` entry points at a ``docs``
 record whose ``id`` maps back to it, and vice versa; the inverted index holds exactly the
