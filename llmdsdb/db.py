@@ -199,7 +199,10 @@ def _utf8(s: str, what: str) -> bytes:
 
 
 def id_key(doc_id: str) -> bytes:
-    """The ``ids`` key of an external id (validated by the caller).
+    """The ``ids`` key of an external id (validated by the caller); the same rule as
+    :func:`llmdsdb.storage.id_key`.
+
+    Complexity: O(len(doc_id)).
 
     >>> id_key("doc-1")
     b'doc-1'
@@ -717,27 +720,27 @@ class Database:
 
     @property
     def config(self) -> dict:
-        """The configuration: dim, metric, analyzer, hnsw_M, hnsw_ef_construction."""
+        """The configuration: dim, metric, analyzer, hnsw_M, hnsw_ef_construction. Complexity: O(1)."""
         return {k: v for k, v in self._config.items() if k not in ("v", "stored")}
 
     @property
     def options(self) -> Options:
-        """The runtime options the database was opened with."""
+        """The runtime options the database was opened with. Complexity: O(1)."""
         return self._options
 
     @property
     def path(self) -> str:
-        """The database directory."""
+        """The database directory. Complexity: O(1)."""
         return self._path
 
     @property
     def readonly(self) -> bool:
-        """Whether the database was opened read-only."""
+        """Whether the database was opened read-only. Complexity: O(1)."""
         return self._options.readonly
 
     @property
     def dim(self) -> int | None:
-        """The embedding dimension (None until the first embeddings are added)."""
+        """The embedding dimension (None until the first embeddings are added). Complexity: O(1)."""
         return self._config.get("dim")
 
     # --- lifecycle --------------------------------------------------------------------------
