@@ -70,6 +70,8 @@ _VERSION = 1
 # magic, version, flags, counter itemsize, width, depth, seed, total
 _HEADER = struct.Struct("<4sBBBIIQQ")
 _CRC = struct.Struct("<I")
+#: Largest total the int64 counters can hold: every counter is at most the total.
+_MAX_TOTAL = 2**63 - 1
 _DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.int64}
 
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -338,12 +340,21 @@ class CountMinSketch:
 
     # --- updates --------------------------------------------------------------------------
 
+    def _room(self, added: int) -> None:
+        """Refuse an update that could overflow an int64 counter (each is <= the total)."""
+        if self._total + added > _MAX_TOTAL:
+            raise InvalidArgumentError(
+                f"adding {added} to a sketch holding {self._total} would overflow its int64 "
+                f"counters (total limit 2**63 - 1); age() or clear() it first"
+            )
+
     def add(self, item: str | bytes | int, count: int = 1) -> None:
         """Add ``count`` occurrences of ``item``.
 
         :raises InvalidTypeError: when ``item`` is not str, bytes or int, or ``count`` is
             not an int.
-        :raises InvalidArgumentError: when ``count`` is negative.
+        :raises InvalidArgumentError: when ``count`` is negative, or would take the total
+            past ``2**63 - 1`` (the counters are int64); nothing is added then.
 
         Complexity: O(depth).
         """
@@ -354,6 +365,7 @@ class CountMinSketch:
                 _base(item)  # still reject a bad key
                 return
             raise InvalidArgumentError(f"count must be >= 0, got {count}")
+        self._room(count)
         cells = self._cells(item)
         flat = self._flat
         if self._conservative:
@@ -372,8 +384,8 @@ class CountMinSketch:
         :param items: a sequence or 1-d array of keys (str, bytes or int).
         :param counts: None (each key counts 1), one int for all, or ints of the same length.
         :raises InvalidTypeError: on a key or count of the wrong type; nothing is added.
-        :raises InvalidArgumentError: on a negative count or a length mismatch; nothing is
-            added.
+        :raises InvalidArgumentError: on a negative count, a length mismatch, or counts that
+            would overflow the int64 counters; nothing is added.
 
         With conservative update the batch is applied against the counters as they were
         before it (duplicates within the batch summed first): still never under-counting,
@@ -397,6 +409,7 @@ class CountMinSketch:
                 c = int(counts)
                 if c < 0:
                     raise InvalidArgumentError(f"counts must be >= 0, got {c}")
+                self._room(c * n)
                 cnt = np.full(n, c, dtype=np.int64)
             else:
                 cnt = np.asarray(counts)
@@ -410,6 +423,10 @@ class CountMinSketch:
                     )
                 if n and cnt.min() < 0:
                     raise InvalidArgumentError("counts must be >= 0")
+                # n * max bounds the sum; near the limit, sum exactly in Python ints (the
+                # int64 sum or cast could wrap)
+                if n and self._total + int(cnt.max()) * n > _MAX_TOTAL:
+                    self._room(sum(cnt.tolist()))
                 cnt = cnt.astype(np.int64, copy=False)
             added = int(cnt.sum())
         if n == 0:
@@ -436,7 +453,8 @@ class CountMinSketch:
         """Add the counts of ``other`` into this sketch (in place).
 
         :raises InvalidTypeError: when ``other`` is not a CountMinSketch.
-        :raises InvalidArgumentError: when width, depth or seed differ.
+        :raises InvalidArgumentError: when width, depth or seed differ, or the summed
+            totals would overflow the int64 counters.
 
         Complexity: O(width · depth).
 
@@ -451,6 +469,7 @@ class CountMinSketch:
                 f"cannot merge a {other._width}x{other._depth} sketch with seed {other._seed} "
                 f"into a {self._width}x{self._depth} sketch with seed {self._seed}"
             )
+        self._room(other._total)
         self._table += other._table
         self._total += other._total
         self._rowsum_exact = self._rowsum_exact and other._rowsum_exact

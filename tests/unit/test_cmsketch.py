@@ -248,3 +248,27 @@ def test_bad_input_leaves_sketch_unchanged() -> None:
     assert "CountMinSketch(width=64" in repr(s)
     with pytest.raises(ValueError):
         s.table[0, 0] = 5  # the public table view is read-only
+
+
+@pytest.mark.parametrize("conservative", [False, True])
+def test_counts_that_would_overflow_int64_are_refused_unchanged(conservative: bool) -> None:
+    # Each counter is at most the total, so refusing totals past 2**63 - 1 keeps every
+    # counter in range; before, add() raised a bare ValueError from the memoryview midway.
+    s = CountMinSketch(16, 3, conservative=conservative)
+    s.add("a", 2**62)
+    before = s.to_bytes()
+    for fn in (
+        lambda: s.add("a", 2**62),
+        lambda: s.add("b", 2**63),
+        lambda: s.add_many(["a", "b"], 2**61 + 1),
+        lambda: s.add_many(["a", "b"], [2**62, 2**62]),
+        lambda: s.add_many(["a", "b"], np.array([2**63, 1], dtype=np.uint64)),
+        lambda: s.merge(s.copy()),
+    ):
+        with pytest.raises(InvalidArgumentError, match="overflow"):
+            fn()
+        assert s.to_bytes() == before
+        s._check()
+    s.add("a", 2**62 - 1)  # exactly up to the limit is fine
+    assert s.total == 2**63 - 1
+    s._check()
