@@ -1129,6 +1129,22 @@ class Environment:
                 self._env.reader_check()
         raise StorageError(f"{self.path}: could not begin a transaction: map keeps resizing")
 
+    def _start(self, write: bool) -> tuple[lmdb.Transaction, Txn]:
+        """Begin an LMDB transaction and wrap it; the LMDB one is aborted if wrapping fails
+        (a corrupt generation record), so a dead write txn never keeps LMDB's writer lock."""
+        what = f"begin {'write' if write else 'read'} on {self.path}"
+        try:
+            t = self._begin(write=write)
+        except lmdb.Error as exc:
+            raise _wrap(exc, what) from exc
+        try:
+            return t, Txn(self, t, write=write)
+        except BaseException as exc:
+            t.abort()
+            if isinstance(exc, lmdb.Error):
+                raise _wrap(exc, what) from exc
+            raise
+
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
         """A read transaction (a consistent snapshot). Keep it short: a long-lived reader
@@ -1137,11 +1153,7 @@ class Environment:
         Complexity: O(1) to begin.
         """
         self._check_open()
-        try:
-            t = self._begin(write=False)
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"begin read on {self.path}") from exc
-        txn = Txn(self, t, write=False)
+        t, txn = self._start(write=False)
         try:
             yield txn
         finally:
@@ -1206,11 +1218,7 @@ class Environment:
     def _txn_ctx(self) -> Iterator[Txn]:
         """One write transaction; the write lock is held by the caller. Commits when the body
         returns (if anything changed), aborts on an exception; a full map becomes _MapFull."""
-        try:
-            t = self._begin(write=True)
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"begin write on {self.path}") from exc
-        txn = Txn(self, t, write=True)
+        t, txn = self._start(write=True)
         try:
             yield txn
             for hook in list(self.before_commit):

@@ -566,3 +566,30 @@ def test_reader_table_full_gives_a_clear_error(tmp_path):
             pass
         with env.read() as txn:  # slots come back when the readers end
             assert txn.count("docs") == 0
+
+
+def test_failed_begin_aborts_the_lmdb_transaction(env, monkeypatch):
+    # A corrupt generation record makes wrapping a new transaction fail. The LMDB
+    # transaction must be aborted there and then: a leaked write txn would hold LMDB's
+    # writer lock for as long as the exception (and its frames) lived.
+    with env._env.begin(write=True) as raw:  # behind the Txn layer, which rewrites it
+        raw.put(b"\x01generation", b"junk")
+    begun = []
+    real_begin = env._begin
+
+    def spy(write):
+        t = real_begin(write)
+        begun.append(t)
+        return t
+
+    monkeypatch.setattr(env, "_begin", spy)
+    with pytest.raises(CorruptionError, match="generation"):
+        with env.read():
+            pass
+    with pytest.raises(CorruptionError, match="generation"):
+        with env.write():
+            pass
+    assert len(begun) == 2
+    for t in begun:
+        with pytest.raises(lmdb.Error, match="closed"):
+            t.id()
