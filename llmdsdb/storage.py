@@ -1359,7 +1359,11 @@ class Environment:
         if st is not None:
             if stat_mod.S_ISLNK(st.st_mode) or not stat_mod.S_ISDIR(st.st_mode):
                 raise InvalidPathError(f"copy target {dest} is not a plain directory")
-            if os.listdir(dest):
+            try:
+                nonempty = bool(os.listdir(dest))
+            except OSError as exc:
+                raise InvalidPathError(f"cannot read {dest}: {exc.strerror or exc}") from exc
+            if nonempty:
                 raise InvalidPathError(f"copy target {dest} is not empty")
         else:
             try:
@@ -1377,17 +1381,23 @@ class Environment:
                     self._env.copy(dest, compact=False)
             except lmdb.Error as exc:
                 raise _wrap(exc, f"copy {self.path} to {dest}") from exc
-        if not compact:  # the copy may be newer than our snapshot: read what it holds
-            info.update(_read_copy_info(dest))
         data = os.path.join(dest, _DATA_FILE)
-        fd = os.open(data, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(dest)
+            if not compact:  # the copy may be newer than our snapshot: read what it holds
+                info.update(_read_copy_info(dest))
+            fd = os.open(data, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(dest)
+            info["bytes"] = os.path.getsize(data)
+        except OSError as exc:
+            raise StorageError(f"copy of {self.path} to {dest}: {exc.strerror or exc}; the "
+                               f"copy is incomplete") from exc
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"read back the copy in {dest}") from exc
         info["path"] = dest
-        info["bytes"] = os.path.getsize(data)
         return info
 
     def stat(self) -> dict[str, object]:

@@ -593,3 +593,16 @@ def test_failed_begin_aborts_the_lmdb_transaction(env, monkeypatch):
     for t in begun:
         with pytest.raises(lmdb.Error, match="closed"):
             t.id()
+
+
+def test_copy_to_wraps_os_errors(env, tmp_path, monkeypatch):
+    # An I/O error while finishing a copy (fsync) is a StorageError naming the copy, not
+    # a bare OSError from the os module.
+    from llmdsdb.errors import StorageError
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage.os, "fsync", failing_fsync)
+    with pytest.raises(StorageError, match="copy is incomplete"):
+        env.copy_to(str(tmp_path / "copy"))
