@@ -1473,13 +1473,7 @@ class Environment:
     def _forget_after_fork(self) -> None:
         # py-lmdb detects the fork and skips mdb_env_close in the child; this only drops its
         # "already open in this process" registration. Our lock fd is a copy: close it.
-        self._closed = True
-        with contextlib.suppress(Exception):
-            self._env.close()
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._lock_fd)
-            self._lock_fd = None
+        self._close_native()
         if _REGISTRY.get(getattr(self, "_real", "")) is self:
             del _REGISTRY[self._real]
 
