@@ -99,6 +99,21 @@ class PageStore(Protocol):
         ...
 
 
+def _meta_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise InvalidTypeError(f"a meta record name must be a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidArgumentError("meta record name must be non-empty")
+    return name
+
+
+def _meta_data(data: object) -> bytes:
+    # bytes(5) would silently be five NUL bytes, bytes("x") a bare TypeError
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidTypeError(f"meta record must be bytes, not {type(data).__name__}")
+    return bytes(data)
+
+
 class MemoryPageStore:
     """A :class:`PageStore` held in a dict: for in-memory indexes and for tests.
 
@@ -150,12 +165,10 @@ class MemoryPageStore:
             self._decoded.pop(p, None)
 
     def get_meta(self, name: str) -> bytes | None:
-        return self._meta.get(name)
+        return self._meta.get(_meta_name(name))
 
     def put_meta(self, name: str, data: bytes) -> None:
-        if not name:
-            raise InvalidArgumentError("meta record name must be non-empty")
-        self._meta[name] = bytes(data)
+        self._meta[_meta_name(name)] = _meta_data(data)
 
     def __len__(self) -> int:
         """Number of pages held."""
@@ -822,18 +835,15 @@ class LmdbPageStore:
 
         Complexity: O(log n + length).
         """
-        return self._current().get("idxmeta", meta_key(self.name_prefix + name))
+        return self._current().get("idxmeta", meta_key(self.name_prefix + _meta_name(name)))
 
     def put_meta(self, name: str, data: bytes) -> None:
         """Write the named record (in the bound write transaction).
 
         Complexity: O(log n + length).
         """
-        if not name:
-            raise InvalidArgumentError("meta record name must be non-empty")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InvalidTypeError(f"meta record must be bytes, not {type(data).__name__}")
-        key = meta_key(self.name_prefix + name)
+        key = meta_key(self.name_prefix + _meta_name(name))
+        _meta_data(data)
         self._writing().put("idxmeta", key, data)
 
     def delete_meta(self, name: str) -> bool:
@@ -841,7 +851,7 @@ class LmdbPageStore:
 
         Complexity: O(log n).
         """
-        return self._writing().delete("idxmeta", meta_key(self.name_prefix + name))
+        return self._writing().delete("idxmeta", meta_key(self.name_prefix + _meta_name(name)))
 
     def meta_names(self, prefix: str = "") -> list[str]:
         """Names of the records under ``name_prefix + prefix`` (without ``name_prefix``).

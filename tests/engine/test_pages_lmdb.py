@@ -186,6 +186,11 @@ def test_protocol_and_errors(env):
             with pytest.raises(PageNotFoundError):
                 store.free([ids[0], 12345])
             assert store.get(ids[0]) == b"a"  # the failed frees changed nothing
+            with pytest.raises(InvalidTypeError):
+                store.put_meta(7, b"x")  # type: ignore[arg-type]  (was a bare TypeError)
+            with pytest.raises(InvalidTypeError):
+                store.put_meta("k", 5)  # type: ignore[arg-type]
+            assert store.meta_names() == []
             return ids
 
     ids = env.run_write(fn)
