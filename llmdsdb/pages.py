@@ -130,23 +130,45 @@ class MemoryPageStore:
         self._meta: dict[str, bytes] = {}
 
     def alloc(self, n: int = 1) -> list[int]:
+        """Reserve ``n`` new page ids (contiguous where possible).
+
+        Complexity: O(n).
+        """
         return self.allocator.alloc(n)
 
     def put(self, page_id: int, data: bytes) -> None:
+        """Write (or overwrite) an allocated page; drops its decoded copy.
+
+        :raises InvalidTypeError: when ``data`` is not bytes-like or the id not an int.
+        :raises PageNotFoundError: when the id is not allocated.
+
+        Complexity: O(len(data)).
+        """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidTypeError(f"page data must be bytes, not {type(data).__name__}")
-        if page_id not in self._pages and not self.allocator.is_allocated(page_id):
+        if not self.allocator.is_allocated(page_id):
             raise PageNotFoundError(f"page id {page_id} was not allocated")
         self._pages[page_id] = bytes(data)
         self._decoded.pop(page_id, None)
 
     def get(self, page_id: int) -> bytes:
+        """The bytes of a page.
+
+        :raises PageNotFoundError: when the id holds no page.
+
+        Complexity: O(1).
+        """
         try:
             return self._pages[page_id]
         except KeyError:
             raise PageNotFoundError(f"no page with id {page_id}") from None
 
     def load(self, page_id: int, decode: Callable[[bytes], T]) -> T:
+        """``decode(get(page_id))``, decoded once and then served from memory (treat the
+        result as read-only).
+
+        Complexity: O(1) after the first load of the page.
+        """
         try:
             return self._decoded[page_id]  # type: ignore[return-value]
         except KeyError:
@@ -155,28 +177,52 @@ class MemoryPageStore:
             return obj
 
     def free(self, page_ids: Iterable[int]) -> None:
+        """Delete the pages and return their ids to the allocator (all or nothing: the
+        allocator validates the whole list first).
+
+        :raises PageNotFoundError: when an id is not allocated.
+        :raises DoubleFreeError: when an id repeats.
+
+        Complexity: O(len(page_ids)).
+        """
         ids = list(page_ids)
-        missing = [p for p in ids if p not in self._pages and not self.allocator.is_allocated(p)]
-        if missing:
-            raise PageNotFoundError(f"cannot free unknown page ids {missing[:5]}")
         self.allocator.free(ids)
         for p in ids:
             self._pages.pop(p, None)
             self._decoded.pop(p, None)
 
     def get_meta(self, name: str) -> bytes | None:
+        """The named record, or None when it was never written.
+
+        Complexity: O(1).
+        """
         return self._meta.get(_meta_name(name))
 
     def put_meta(self, name: str, data: bytes) -> None:
+        """Write the named record.
+
+        :raises InvalidTypeError: when ``name`` is not a str or ``data`` not bytes-like.
+        :raises InvalidArgumentError: when ``name`` is empty.
+
+        Complexity: O(len(data)).
+        """
         self._meta[_meta_name(name)] = _meta_data(data)
 
     def __len__(self) -> int:
-        """Number of pages held."""
+        """Number of pages held. Complexity: O(1)."""
         return len(self._pages)
 
     def nbytes(self) -> int:
-        """Total bytes of all pages."""
+        """Total bytes of all pages. Complexity: O(pages)."""
         return sum(len(v) for v in self._pages.values())
+
+    def _check(self) -> None:
+        """Invariants: every stored page is allocated, every decoded page is stored."""
+        self.allocator._check()
+        assert all(self.allocator.is_allocated(p) for p in self._pages)
+        assert self._decoded.keys() <= self._pages.keys()
+        assert all(type(v) is bytes for v in self._pages.values())
+        assert all(type(k) is str and k and type(v) is bytes for k, v in self._meta.items())
 
 
 # ============================================================================================

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from llmdsdb.errors import InvalidArgumentError, InvalidTypeError, PageNotFoundError
+from llmdsdb.errors import (
+    DoubleFreeError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    PageNotFoundError,
+)
 from llmdsdb.pages import MemoryPageStore, PageStore
 
 
@@ -24,6 +29,7 @@ def test_pages_and_meta_round_trip() -> None:
     s.put_meta("bm25/config", memoryview(b"{}"))
     assert s.get_meta("bm25/config") == b"{}"
     assert s.get_meta("missing") is None
+    s._check()
 
 
 def test_bad_meta_records_are_refused_unchanged() -> None:
@@ -40,6 +46,7 @@ def test_bad_meta_records_are_refused_unchanged() -> None:
         with pytest.raises(err):
             s.put_meta(name, data)  # type: ignore[arg-type]
         assert s._meta == {"k": b"v"}
+        s._check()
     with pytest.raises(InvalidTypeError):
         s.get_meta(None)  # type: ignore[arg-type]
 
@@ -54,4 +61,7 @@ def test_bad_pages_are_refused_unchanged() -> None:
         s.put(a + 1, b"never allocated")
     with pytest.raises(PageNotFoundError):
         s.free([a, a + 7])
+    with pytest.raises(DoubleFreeError):
+        s.free([a, a])
     assert s.get(a) == b"x" and s.allocator.is_allocated(a)
+    s._check()
