@@ -306,6 +306,9 @@ def parse_vector(value: Any, what: str = "embedding") -> np.ndarray:
             raise InputFormatError(f"{what}[{i}] is not a number: {x!r}")
         if isinstance(x, float) and not math.isfinite(x):
             raise InputFormatError(f"{what}[{i}] is not finite: {x!r}")
+        if isinstance(x, int) and x.bit_length() > 128:  # numpy would raise OverflowError
+            raise InputFormatError(f"{what}[{i}] overflows float32 (a {x.bit_length()}-bit "
+                                   "integer)")
     with np.errstate(over="ignore"):
         vec = np.asarray(value, dtype=np.float64).astype(np.float32)
     if not np.isfinite(vec).all():

@@ -69,6 +69,9 @@ def test_metadata_fields_added(tmp_path: Path) -> None:
     (b'{"id": "a", "text": "x", "embedding": [1, "b"]}\n', "not a number"),
     (b'{"id": "a", "text": "x", "embedding": [1, NaN]}\n', "NaN"),
     (b'{"id": "a", "text": "x", "embedding": [1e39]}\n', "overflows float32"),
+    # an integer too large for a float was a bare OverflowError that ended the whole run
+    (b'{"id": "a", "text": "x", "embedding": [1, ' + b"9" * 400 + b']}\n',
+     "overflows float32"),
     (b'{"id": "a", "text": "x", "embedding": []}\n', "empty"),
     (b'{"id": "a", "text": "x", "metadata": [1]}\n', "must be an object"),
 ])
