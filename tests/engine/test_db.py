@@ -377,3 +377,35 @@ def test_weight_extremes_fall_back_to_the_side_present(path):
         assert db.search("market", vector=emb[0], fusion_weight=0.0, top_k=2) == \
             db.search("market", fusion_weight=0.0, top_k=2)
         assert db.search("market", vector=emb[0], fusion_weight=1.0, top_k=1)[0].id == "d0"
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_vector_search_is_exact_per_metric(tmp_path, metric):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((60, 6)).astype(np.float32) * rng.uniform(0.5, 3, (60, 1))
+    q = rng.standard_normal(6).astype(np.float32)
+    if metric == "cosine":
+        score = -(X @ q) / np.linalg.norm(X, axis=1)
+    elif metric == "ip":
+        score = -(X @ q)
+    else:
+        score = ((X - q) ** 2).sum(axis=1)
+    truth = [f"v{i}" for i in np.argsort(score, kind="stable")[:5]]
+    with llmdsdb.open(str(tmp_path / metric), metric=metric, fresh_max_vectors=25) as db:
+        for s in range(0, 60, 20):  # part of it moves into the graph, part stays fresh
+            db.add([f"v{i}" for i in range(s, s + 20)], ["x"] * 20, embeddings=X[s:s + 20])
+        assert [r.id for r in db.search(vector=q, top_k=5)] == truth
+        assert db.check() == []
+
+
+def test_analyzer_is_stored_and_conflicts(path):
+    from llmdsdb.analysis import Analyzer
+
+    with llmdsdb.open(path, analyzer=Analyzer(stem=False)) as db:
+        db.add(["a"], ["running dogs"])
+        assert db.search("running") and not db.search("run")
+    with llmdsdb.open(path) as db:
+        assert db.config["analyzer"]["stem"] is False
+        assert not db.search("run")
+    with pytest.raises(ConfigConflictError):
+        llmdsdb.open(path, analyzer=Analyzer(stem=True))
