@@ -270,7 +270,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _json_loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # a bad line, like any other invalid JSON: never end the run
+        raise ValueError("nested too deeply") from None
 
 
 def parse_vector(value: Any, what: str = "embedding") -> np.ndarray:

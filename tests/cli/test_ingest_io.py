@@ -74,6 +74,7 @@ def test_metadata_fields_added(tmp_path: Path) -> None:
      "overflows float32"),
     (b'{"id": "a", "text": "x", "embedding": []}\n', "empty"),
     (b'{"id": "a", "text": "x", "metadata": [1]}\n', "must be an object"),
+    (b"[" * 100_000 + b"\n", "nested too deeply"),  # was a bare RecursionError
 ])
 def test_bad_jsonl_lines_name_file_and_line(tmp_path: Path, line: bytes, reason: str) -> None:
     p = _lines(tmp_path / "a.jsonl", b'{"id": "ok", "text": "fine"}\n', line)
