@@ -81,7 +81,14 @@ from llmdsdb.errors import (
 )
 from llmdsdb.pages import MemoryPageStore, PageStore
 
-__all__ = ["IndexStats", "InvertedIndex", "MAX_QUERY_CHARS", "MAX_QUERY_TERMS", "N_SHARDS"]
+__all__ = [
+    "DENSE_MAX_DOCS",
+    "MAX_QUERY_CHARS",
+    "MAX_QUERY_TERMS",
+    "N_SHARDS",
+    "IndexStats",
+    "InvertedIndex",
+]
 
 FORMAT_VERSION = 1
 #: Number of meta records the term dictionary is sharded into.
@@ -1094,7 +1101,6 @@ class InvertedIndex:
         self._dirty_doc_chunks.clear()
         # term dictionary shards
         shards = {_shard_of(self._terms[t]) for t in self._dirty_terms}
-        df = self._df.a
         for s in sorted(shards):
             st.put_meta(f"bm25/terms/{s:03x}", self._encode_shard(s))
         self._dirty_terms.clear()
