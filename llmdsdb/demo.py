@@ -55,8 +55,12 @@ class HashingEmbedder:
     """
 
     def __init__(self, dim: int = 256) -> None:
-        if int(dim) < 2:
-            raise ValueError("dim must be at least 2")
+        from llmdsdb.errors import InvalidArgumentError, InvalidTypeError
+
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise InvalidTypeError(f"dim must be an int, not {type(dim).__name__}")
+        if dim < 2:
+            raise InvalidArgumentError(f"dim must be at least 2, got {dim}")
         self.dim = int(dim)
 
     def _features(self, text: str) -> dict[str, tuple[float, int]]:
