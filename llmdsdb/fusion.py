@@ -625,6 +625,10 @@ def _fill(
     for i, key, v in zip(missing.tolist(), mkeys, got):
         if v is None:
             continue
+        if isinstance(v, (str, bytes, bool)) or not isinstance(v, (int, float, np.number)):
+            raise InvalidTypeError(
+                f"fill_missing({side!r}) gave {v!r} for {key!r}; expected a number or None"
+            )
         fv = float(v)
         if not math.isfinite(fv):
             raise NonFiniteError(f"fill_missing({side!r}) gave a non-finite value for {key!r}")

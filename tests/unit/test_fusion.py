@@ -268,6 +268,9 @@ def test_bad_fill_missing_results() -> None:
         fuse(BM25, DENSE, fill_missing=lambda side, ks: [])
     with pytest.raises(NonFiniteError):
         fuse(BM25, DENSE, fill_missing=lambda side, ks: [float("nan")] * len(ks))
+    for bad in ("1.5", "x", [1.0], True):  # were float()'s bare ValueError/TypeError, or 1.0
+        with pytest.raises(InvalidTypeError, match="expected a number"):
+            fuse(BM25, DENSE, fill_missing=lambda side, ks, bad=bad: [bad] * len(ks))
 
 
 def test_validate_fusion_args_normalises_types() -> None:
