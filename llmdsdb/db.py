@@ -1203,9 +1203,13 @@ class Database:
         """Run ``ops`` in one write transaction (re-run from scratch after a map grow)."""
 
         new_gen = [-1]
+        cfg_before = dict(self._config)  # the batch may fix the dimension: undone on abort
 
         def fn(txn: Any) -> list[int]:
             gen = self._env.generation(txn)
+            if self._config != cfg_before:  # a re-run after a map grow
+                self._config = dict(cfg_before)
+                self._dirty = True
             if self._dirty or gen != self._gen:
                 self._load_indexes(txn, gen)
             self._dirty = True  # from here on the in-memory indexes run ahead of the disk
@@ -1217,6 +1221,7 @@ class Database:
             results = self._env.run_write(fn)
         except BaseException:
             self._dirty = True
+            self._config = cfg_before
             self._cache.clear()
             raise
         self._gen = new_gen[0]

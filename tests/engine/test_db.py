@@ -409,3 +409,24 @@ def test_analyzer_is_stored_and_conflicts(path):
         assert not db.search("run")
     with pytest.raises(ConfigConflictError):
         llmdsdb.open(path, analyzer=Analyzer(stem=True))
+
+
+def test_aborted_first_batch_fixes_nothing(path, monkeypatch):
+    import llmdsdb.db as dbmod
+
+    real = dbmod.Database._apply
+
+    def failing(self, txn, ops):
+        real(self, txn, ops)
+        raise OSError("injected")
+
+    with llmdsdb.open(path) as db:
+        monkeypatch.setattr(dbmod.Database, "_apply", failing)
+        with pytest.raises(OSError):
+            db.add(["a"], ["x"], embeddings=[np.ones(3)])
+        monkeypatch.undo()
+        assert db.dim is None and db.count() == 0 and db.generation == 0
+        db.add(["b"], ["y"], embeddings=[np.ones(5)])  # another dimension is fine now
+        assert db.dim == 5 and db.check() == []
+    with llmdsdb.open(path) as db:
+        assert db.dim == 5 and db.count() == 1
