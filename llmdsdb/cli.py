@@ -222,7 +222,7 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
     db = None
     committed_any = False
 
-    def on_bad(bad: BadLine, batch_start: int) -> None:
+    def on_bad(bad: BadLine) -> None:
         if not skip_bad:
             before = stats["written"]
             tail = (f" ({before} documents written by earlier batches; nothing of this batch "
@@ -240,7 +240,7 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
         for item in _iter(files, spec, embeddings=rows):
             if isinstance(item, BadLine):
                 stats["read"] += 1
-                on_bad(item, 0)
+                on_bad(item)
                 continue
             stats["read"] += 1
             if item.id in ids:  # the later line wins: commit what came before it first
@@ -277,7 +277,7 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
                     span = f"{batch[0].where}..{batch[-1].where.rsplit(':', 1)[-1]}"
                     raise InvalidArgumentError(f"{span}: {exc} (nothing of this batch was "
                                                "written)") from None
-                on_bad(BadLine(batch[j].where, reason, batch[j].ordinal), 0)
+                on_bad(BadLine(batch[j].where, reason, batch[j].ordinal))
                 batch = batch[:j] + batch[j + 1:]
 
     try:

@@ -663,8 +663,8 @@ def count_records(paths: Iterable[str | os.PathLike[str]]) -> int:
         if kind == "jsonl":
             n += sum(1 for _, _, raw in _raw_lines(p) if raw is None or raw.strip())
         elif kind in ("csv", "tsv"):
-            n += sum(1 for r in iter_records([p], FieldSpec(id_field="\x00"))
-                     if isinstance(r, (Record, BadLine)))
+            # every row fails fast on the absent id field: counted, not parsed further
+            n += sum(1 for _ in iter_records([p], FieldSpec(id_field="\x00")))
         elif kind == "text":
             n += 1
         else:
