@@ -666,7 +666,13 @@ class Txn:
     def _iter(self, db: str, prefix: bytes, verify: bool, values: bool
               ) -> Iterator[tuple[bytes, bytes | None]]:
         h = self._handle(db)
-        prefix = bytes(prefix) if not isinstance(prefix, str) else prefix.encode("utf-8")
+        if isinstance(prefix, str):
+            prefix = prefix.encode("utf-8")
+        elif isinstance(prefix, (bytes, bytearray, memoryview)):
+            prefix = bytes(prefix)
+        else:  # bytes(5) would be a prefix of five NUL bytes
+            raise InvalidTypeError(f"a key prefix must be bytes or str, not "
+                                   f"{type(prefix).__name__}")
         kind = _KIND_OF_DB[db]
         full = h + prefix
         try:

@@ -316,6 +316,8 @@ def test_txn_operations(env):
             txn.get("docs", b"k" * 512)
         with pytest.raises(InvalidTypeError):
             txn.get("docs", 5)  # type: ignore[arg-type]
+        with pytest.raises(InvalidTypeError):  # was read as a prefix of five NUL bytes
+            list(txn.items("pages", 5))  # type: ignore[arg-type]
     with pytest.raises(ClosedError):
         txn.get("pages", u64key(0))
 
