@@ -520,6 +520,19 @@ def _read_jsonl(
 def _read_csv(
     path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter, delimiter: str
 ) -> Iterator[Record | BadLine]:
+    # The csv module's field limit is process-wide: raise it for our long lines, and give
+    # the caller's setting back when the file is done (or abandoned).
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, MAX_LINE_BYTES))
+    try:
+        yield from _read_csv_rows(path, spec, rows, counter, delimiter)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _read_csv_rows(
+    path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter, delimiter: str
+) -> Iterator[Record | BadLine]:
     gz = path.lower().endswith(".gz")
     pending: list[BadLine] = []
     state = {"line": 0}
@@ -538,9 +551,6 @@ def _read_csv(
                 pending.append(BadLine(f"{path}:{line_no}", str(exc), -1))
                 yield "\n"
 
-    limit = csv.field_size_limit()
-    if limit < MAX_LINE_BYTES:
-        csv.field_size_limit(MAX_LINE_BYTES)
     reader = csv.reader(lines(), delimiter=delimiter, strict=True)
     try:
         header = next(reader)

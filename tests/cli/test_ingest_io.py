@@ -125,6 +125,18 @@ def test_csv_and_tsv(tmp_path: Path) -> None:
     assert [(r.id, r.text, r.metadata) for r in iter_records([t])] == [("a", "b c", {})]
 
 
+def test_csv_reading_restores_the_process_wide_field_limit(tmp_path: Path) -> None:
+    import csv
+
+    p = _lines(tmp_path / "a.csv", b"id,text\n", b"1," + b"x" * 200_000 + b"\n")
+    old = csv.field_size_limit(1000)
+    try:
+        assert len(next(iter_records([p])).text) == 200_000  # read past the 1000 limit
+        assert csv.field_size_limit() == 1000  # and the caller's setting is back
+    finally:
+        csv.field_size_limit(old)
+
+
 def test_directory_of_text_files(tmp_path: Path) -> None:
     d = tmp_path / "notes"
     (d / "sub").mkdir(parents=True)
