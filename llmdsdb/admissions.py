@@ -30,8 +30,8 @@ When both buckets are short, the request limit is reported (it is checked first)
 
 Invariant (checked by :meth:`AdmissionController._check`): ``0 <= request level <= request
 capacity``; ``token level <= token capacity`` (it may be negative: debt); the window totals
-equal the sums of their slots (one slot per tenth of ``window_size``, in time order); and
-``admitted + rejected == decisions``.
+equal the sums of their slots (one slot per tenth of ``window_size``, in time order, none
+negative); and ``admitted + rejected == decisions``.
 
 >>> from llmdsdb.admissions import AdmissionController
 >>> now = [0.0]
@@ -177,7 +177,8 @@ class AdmissionController:
         self._rejected = {r: 0 for r in REASONS if r != ADMITTED}
         self._tokens_estimated = 0
         self._tokens_recorded = 0
-        self._outstanding: deque[int] = deque()
+        # estimates not yet settled: (estimate, window slot of the admission)
+        self._outstanding: deque[tuple[int, int]] = deque()
         # counters per slot of window/10 seconds over the last window: [slot, requests, tokens]
         self._slot = w / 10.0
         self._win: deque[list[float]] = deque()
@@ -218,7 +219,8 @@ class AdmissionController:
             self._last = now
         return self._last
 
-    def _window_add(self, now: float, requests: int, tokens: int) -> None:
+    def _window_add(self, now: float, requests: int, tokens: int) -> int:
+        """Count in the slot of ``now``; returns that slot."""
         sec = math.floor(now / self._slot)
         win = self._win
         if win and win[-1][0] == sec:
@@ -229,6 +231,18 @@ class AdmissionController:
         self._win_admitted += requests
         self._win_tokens += tokens
         self._window_prune(now)
+        return sec
+
+    def _window_correct(self, sec: int, tokens: int) -> None:
+        """Add a correction to the (still kept) slot ``sec`` of the admission it settles; a
+        slot already out of the window is not counted any more, nor is its correction."""
+        for entry in reversed(self._win):
+            if entry[0] == sec:
+                entry[2] += tokens
+                self._win_tokens += tokens
+                return
+            if entry[0] < sec:
+                return
 
     def _window_prune(self, now: float) -> None:
         # keep the slots that overlap (now - window, now]
@@ -266,8 +280,7 @@ class AdmissionController:
             self._t_level -= est
             self._admitted += 1
             self._tokens_estimated += est
-            self._outstanding.append(est)
-            self._window_add(now, 1, est)
+            self._outstanding.append((est, self._window_add(now, 1, est)))
             d = Decision(True, ADMITTED, 0.0)
         if not d.admitted:
             self._rejected[d.reason] += 1
@@ -311,23 +324,27 @@ class AdmissionController:
         actual = _tokens(tokens, "tokens")
         given = None if estimated_tokens is None else _tokens(estimated_tokens, "estimated_tokens")
         now = self._refill()
-        if self._outstanding:
-            est = self._outstanding.popleft()
-        else:
-            est = 0
+        settled = self._outstanding.popleft() if self._outstanding else None
         if given is not None:
             est = given
-        diff = actual - est
-        self._t_level = min(self._t_cap, self._t_level - diff)
+        else:
+            est = 0 if settled is None else settled[0]
+        self._t_level = min(self._t_cap, self._t_level - (actual - est))
         self._tokens_recorded += actual
-        self._window_add(now, 0, diff)
+        self._window_prune(now)
+        if settled is None:  # admitted elsewhere: its tokens count now
+            self._window_add(now, 0, actual)
+        else:  # the real count replaces the estimate in the admission's slot, if still kept
+            self._window_correct(settled[1], actual - settled[0])
 
     def stats(self) -> dict[str, object]:
         """Counters and current state.
 
         Keys: ``admitted``, ``rejected`` (total), ``rejected_by_reason`` (reason -> count),
-        ``decisions``, ``current_qps`` and ``current_tokens_per_s`` (admitted requests and
-        their tokens, estimates corrected by :meth:`record_request`, over the last
+        ``decisions``, ``current_qps`` and ``current_tokens_per_s`` (requests admitted and
+        their tokens -- the estimate until :meth:`record_request` gives the real count, which
+        then replaces it where it was counted; a request recorded without an outstanding
+        admission counts when recorded -- over the last
         ``window_size`` seconds, divided by ``window_size``), ``requests_available`` and
         ``tokens_available`` (bucket levels now), ``outstanding_estimates``,
         ``tokens_estimated``, ``tokens_recorded``, and the configuration ``qps_target``,
@@ -362,6 +379,7 @@ class AdmissionController:
         assert not math.isnan(self._t_level)
         assert self._win_admitted == sum(int(r) for _, r, _ in self._win)
         assert self._win_tokens == sum(int(t) for _, _, t in self._win)
+        assert all(r >= 0 and t >= 0 for _, r, t in self._win)  # counts of real requests
         assert self._admitted + sum(self._rejected.values()) == self._decisions
         assert len(self._outstanding) <= self._admitted
         secs = [s for s, _, _ in self._win]

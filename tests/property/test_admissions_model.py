@@ -69,17 +69,17 @@ class Model:
         oldest = math.floor((float(now) - self.window) / slot) + 1
         reqs = toks = 0
         _, _, _ = self.replay(now)
-        pending: list[int] = []
+        pending: list[tuple[int, Fraction]] = []  # (estimate, admission time)
         for when, kind, a, b in self.log:
             if kind == "admit":
-                pending.append(a)
-                d_req, d_tok = 1, a
-            else:
-                est = pending.pop(0) if pending else 0
-                if b >= 0:
-                    est = b
+                pending.append((a, when))
+                d_req, d_tok, at = 1, a, when
+            elif pending:  # the real count replaces the estimate where it was counted
+                est, at = pending.pop(0)
                 d_req, d_tok = 0, a - est
-            if math.floor(float(when) / slot) >= oldest:
+            else:  # nothing outstanding: counted when recorded
+                d_req, d_tok, at = 0, a, when
+            if math.floor(float(at) / slot) >= oldest:
                 reqs += d_req
                 toks += d_tok
         return reqs / self.window, toks / self.window

@@ -140,3 +140,19 @@ def test_bad_token_counts_leave_state_unchanged(clock, bad) -> None:
             ac.record_request(5, estimated_tokens=bad)
     assert ac.stats() == before
     ac._check()
+
+
+def test_window_rate_counts_the_real_tokens_and_is_never_negative(clock) -> None:
+    # A refund used to be counted at record time, so settling an estimate whose admission
+    # had left the window made current_tokens_per_s negative (-90 here).
+    ac = make(clock, qps_target=100, token_rate_limit=1000, window_size=1)
+    assert ac.decide(100).admitted
+    clock.advance(5.0)
+    ac.record_request(10)
+    assert ac.stats()["current_tokens_per_s"] == 0.0
+    assert ac.decide(100).admitted
+    ac.record_request(30)  # replaces the estimate of the admission still in the window
+    assert ac.stats()["current_tokens_per_s"] == 30.0
+    ac.record_request(7)  # nothing outstanding: counted when recorded
+    assert ac.stats()["current_tokens_per_s"] == 37.0
+    ac._check()
