@@ -86,7 +86,11 @@ def run_trial(path: str, seed: int) -> tuple[int, list[int]]:
         # the writer keeps going while we read: the kill lands anywhere in the next batch
         # (validation, index updates, page writes, the commit, the fsync) or after the end
         proc.send_signal(signal.SIGKILL)
-        rest, _err = proc.communicate(timeout=60)
+        # read the rest through the same buffered reader: communicate() would read the raw
+        # pipe and miss acknowledgements readline() already pulled into the buffer
+        rest = proc.stdout.read()
+        proc.stderr.read()
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
