@@ -395,7 +395,11 @@ class Envelope:
             if len(body) != length:
                 raise CorruptionError(f"{key_desc}: length field {length} != body {len(body)}")
             return bytes(body)
-        declared = zstandard.frame_content_size(body)
+        try:
+            declared = zstandard.frame_content_size(body)
+        except zstandard.ZstdError as exc:  # not a zstd frame at all
+            raise CorruptionError(f"{key_desc}: zstd body has no readable frame header: "
+                                  f"{exc}; restore from a backup") from exc
         if declared != length:
             raise CorruptionError(f"{key_desc}: zstd frame declares {declared} bytes, the "
                                   f"envelope {length}")

@@ -152,6 +152,10 @@ def test_envelope_bounded_decompression():
         Envelope.decode_value(_forge(b"\x28\xb5\x2f\xfd\x20\x05garbage", 5), key_desc="d")
     with pytest.raises(CorruptionError, match="flags"):
         Envelope.decode_value(_forge(b"abc", 3, flags=0x80), key_desc="d")
+    # Flagged as zstd but not a frame at all: was a bare zstandard.ZstdError.
+    for body in (b"garbage!", b""):
+        with pytest.raises(CorruptionError, match="frame header"):
+            Envelope.decode_value(_forge(body, 300), key_desc="d")
 
 
 # --- open, paths, files -----------------------------------------------------------------------
