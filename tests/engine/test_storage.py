@@ -589,12 +589,10 @@ def test_failed_begin_aborts_the_lmdb_transaction(env, monkeypatch):
         return t
 
     monkeypatch.setattr(env, "_begin", spy)
-    with pytest.raises(CorruptionError, match="generation"):
-        with env.read():
-            pass
-    with pytest.raises(CorruptionError, match="generation"):
-        with env.write():
-            pass
+    with pytest.raises(CorruptionError, match="generation"), env.read():
+        pass
+    with pytest.raises(CorruptionError, match="generation"), env.write():
+        pass
     assert len(begun) == 2
     for t in begun:
         with pytest.raises(lmdb.Error, match="closed"):
