@@ -203,8 +203,13 @@ class _DirLock:
         self.fd = -1
 
     def __enter__(self) -> _DirLock:
-        self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # may wait: a Ctrl-C here must not leak the fd
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -221,9 +226,11 @@ def _make_locked_tmp(parent: Path, prefix: str) -> tuple[Path, _DirLock]:
     """A fresh private (0700) temporary directory in ``parent``, flock'ed by this process
     for as long as it works in it, so a concurrent cleanup can tell it is not debris."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    lock = _DirLock(tmp)
-    lock.fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(lock.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        lock = _DirLock(tmp).__enter__()  # a brand-new directory: never waits
+    except BaseException:
+        _rmtree(tmp)
+        raise
     return tmp, lock
 
 
