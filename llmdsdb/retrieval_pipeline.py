@@ -375,7 +375,7 @@ class RetrievalPipeline:
             bm25, dense, fusion_weight=w, method=method,  # type: ignore[arg-type]
             normalization=norm, top_k=top, metric=self.metric,  # type: ignore[arg-type]
         ) if (bm25 is not None or dense is not None) else []
-        if cache is not None:
+        if cache is not None and _cost(hits) <= cache.token_budget:  # else too big to cache
             cache.put(key, tuple(hits))
         return hits
 
@@ -435,7 +435,7 @@ class RetrievalPipeline:
                 chk()
 
 
-def _cost(hits: tuple[FusedHit, ...]) -> int:
+def _cost(hits: Sequence[FusedHit]) -> int:
     return 1 + len(hits)
 
 

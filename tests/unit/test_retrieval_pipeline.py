@@ -138,6 +138,19 @@ def test_cache_respects_the_token_budget() -> None:
     assert st["tokens"] <= 12 and st["evictions"] > 0
 
 
+def test_result_larger_than_the_cache_budget_is_served_uncached() -> None:
+    # top_k=8 results cost 9 tokens > 5: cache.put raised BudgetExceededError and the
+    # search failed.
+    p = RetrievalPipeline(embedding_dim=DIM, token_budget=5)
+    for i in range(10):
+        p.add_document(i, f"cat number {i}")
+    big = p.search("cat", top_k=8)
+    assert len(big) == 8 and p.search("cat", top_k=8) == big
+    assert p.stats()["cache"]["entries"] == 0
+    assert len(p.search("cat", top_k=2)) == 2 and p.stats()["cache"]["entries"] == 1
+    p._check()
+
+
 def test_cache_disabled_with_zero_budget() -> None:
     p = RetrievalPipeline(embedding_dim=DIM, token_budget=0)
     p.add_document(1, "hello world")
