@@ -29,9 +29,9 @@ reason                    meaning
 When both buckets are short, the request limit is reported (it is checked first).
 
 Invariant (checked by :meth:`AdmissionController._check`): ``0 <= request level <= request
-capacity``; ``token level <= token capacity`` (it may be negative: debt); the window totals
-equal the sums of their slots (one slot per tenth of ``window_size``, in time order, none
-negative); and ``admitted + rejected == decisions``.
+capacity``; ``token level <= token capacity`` (it may be negative: debt); the window slots
+(one per tenth of ``window_size``, whose sums are the current rates) are in time order and
+none is negative; and ``admitted + rejected == decisions``.
 
 >>> from llmdsdb.admissions import AdmissionController
 >>> now = [0.0]
@@ -124,7 +124,8 @@ class AdmissionController:
     Not thread-safe: guard the controller with one lock when several threads share it.
 
     Memory: O(1) for the buckets plus 11 counters (one per tenth of the window)
-    for the current rates, plus one int per admitted request whose tokens are not recorded yet.
+    for the current rates, plus two ints per admitted request whose tokens are not recorded
+    yet.
     """
 
     __slots__ = (
@@ -144,8 +145,6 @@ class AdmissionController:
         "_tokens_estimated",
         "_tokens_recorded",
         "_win",
-        "_win_admitted",
-        "_win_tokens",
         "_window",
         "last_decision",
     )
@@ -181,9 +180,7 @@ class AdmissionController:
         self._outstanding: deque[tuple[int, int]] = deque()
         # counters per slot of window/10 seconds over the last window: [slot, requests, tokens]
         self._slot = w / 10.0
-        self._win: deque[list[float]] = deque()
-        self._win_admitted = 0
-        self._win_tokens = 0
+        self._win: deque[list[int]] = deque()
         self.last_decision = Decision(True, ADMITTED, 0.0)
 
     # --- properties --------------------------------------------------------------------------
@@ -228,8 +225,6 @@ class AdmissionController:
             win[-1][2] += tokens
         else:
             win.append([sec, requests, tokens])
-        self._win_admitted += requests
-        self._win_tokens += tokens
         self._window_prune(now)
         return sec
 
@@ -239,7 +234,6 @@ class AdmissionController:
         for entry in reversed(self._win):
             if entry[0] == sec:
                 entry[2] += tokens
-                self._win_tokens += tokens
                 return
             if entry[0] < sec:
                 return
@@ -249,9 +243,7 @@ class AdmissionController:
         oldest = math.floor((now - self._window) / self._slot) + 1
         win = self._win
         while win and win[0][0] < oldest:
-            _, r, t = win.popleft()
-            self._win_admitted -= int(r)
-            self._win_tokens -= int(t)
+            win.popleft()
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -360,8 +352,8 @@ class AdmissionController:
             "rejected": sum(rejected.values()),
             "rejected_by_reason": rejected,
             "decisions": self._decisions,
-            "current_qps": self._win_admitted / self._window,
-            "current_tokens_per_s": self._win_tokens / self._window,
+            "current_qps": sum(r for _, r, _ in self._win) / self._window,
+            "current_tokens_per_s": sum(t for _, _, t in self._win) / self._window,
             "requests_available": self._q_level,
             "tokens_available": self._t_level,
             "outstanding_estimates": len(self._outstanding),
@@ -377,8 +369,6 @@ class AdmissionController:
         assert 0.0 <= self._q_level <= self._q_cap, (self._q_level, self._q_cap)
         assert self._t_level <= self._t_cap, (self._t_level, self._t_cap)
         assert not math.isnan(self._t_level)
-        assert self._win_admitted == sum(int(r) for _, r, _ in self._win)
-        assert self._win_tokens == sum(int(t) for _, _, t in self._win)
         assert all(r >= 0 and t >= 0 for _, r, t in self._win)  # counts of real requests
         assert self._admitted + sum(self._rejected.values()) == self._decisions
         assert len(self._outstanding) <= self._admitted
