@@ -527,6 +527,8 @@ class KVCache:
         return self._get_seq(seq_id).length
 
     def _get_seq(self, seq_id: object) -> _Seq:
+        if seq_id.__class__ is bool:  # True == 1 as a dict key: would act on sequence 1
+            _as_seq_id(seq_id)
         try:
             seq = self._seqs.get(seq_id)  # type: ignore[arg-type]
         except TypeError:

@@ -93,6 +93,12 @@ def _count(value: object, what: str, minimum: int) -> int:
     return int(value)
 
 
+def _request_id(value: object) -> None:
+    """Refuse a bool request id (True == 1 as a dict key would act on request 1)."""
+    if isinstance(value, bool):
+        raise InvalidTypeError("request id must be an int, not bool")
+
+
 def _percentile(sorted_samples: list[float], p: float) -> float:
     """Nearest-rank percentile of an ascending, non-empty list."""
     rank = max(1, math.ceil(p / 100.0 * len(sorted_samples)))
@@ -347,6 +353,7 @@ class Scheduler:
         ids = list(request_ids)
         seen: set[int] = set()
         for rid in ids:
+            _request_id(rid)
             try:
                 in_flight = rid in self._flight
             except TypeError:
@@ -381,6 +388,7 @@ class Scheduler:
 
         Complexity: O(log n).
         """
+        _request_id(request_id)
         try:
             rec = self._reqs.get(request_id)
         except TypeError:
@@ -401,6 +409,7 @@ class Scheduler:
 
         Complexity: O(log n).
         """
+        _request_id(request_id)
         try:
             queued = request_id in self._reqs
         except TypeError:

@@ -232,8 +232,10 @@ def test_unknown_and_bad_ids() -> None:
                  lambda: kv.page_table(2), lambda: kv.seq_len(2)):
         with pytest.raises(NotFoundError):
             call()
+    # True == 1 as a dict key: detach/append/fork(True, ...) used to act on sequence 1
     for call in (lambda: kv.detach("1"), lambda: kv.detach([1]), lambda: kv.fork(1, "b"),
-                 lambda: kv.append(1, [1.5])):
+                 lambda: kv.append(1, [1.5]), lambda: kv.detach(True),
+                 lambda: kv.append(True, [9]), lambda: kv.fork(True, 5)):
         with pytest.raises(InvalidTypeError):
             call()
     with pytest.raises(DuplicateIdError):

@@ -156,6 +156,8 @@ def test_complete_batch_errors_leave_state_unchanged(clock) -> None:
         s.complete_batch([a, 99])
     with pytest.raises(InvalidTypeError):
         s.complete_batch([[1]])
+    with pytest.raises(InvalidTypeError):  # True == 1: used to complete request 1
+        s.complete_batch([True])
     assert s.stats() == before
     s.complete_batch([a, b])
     with pytest.raises(NotFoundError):
@@ -241,6 +243,13 @@ def test_bad_update_priority(clock) -> None:
         s.update_priority(42, 1)
     with pytest.raises(InvalidTypeError):
         s.update_priority([1], 1)
+    r1 = s.submit(2)
+    assert r1 == 1
+    with pytest.raises(InvalidTypeError):  # True == 1: used to re-key / cancel request 1
+        s.update_priority(True, 5)
+    with pytest.raises(InvalidTypeError):
+        s.cancel(True)
+    s.cancel(r1)
     assert s.stats()["queued_tokens"] == 1
     s._check()
 
