@@ -378,7 +378,7 @@ class KVCache:
         copied first. Pages that become full are hashed and shared when already cached.
 
         :raises NotFoundError: when ``seq_id`` is not attached.
-        :raises InvalidTypeError: when a token is not an int.
+        :raises InvalidTypeError: when a token is not an int, or ``seq_id`` is a bool.
         :raises OutOfPagesError: when the free pages do not suffice; nothing changes.
 
         Complexity: O(m + page_size) for m appended tokens.
@@ -458,6 +458,7 @@ class KVCache:
         included (beam search, parallel sampling); later appends copy the tail on write.
 
         :raises NotFoundError: when ``src_seq_id`` is not attached.
+        :raises InvalidTypeError: when an id is a bool or not an int.
         :raises DuplicateIdError: when ``dst_seq_id`` is attached already.
 
         Complexity: O(k) for the k pages of the source.
@@ -476,6 +477,7 @@ class KVCache:
         """Remove a sequence; pages whose last reference goes are freed.
 
         :raises NotFoundError: when ``seq_id`` is not attached.
+        :raises InvalidTypeError: when ``seq_id`` is a bool or unhashable.
 
         Complexity: O(k) for the sequence's k pages.
         """

@@ -383,6 +383,7 @@ class Scheduler:
         kept; an SLO request keeps its deadline).
 
         :raises NotFoundError: when the request is not queued.
+        :raises InvalidTypeError: when the id is a bool or unhashable.
         :raises InvalidArgumentError: when ``new_tokens`` is negative
             (:class:`BudgetExceededError` when over ``max_batch_tokens``).
 
@@ -406,6 +407,7 @@ class Scheduler:
         """Remove a queued request without serving it.
 
         :raises NotFoundError: when the request is not queued.
+        :raises InvalidTypeError: when the id is a bool or unhashable.
 
         Complexity: O(log n).
         """
