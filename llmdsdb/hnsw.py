@@ -40,6 +40,7 @@ Distances: ``cosine`` -> ``1 - cos`` (vectors stored normalised), ``ip`` -> ``-d
 
 from __future__ import annotations
 
+import bisect
 import math
 import struct
 import threading
@@ -561,48 +562,71 @@ class HNSW:
             out_d = np.maximum(2.0 * out_k + qsq[:, None], 0.0)  # type: ignore[index]
         return out_id, out_d
 
-    def _search_layer_one(self, q: np.ndarray, qsq: float, seeds: np.ndarray, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        """Layer-0 search for one query, kept to about 16 numpy calls per step.
+    def _search_layer_one(self, q: np.ndarray, qsq: float, ef: int) -> tuple[list[int], list[float]]:
+        """Layer-0 search for one query: numpy for neighbours and distances, Python lists
+        for the pool.
+
+        Start: when the scanned upper layer is layer 1 (its nodes are layer-0 nodes too),
+        its one exact product already scores every node of it, so the ``ef`` best of them
+        form the initial pool and all of them are marked visited (one not in the initial
+        pool is worse than the pool's ``ef``-th entry, which only gets better). Otherwise
+        the greedy descent's node starts the pool.
 
         Each step expands the pool entries not expanded yet (the *frontier*), at most
-        ``_C_ONE`` of them, nearest first. All of them are closer than the pool's worst, so
-        the textbook loop would expand them too unless a closer find pushed them out first;
-        expanding several together costs a few extra distances but replaces many small numpy
-        calls by a few larger ones. Nodes are ranked by a *key* that orders like the
-        distance and costs one product (``-q.v``, or ``|v|^2/2 - q.v`` for l2); the pool is
-        kept unsorted (``argpartition``) and sorted once at the end.
+        ``_C_ONE`` of them, nearest first: their neighbour rows are gathered with one
+        ``take``, filtered through the epoch-stamped visited array, and scored with one
+        gathered product. The pool (at most ``ef`` entries, kept sorted) is Python lists:
+        for pools of tens of entries, ``bisect`` on lists costs less than the half-dozen
+        numpy calls a vectorised merge needs. Nodes are ranked by a *key* that orders like
+        the distance and costs one product (``-q.v``, or ``|v|^2/2 - q.v`` for l2).
 
-        :returns: (internal ids, distances) sorted nearest first (at most ``ef`` of each).
+        :returns: (internal ids, keys), nearest first (at most ``ef`` of each).
         """
         adj = self._adj0
         vecs = self._vecs
         vis, cap1, epoch = self._visited(1)
         vis[cap1 - 1] = epoch
         vis[-1] = epoch
-        vis[seeds] = epoch
         l2 = self.metric == "l2"
         hsq = self._hsq
         nq = -q
+        scan = self._scan_set()
+        if scan is not None and scan[0] == 1:
+            _, nodes, V, vsq = scan
+            ka = V @ nq
+            if l2:
+                ka += 0.5 * vsq
+            vis[nodes] = epoch
+            if nodes.size > ef:
+                o = ka.argpartition(ef - 1)[:ef]
+                pool = sorted(zip(ka.take(o).tolist(), nodes.take(o).tolist()))
+            else:
+                pool = sorted(zip(ka.tolist(), nodes.tolist()))
+        else:
+            seeds = self._descend(q[None, :], np.array([qsq], np.float32) if l2 else None, 0)
+            vis[seeds] = epoch
+            ks = vecs.take(seeds, axis=0) @ nq
+            if l2:
+                ks += hsq.take(seeds)
+            pool = sorted(zip(ks.tolist(), seeds.tolist()))
+        keys = [p[0] for p in pool]
+        ids = [p[1] for p in pool]
+        unexp = [True] * len(ids)
         marks = self._marks
         c = _C_ONE
-        P_id = seeds
-        P_k = vecs.take(P_id, axis=0) @ nq
-        if l2:
-            P_k += hsq.take(P_id)
-        P_x = np.zeros(P_id.size, bool)
+        insort = bisect.bisect_right
         while True:
-            u = (~P_x).nonzero()[0]
-            if not u.size:
+            fr = [j for j in range(len(ids)) if unexp[j]][:c]
+            if not fr:
                 break
-            if u.size > c:
-                u = u.take(P_k.take(u).argpartition(c - 1)[:c])
-            P_x[u] = True
-            nb = adj.take(P_id.take(u), axis=0).ravel()
+            for j in fr:
+                unexp[j] = False
+            nb = adj.take([ids[j] for j in fr], axis=0).ravel()
             nb = nb.compress(vis.take(nb) != epoch)
             n = nb.size
             if not n:
                 continue
-            if u.size > 1:
+            if len(fr) > 1:  # two frontier nodes may share a new neighbour: keep one copy
                 if n > marks.size:
                     marks = self._marks = -np.arange(1, 2 * n + 1, dtype=np.int32)
                 mk = marks[:n]
@@ -612,16 +636,23 @@ class HNSW:
             k = vecs.take(nb, axis=0) @ nq
             if l2:
                 k += hsq.take(nb)
-            P_k = np.concatenate((P_k, k))
-            P_id = np.concatenate((P_id, nb))
-            P_x = np.concatenate((P_x, np.zeros(nb.size, bool)))
-            if P_k.size > ef:
-                o = P_k.argpartition(ef - 1)[:ef]
-                P_k = P_k.take(o)
-                P_id = P_id.take(o)
-                P_x = P_x.take(o)
-        o = P_k.argsort(kind="stable")
-        return P_id.take(o), self._key_to_dist(P_k.take(o), qsq)
+            full = len(keys) >= ef
+            bound = keys[-1] if full else math.inf
+            for kv, i in zip(k.tolist(), nb.tolist()):
+                if kv < bound:
+                    p = insort(keys, kv)
+                    keys.insert(p, kv)
+                    ids.insert(p, i)
+                    unexp.insert(p, True)
+                    if full:
+                        keys.pop()
+                        ids.pop()
+                        unexp.pop()
+                        bound = keys[-1]
+                    elif len(keys) >= ef:
+                        full = True
+                        bound = keys[-1]
+        return ids, keys
 
     def _key_to_dist(self, key: np.ndarray, qsq: float | np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
@@ -673,21 +704,6 @@ class HNSW:
                 ids, _ = self._search_layer(Q, qsq, cur, lv, 1, 1)
                 cur = ids[:, 0]
         return cur
-
-    def _seeds_one(self, q: np.ndarray, qsq: float) -> np.ndarray:
-        """Layer-0 start nodes of one query: the ``_SEEDS`` best nodes of the scanned layer
-        when it is layer 1 (they are layer-0 nodes too), else the greedy descent's node."""
-        scan = self._scan_set()
-        if scan is not None and scan[0] == 1:
-            _, nodes, V, vsq = scan
-            k = V @ -q
-            if self.metric == "l2":
-                k += 0.5 * vsq
-            if nodes.size > _SEEDS:
-                return nodes.take(k.argpartition(_SEEDS - 1)[:_SEEDS])
-            return nodes.copy()
-        Q = q[None, :]
-        return self._descend(Q, np.array([qsq], np.float32) if self.metric == "l2" else None, 0)
 
     def _greedy_one(self, q: np.ndarray, qsq: float | None, cur: int, level: int) -> int:
         """Greedy walk on one upper layer for one query."""
@@ -1057,15 +1073,18 @@ class HNSW:
             ids, ds = self._exact(q[None, :], k)
             return [(i, d) for i, d in zip(ids[0].tolist(), ds[0].tolist()) if d != math.inf]
         qsq = float(q @ q) if self.metric == "l2" else 0.0
-        pid, pd = self._search_layer_one(q, qsq, self._seeds_one(q, qsq), ef)
+        pid, pk = self._search_layer_one(q, qsq, ef)
         if self._live < self._n:
-            keep = ~self._deleted.take(pid)
-            pid = pid.compress(keep)
-            pd = pd.compress(keep)
-            if pid.size < min(k, self._live):  # many deletions near the query
+            dead = self._deleted
+            keep = [j for j, i in enumerate(pid) if not dead[i]][:k]
+            if len(keep) < min(k, self._live):  # many deletions near the query
                 ids, ds = self._exact(q[None, :], k)
                 return [(i, d) for i, d in zip(ids[0].tolist(), ds[0].tolist()) if d != math.inf]
-        return list(zip(self._ext.take(pid[:k]).tolist(), pd[:k].tolist()))
+            pid = [pid[j] for j in keep]
+            pk = [pk[j] for j in keep]
+        pid = pid[:k]
+        kk = np.array(pk[:k], np.float32)
+        return list(zip(self._ext.take(pid).tolist(), self._key_to_dist(kk, qsq).tolist()))
 
     def _prepare_query(self, query: object) -> np.ndarray:
         """Fast path of :meth:`_prepare` for one float vector (same checks and errors)."""
