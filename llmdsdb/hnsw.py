@@ -440,6 +440,8 @@ class HNSW:
         level: int,
         ef: int,
         c: int,
+        entry_k: np.ndarray | None = None,
+        premark: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best-first search of one layer for all rows of ``Q`` in lock-step.
 
@@ -449,6 +451,10 @@ class HNSW:
         them into the sorted pools with one sort. Rows whose pool is fully expanded leave
         the working set.
 
+        ``entry_k`` (optional) holds the entries' keys when the caller already computed
+        them; ``premark`` (optional) are nodes marked visited for every row without being
+        scored (the caller scored them and passes only the best as entries).
+
         :returns: (ids, distances), int32 and float32 arrays of shape (len(Q), ef), each row
             sorted nearest first, padded with -1 / inf.
         """
@@ -456,7 +462,10 @@ class HNSW:
         maxr = self._max_rows()
         if A > maxr:
             parts = [
-                self._search_layer(Q[i : i + maxr], None if qsq is None else qsq[i : i + maxr], entry[i : i + maxr], level, ef, c)
+                self._search_layer(
+                    Q[i : i + maxr], None if qsq is None else qsq[i : i + maxr], entry[i : i + maxr], level, ef, c,
+                    None if entry_k is None else entry_k[i : i + maxr], premark,
+                )
                 for i in range(0, A, maxr)
             ]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -470,6 +479,8 @@ class HNSW:
         vis[base + (cap1 - 1)] = epoch  # sentinel column of each row
         vis[-1] = epoch
         entry = entry.astype(np.int32).reshape(A, -1)[:, :ef]  # (A, seeds), distinct per row
+        if premark is not None:
+            vis[(base[:, None] + premark[None, :]).ravel()] = epoch
         vis[(base[:, None] + entry).ravel()] = epoch
         nQ = -Q
         out_id = np.full((A, ef), -1, np.int32)
@@ -478,9 +489,12 @@ class HNSW:
         W_k = out_k.copy()
         W_x = np.zeros((A, ef), bool)
         ns = entry.shape[1]
-        ek = np.matmul(vecs.take(entry, axis=0), nQ[:, :, None])[:, :, 0]
-        if l2:
-            ek += hsq.take(entry)
+        if entry_k is not None:
+            ek = entry_k.astype(np.float32).reshape(A, -1)[:, :ef]
+        else:
+            ek = np.matmul(vecs.take(entry, axis=0), nQ[:, :, None])[:, :, 0]
+            if l2:
+                ek += hsq.take(entry)
         if ns > 1:
             o = np.argsort(ek, axis=1, kind="stable")
             entry = np.take_along_axis(entry, o, axis=1)
@@ -1125,12 +1139,20 @@ class HNSW:
         qsq = np.einsum("ij,ij->i", Q, Q) if self.metric == "l2" else None
         scan = self._scan_set()
         if scan is not None and scan[0] == 1 and scan[1].size > _SEEDS:
-            # the best few nodes of layer 1 (also layer-0 nodes) seed every query's pool
+            # layer 1's nodes are layer-0 nodes too and one product scores them all: the
+            # best min(ef, size) of them are every query's initial pool, the rest are marked
+            # visited (each is worse than the pool's ef-th entry, which only gets better)
             _, nodes, V, vsq = scan
-            seeds = nodes.take(self._scan_dists(Q, qsq, V, vsq).argpartition(_SEEDS - 1, axis=1)[:, :_SEEDS])
+            keys = Q @ -V.T
+            if self.metric == "l2":
+                keys += 0.5 * vsq
+            ns = min(max(ef, _SEEDS), nodes.size)
+            o = keys.argpartition(ns - 1, axis=1)[:, :ns] if ns < nodes.size else np.broadcast_to(np.arange(nodes.size), keys.shape)
+            pid, pd = self._search_layer(
+                Q, qsq, nodes.take(o), 0, ef, _C_BATCH, np.take_along_axis(keys, o, axis=1), nodes
+            )
         else:
-            seeds = self._descend(Q, qsq, 0)
-        pid, pd = self._search_layer(Q, qsq, seeds, 0, ef, _C_BATCH)
+            pid, pd = self._search_layer(Q, qsq, self._descend(Q, qsq, 0), 0, ef, _C_BATCH)
         return self._finish(Q, pid, pd, k)
 
     def _finish(self, Q: np.ndarray, pid: np.ndarray, pd: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
