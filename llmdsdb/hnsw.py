@@ -12,16 +12,21 @@ pages of :data:`NODES_PER_PAGE` nodes; upper layers, the entry point and the pag
 are meta records ``hnsw/...``. :meth:`HNSW.flush` writes only the pages touched since the
 last flush.
 
-Search. Greedy descent through the upper layers, then a best-first search of layer 0 with
-a pool of the ``ef`` best nodes found so far. Instead of expanding one node at a time (the
-textbook loop, whose per-node Python overhead dominates in numpy), each step expands the
-``c`` best unexpanded pool entries at once: their neighbour rows are gathered, filtered
-through an epoch-stamped visited array (no per-query allocation), and scored with one
-gathered product; the pool is then merged by one sort. The search stops when every pool
-entry has been expanded -- exactly the textbook stopping rule, since a candidate farther
-than the pool's worst is never expanded there either. ``search_many`` runs the same loop
-for many queries in lock-step (one gather, one product and one sort per step for all
-queries still active; finished queries leave the working set).
+Search. One exact product against the lowest upper layer small enough (at most
+``_SCAN_MAX`` nodes; greedy descent through any layers between it and layer 0). When that
+layer is layer 1 -- whose nodes are layer-0 nodes too -- its ``ef`` best nodes, already
+scored, are the initial pool of the layer-0 search and the rest of it is marked visited.
+Then a best-first search of layer 0 with a pool of the ``ef`` best nodes found so far.
+Instead of expanding one node at a time (the textbook loop, whose per-node Python overhead
+dominates in numpy), each step expands the ``c`` best unexpanded pool entries at once:
+their neighbour rows are gathered, filtered through an epoch-stamped visited array (no
+per-query allocation), and scored with one gathered product; a single query keeps its
+small pool in sorted Python lists (``bisect``), a batch merges its pools with one sort.
+The search stops when every pool entry has been expanded -- exactly the textbook stopping
+rule, since a candidate farther than the pool's worst is never expanded there either.
+``search_many`` runs the same loop for many queries in lock-step (one gather, one product
+and one sort per step for all queries still active; finished queries leave the working
+set).
 
 Insertion. ``add_many`` inserts in batches: a batch of new points searches the current
 graph in lock-step (``ef_construction``), each point's candidates are merged with the exact

@@ -95,6 +95,39 @@ def test_graph_recall_against_exact(built: HNSW, data: np.ndarray) -> None:
     assert recall1 >= 0.95
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("start", ["layer1-pool", "descend", "no-upper-layer"])
+def test_every_start_path_finds_the_neighbours(
+    metric: str, start: str, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layer-0 search starts from the scanned layer 1 (its ef best nodes), from a
+    greedy descent (scanned layer above 1), or from the entry point (no upper layer)."""
+    import llmdsdb.hnsw as hnsw_mod
+
+    ml = 1e-3 if start == "no-upper-layer" else 1 / math.log(2)
+    if start == "descend":
+        monkeypatch.setattr(hnsw_mod, "_SCAN_MAX", 64)  # layer 1 (~300 nodes) is too big
+    h = HNSW(16, M=8, ef_construction=64, seed=3, metric=metric, ml=ml)
+    h.add_many(data[:600], np.arange(600))
+    scan = h._scan_set()
+    if start == "layer1-pool":
+        assert scan is not None and scan[0] == 1
+    elif start == "descend":
+        assert scan is not None and scan[0] > 1
+    else:
+        assert scan is None and h._max_level == 0
+    Q = data[700:760]
+    exact, _ = h.search_many_arrays(Q, k=10, exact=True)
+    batch, _ = h.search_many_arrays(Q, k=10, ef=40, exact=False)
+    singles = [h.search(q, 10, ef=40, exact=False) for q in Q]
+    for got in (batch, np.array([[i for i, _ in r] for r in singles])):
+        recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(got, exact)])
+        assert recall >= 0.9
+    for r in singles:
+        assert len({i for i, _ in r}) == 10
+        assert [d for _, d in r] == sorted(d for _, d in r)
+
+
 def test_results_sorted_and_sized(built: HNSW, data: np.ndarray) -> None:
     res = built.search(data[3], k=7, exact=False)
     assert len(res) == 7
