@@ -104,9 +104,12 @@ MAX_TERM_CHARS = 256
 DOC_CHUNK = 1 << 16
 FWD_CHUNK = 1 << 10
 #: search(mode="auto") scores exhaustively into a dense accumulator up to this many
-#: documents: measured faster than pruning on SciFact (5,183 documents) and on the
-#: synthetic 100,000-document corpus of tools/bench/bench_bm25.py (see its results).
-DENSE_MAX_DOCS = 500_000
+#: documents. Measured (tools/bench/results/bench_bm25*.md, process CPU time): exhaustive
+#: beat pruned on SciFact (5,183 docs, ~1.9x) and on the synthetic corpus at 200,000 (1.7x)
+#: and 1,000,000 documents (1.2x): with numpy, one bincount over all postings costs less than
+#: MaxScore's per-term bookkeeping on these short (~10-term) queries. Above this size the
+#: dense accumulator itself (8 bytes per document per query) makes pruning the better default.
+DENSE_MAX_DOCS = 4_000_000
 #: Documents analysed and appended per internal step of add_documents (bounds memory).
 ADD_BATCH = 20_000
 #: The word -> term id memo is cleared when it grows past this.
