@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from llmdsdb.analysis import Analyzer  # noqa: E402
-from llmdsdb.inverted_index import InvertedIndex  # noqa: E402
+from llmdsdb.analysis import Analyzer
+from llmdsdb.inverted_index import InvertedIndex
 
 K = 10
 
@@ -153,7 +153,7 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
     q_t = interleaved(fns, repeat)
     st = idx.stats()
     page_bytes = sum(
-        len(idx.store.get(p)) for sk in idx._skip for p in sk[:, 0].tolist()  # noqa: SLF001
+        len(idx.store.get(p)) for sk in idx._skip for p in sk[:, 0].tolist()
     )
     b_ours = statistics.median(build_t["llmdsdb"])
     b_peer = statistics.median(build_t["bm25s"])
@@ -264,7 +264,8 @@ def scifact(args: argparse.Namespace) -> None:
     rows.append(run_fts5(sf, repeat))
     cols = ["system", "ndcg@10", "build_s", "build_docs_per_s", "qps", "qps_cpu"]
     body = [
-        "BEIR SciFact, 5,183 documents (title + text), 300 test queries, top-10, k1=1.2 b=0.75,"
+        (
+            "BEIR SciFact, 5,183 documents (title + text), 300 test queries, top-10, k1=1.2 b=0.75,"
         " English stop words (Lucene list) + Snowball stemmer for llmdsdb, bm25s, rank_bm25;"
         " FTS5 uses its porter tokenizer. One process, one thread, same run. llmdsdb and"
         " bm25s are timed interleaved (warm-up, then rounds of every variant in turn;"
@@ -272,7 +273,8 @@ def scifact(args: argparse.Namespace) -> None:
         " the machine is shared and its load drifts. qps = all 300 queries, query string ->"
         " top-10 ids; qps_cpu = the same from process CPU time, steadier on this shared"
         " machine (load average ~8-11 on 2 cores during the run). llmdsdb build includes"
-        " flush() (postings encoded into pages).",
+        " flush() (postings encoded into pages)."
+        ),
         "",
         common.table(rows, cols),
         "llmdsdb details: " + json.dumps(extra["details"], default=str),
@@ -336,7 +338,7 @@ def scale_child(system: str, n_docs: int) -> dict:
         print(f"llmdsdb build {out['build_s']:.1f} s", file=sys.stderr, flush=True)
         st = idx.stats()
         page_bytes = sum(
-            len(idx.store.get(p)) for sk in idx._skip for p in sk[:, 0].tolist()  # noqa: SLF001
+            len(idx.store.get(p)) for sk in idx._skip for p in sk[:, 0].tolist()
         )
         out["bytes_per_posting"] = page_bytes / st.total_postings
         out["postings"] = st.total_postings
@@ -427,6 +429,7 @@ def scale(args: argparse.Namespace) -> None:
             [sys.executable, __file__, "--scale-child", system, str(args.scale)],
             stdout=subprocess.PIPE,
             text=True,
+            check=False,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
         if proc.returncode != 0:
@@ -446,14 +449,16 @@ def scale(args: argparse.Namespace) -> None:
     cols = ["system", "build_s", "build_cpu_s", "qps", "qps_cpu", "qps_first_pass", "p50_ms",
             "p99_ms", "peak_rss_mb", "rss_after_corpus_mb"]
     body = [
-        f"Synthetic corpus of {args.scale:,} documents drawn from SciFact's word and length"
+        (
+            f"Synthetic corpus of {args.scale:,} documents drawn from SciFact's word and length"
         " distributions (seed 7), queried with the 300 SciFact test queries, top-10,"
         " k1=1.2 b=0.75, one thread. Each system in its own process (peak RSS includes the"
         " corpus strings, shown separately). qps = best of two warm passes (query string ->"
         " top-10 ids), latencies from that pass. The machine is shared (load average 8-11 on"
         " 2 cores during these runs) and the two systems run one after the other, so wall"
         " times drift with the load: the process CPU times (build_cpu_s, qps_cpu) are the"
-        " steadier comparison.",
+        " steadier comparison."
+        ),
         "",
         common.table(rows, cols),
         "llmdsdb: " + json.dumps({k: v for k, v in ours.items() if k not in cols}),
