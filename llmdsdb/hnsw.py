@@ -21,7 +21,7 @@ Instead of expanding one node at a time (the textbook loop, whose per-node Pytho
 dominates in numpy), each step expands the ``c`` best unexpanded pool entries at once:
 their neighbour rows are gathered, filtered through an epoch-stamped visited array (no
 per-query allocation), and scored with one gathered product; a single query keeps its
-small pool in sorted Python lists (``bisect``), a batch merges its pools with one sort.
+small pool in a sorted Python list, a batch merges its pools with one numpy sort.
 The search stops when every pool entry has been expanded -- exactly the textbook stopping
 rule, since a candidate farther than the pool's worst is never expanded there either.
 ``search_many`` runs the same loop for many queries in lock-step (one gather, one product
@@ -45,7 +45,6 @@ Distances: ``cosine`` -> ``1 - cos`` (vectors stored normalised), ``ip`` -> ``-d
 
 from __future__ import annotations
 
-import bisect
 import math
 import struct
 import threading
@@ -594,8 +593,9 @@ class HNSW:
         Each step expands the pool entries not expanded yet (the *frontier*), at most
         ``_C_ONE`` of them, nearest first: their neighbour rows are gathered with one
         ``take``, filtered through the epoch-stamped visited array, and scored with one
-        gathered product. The pool (at most ``ef`` entries, kept sorted) is Python lists:
-        for pools of tens of entries, ``bisect`` on lists costs less than the half-dozen
+        gathered product. The pool (at most ``ef`` entries) is a sorted Python list of
+        ``(key, id, unexpanded)``; a step appends the new entries that beat the pool's worst
+        and re-sorts once: for pools of tens of entries this costs less than the half-dozen
         numpy calls a vectorised merge needs. Nodes are ranked by a *key* that orders like
         the distance and costs one product (``-q.v``, or ``|v|^2/2 - q.v`` for l2).
 
@@ -628,19 +628,22 @@ class HNSW:
             if l2:
                 ks += hsq.take(seeds)
             pool = sorted(zip(ks.tolist(), seeds.tolist()))
-        keys = [p[0] for p in pool]
-        ids = [p[1] for p in pool]
-        unexp = [True] * len(ids)
+        # pool: sorted list of (key, id, unexpanded); a step merges its new entries that beat
+        # the pool's worst with one sort (cheaper than a bisect/insert per entry)
+        pool = [(kv, i, True) for kv, i in pool]
         marks = self._marks
         c = _C_ONE
-        insort = bisect.bisect_right
+        inf = math.inf
         while True:
-            fr = [j for j in range(len(ids)) if unexp[j]][:c]
+            fr = [j for j, e in enumerate(pool) if e[2]][:c]
             if not fr:
                 break
+            exp = []
             for j in fr:
-                unexp[j] = False
-            nb = adj.take([ids[j] for j in fr], axis=0).ravel()
+                kv, i, _ = pool[j]
+                pool[j] = (kv, i, False)
+                exp.append(i)
+            nb = adj.take(exp, axis=0).ravel()
             nb = nb.compress(vis.take(nb) != epoch)
             n = nb.size
             if not n:
@@ -655,23 +658,13 @@ class HNSW:
             k = vecs.take(nb, axis=0) @ nq
             if l2:
                 k += hsq.take(nb)
-            full = len(keys) >= ef
-            bound = keys[-1] if full else math.inf
-            for kv, i in zip(k.tolist(), nb.tolist()):
-                if kv < bound:
-                    p = insort(keys, kv)
-                    keys.insert(p, kv)
-                    ids.insert(p, i)
-                    unexp.insert(p, True)
-                    if full:
-                        keys.pop()
-                        ids.pop()
-                        unexp.pop()
-                        bound = keys[-1]
-                    elif len(keys) >= ef:
-                        full = True
-                        bound = keys[-1]
-        return ids, keys
+            bound = pool[-1][0] if len(pool) >= ef else inf
+            new = [(kv, i, True) for kv, i in zip(k.tolist(), nb.tolist()) if kv < bound]
+            if new:
+                pool += new
+                pool.sort()
+                del pool[ef:]
+        return [e[1] for e in pool], [e[0] for e in pool]
 
     def _key_to_dist(self, key: np.ndarray, qsq: float | np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
