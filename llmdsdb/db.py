@@ -392,7 +392,6 @@ class _BatchState:
     # key -> content hash after the recorded ops (None: deleted by them)
     overlay: dict[bytes, str | None] = field(default_factory=dict)
     dim: int | None = None
-    owner: int = 0
     changes: int = 0
 
 
@@ -1177,24 +1176,41 @@ class Database:
 
         Each call is validated when it is made (and raises there, recording nothing);
         everything is written when the block ends without an exception, and nothing when
-        it raises. Nested ``batch()`` blocks join the outer one. The block holds the
-        database's lock: other threads wait for it.
+        it raises. A nested ``batch()`` block joins the outer one like a savepoint: when an
+        exception leaves the inner block, the calls made in it are dropped and the outer
+        batch keeps the others. The block holds the database's lock: other threads wait
+        for it.
 
-        Complexity: O(1) to open; the writes cost what the calls would cost.
+        :raises ClosedError: at the end of the block when :meth:`close` discarded the
+            recorded calls (nothing was written).
+
+        Complexity: O(1) to open (a nested block copies the outer one's id overlay); the
+        writes cost what the calls would cost.
         """
         with self._lock:
             self._check_writable()
-            if self._batch is not None:
-                yield self
+            outer = self._batch
+            if outer is not None:
+                saved = (len(outer.ops), dict(outer.overlay), outer.dim, outer.changes)
+                try:
+                    yield self
+                except BaseException:
+                    if self._batch is outer:  # roll back to the savepoint
+                        del outer.ops[saved[0]:]
+                        outer.overlay, outer.dim, outer.changes = saved[1], saved[2], saved[3]
+                    raise
                 return
-            self._batch = _BatchState(owner=threading.get_ident())
+            state = self._batch = _BatchState()
             try:
                 yield self
-            except BaseException:
+            finally:
                 self._batch = None
-                raise
-            state, self._batch = self._batch, None
-            if state is not None and state.ops and state.changes:
+            if self._closed:
+                if state.ops and state.changes:
+                    raise ClosedError(f"database {self._path} was closed inside batch(); "
+                                      "its calls were not written")
+                return
+            if state.ops and state.changes:
                 self._execute(state.ops)
 
     # --- executing a batch --------------------------------------------------------------------

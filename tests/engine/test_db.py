@@ -119,6 +119,37 @@ def test_batch_exception_writes_nothing(path):
         assert dump(db) == before
 
 
+def test_nested_batch_exception_drops_only_the_inner_calls(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        g = db.generation
+        with db.batch():
+            db.add(["keep"], ["kept by the outer batch"])
+            with pytest.raises(RuntimeError):
+                with db.batch():
+                    db.add(["inner"], ["dropped"])
+                    db.delete(["d0"])
+                    raise RuntimeError("boom")
+            db.add(["inner"], ["added again after the savepoint"])  # not a duplicate now
+        assert db.generation == g + 1
+        assert db.get("inner").text == "added again after the savepoint"
+        assert "keep" in db and "d0" in db
+        assert db.check() == []
+
+
+def test_close_inside_batch_raises_at_the_end(path):
+    db = llmdsdb.open(path)
+    with pytest.raises(ClosedError):
+        with db.batch():
+            db.add(["a"], ["never written"])
+            db.close()
+    with pytest.raises(ClosedError):
+        with db.batch():  # a batch on a closed database
+            pass
+    with llmdsdb.open(path) as db:
+        assert "a" not in db and db.count() == 0
+
+
 def test_failure_inside_the_write_reloads_indexes(path, monkeypatch):
     with llmdsdb.open(path) as db:
         _fill(db)
