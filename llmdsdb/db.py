@@ -628,8 +628,7 @@ class Database:
     the decoded-page cache bounded by ``cache_bytes``.
     """
 
-    def __init__(self, path: str | os.PathLike, config: dict | None, options: Options,
-                 explicit: dict) -> None:
+    def __init__(self, path: str | os.PathLike, options: Options, explicit: dict) -> None:
         from llmdsdb.pages import LmdbPageStore, PageCache
         from llmdsdb.storage import Environment
 
@@ -660,9 +659,7 @@ class Database:
                 stored = self._read_config(txn)
             self._config = self._merge_config(stored, explicit)
             self._closed = False
-            hooks = getattr(self._env, "on_abort", None)
-            if isinstance(hooks, list):
-                hooks.append(self._on_abort)
+            self._env.on_abort.append(self._on_abort)
             with self._env.read() as txn:
                 self._refresh(txn)
         except BaseException:
@@ -763,14 +760,11 @@ class Database:
                 return
             self._closed = True
             self._batch = None
-            hooks = getattr(self._env, "on_abort", None)
-            if isinstance(hooks, list) and self._on_abort in hooks:
-                hooks.remove(self._on_abort)
-            self._bm25 = self._hnsw = None
+            if self._on_abort in self._env.on_abort:
+                self._env.on_abort.remove(self._on_abort)
+            self._bm25 = self._hnsw = self._fresh = None
             self._cache.clear()
-            close = getattr(self._store, "close", None)
-            if close is not None:
-                close()
+            self._store.close()
             if os.getpid() == self._pid:
                 self._env.close()
 
@@ -803,9 +797,7 @@ class Database:
 
         self._bm25 = self._hnsw = self._fresh = None
         self._cache.clear()
-        close = getattr(self._store, "close", None)
-        if close is not None:
-            close()  # unhook the old store from the environment
+        self._store.close()  # unhook the old store from the environment
         self._store = self._store_cls(self._env, self._cache)
         stored = self._read_config(txn)
         if stored is not None:
@@ -827,22 +819,20 @@ class Database:
         ef = self._options.hnsw_ef_search
         return {"ef_search": ef} if ef is not None else {}
 
-    def _new_indexes(self, txn: Any) -> None:
-        """Create the indexes of a database that has none yet (first write)."""
+    def _new_bm25(self) -> Any:
+        """The inverted index of a database that has none yet (first write)."""
         from llmdsdb.analysis import Analyzer
         from llmdsdb.inverted_index import InvertedIndex
 
-        if self._bm25 is None:
-            analyzer = Analyzer.from_dict(self._config["analyzer"])
-            self._bm25 = InvertedIndex(analyzer, store=self._store)
+        return InvertedIndex(Analyzer.from_dict(self._config["analyzer"]), store=self._store)
 
     def _new_hnsw(self, dim: int) -> Any:
         from llmdsdb.hnsw import HNSW
 
         c = self._config
-        kw = {"ef_search": self._options.hnsw_ef_search} if self._options.hnsw_ef_search else {}
         return HNSW(dim, M=c["hnsw_M"], ef_construction=c["hnsw_ef_construction"],
-                    seed=c["hnsw_seed"], metric=c["metric"], store=self._store, **kw)
+                    seed=c["hnsw_seed"], metric=c["metric"], store=self._store,
+                    **self._hnsw_overrides())
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -1262,7 +1252,6 @@ class Database:
         removed: list[int] = []
         removed_emb: list[int] = []
         dim = cfg.get("dim")
-        metric = cfg["metric"]
 
         def remove(iid: int, had_emb: bool) -> None:
             if iid in add_text:
@@ -1339,7 +1328,7 @@ class Database:
                 txn.put("meta", _META_CONFIG, _pack(new_cfg))
                 self._config = dict(new_cfg, stored=True)
             if self._bm25 is None:
-                self._new_indexes(txn)
+                self._bm25 = self._new_bm25()
             if self._hnsw is None and dim is not None:
                 self._hnsw = self._new_hnsw(dim)
                 self._fresh = _FreshSegment(dim, cfg["metric"])
@@ -1368,7 +1357,6 @@ class Database:
                 self._fresh.flush(self._store)
             self._store.save_allocator(txn)
             txn.put("meta", _META_NEXT_ID, _k64(next_id))
-            del metric
         return results
 
     # --- search -----------------------------------------------------------------------------
@@ -1583,10 +1571,13 @@ class Database:
         """Verify the whole database; returns a list of problems (empty when healthy).
 
         Checks the envelope checksum of every value in every named database, the shape of
-        every document record, that the id map and the documents agree, that the indexes
-        hold exactly the live documents (every posting and every graph neighbour refers to a
-        live document), that the allocator's state matches the stored pages, and that the
-        counts agree.
+        every document record, that the id map and the documents agree, and that the counts
+        agree; that the indexes hold exactly the live documents: the inverted index's live
+        entries, and the graph's plus the fresh segment's, are exactly the live documents
+        (with an embedding), and each index's ``_check()`` holds - every posting and every
+        graph neighbour refers to an entry of its index, which is either such a live
+        document or a tombstone that search skips (both indexes delete lazily); and that
+        every allocated page is stored and every stored page allocated.
 
         Complexity: O(size of the database).
         """
@@ -1642,8 +1633,8 @@ class Database:
                                 f"{len(ids_seen)} ids")
             # 3. indexes hold exactly the live documents
             problems += self._check_indexes(live)
-            # 4. allocator state matches the pages
-            problems += self._check_pages(txn)
+            # 4. every page's checksum; the allocator's state matches the stored pages
+            problems += self._store.check()
         return problems
 
     def _check_indexes(self, live: dict[int, bool]) -> list[str]:
@@ -1663,11 +1654,6 @@ class Database:
                 problems.append(f"bm25 holds {len(bm)} documents, the database {len(live)}")
             problems += [f"bm25: live document {i} is not indexed" for i in live
                          if i not in bm][:20]
-            ids_fn = getattr(bm, "posting_doc_ids", None)
-            if ids_fn is not None:
-                stray = set(int(x) for x in ids_fn()) - set(live)
-                problems += [f"bm25: a posting refers to missing document {i}"
-                             for i in sorted(stray)[:20]]
         elif live:
             problems.append("documents exist but the inverted index is missing")
         with_emb = {i for i, e in live.items() if e}
@@ -1689,32 +1675,8 @@ class Database:
                          for i in with_emb if i not in hn and i not in in_fresh][:20]
             problems += [f"document {i} is both in the graph and the fresh segment"
                          for i in in_fresh if i in hn][:20]
-            nb_fn = getattr(hn, "neighbour_ids", None) or getattr(hn, "neighbor_ids", None)
-            if nb_fn is not None:
-                stray = set(int(x) for x in nb_fn()) - with_emb
-                problems += [f"hnsw: a graph neighbour refers to missing document {i}"
-                             for i in sorted(stray)[:20]]
         elif with_emb:
             problems.append("embeddings exist but the graph is missing")
-        return problems
-
-    def _check_pages(self, txn: Any) -> list[str]:
-        check = getattr(self._store, "check", None)
-        if check is not None:
-            return list(check())
-        problems = []
-        alloc = getattr(self._store, "allocator", None)
-        if alloc is None:
-            return problems
-        n = 0
-        for k, _ in txn.raw_items("pages"):
-            pid = _u64(k)
-            n += 1
-            if not alloc.is_allocated(pid):
-                problems.append(f"pages/{pid}: stored but free in the allocator")
-        used = alloc.stats().used
-        if used != n:
-            problems.append(f"allocator: {used} pages allocated, {n} stored")
         return problems
 
     def _check(self) -> None:
@@ -1812,7 +1774,7 @@ def open(  # noqa: A001 - the public name is llmdsdb.open
     options = Options(cache_bytes=cache_bytes, durability=durability, readonly=readonly,
                       map_size_bytes=map_size_bytes, lock_timeout_s=float(lock_timeout_s),
                       hnsw_ef_search=hnsw_ef_search, fresh_max_vectors=fresh_max_vectors)
-    return Database(path, None, options, explicit)
+    return Database(path, options, explicit)
 
 
 def _analyzer_dict(analyzer: Any) -> dict:

@@ -329,6 +329,19 @@ def test_check_detects_a_missing_document(path):
         assert problems and any("missing" in p or "not" in p for p in problems)
 
 
+def test_check_detects_a_page_the_allocator_does_not_match(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        with db._env.read() as txn:
+            first_page = next(iter(txn.raw_items("pages")))[0]
+
+        def drop(txn):
+            txn.delete("pages", bytes(first_page))
+
+        db._env.run_write(drop)
+        assert any(p.startswith("allocator:") for p in db.check())
+
+
 def test_directory_permissions(path):
     with llmdsdb.open(path):
         pass
