@@ -845,6 +845,15 @@ class Database:
             with self._store.bound(txn):
                 yield txn
 
+    @contextmanager
+    def _reading_docs(self) -> Iterator[Any]:
+        """A read transaction for the document layer only: the indexes are not brought up
+        to date, so a lookup after another process's commit does not reload the graph
+        (O(n)) it does not use."""
+        self._check_open()
+        with self._lock, self._env.read() as txn:
+            yield txn
+
     def _lookup(self, txn: Any, doc_id: str, key: bytes) -> tuple[int, dict] | None:
         raw = txn.get("ids", key)
         if raw is None:
@@ -864,7 +873,7 @@ class Database:
         Complexity: O(log n) (two B-tree lookups).
         """
         key = _check_id(id, "get")
-        with self._reading() as txn:
+        with self._reading_docs() as txn:
             found = self._lookup(txn, id, key)
         return _document(found[1]) if found else None
 
@@ -876,12 +885,12 @@ class Database:
             key = _check_id(id, "contains")
         except LlmdsdbError:
             return False
-        with self._reading() as txn:
+        with self._reading_docs() as txn:
             return txn.get("ids", key) is not None
 
     def count(self) -> int:
         """Number of documents. Complexity: O(1)."""
-        with self._reading() as txn:
+        with self._reading_docs() as txn:
             return txn.count("docs")
 
     def __len__(self) -> int:
@@ -890,8 +899,7 @@ class Database:
     @property
     def generation(self) -> int:
         """Number of committed write batches. Complexity: O(1)."""
-        self._check_open()
-        with self._lock, self._env.read() as txn:
+        with self._reading_docs() as txn:
             return self._env.generation(txn)
 
     def iter_documents(self) -> Iterator[Document]:
@@ -905,7 +913,7 @@ class Database:
         after = -1
         while True:
             chunk: list[Document] = []
-            with self._reading() as txn:
+            with self._reading_docs() as txn:
                 for k, v in self._docs_from(txn, after):
                     chunk.append(_document(_decode_record(v, f"docs/{_u64(k)}")))
                     after = _u64(k)

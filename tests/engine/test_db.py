@@ -342,6 +342,25 @@ def test_check_detects_a_page_the_allocator_does_not_match(path):
         assert any(p.startswith("allocator:") for p in db.check())
 
 
+def test_document_reads_do_not_reload_the_indexes_after_another_commit(path, monkeypatch):
+    import llmdsdb.db as dbmod
+
+    with llmdsdb.open(path) as writer, llmdsdb.open(path) as reader:
+        _fill(writer)
+        assert reader.search("fox")  # the reader's indexes are loaded
+        loads = []
+        real = dbmod.Database._load_indexes
+        monkeypatch.setattr(dbmod.Database, "_load_indexes",
+                            lambda self, txn, gen: (loads.append(gen), real(self, txn, gen)))
+        writer.add(["late"], ["a late fox"], embeddings=unit_vectors(1, 8, 9))
+        assert reader.get("late").text == "a late fox" and "late" in reader
+        assert reader.count() == len(TEXTS) + 1 and reader.generation == writer.generation
+        assert [d.id for d in reader.iter_documents()][-1] == "late"
+        assert loads == []  # document reads leave the graph alone
+        assert reader.search("late")[0].id == "late"  # a search brings the indexes up
+        assert loads == [writer.generation]
+
+
 def test_directory_permissions(path):
     with llmdsdb.open(path):
         pass
