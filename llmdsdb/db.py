@@ -123,11 +123,18 @@ class Options:
     """How a database was opened (the runtime options; the stored configuration is in
     :attr:`Database.config`).
 
-    ``durability`` maps to LMDB flags: ``"sync"`` (default) flushes data and meta pages on
-    every commit - a committed batch survives power loss; ``"metasync"`` skips the fsync of
-    the meta page (the last batch may roll back after power loss, never corrupt);
-    ``"nosync"`` never fsyncs (an OS crash may lose recent batches; process crashes lose
-    nothing).
+    ``durability`` maps to the flags of ``lmdb.open`` (see :mod:`llmdsdb.storage`):
+
+    * ``"sync"`` (default): ``sync=True, metasync=True`` - data and meta pages are fsynced
+      at every commit; a batch that returned survives power loss;
+    * ``"metasync"``: ``sync=True, metasync=False`` - the meta page is not fsynced; after
+      power loss the last committed batch may roll back, the file stays consistent;
+    * ``"nosync"``: ``sync=False, metasync=False`` - nothing is fsynced; after power loss
+      or an OS crash recent batches may be lost and, unless the filesystem keeps write
+      order, the file may be damaged (only for data you can rebuild).
+
+    In every mode a process crash (``kill -9``) loses no committed batch; ``writemap`` is
+    never used. Frozen, so safe to share between threads.
     """
 
     cache_bytes: int = _DEFAULT_CACHE_BYTES
@@ -140,7 +147,10 @@ class Options:
 
 
 class Document(NamedTuple):
-    """A stored document. ``embedding`` is a float32 array of shape (dim,) or None."""
+    """A stored document. ``embedding`` is a float32 array of shape (dim,) or None.
+
+    A new record (with its own array and dict) per call, so threads never share one.
+    """
 
     id: str
     text: str
@@ -150,7 +160,10 @@ class Document(NamedTuple):
 
 
 class Explain(NamedTuple):
-    """How a hit's fused score came about (None where a side did not find the document)."""
+    """How a hit's fused score came about (None where a side did not find the document).
+
+    Immutable, so safe to share between threads.
+    """
 
     bm25_score: float | None
     vector_distance: float | None
@@ -161,7 +174,10 @@ class Explain(NamedTuple):
 
 
 class SearchResult(NamedTuple):
-    """One hit, best first. ``score`` is the fused score (higher is better)."""
+    """One hit, best first. ``score`` is the fused score (higher is better).
+
+    A new record (with its own metadata dict) per search, so threads never share one.
+    """
 
     id: str
     score: float
