@@ -96,23 +96,25 @@ def test_graph_recall_against_exact(built: HNSW, data: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
-@pytest.mark.parametrize("start", ["layer1-pool", "descend", "no-upper-layer"])
+@pytest.mark.parametrize("start", ["layer1-pool", "upper-pool", "descend", "no-upper-layer"])
 def test_every_start_path_finds_the_neighbours(
     metric: str, start: str, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The layer-0 search starts from the scanned layer 1 (its ef best nodes), from a
-    greedy descent (scanned layer above 1), or from the entry point (no upper layer)."""
+    """The layer-0 search starts from the ef best nodes of the scanned layer (layer 1, or
+    a higher one with enough nodes), from a greedy descent (a small scanned layer above 1),
+    or from the entry point (no upper layer)."""
     import llmdsdb.hnsw as hnsw_mod
 
     ml = 1e-3 if start == "no-upper-layer" else 1 / math.log(2)
-    if start == "descend":
+    if start in ("descend", "upper-pool"):
         monkeypatch.setattr(hnsw_mod, "_SCAN_MAX", 64)  # layer 1 (~300 nodes) is too big
+        monkeypatch.setattr(hnsw_mod, "_POOL_SCAN_MIN", 1000 if start == "descend" else 8)
     h = HNSW(16, M=8, ef_construction=64, seed=3, metric=metric, ml=ml)
     h.add_many(data[:600], np.arange(600))
     scan = h._scan_set()
     if start == "layer1-pool":
         assert scan is not None and scan[0] == 1
-    elif start == "descend":
+    elif start in ("descend", "upper-pool"):
         assert scan is not None and scan[0] > 1
     else:
         assert scan is None and h._max_level == 0
