@@ -361,6 +361,32 @@ def test_document_reads_do_not_reload_the_indexes_after_another_commit(path, mon
         assert loads == [writer.generation]
 
 
+def test_map_full_retry_of_a_later_batch_reloads_the_indexes(tmp_path):
+    path = str(tmp_path / "small")
+    emb = unit_vectors(300, 16, 2)
+    rng = np.random.default_rng(5)
+    texts = [f"document number {i} filler "  # incompressible enough to overflow 1 MiB
+             + " ".join(f"w{x}" for x in rng.integers(0, 5000, 150)) for i in range(300)]
+    with llmdsdb.open(path, map_size_bytes=1 << 20, fresh_max_vectors=50) as db:
+        db.add([str(i) for i in range(20)], texts[:20], embeddings=emb[:20])
+        assert db.search("number", top_k=1)  # the indexes are loaded and clean
+        size = db._env.stat()["map_size_bytes"]
+        with db.batch():  # too big for the map: aborted, grown, run again from scratch
+            db.delete(["3"])
+            db.upsert(["4"], ["replaced text"], embeddings=emb[4:5] * -1)
+            db.add([str(i) for i in range(20, 300)], texts[20:], embeddings=emb[20:])
+        assert db._env.stat()["map_size_bytes"] != size
+        assert db.generation == 2 and db.count() == 299 and db.check() == []
+        live = [(r.id, round(r.score, 5)) for r in db.search("number filler", emb[7], top_k=20)]
+        vec = [r.id for r in db.search(vector=emb[250], top_k=3, fusion_weight=1.0)]
+    with llmdsdb.open(path, fresh_max_vectors=50) as db:
+        assert db.check() == []
+        assert [(r.id, round(r.score, 5))
+                for r in db.search("number filler", emb[7], top_k=20)] == live
+        assert [r.id for r in db.search(vector=emb[250], top_k=3, fusion_weight=1.0)] == vec
+        assert db.get("4").text == "replaced text" and "3" not in db
+
+
 def test_directory_permissions(path):
     with llmdsdb.open(path):
         pass
