@@ -1387,7 +1387,8 @@ class Database:
 
     def _validate_query(self, query: object, vector: object, top_k: object,
                         fusion_weight: object, fusion: object, normalization: object,
-                        filter: object) -> tuple[str | None, np.ndarray | None, int, float]:
+                        filter: object, explain: object
+                        ) -> tuple[str | None, np.ndarray | None, int, float]:
         if query is not None:
             if not isinstance(query, str):
                 raise InvalidTypeError(f"query must be a str, not {type(query).__name__}")
@@ -1416,6 +1417,8 @@ class Database:
             raise InvalidArgumentError(f"fusion_weight must be in [0, 1], got {fusion_weight}")
         _check_choice("fusion", fusion, FUSIONS)
         _check_choice("normalization", normalization, NORMALIZATIONS)
+        if not isinstance(explain, (bool, np.bool_)):
+            raise InvalidTypeError(f"explain must be a bool, not {type(explain).__name__}")
         if filter is not None:
             raise InvalidArgumentError("filter is not supported yet (metadata filters come "
                                        "with a later version); pass filter=None")
@@ -1470,7 +1473,7 @@ class Database:
         qs = list(queries) if queries is not None else [None] * n
         vs = list(vectors) if vectors is not None else [None] * n
         checked = [self._validate_query(qs[i], vs[i], top_k, fusion_weight, fusion,
-                                        normalization, filter) for i in range(n)]
+                                        normalization, filter, explain) for i in range(n)]
         from llmdsdb.fusion import fuse
 
         k = int(top_k)
@@ -1714,10 +1717,17 @@ class Database:
 
         :returns: ``{"generation", "count", "format_version"}`` of the copied snapshot.
 
+        :raises InvalidPathError: when ``dest_dir`` exists and is not an empty directory.
+        :raises InvalidTypeError: when ``dest_dir`` is not a str or os.PathLike.
+
         Complexity: O(size of the database).
         """
-        self._check_open()
+        if not isinstance(dest_dir, (str, os.PathLike)):
+            raise InvalidTypeError(
+                f"dest_dir must be a str or os.PathLike, not {type(dest_dir).__name__}"
+            )
         with self._lock:
+            self._check_open()
             info = dict(self._env.copy_to(os.fspath(dest_dir), compact=compact))
         info.setdefault("count", info.get("documents"))
         return info
@@ -1805,7 +1815,12 @@ def _analyzer_dict(analyzer: Any) -> dict:
     if isinstance(analyzer, Mapping):
         from llmdsdb.analysis import Analyzer
 
-        return Analyzer.from_dict(dict(analyzer)).to_dict()
+        try:
+            return Analyzer.from_dict(dict(analyzer)).to_dict()
+        except (LlmdsdbError, TypeError, ValueError, KeyError) as exc:
+            # an argument, not a stored record: not a CorruptionError/FormatVersionError
+            raise InvalidArgumentError(f"analyzer: {exc} (pass an llmdsdb.analysis.Analyzer "
+                                       "or its to_dict())") from exc
     to_dict: Callable[[], dict] | None = getattr(analyzer, "to_dict", None)
     if to_dict is None:
         raise InvalidTypeError("analyzer must be an llmdsdb.analysis.Analyzer or its to_dict()")

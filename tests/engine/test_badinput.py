@@ -126,6 +126,10 @@ CASES = [
     ("search-many-lengths", lambda db: db.search_many(["a", "b"], [GOOD]),
      InvalidArgumentError),
     ("batch-bad-call", lambda db: _batch_with_bad_call(db), DimensionError),
+    ("explain-not-bool", lambda db: db.search("x", explain="no"), InvalidTypeError),
+    ("copy-to-not-a-path", lambda db: db.copy_to(5), InvalidTypeError),
+    ("open-analyzer-bad-dict", lambda db: llmdsdb.open(db.path + "-x", analyzer={"stem": 1}),
+     InvalidArgumentError),
 ]
 
 
