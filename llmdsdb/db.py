@@ -910,6 +910,7 @@ class Database:
             return txn.count("docs")
 
     def __len__(self) -> int:
+        """``len(db)``: the number of documents. Complexity: O(1)."""
         return self.count()
 
     @property

@@ -387,6 +387,16 @@ def test_map_full_retry_of_a_later_batch_reloads_the_indexes(tmp_path):
         assert db.get("4").text == "replaced text" and "3" not in db
 
 
+def test_id_key_rule_matches_the_storage_layer():
+    # db.py keeps its own copy so that `import llmdsdb` does not load lmdb; the two rules
+    # must agree or a document becomes unreachable
+    from llmdsdb import db as dbmod
+    from llmdsdb import storage
+
+    for i in ("a", "é" * 200, "é" * 201, "x" * 400, "x" * 401, "\x00x", "x\x00", "日本" * 70):
+        assert dbmod.id_key(i) == storage.id_key(i), i
+
+
 def test_directory_permissions(path):
     with llmdsdb.open(path):
         pass
