@@ -1016,6 +1016,26 @@ class Database:
             rows.append(_Row(ids[j], keys[j], tx[j], emb, metas[j], h, record))
         return rows
 
+    def _sync_config(self) -> None:
+        """Adopt the stored configuration when this handle may not know it yet (another
+        handle created the database, or fixed its dimension, after this one opened it), so
+        that write calls validate against the right metric and dimension.
+
+        Complexity: O(1); a read only while the dimension is not fixed.
+        """
+        c = self._config
+        if c.get("stored") and c.get("dim") is not None:
+            return  # the configuration can no longer change
+        with self._env.read() as txn:
+            stored = self._read_config(txn)
+        if stored is None or (c.get("stored") and stored.get("dim") is None):
+            return
+        cfg = dict(stored, stored=True)
+        if cfg.get("dim") is None and c.get("dim") is not None:
+            cfg["dim"] = c["dim"]  # fixed by this handle's dim= argument, not written yet
+        self._config = cfg
+        self._dirty = True  # the indexes are reloaded with the configuration
+
     def _known_dim(self) -> int | None:
         if self._config.get("dim") is not None:
             return self._config["dim"]
@@ -1112,6 +1132,7 @@ class Database:
         """
         with self._lock:
             self._check_writable()
+            self._sync_config()
             rows = self._validate_rows("add", ids, texts, embeddings, metadata)
             current = self._current_hashes(r.key for r in rows)
             for r in rows:
@@ -1134,6 +1155,7 @@ class Database:
         """
         with self._lock:
             self._check_writable()
+            self._sync_config()
             rows = self._validate_rows("upsert", ids, texts, embeddings, metadata)
             current = self._current_hashes(r.key for r in rows)
             changed = sum(1 for r in rows if current[r.key] != r.hash)
@@ -1473,16 +1495,18 @@ class Database:
             raise QueryError("give queries, vectors, or both")
         qs = list(queries) if queries is not None else [None] * n
         vs = list(vectors) if vectors is not None else [None] * n
-        checked = [self._validate_query(qs[i], vs[i], top_k, fusion_weight, fusion,
-                                        normalization, filter, explain) for i in range(n)]
         from llmdsdb.fusion import fuse
 
-        k = int(top_k)
-        ncand = max(k, DEFAULT_CANDIDATES)
-        w = float(fusion_weight)
         out: list[list[SearchResult]] = []
-        metric = self._config["metric"]
         with self._reading() as txn:
+            # validated against the configuration of this snapshot: another handle may have
+            # created the database (fixing its metric and dimension) after this one opened
+            checked = [self._validate_query(qs[i], vs[i], top_k, fusion_weight, fusion,
+                                            normalization, filter, explain) for i in range(n)]
+            k = int(top_k)
+            ncand = max(k, DEFAULT_CANDIDATES)
+            w = float(fusion_weight)
+            metric = self._config["metric"]
             # a side whose weight is 0 is not consulted - unless the other side is missing
             need_dense = [c[1] if (w > 0.0 or c[0] is None) else None for c in checked]
             dense = self._dense_many(need_dense, ncand)

@@ -397,6 +397,49 @@ def test_id_key_rule_matches_the_storage_layer():
         assert dbmod.id_key(i) == storage.id_key(i), i
 
 
+def test_search_uses_the_metric_another_handle_stored(path):
+    q = unit_vectors(1, 8, 7)[0]
+    early = llmdsdb.open(path)  # opened before the database has a configuration
+    try:
+        with llmdsdb.open(path, metric="l2") as creator:
+            _fill(creator)
+            creator.add(["plain"], ["a fox without an embedding"])  # no vector-side score
+        got = [(r.id, r.score) for r in early.search("fox", vector=q,
+                                                     normalization="theoretical")]
+    finally:
+        early.close()
+    with llmdsdb.open(path) as db:
+        assert db.config["metric"] == "l2"
+        assert got == [(r.id, r.score) for r in db.search("fox", vector=q,
+                                                          normalization="theoretical")]
+
+
+def test_query_vector_checked_against_the_stored_configuration(path):
+    early = llmdsdb.open(path)  # opened before the database has a configuration (cosine)
+    try:
+        with llmdsdb.open(path, metric="l2") as creator:
+            _fill(creator)
+        assert early.search(vector=np.zeros(8))  # a zero vector is fine for l2
+        with pytest.raises(DimensionError):
+            early.search(vector=np.ones(5))
+    finally:
+        early.close()
+
+
+def test_write_calls_validate_against_the_stored_configuration(path):
+    early = llmdsdb.open(path)  # opened before the database has a configuration (cosine)
+    try:
+        with llmdsdb.open(path, metric="l2") as creator:
+            _fill(creator)
+        assert early.add(["zero"], ["origin"], embeddings=[np.zeros(8)]) == 1  # fine for l2
+        g = early.generation
+        with pytest.raises(DimensionError):
+            early.upsert(["short"], ["x"], embeddings=[np.ones(5)])
+        assert early.generation == g and early.check() == []
+    finally:
+        early.close()
+
+
 def test_directory_permissions(path):
     with llmdsdb.open(path):
         pass
