@@ -195,6 +195,10 @@ class InvertedIndex:
     :param store: where pages and meta records live (default: a new MemoryPageStore).
     :param block_size: postings per block (16..65536); 256 was measured best (see
         tools/bench/results/bench_bm25.md).
+    :param cache_bytes: budget of the decoded whole-term cache (docnos + BM25 tf part, 12
+        bytes per posting, LRU). Default 1.5 GiB: the 300 SciFact queries on the synthetic
+        1M-document corpus touch 75M postings (~860 MB); at 256 MB the cache thrashed and
+        queries ran ~5x slower (profiled).
 
     Memory: the term dictionary (a dict entry plus a (blocks, 6) int64 skip array per term,
     ~48 bytes per block), four arrays of 8-21 bytes per document, the word memo, postings not
@@ -211,7 +215,7 @@ class InvertedIndex:
         b: float = 0.75,
         store: PageStore | None = None,
         block_size: int = 256,
-        cache_bytes: int = 256 << 20,
+        cache_bytes: int = 3 << 29,
     ) -> None:
         for name, v in (("k1", k1), ("b", b)):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -773,8 +777,8 @@ class InvertedIndex:
                 base = r * n
                 for tid, wt in zip(t_l, w_l):
                     docs, w = self._term_w(tid)
-                    keys.append(docs + base if base else docs)
-                    vals.append(wt * w)
+                    keys.append(docs.astype(np.intp) + base if base else docs)
+                    vals.append(np.multiply(w, wt, dtype=np.float64))
             acc = np.bincount(
                 np.concatenate(keys), weights=np.concatenate(vals), minlength=len(rows) * n
             ).reshape(len(rows), n)
@@ -851,7 +855,11 @@ class InvertedIndex:
         return weight * maxtf * (self.k1 + 1.0) / (maxtf + norm)
 
     def _tf_part(self, docs: np.ndarray, tfs: np.ndarray) -> np.ndarray:
-        """tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)) per posting; 0 if dead."""
+        """tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)) per posting; 0 if dead.
+
+        float64: a float32 tf part (measured) keeps scores within 1e-5 of the formula but
+        can swap documents whose scores differ by less than ~1e-7, which the property test
+        forbids (ranking exact to 1e-9)."""
         tf = tfs.astype(np.float64)
         return tf * (self.k1 + 1.0) / (tf + self._norms()[docs])
 
@@ -871,17 +879,19 @@ class InvertedIndex:
         )
 
     def _term_w(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
-        """(docnos, tf part) of a whole term, cached until the next write (FIFO, bounded by
-        ``cache_bytes``). Decoded once, the BM25 of a term is one multiply per posting."""
-        hit = self._wcache.get(tid)
+        """(docnos int32, tf part float64) of a whole term, cached until the next write
+        (LRU, bounded by ``cache_bytes``; 12 bytes per posting). Decoded once, the BM25 of a
+        term is one multiply per posting."""
+        cache = self._wcache
+        hit = cache.pop(tid, None)
         if hit is not None:
+            cache[tid] = hit  # most recently used last
             return hit
         docs, tfs = self._term_postings(tid)
         w = self._tf_part(docs, tfs)
-        docs = docs.astype(np.intp)  # what bincount and fancy indexing want
+        docs = docs.astype(np.int32, copy=False)
         size = docs.nbytes + w.nbytes
         if size <= self.cache_bytes // 4:
-            cache = self._wcache
             while cache and self._wcache_bytes + size > self.cache_bytes:
                 old = cache.pop(next(iter(cache)))
                 self._wcache_bytes -= old[0].nbytes + old[1].nbytes
@@ -890,17 +900,20 @@ class InvertedIndex:
         return docs, w
 
     def _exhaustive(self, tids: list[int], weights: list[float], k: int) -> list[tuple[int, float]]:
-        docs_all = []
-        c_all = []
-        for tid, wt in zip(tids, weights):
-            docs, w = self._term_w(tid)
-            docs_all.append(docs)
-            c_all.append(wt * w)
-        if len(docs_all) == 1:
-            docs, c = docs_all[0], c_all[0]
-        else:
-            docs, c = np.concatenate(docs_all), np.concatenate(c_all)
+        lists = [self._term_w(tid) for tid in tids]
+        total = sum(len(d) for d, _ in lists)
+        # One buffer of docnos (intp, what bincount wants) and one of float64 contributions,
+        # filled term by term: one pass per posting each, no intermediate arrays.
+        docs = np.empty(total, dtype=np.intp)
+        c = np.empty(total, dtype=np.float64)
+        o = 0
+        for (d, w), wt in zip(lists, weights):
+            e = o + len(d)
+            docs[o:e] = d
+            np.multiply(w, wt, out=c[o:e], dtype=np.float64)
+            o = e
         acc = np.bincount(docs, weights=c, minlength=self._ext.n)
+        docs_all = [d for d, _ in lists]
         # acc is final, so the k-th best score among any k documents bounds the k-th best
         # from below: take the k best documents of the first (highest-bound) term, then
         # keep everything at or above their k-th score -- one compare over acc instead of
@@ -935,11 +948,11 @@ class InvertedIndex:
             if len(need) == 0:
                 return out
             d, t = self._term_postings(j_tid, need.tolist())
-            docs, w = d.astype(np.intp), self._tf_part(d, t)
+            docs, w = d, self._tf_part(d, t)
         pos = np.searchsorted(docs, cand)
         np.minimum(pos, len(docs) - 1, out=pos)
         hit = docs[pos] == cand
-        out[hit] = weight * w[pos[hit]]
+        out[hit] = np.multiply(w[pos[hit]], weight, dtype=np.float64)
         return out
 
     def _blocks_of(self, tid: int, cand: np.ndarray) -> np.ndarray:
@@ -974,7 +987,7 @@ class InvertedIndex:
         j = 0
         while j < m and above(rest[j], theta):
             docs, w = self._term_w(tids[j])
-            acc[docs] += weights[j] * w  # docs are distinct within a term
+            acc[docs] += np.multiply(w, weights[j], dtype=np.float64)  # docs distinct in a term
             seen.append(docs)
             j += 1
             if boosted or j >= m or not above(rest[j], theta):
