@@ -567,14 +567,14 @@ class _FreshSegment:
         if not self.dirty:
             return
         nb = (self.n + FRESH_BLOCK - 1) // FRESH_BLOCK
-        put = store.put_meta
-        txn = getattr(store, "txn", None)
-        if txn is not None and getattr(store, "name_prefix", None) == "":
-            from llmdsdb.storage import meta_key
+        from llmdsdb.storage import meta_key
 
-            def put(name: str, data: bytes) -> None:
-                # float32 rows do not compress: skip the envelope's zstd attempt
-                txn.put("idxmeta", meta_key(name), data, compress=False)
+        txn = store.txn
+        prefix = store.name_prefix
+
+        def put(name: str, data: bytes) -> None:
+            # float32 rows do not compress: skip the envelope's zstd attempt
+            txn.put("idxmeta", meta_key(prefix + name), data, compress=False)
 
         for b in sorted(self.dirty):
             if b < nb:
@@ -582,10 +582,8 @@ class _FreshSegment:
                 put(f"fresh/{b}", _pack({
                     "ids": self.ids[s:e].astype("<i8").tobytes(),
                     "vecs": self.vecs[s:e].astype("<f4").tobytes()}))
-        delete_meta = getattr(store, "delete_meta", None)
         for b in range(nb, self.stored_blocks):
-            if delete_meta is not None:
-                delete_meta(f"fresh/{b}")
+            store.delete_meta(f"fresh/{b}")
         store.put_meta(_FRESH_DIR, _pack({"rows": self.n, "dim": self.dim,
                                           "metric": self.metric}))
         self.stored_blocks = nb
@@ -1516,9 +1514,8 @@ class Database:
             sparse_of: dict[int, list] = {i: [] for i in need_text}
             if texts and self._bm25 is not None:
                 qs_ = [checked[i][0] for i in texts]
-                many = getattr(self._bm25, "search_many", None)
-                found = (many(qs_, top_k=ncand) if many is not None and len(qs_) > 1
-                         else [self._bm25.search(q_, top_k=ncand) for q_ in qs_])
+                found = (self._bm25.search_many(qs_, top_k=ncand) if len(qs_) > 1
+                         else [self._bm25.search(qs_[0], top_k=ncand)])
                 sparse_of.update(zip(texts, found))
             for i, (q, v, _k, _w) in enumerate(checked):
                 v = need_dense[i]
@@ -1611,7 +1608,7 @@ class Database:
             }
             out["bm25"] = _as_dict(self._bm25.stats()) if self._bm25 is not None else None
             bm = out["bm25"] or {}
-            out["terms"] = bm.get("terms", bm.get("num_terms", bm.get("vocabulary")))
+            out["terms"] = bm.get("num_terms")
             out["hnsw"] = _as_dict(self._hnsw.stats()) if self._hnsw is not None else None
             out["fresh_vectors"] = len(self._fresh) if self._fresh is not None else 0
         out["storage"] = self._env.stat()
