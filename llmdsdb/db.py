@@ -1633,7 +1633,7 @@ class Database:
         problems: list[str] = []
         from llmdsdb.storage import Envelope
 
-        with self._reading() as txn:
+        with self._reading_docs() as txn, self._checking_indexes(txn, problems) as loaded:
             # 1. checksums of every value
             for db in ("meta", "docs", "ids", "idxmeta"):  # pages: store.check() below
                 try:
@@ -1681,10 +1681,26 @@ class Database:
                 problems.append(f"count mismatch: {txn.count('docs')} documents, "
                                 f"{len(ids_seen)} ids")
             # 3. indexes hold exactly the live documents
-            problems += self._check_indexes(live)
+            if loaded:
+                problems += self._check_indexes(live)
             # 4. every page's checksum; the allocator's state matches the stored pages
             problems += self._store.check()
         return problems
+
+    @contextmanager
+    def _checking_indexes(self, txn: Any, problems: list[str]) -> Iterator[bool]:
+        """Bring the indexes up to ``txn`` for :meth:`check`; a failure to load them (a
+        damaged index record) is a problem to report, not an exception. Yields whether they
+        loaded."""
+        try:
+            self._refresh(txn)
+            loaded = True
+        except LlmdsdbError as exc:
+            self._dirty = True
+            problems.append(f"indexes cannot be loaded: {exc}")
+            loaded = False
+        with self._store.bound(txn):
+            yield loaded
 
     def _check_indexes(self, live: dict[int, bool]) -> list[str]:
         problems: list[str] = []

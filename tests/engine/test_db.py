@@ -440,6 +440,25 @@ def test_write_calls_validate_against_the_stored_configuration(path):
         early.close()
 
 
+def test_check_reports_an_index_record_that_cannot_be_loaded(path):
+    with llmdsdb.open(path) as db:
+        _fill(db)
+        db.optimize()
+        with db._env.read() as txn:
+            key = next(bytes(k) for k, _ in txn.raw_items("idxmeta") if k.startswith(b"hnsw/"))
+
+        def flip(txn):
+            raw = bytearray(txn.raw_get("idxmeta", key))
+            raw[-3] ^= 0x40
+            txn.raw_put("idxmeta", key, bytes(raw))
+
+        db._env.run_write(flip)  # a commit this handle has not loaded yet
+        problems = db.check()
+        assert any("indexes cannot be loaded" in p for p in problems), problems
+        assert any(key.decode() in p for p in problems)
+        assert db.get("d1").text == TEXTS[1]  # the documents stay readable
+
+
 def test_directory_permissions(path):
     with llmdsdb.open(path):
         pass
