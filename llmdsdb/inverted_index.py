@@ -34,7 +34,9 @@ block-max bound of the current term and the bounds of the later terms cannot rea
 term order in every mode, so all modes return bit-identical results (tested).
 ``mode="auto"`` (the default) picks exhaustive up to :data:`DENSE_MAX_DOCS` documents.
 Decoded whole-term postings are cached with their BM25 tf part until the next write
-(``cache_bytes``), so a repeated term costs one multiply per posting.
+(``cache_bytes``, LRU, 12 bytes per posting), so a repeated term costs one multiply per
+posting; the budget must hold the working set of the query terms, or long lists are decoded
+and re-normalised on every query (the profiled cause of slow queries at 1M documents).
 
 **Removal** marks the document dead (a tombstone: its postings stay until a rebuild) and
 decrements df of its terms, so N, avgdl and df always describe live documents only.
