@@ -126,6 +126,37 @@ class DatabaseMachine(RuleBasedStateMachine):
         self.model = model
         self.generation += 1 if changed else 0
 
+    @rule(outer=st.dictionaries(IDS, DOC, min_size=1, max_size=3),
+          inner=st.dictionaries(IDS, DOC, min_size=1, max_size=3),
+          inner_deletes=st.lists(IDS, max_size=2), fail=st.booleans())
+    def nested_batch(self, outer, inner, inner_deletes, fail):
+        """An exception leaving a nested batch() drops only that block's calls."""
+        model = dict(self.model)
+        changed = 0
+        with self.db.batch():
+            ids, texts, vecs, metas = _docs(outer.keys(), outer.values())
+            changed += self._apply_upsert(model, ids, texts, vecs, metas)
+            self.db.upsert(ids, texts, embeddings=vecs, metadata=metas)
+            inner_model = dict(model)
+            try:
+                with self.db.batch():
+                    ids, texts, vecs, metas = _docs(inner.keys(), inner.values())
+                    n = self._apply_upsert(inner_model, ids, texts, vecs, metas)
+                    assert self.db.upsert(ids, texts, embeddings=vecs, metadata=metas) == n
+                    d = len({i for i in inner_deletes if i in inner_model})
+                    assert self.db.delete(inner_deletes) == d
+                    for i in inner_deletes:
+                        inner_model.pop(i, None)
+                    if fail:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                pass
+            else:
+                model = inner_model
+                changed += n + d
+        self.model = model
+        self.generation += 1 if changed else 0
+
     @rule(word=st.sampled_from(WORDS))
     def search_text(self, word):
         hits = self.db.search(word, top_k=20, fusion_weight=0.0)
