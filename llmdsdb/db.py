@@ -48,7 +48,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, Self
 
 import msgpack
 import numpy as np
@@ -71,8 +71,6 @@ from llmdsdb.errors import (
 __all__ = ["Database", "Document", "Explain", "Options", "SearchResult", "open"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 Metric = Literal["cosine", "ip", "l2"]
 Durability = Literal["sync", "metasync", "nosync"]
@@ -782,7 +780,7 @@ class Database:
             if os.getpid() == self._pid:
                 self._env.close()
 
-    def __enter__(self) -> Database:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -1712,7 +1710,7 @@ class Database:
                 idx._check()
             except AssertionError as exc:
                 problems.append(f"{name}: invariant violated ({exc})")
-            except Exception as exc:  # a damaged index may fail in any way: report it
+            except Exception as exc:  # noqa: BLE001 - a damaged index may fail in any way
                 problems.append(f"{name}: check failed ({type(exc).__name__}: {exc})")
         if bm is not None:
             if len(bm) != len(live):
@@ -1774,7 +1772,7 @@ class Database:
 # --- open ---------------------------------------------------------------------------------
 
 
-def open(  # noqa: A001 - the public name is llmdsdb.open
+def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
     path: str | os.PathLike,
     *,
     dim: int | None = None,
