@@ -33,9 +33,15 @@ re-runs the whole batch after growing a full map. Documents, postings pages, gra
 allocator state and the generation commit together or not at all. On any abort the
 in-memory indexes are discarded and reopened from the last committed state.
 
-Readers see whole batches only (LMDB snapshots). Before each read the stored generation is
-compared with the one the in-memory indexes reflect; when another process has committed, the
-indexes are reopened and the page cache is cleared.
+Readers see whole batches only (LMDB snapshots). Before each search (and each write) the
+stored generation is compared with the one the in-memory indexes reflect; when another
+process has committed, the indexes are reopened and the page cache is cleared. Document
+reads (get, ``in``, count, iter_documents) use only the ``docs`` and ``ids`` databases and
+leave the indexes alone.
+
+Durability (``durability=``, see :class:`Options`): ``"sync"`` opens LMDB with
+``sync=True, metasync=True``, ``"metasync"`` with ``metasync=False``, ``"nosync"`` with
+``sync=False``.
 """
 
 from __future__ import annotations
