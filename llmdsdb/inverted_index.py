@@ -933,9 +933,11 @@ class InvertedIndex:
                 return out
             d, t = self._term_postings(j_tid, need.tolist())
             docs, w = d, self._tf_part(d, t)
-        pos = np.searchsorted(docs, cand)
+        # Same dtype on both sides: searchsorted would otherwise cast the whole list.
+        c = cand.astype(docs.dtype, copy=False)
+        pos = np.searchsorted(docs, c)
         np.minimum(pos, len(docs) - 1, out=pos)
-        hit = docs[pos] == cand
+        hit = docs[pos] == c
         out[hit] = np.multiply(w[pos[hit]], weight, dtype=np.float64)
         return out
 
@@ -963,46 +965,40 @@ class InvertedIndex:
 
         # Phase A (essential terms): score whole lists into a dense accumulator while an
         # unseen document could still reach theta, a lower bound of the final k-th score.
-        # Adds happen term by term in the same order as in exhaustive mode.
-        acc = np.zeros(self._ext.n, dtype=np.float64)
-        seen: list[np.ndarray] = []
+        # theta comes from the first (highest-bound) term: the complete scores of its k
+        # best documents are real scores of real documents, so their minimum bounds the
+        # final k-th score from below. Once per query: it costs a lookup per other term.
+        docs0, w0 = self._term_w(tids[0])
         theta = -math.inf
-        boosted = False
-        j = 0
-        while j < m and above(rest[j], theta):
-            docs, w = self._term_w(tids[j])
-            acc[docs] += np.multiply(w, weights[j], dtype=np.float64)  # docs distinct in a term
-            seen.append(docs)
-            j += 1
-            if boosted or j >= m or not above(rest[j], theta):
-                continue
-            # After the first (highest-bound) term: take its k best documents and raise
-            # theta to the k-th best of their complete scores -- real scores of real
-            # documents, so a lower bound of the final k-th score. Once per query: it costs
-            # a lookup per term left.
-            boosted = True
-            if len(docs) < k:
-                continue
-            top = np.sort(docs[np.argpartition(acc[docs], len(docs) - k)[len(docs) - k :]])
-            full = acc[top].copy()
-            for i in range(j, m):
+        if m > 1 and len(docs0) >= k and above(rest[1], theta):
+            sel = np.argpartition(w0, len(w0) - k)[len(w0) - k :]
+            sel.sort()
+            top = docs0[sel]
+            full = np.multiply(w0[sel], weights[0], dtype=np.float64)
+            for i in range(1, m):
                 full += self._lookup(tids[i], weights[i], top)
             theta = float(full.min())
-        if not seen:
-            return []
+        j = 1
+        while j < m and above(rest[j], theta):
+            j += 1
+        # The essential terms 0..j-1 in one bincount, in the same term order as exhaustive
+        # mode, so every partial sum is bit-identical to exhaustive's.
+        lists = [(docs0, w0)] + [self._term_w(t) for t in tids[1:j]]
+        acc = np.bincount(
+            np.concatenate([d for d, _ in lists]),
+            weights=np.concatenate(
+                [np.multiply(w, wt, dtype=np.float64) for (_, w), wt in zip(lists, weights)]
+            ),
+            minlength=self._ext.n,
+        )
         # Candidates: documents seen in phase A whose partial score plus the bounds of the
         # terms left can still reach theta (others cannot enter the top k).
-        total_seen = sum(len(d) for d in seen)
         if j < m and theta > -math.inf:
             floor = (theta - slack) / (1 + slack) - rest[j]
         else:
             floor = 0.0
         floor = max(floor, 0.0)
-        if total_seen * 8 > len(acc):
-            cand = np.flatnonzero(acc > floor)
-        else:
-            cand = np.unique(np.concatenate(seen))
-            cand = cand[acc[cand] > floor]
+        cand = np.flatnonzero(acc > floor)
         score = acc[cand]
         if j >= m:
             return self._select(cand, score, k)
