@@ -848,9 +848,12 @@ class Database:
         from llmdsdb.hnsw import HNSW
 
         c = self._config
+        # ml = 1/ln M (the paper's recommendation) rather than the seed API's 1/ln 2: at equal
+        # recall it built 1.8-2.7x faster on SciFact, siftsmall and fmnist (docs/tuning.md,
+        # tools/bench/results/hnsw_ml_ln2.md). The graph stores its ml, so reopening keeps it.
         return HNSW(dim, M=c["hnsw_M"], ef_construction=c["hnsw_ef_construction"],
-                    seed=c["hnsw_seed"], metric=c["metric"], store=self._store,
-                    **self._hnsw_overrides())
+                    ml=1.0 / math.log(c["hnsw_M"]), seed=c["hnsw_seed"], metric=c["metric"],
+                    store=self._store, **self._hnsw_overrides())
 
     # --- reads ------------------------------------------------------------------------------
 
