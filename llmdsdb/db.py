@@ -137,6 +137,10 @@ class Options:
       or an OS crash recent batches may be lost and, unless the filesystem keeps write
       order, the file may be damaged (only for data you can rebuild).
 
+    ``cache_bytes`` bounds the decoded-page cache and, separately, the inverted index's
+    cache of decoded whole postings lists (the query path's working set), so a process holds
+    at most about twice ``cache_bytes`` of decoded data.
+
     In every mode a process crash (``kill -9``) loses no committed batch; ``writemap`` is
     never used. Frozen, so safe to share between threads.
     """
@@ -826,6 +830,7 @@ class Database:
         with self._store.bound(txn):
             if stored is not None:
                 self._bm25 = InvertedIndex.open(self._store)
+                self._bm25.cache_bytes = self._options.cache_bytes
                 if stored.get("dim") is not None:
                     self._hnsw = HNSW.open(self._store, **self._hnsw_overrides())
                     self._fresh = _FreshSegment.open(self._store, stored["dim"],
@@ -842,7 +847,8 @@ class Database:
         from llmdsdb.analysis import Analyzer
         from llmdsdb.inverted_index import InvertedIndex
 
-        return InvertedIndex(Analyzer.from_dict(self._config["analyzer"]), store=self._store)
+        return InvertedIndex(Analyzer.from_dict(self._config["analyzer"]), store=self._store,
+                             cache_bytes=self._options.cache_bytes)
 
     def _new_hnsw(self, dim: int) -> Any:
         from llmdsdb.hnsw import HNSW
@@ -1836,7 +1842,7 @@ def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
                                                       hnsw_ef_construction, 1, 4096)
     if hnsw_ef_search is not None:
         hnsw_ef_search = _check_int("hnsw_ef_search", hnsw_ef_search, 1, 4096)
-    cache_bytes = _check_int("cache_bytes", cache_bytes, 0, 2**48)
+    cache_bytes = _check_int("cache_bytes", cache_bytes, 1, 2**48)
     _check_choice("durability", durability, DURABILITIES)
     if not isinstance(readonly, bool):
         raise InvalidTypeError("readonly must be a bool")
