@@ -15,6 +15,9 @@ Run from the repository root::
     python tools/bench/bench_hnsw.py            # the three real sets
     python tools/bench/bench_hnsw.py --quick    # small smoke run
     python tools/bench/bench_hnsw.py --scale 200000 --only-scale
+    python tools/bench/bench_hnsw.py --scale 1000000 --only-scale --index-dir /tmp/hnsw1m
+        # builds both indexes once and saves them (with the data, ground truth and build
+        # times); a rerun with the same --index-dir loads them and measures queries only
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import itertools
+import json
 import math
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -141,19 +146,11 @@ def qps_at(curve: list[tuple[float, float]], target: float = 0.95) -> float | No
     return None
 
 
-def run_set(ds: dict, efs: list[int], repeat: int, ml: float, single_queries: int) -> dict:
+def build_both(X: np.ndarray, metric: str, ml: float):
+    """Build ours and hnswlib's index over ``X`` (one thread each): (ours, peer, ours_s, peer_s)."""
     import hnswlib
 
-    X, Q, metric = ds["X"], ds["Q"], ds["metric"]
     n, dim = X.shape
-    gt = ds["gt"]
-    t = time.perf_counter()
-    if gt is None:
-        gt = exact_gt(X, Q, metric)
-    gt = np.asarray(gt)[:, :10]
-    gt_s = time.perf_counter() - t
-    print(f"[{ds['name']}] n={n} dim={dim} metric={metric} (ground truth {gt_s:.1f}s)", flush=True)
-
     ours = HNSW(dim, M=M, ef_construction=EFC, seed=1, ml=ml, metric=metric)
     t = time.perf_counter()
     ours.add_many(X, np.arange(n))
@@ -168,6 +165,67 @@ def run_set(ds: dict, efs: list[int], repeat: int, ml: float, single_queries: in
     peer.add_items(X, np.arange(n), num_threads=1)
     peer_build = time.perf_counter() - t
     print(f"  hnswlib build {peer_build:.1f}s = {n / peer_build:,.0f} vec/s", flush=True)
+    return ours, peer, ours_build, peer_build
+
+
+def save_built(d: Path, ds: dict, gt: np.ndarray, ours: HNSW, peer, ours_s: float, peer_s: float, ml: float) -> None:
+    """Keep a built pair (ours through its own page format) so that query runs can be redone."""
+    d.mkdir(parents=True, exist_ok=True)
+    ours.flush()  # the bench builds in the default in-memory page store
+    store = ours._store
+    with open(d / "ours.pkl", "wb") as f:
+        pickle.dump(store, f, protocol=pickle.HIGHEST_PROTOCOL)
+    peer.save_index(str(d / "hnswlib.bin"))
+    np.save(d / "Q.npy", ds["Q"])
+    np.save(d / "gt.npy", gt)
+    (d / "build.json").write_text(json.dumps({
+        "name": ds["name"], "n": int(len(ds["X"])), "dim": int(ds["X"].shape[1]), "metric": ds["metric"],
+        "ours_build_s": ours_s, "hnswlib_build_s": peer_s, "ml": ml, "M": M, "ef_construction": EFC,
+        "commit": common.machine().get("commit"),
+    }))
+
+
+def load_built(d: Path):
+    """(ds, gt, ours, peer, ours_s, peer_s, build info) saved by :func:`save_built`."""
+    import hnswlib
+
+    info = json.loads((d / "build.json").read_text())
+    with open(d / "ours.pkl", "rb") as f:
+        store = pickle.load(f)
+    ours = HNSW.open(store)
+    peer = hnswlib.Index(space=info["metric"], dim=info["dim"])
+    peer.load_index(str(d / "hnswlib.bin"), max_elements=info["n"])
+    peer.set_num_threads(1)
+    ds = {"name": info["name"], "metric": info["metric"], "X": None, "Q": np.load(d / "Q.npy"),
+          "gt": np.load(d / "gt.npy"), "n": info["n"], "dim": info["dim"]}
+    return ds, ours, peer, info
+
+
+def run_set(ds: dict, efs: list[int], repeat: int, ml: float, single_queries: int,
+            index_dir: Path | None = None) -> dict:
+    Q, metric = ds["Q"], ds["metric"]
+    built = None
+    if index_dir is not None and (index_dir / "build.json").exists():
+        ds, ours, peer, info = load_built(index_dir)
+        Q, metric, gt = ds["Q"], ds["metric"], ds["gt"]
+        ours_build, peer_build = info["ours_build_s"], info["hnswlib_build_s"]
+        n, dim = ds["n"], ds["dim"]
+        built = info
+        print(f"[{ds['name']}] loaded from {index_dir} (built at commit {info.get('commit')})", flush=True)
+    else:
+        X = ds["X"]
+        n, dim = X.shape
+        gt = ds["gt"]
+        t = time.perf_counter()
+        if gt is None:
+            gt = exact_gt(X, Q, metric)
+        gt = np.asarray(gt)[:, :10]
+        gt_s = time.perf_counter() - t
+        print(f"[{ds['name']}] n={n} dim={dim} metric={metric} (ground truth {gt_s:.1f}s)", flush=True)
+        ours, peer, ours_build, peer_build = build_both(X, metric, ml)
+        if index_dir is not None:
+            save_built(index_dir, ds, gt, ours, peer, ours_build, peer_build, ml)
+            print(f"  saved both indexes to {index_dir}", flush=True)
 
     Qs = Q[:single_queries]
     gts = gt[: len(Qs)]
@@ -225,6 +283,7 @@ def run_set(ds: dict, efs: list[int], repeat: int, ml: float, single_queries: in
 
     summary = {
         "set": ds["name"], "n": n, "dim": dim, "metric": metric, "M": M, "ef_construction": EFC, "ml": ml,
+        "built_at_commit": built.get("commit") if built else None,
         "ours_build_s": ours_build, "ours_build_vps": n / ours_build,
         "hnswlib_build_s": peer_build, "hnswlib_build_vps": n / peer_build,
         "build_ratio": peer_build / ours_build,
@@ -303,6 +362,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="timing repeats (best is kept)")
     ap.add_argument("--ml", type=float, default=1 / math.log(M),
                     help="level multiplier (default 1/ln M, hnswlib's; the class default is 1/ln 2)")
+    ap.add_argument("--index-dir", type=Path, default=None,
+                    help="with --scale: save the built indexes here, or load them if already saved")
     args = ap.parse_args()
     efs = [16, 32, 64] if args.quick else [10, 12, 16, 24, 32, 64, 128, 256]
     results = []
@@ -314,8 +375,9 @@ def main() -> None:
         for ds in load_sets(args.quick):
             results.append(run_set(ds, efs, 1 if args.quick else args.repeat, args.ml, len(ds["Q"])))
     if args.scale:
-        ds = synthetic(args.scale)
-        results.append(run_set(ds, [16, 32, 64, 128] if not args.quick else efs, 1, args.ml, 300))
+        loaded = args.index_dir is not None and (args.index_dir / "build.json").exists()
+        ds = {"name": "saved", "metric": "cosine", "Q": None} if loaded else synthetic(args.scale)
+        results.append(run_set(ds, [16, 32, 64, 128] if not args.quick else efs, 1, args.ml, 300, args.index_dir))
     cmd = "python tools/bench/bench_hnsw.py " + " ".join(sys.argv[1:])
     note = (
         f"HNSW M={M}, ef_construction={EFC}, ml={args.ml:.4f}, seed=1, k=10; hnswlib "
@@ -326,7 +388,7 @@ def main() -> None:
         "knn_query on the matrix). Exact = brute force numpy over the stored float32 vectors. The machine is "
         "shared with other jobs: compare within a row, not across runs."
     )
-    name = "hnsw_quick" if args.quick else ("hnsw_scale" if args.only_scale else "hnsw")
+    name = "hnsw_quick" if args.quick else (f"hnsw_scale_{args.scale}" if args.only_scale else "hnsw")
     path = common.write_result(name, cmd, render(results, note, cross), {"sets": results, "crossover": cross})
     print(f"wrote {path}")
 
