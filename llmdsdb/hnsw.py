@@ -565,8 +565,8 @@ class HNSW:
             key = np.full((Aw, wn, 1), np.inf, np.float32)
             nQ3 = nQw[:, :, None]
             bs = max(1, 2 * _GATHER_ROWS // (wn + rr.size // Aw + 1))
-            for i in range(0, Aw, bs):
-                wb = int(cnt[i : i + bs].max())
+            starts = range(0, Aw, bs)
+            for i, wb in zip(starts, np.maximum.reduceat(cnt, starts).tolist()):
                 if wb:
                     np.matmul(vecs.take(ni[i : i + bs, :wb], axis=0), nQ3[i : i + bs], out=key[i : i + bs, :wb])
             key = key[:, :, 0]
@@ -640,9 +640,7 @@ class HNSW:
         # pool: sorted list of (key, id, unexpanded); a step merges its new entries that beat
         # the pool's worst with one sort (cheaper than a bisect/insert per entry)
         pool = [(kv, i, True) for kv, i in pool]
-        marks = self._marks
         c = _C_ONE
-        inf = math.inf
         while True:
             fr = [j for j, e in enumerate(pool) if e[2]][:c]
             if not fr:
@@ -657,18 +655,23 @@ class HNSW:
             n = nb.size
             if not n:
                 continue
-            if len(fr) > 1:  # two frontier nodes may share a new neighbour: keep one copy
-                if n > marks.size:
-                    marks = self._marks = -np.arange(1, 2 * n + 1, dtype=np.int32)
-                mk = marks[:n]
-                vis[nb] = mk
-                nb = nb.compress(vis.take(nb) == mk)
             vis[nb] = epoch
             k = vecs.take(nb, axis=0) @ nq
             if l2:
                 k += hsq.take(nb)
-            bound = pool[-1][0] if len(pool) >= ef else inf
-            new = [(kv, i, True) for kv, i in zip(k.tolist(), nb.tolist()) if kv < bound]
+            if len(pool) >= ef:
+                # most scored neighbours lose to the pool's worst: drop them in numpy, not
+                # one by one in Python
+                m = k < pool[-1][0]
+                k = k[m]
+                nb = nb[m]
+            if len(fr) > 1:
+                # two frontier nodes may share a new neighbour: it was scored twice (cheaper
+                # than a dedupe in numpy) and enters the pool once
+                seen: set[int] = set()
+                new = [(kv, i, True) for kv, i in zip(k.tolist(), nb.tolist()) if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+            else:
+                new = [(kv, i, True) for kv, i in zip(k.tolist(), nb.tolist())]
             if new:
                 pool += new
                 pool.sort()
