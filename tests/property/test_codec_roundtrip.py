@@ -7,7 +7,12 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmdsdb.codec import decode_postings, encode_postings, encode_postings_many
+from llmdsdb.codec import (
+    decode_postings,
+    decode_postings_many,
+    encode_postings,
+    encode_postings_many,
+)
 from llmdsdb.errors import CorruptionError
 
 block = st.lists(
@@ -51,3 +56,28 @@ def test_damage_is_refused(b: tuple[list[int], list[int]], data: st.DataObject) 
             pass
         else:  # only possible if the damage left the block valid: never for one flipped byte
             raise AssertionError("damaged block decoded")
+
+
+@given(st.lists(block, min_size=1, max_size=8))
+def test_decode_many_equals_single(blocks: list[tuple[list[int], list[int]]]) -> None:
+    raw = [encode_postings(np.array(d), np.array(t)) for d, t in blocks]
+    docs, tfs, counts = decode_postings_many(raw)
+    assert counts.tolist() == [len(d) for d, _ in blocks]
+    assert docs.tolist() == [x for d, _ in blocks for x in d]
+    assert tfs.tolist() == [x for _, t in blocks for x in t]
+
+
+@given(st.lists(block, min_size=1, max_size=4), st.data())
+def test_decode_many_refuses_damage(
+    blocks: list[tuple[list[int], list[int]]], data: st.DataObject
+) -> None:
+    raw = [bytearray(encode_postings(np.array(d), np.array(t))) for d, t in blocks]
+    j = data.draw(st.integers(0, len(raw) - 1))
+    i = data.draw(st.integers(0, len(raw[j]) - 1))
+    raw[j][i] ^= data.draw(st.integers(1, 255))
+    try:
+        decode_postings_many([bytes(r) for r in raw])
+    except CorruptionError:
+        pass
+    else:
+        raise AssertionError("damaged block decoded")

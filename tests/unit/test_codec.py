@@ -14,6 +14,7 @@ from llmdsdb.codec import (
     MAX_DOC,
     decode_arrays,
     decode_postings,
+    decode_postings_many,
     encode_arrays,
     encode_postings,
     encode_postings_many,
@@ -119,6 +120,70 @@ def test_declared_sizes_are_not_trusted() -> None:
         decode_postings(_with_crc(big))
     with pytest.raises(FormatVersionError):
         decode_postings(_with_crc(bytes([9, 1, 0, 0])))
+
+
+def _blocks(seed: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n = int(rng.choice([1, 2, 3, 17, 256, 257]))
+        gap_bits = int(rng.integers(0, 21))
+        docs = int(rng.integers(0, 1000)) + np.cumsum(rng.integers(1, (1 << gap_bits) + 1, n))
+        tfs = rng.integers(1, 1 << int(rng.integers(1, 31)), n)
+        if rng.random() < 0.3:
+            tfs[:] = 1  # tf width 0
+        out.append((docs - docs[0] + int(rng.integers(0, 50)), tfs))
+    return out
+
+
+def test_decode_many_matches_one_by_one() -> None:
+    blocks = _blocks(2, 200)
+    blocks.append((np.array([MAX_DOC - 2, MAX_DOC]), np.array([MAX_DOC, 1])))
+    blocks.append((np.arange(MAX_BLOCK_POSTINGS) * 3, np.ones(MAX_BLOCK_POSTINGS, np.int64)))
+    raw = [encode_postings(d, t) for d, t in blocks]
+    docs, tfs, counts = decode_postings_many(raw)
+    assert docs.dtype == np.int32 and tfs.dtype == np.int32
+    assert counts.tolist() == [len(d) for d, _ in blocks]
+    assert docs.tolist() == np.concatenate([d for d, _ in blocks]).tolist()
+    assert tfs.tolist() == np.concatenate([t for _, t in blocks]).tolist()
+    for one in raw[:20]:  # one block at a time, and bytearray / memoryview input
+        d1, t1 = decode_postings(one)
+        for form in (one, bytearray(one), memoryview(one)):
+            d, t, c = decode_postings_many([form])
+            assert d.tolist() == d1.tolist() and t.tolist() == t1.tolist()
+    d, t, c = decode_postings_many([])
+    assert len(d) == len(t) == len(c) == 0
+
+
+def test_decode_many_refuses_any_bad_block() -> None:
+    good = [encode_postings(d, t) for d, t in _blocks(3, 6)]
+    flipped = bytearray(good[2])
+    flipped[len(flipped) // 2] ^= 0x10
+    bad_blocks = [
+        bytes(flipped),
+        good[2][:-1],
+        good[2][:5],
+        good[2] + b"\0",
+        b"",
+        _with_crc(bytes([1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0, 0])),  # 2**40 postings
+        _with_crc(bytes([1, 0x81, 0x80, 0x04, 0]) + b"\0" * 4),  # 65537 postings
+        _with_crc(bytes([1, 2, 0, 40, 0]) + b"\0" * 5),  # width > 31
+        _with_crc(bytes([1, 3, 0, 8, 0]) + b"\0" * 5),  # payload length wrong
+        _with_crc(bytes([1, 2]) + bytes([0xFE, 0xFF, 0xFF, 0xFF, 0x07]) + bytes([31, 0]) + b"\xff" * 4),
+        _with_crc(bytes([1, 1, 0x80, 0x80, 0x80, 0x80, 0x08, 0])),  # base >= 2**31
+        _with_crc(bytes([1, 1])),  # header cut short
+    ]
+    for bad in bad_blocks:
+        for at in (0, 3, len(good)):
+            blocks = good[:at] + [bad] + good[at:]
+            with pytest.raises(CorruptionError):
+                decode_postings_many(blocks)
+            with pytest.raises(CorruptionError):
+                decode_postings(bad)
+    with pytest.raises(FormatVersionError):
+        decode_postings_many(good + [_with_crc(bytes([9, 1, 0, 0]))])
+    with pytest.raises(CorruptionError):
+        decode_postings_many(good + ["text"])  # type: ignore[list-item]
 
 
 def test_arrays_round_trip() -> None:
