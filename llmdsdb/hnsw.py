@@ -101,9 +101,16 @@ _HEUR_CHUNK = 48
 _HEUR_ROWS = 32
 #: Vectors gathered per block when scoring a step of a batched search.
 _GATHER_ROWS = 256
-#: Entries (int32) of visited stamps per thread: bounds how many queries of one batch
-#: advance together on large indexes (64 MiB).
-_VIS_BUDGET = 1 << 24
+#: Entries (uint16) of visited stamps per thread: bounds how many queries of one batch
+#: advance together on large indexes (64 MiB: 33 queries at a time on 1M vectors).
+_VIS_BUDGET = 1 << 25
+#: Visited stamps: a search takes a fresh epoch in 1.._EPOCH_MAX (the array is cleared when
+#: they run out); the values above are the marks with which a batched step keeps one copy
+#: of a neighbour that two expanded nodes of the same query share.
+_EPOCH_MAX = 32767
+_MARKS = np.arange(_EPOCH_MAX + 1, 1 << 16, dtype=np.uint16)
+#: Largest M: one query's step (_C_BATCH rows of 2 * M neighbours) must fit in _MARKS.
+_M_MAX = _MARKS.size // (2 * _C_BATCH)
 #: Most frontier nodes expanded per step of a single-query search.
 _C_ONE = 8
 #: Largest upper layer scanned exactly to find a query's entry point.
@@ -130,7 +137,7 @@ class _Scratch(threading.local):
     """Per-thread visited stamps, reused across queries (epochs instead of clearing)."""
 
     def __init__(self) -> None:
-        self.vis = np.zeros(1, np.int32)
+        self.vis = np.zeros(1, np.uint16)
         self.cap1 = 0
         self.slots = 0
         self.epoch = 0
@@ -168,7 +175,7 @@ class HNSW:
 
     Memory: about ``n * (4*dim + 8*M + 26 + 4*L)`` bytes (vectors, layer-0 rows, per-node
     fields, one row-map entry per upper layer ``L``) plus ``n * (4*M + 4) * p / (1 - p)``
-    for the upper layers (``p = exp(-1/ml)``), plus ``4 * (n + 1) * q`` bytes of visited
+    for the upper layers (``p = exp(-1/ml)``), plus ``2 * (n + 1) * q`` bytes of visited
     stamps per searching thread (``q`` queries advanced together, at most 64 MiB); see
     ``docs/tuning.md``.
     """
@@ -191,8 +198,8 @@ class HNSW:
         self.ef_search = _as_int(ef_search, "ef_search")
         if self.dim < 1:
             raise InvalidArgumentError(f"dim must be >= 1, got {self.dim}")
-        if self.M < 2:
-            raise InvalidArgumentError(f"M must be >= 2, got {self.M}")
+        if not 2 <= self.M <= _M_MAX:
+            raise InvalidArgumentError(f"M must be in 2..{_M_MAX}, got {self.M}")
         if self.ef_construction < 1 or self.ef_search < 1:
             raise InvalidArgumentError("ef_construction and ef_search must be >= 1")
         if isinstance(ml, bool) or not isinstance(ml, (int, float)) or not ml > 0 or not math.isfinite(ml):
@@ -241,7 +248,6 @@ class HNSW:
         self._lcount: list[int] = []
         self._id_map: dict[int, int] = {}
         self._scratch = _Scratch()
-        self._marks = -np.arange(1, 4097, dtype=np.int32)
         self._vec_pages: list[int] = []
         self._node_pages: list[int] = []
         self._dirty_vec: set[int] = set()
@@ -433,10 +439,10 @@ class HNSW:
         if s.cap1 != cap1 or s.slots < rows:
             s.slots = max(rows, 1)
             s.cap1 = cap1
-            s.vis = np.zeros(s.slots * cap1 + 1, np.int32)
+            s.vis = np.zeros(s.slots * cap1 + 1, np.uint16)
             s.epoch = 0
         s.epoch += 1
-        if s.epoch >= 2**31 - 2:
+        if s.epoch > _EPOCH_MAX:
             s.vis.fill(0)
             s.epoch = 1
         return s.vis, cap1, s.epoch
@@ -471,7 +477,10 @@ class HNSW:
             sorted nearest first, padded with -1 / inf.
         """
         A = Q.shape[0]
-        maxr = self._max_rows()
+        adj, rowmap = self._layer(level)
+        width = adj.shape[1]
+        # a step keeps at most rows * c * width neighbours, each needing its own mark
+        maxr = min(self._max_rows(), max(1, _MARKS.size // (c * width)))
         if A > maxr:
             parts = [
                 self._search_layer(
@@ -481,8 +490,6 @@ class HNSW:
                 for i in range(0, A, maxr)
             ]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        adj, rowmap = self._layer(level)
-        width = adj.shape[1]
         vecs = self._vecs
         l2 = self.metric == "l2"
         hsq = self._hsq
@@ -515,7 +522,7 @@ class HNSW:
         W_k[:, :ns] = ek
         rows = np.arange(A)  # original row of each working row
         nQw, basew = nQ, base
-        marks = self._marks
+        marks = _MARKS
         while True:
             um = ~W_x & (W_id >= 0)
             live = um.any(axis=1)
@@ -545,8 +552,6 @@ class HNSW:
             if not n:
                 continue
             rr = np.repeat(r, width).compress(m)
-            if n > marks.size:
-                marks = self._marks = -np.arange(1, 2 * n + 1, dtype=np.int32)
             mk = marks[:n]
             vis[fi] = mk
             m = vis.take(fi) == mk

@@ -19,6 +19,7 @@ from llmdsdb.errors import (
     QueryError,
     ZeroVectorError,
 )
+import llmdsdb.hnsw as hnsw_mod
 from llmdsdb.hnsw import HNSW
 from llmdsdb.pages import MemoryPageStore
 
@@ -270,11 +271,32 @@ def test_huge_values_do_not_overflow_silently() -> None:
 
 
 def test_constructor_validation() -> None:
-    for kwargs in ({"dim": 0}, {"dim": 3, "M": 1}, {"dim": 3, "ef_search": 0}, {"dim": 3, "ml": 0.0}, {"dim": 3, "metric": "hamming"}):
+    for kwargs in ({"dim": 0}, {"dim": 3, "M": 1}, {"dim": 3, "M": hnsw_mod._M_MAX + 1}, {"dim": 3, "ef_search": 0}, {"dim": 3, "ml": 0.0}, {"dim": 3, "metric": "hamming"}):
         with pytest.raises(InvalidArgumentError):
             HNSW(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(InvalidTypeError):
         HNSW("3")  # type: ignore[arg-type]
+
+
+def test_visited_epochs_wrap_and_batches_split_without_changing_results(
+    built: HNSW, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Searches across the wrap of the visited stamps' epochs, and batches split into chunks
+    of a few queries (as on a large index), return what a fresh run returns."""
+    Q = data[:40] + 0.01
+    ref_single = [built.search(q, 10, ef=32, exact=False) for q in Q[:8]]
+    ref_ids, ref_d = built.search_many_arrays(Q, 10, ef=32, exact=False)
+    built._scratch.epoch = hnsw_mod._EPOCH_MAX - 3  # the next few searches wrap
+    for _ in range(3):
+        assert [built.search(q, 10, ef=32, exact=False) for q in Q[:8]] == ref_single
+        ids, d = built.search_many_arrays(Q, 10, ef=32, exact=False)
+        assert np.array_equal(ids, ref_ids) and np.array_equal(d, ref_d)
+    assert built._scratch.epoch < hnsw_mod._EPOCH_MAX - 3  # it did wrap
+    monkeypatch.setattr(hnsw_mod, "_VIS_BUDGET", 3 * (built._cap + 1))
+    assert built._max_rows() == 3
+    ids, d = built.search_many_arrays(Q, 10, ef=32, exact=False)
+    # BLAS may round a product of 3 queries differently from one of 40 in the last bit
+    assert np.array_equal(ids, ref_ids) and np.allclose(d, ref_d, rtol=1e-6, atol=1e-6)
 
 
 def test_delete_never_returned_and_compact(data: np.ndarray) -> None:
