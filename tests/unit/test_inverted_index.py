@@ -235,6 +235,44 @@ def test_pruned_equals_exhaustive_on_a_zipf_corpus() -> None:
             assert idx.search(q, k, mode="pruned") == idx.search(q, k, mode="exhaustive")
 
 
+def test_all_modes_agree_with_dense_terms_and_after_open() -> None:
+    # > 4096 docs and words in over a quarter of them: exhaustive adds those terms as
+    # dense arrays; pruned walks and looks them up; a reopened (cold) index decodes
+    # whole terms with decode_postings_many. Every path must return the same lists.
+    rng = np.random.default_rng(11)
+    vocab = [f"w{i}" for i in range(300)]
+    p = 1.0 / np.arange(1, 301) ** 0.8
+    p /= p.sum()
+    n = 6000
+    texts = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 40)), p=p)) for _ in range(n)]
+    queries = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 9)), p=p)) for _ in range(40)]
+    queries += ["w0", "w0 w0 w1", "w299 w0", "w5 w5 w5 w0 w1 w2", "w250 w0 w1", "w280 w2 w0"]
+    for block_size, ks in ((64, (1, 10, 50)), (16, (1, 3))):  # 16: partial block decodes
+        _check_modes(texts, queries, block_size, ks)
+
+
+def _check_modes(texts: list[str], queries: list[str], block_size: int, ks: tuple) -> None:
+    store = MemoryPageStore()
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), store=store, block_size=block_size)
+    idx.add_documents(range(len(texts)), texts)
+    for i in range(0, len(texts), 11):
+        idx.remove_document(i)
+    idx.flush()
+    assert idx.get_document_frequency("w0") * 4 >= len(idx)  # a dense term
+    for k in ks:
+        ref = [idx.search(q, k, mode="exhaustive") for q in queries]
+        assert [idx.search(q, k, mode="pruned") for q in queries] == ref
+        for mode in ("auto", "pruned", "exhaustive"):
+            assert idx.search_many(queries, k, mode=mode) == ref
+            cold = InvertedIndex.open(store)
+            assert cold.search_many(queries, k, mode=mode) == ref
+        cold = InvertedIndex.open(store, k1=idx.k1)
+        assert [cold.search(q, k, mode="pruned") for q in queries] == ref
+    small = InvertedIndex.open(store)
+    small.cache_bytes = 1 << 16  # no room for dense arrays or most lists: still the same
+    assert small.search_many(queries, 10) == [idx.search(q, 10) for q in queries]
+
+
 def test_scifact_quality(data_dir) -> None:
     import sys
     from pathlib import Path
