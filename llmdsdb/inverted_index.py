@@ -881,8 +881,9 @@ class InvertedIndex:
         if len(rows) == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.int32)
         if len(rows) > 2 and rows[:, _PAGE].min() >= 0:
-            get = self._store.get
-            docs, tfs, _ = decode_postings_many([get(p) for p in rows[:, _PAGE].tolist()])
+            docs, tfs, _ = decode_postings_many(
+                list(map(self._store.get, rows[:, _PAGE].tolist()))
+            )
             return docs, tfs
         idx = range(len(sk)) if blocks is None else blocks
         parts = [self._block(tid, bi) for bi in idx]
