@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llmdsdb import inverted_index
 from llmdsdb.analysis import Analyzer
 from llmdsdb.errors import (
     ConfigConflictError,
@@ -235,7 +236,7 @@ def test_pruned_equals_exhaustive_on_a_zipf_corpus() -> None:
             assert idx.search(q, k, mode="pruned") == idx.search(q, k, mode="exhaustive")
 
 
-def test_all_modes_agree_with_dense_terms_and_after_open() -> None:
+def test_all_modes_agree_with_dense_terms_and_after_open(monkeypatch) -> None:
     # > 4096 docs and words in over a quarter of them: exhaustive adds those terms as
     # dense arrays; pruned walks and looks them up; a reopened (cold) index decodes
     # whole terms with decode_postings_many. Every path must return the same lists.
@@ -247,6 +248,7 @@ def test_all_modes_agree_with_dense_terms_and_after_open() -> None:
     texts = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 40)), p=p)) for _ in range(n)]
     queries = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 9)), p=p)) for _ in range(40)]
     queries += ["w0", "w0 w0 w1", "w299 w0", "w5 w5 w5 w0 w1 w2", "w250 w0 w1", "w280 w2 w0"]
+    monkeypatch.setattr(inverted_index, "DENSE_TERM_MIN_DOCS", 4096)
     for block_size, ks in ((64, (1, 10, 50)), (16, (1, 3))):  # 16: partial block decodes
         _check_modes(texts, queries, block_size, ks)
 
