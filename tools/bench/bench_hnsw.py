@@ -391,7 +391,7 @@ def main() -> None:
     if args.scale:
         loaded = args.index_dir is not None and (args.index_dir / "build.json").exists()
         ds = {"name": "saved", "metric": "cosine", "Q": None} if loaded else synthetic(args.scale)
-        results.append(run_set(ds, [16, 32, 64, 128, 256] if not args.quick else efs, args.repeat, args.ml, 300, args.index_dir))
+        results.append(run_set(ds, [16, 32, 64, 128, 256, 512, 1024] if not args.quick else efs, args.repeat, args.ml, 300, args.index_dir))
     cmd = "python tools/bench/bench_hnsw.py " + " ".join(sys.argv[1:])
     note = (
         f"HNSW M={M}, ef_construction={EFC}, ml={args.ml:.4f}, seed=1, k=10; hnswlib "
