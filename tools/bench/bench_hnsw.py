@@ -46,6 +46,9 @@ from llmdsdb.hnsw import HNSW
 
 M = 16
 EFC = 200
+#: the code being measured: HEAD when this run started (a commit during a long build
+#: must not be credited with it)
+START_COMMIT = common.machine().get("commit")
 
 
 def load_sets(quick: bool) -> list[dict]:
@@ -181,7 +184,7 @@ def save_built(d: Path, ds: dict, gt: np.ndarray, ours: HNSW, peer, ours_s: floa
     (d / "build.json").write_text(json.dumps({
         "name": ds["name"], "n": int(len(ds["X"])), "dim": int(ds["X"].shape[1]), "metric": ds["metric"],
         "ours_build_s": ours_s, "hnswlib_build_s": peer_s, "ml": ml, "M": M, "ef_construction": EFC,
-        "commit": common.machine().get("commit"),
+        "commit": START_COMMIT,
     }))
 
 
