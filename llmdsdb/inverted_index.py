@@ -949,6 +949,15 @@ class InvertedIndex:
             self._wcache_bytes += dense.nbytes
         return dense
 
+    def _dense_eligible(self, tid: int) -> bool:
+        """Whether the term is scored through its dense array (see :meth:`_exhaustive`)."""
+        n = self._ext.n
+        return (
+            n >= DENSE_TERM_MIN_DOCS
+            and 16 * 8 * n <= self.cache_bytes
+            and int(self._df.a[tid]) >= n * DENSE_TERM_FRACTION
+        )
+
     def _exhaustive(self, tids: list[int], qtfs: list[int], k: int) -> list[tuple[int, float]]:
         n = self._ext.n
         # Terms in at least DENSE_TERM_FRACTION of the documents are added as dense arrays
@@ -1045,6 +1054,9 @@ class InvertedIndex:
 
         ``blk_idx`` (optional): per candidate, the index of the block whose range holds it,
         or -1."""
+        if self._dense_eligible(tid):
+            v = self._term_dense(tid)[cand]
+            return v if qtf == 1 else v * float(qtf)
         out = np.zeros(len(cand), dtype=np.float64)
         if len(cand) == 0:
             return out
@@ -1167,14 +1179,33 @@ class InvertedIndex:
             def alive(fl: float) -> np.ndarray:
                 return np.flatnonzero(view >= fl if fl > 0 else view > 0)
 
-            # Non-essential terms, in term order. The first one's whole list is walked
-            # against the accumulator: a gather and a compare per posting, the add only
-            # where the document can still reach theta; theta rises with the partial
-            # scores (lower bounds of complete scores). That leaves few documents alive
-            # (measured at 1M docs: ~96k before, ~10k after): list them and look them up.
+            # Non-essential terms, in term order. A term cached as a dense array (see
+            # _exhaustive) is one gather at the alive documents. Otherwise the first one's
+            # whole list is walked against the accumulator: a gather and a compare per
+            # posting, the add only where the document can still reach theta; theta rises
+            # with the partial scores (lower bounds of complete scores). That leaves few
+            # documents alive (measured at 1M docs: ~96k before, ~10k after): list them
+            # and look them up.
             i = j
             cand = None
+            score = None
             while i < m:
+                if self._dense_eligible(tids[i]):
+                    if cand is None:
+                        cand = alive(floor_at(i))
+                        score = view[cand]
+                    else:
+                        keep = (score + rest[i]) * (1 + slack) + slack >= theta
+                        if not keep.all():
+                            cand, score = cand[keep], score[keep]
+                    v = self._term_dense(tids[i])[cand]
+                    score += v if qtfs[i] == 1 else v * float(qtfs[i])
+                    if len(score) >= k:
+                        theta = max(theta, kth(score))
+                    i += 1
+                    continue
+                if cand is not None:
+                    break  # sparse lookups from here on
                 d, w = self._term_w(tids[i])
                 a = view[d]
                 fl = floor_at(i)
@@ -1186,13 +1217,14 @@ class InvertedIndex:
                     if len(new) >= k:
                         theta = max(theta, kth(new))
                 i += 1
-                cand = alive(floor_at(i))
+                alive_now = alive(floor_at(i))
                 # a lookup costs ~10x a posting walked; the candidates shrink as they go
-                if i < m and 8 * len(cand) * (m - i) < int(df_a[tids[i:]].sum()):
+                if i < m and 8 * len(alive_now) * (m - i) < int(df_a[tids[i:]].sum()):
+                    cand, score = alive_now, view[alive_now]
                     break
             if cand is None:
                 cand = alive(floor_at(m))
-            score = view[cand]
+                score = view[cand]
         finally:
             view[:] = 0.0
         if i >= m:
