@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+import llmdsdb.hnsw as hnsw_mod
 from llmdsdb.errors import (
     ConfigConflictError,
     CorruptionError,
@@ -19,7 +20,6 @@ from llmdsdb.errors import (
     QueryError,
     ZeroVectorError,
 )
-import llmdsdb.hnsw as hnsw_mod
 from llmdsdb.hnsw import HNSW
 from llmdsdb.pages import MemoryPageStore
 

@@ -182,7 +182,7 @@ def save_built(d: Path, ds: dict, gt: np.ndarray, ours: HNSW, peer, ours_s: floa
     np.save(d / "Q.npy", ds["Q"])
     np.save(d / "gt.npy", gt)
     (d / "build.json").write_text(json.dumps({
-        "name": ds["name"], "n": int(len(ds["X"])), "dim": int(ds["X"].shape[1]), "metric": ds["metric"],
+        "name": ds["name"], "n": len(ds["X"]), "dim": int(ds["X"].shape[1]), "metric": ds["metric"],
         "ours_build_s": ours_s, "hnswlib_build_s": peer_s, "ml": ml, "M": M, "ef_construction": EFC,
         "commit": START_COMMIT,
     }))
@@ -362,8 +362,8 @@ def render(results: list[dict], note: str, cross: list[dict] | None = None) -> s
     } for r in results]
     out += ["## Memory, exact search and the defaults",
             "",
-            "auto = search / search_many_arrays with no ef or exact argument: the index picks exact "
-            "search when it is small enough to be faster, else the graph at ef_search.",
+            ("auto = search / search_many_arrays with no ef or exact argument: the index picks exact "
+             "search when it is small enough to be faster, else the graph at ef_search."),
             "",
             common.table(mem)]
     for r in results:
