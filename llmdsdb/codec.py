@@ -333,6 +333,24 @@ def _varints(buf: np.ndarray, pos: np.ndarray, maxlen: int) -> tuple[np.ndarray,
 _DECODE_CHUNK = 1 << 15
 
 
+def _read_runs(
+    win: np.ndarray, j: np.ndarray, cn: np.ndarray, rel: np.ndarray,
+    width: np.ndarray, bit0: np.ndarray, mask: np.ndarray,
+) -> np.ndarray:
+    """The bit-packed runs of consecutive blocks as one int64 array: block b holds ``cn[b]``
+    values of ``width[b]`` bits, value 0 at bit ``bit0[b]`` of ``win`` (the step's bytes as
+    little-endian int64 windows, one per byte offset); ``j`` = arange over the step's values,
+    ``rel`` = each block's first index in it."""
+    # value i of a block of width w sits at bit (bit0 - rel * w) + i * w
+    w = np.repeat(width, cn)
+    bit = j * w
+    bit += np.repeat(bit0 - rel * width, cn)
+    v = win[bit >> 3]
+    v >>= bit & 7
+    v &= np.repeat(mask, cn)
+    return v
+
+
 def decode_postings_many(blocks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode many blocks written by :func:`encode_postings` at once, with the same checks
     as :func:`decode_postings` on every block.
@@ -435,21 +453,9 @@ def decode_postings_many(blocks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarra
             w8[:, k] = np.frombuffer(data, dtype="<i8", count=nw, offset=byte0 + k)
         rel = first[b0:b1] - lo
         j = ar[: hi - lo]
-        # value i of a block of width w sits at bit (start - rel * w) + (lo + i) * w
-        w = np.repeat(dw[b0:b1], cn)
-        bit = j * w
-        bit += np.repeat(gbit[b0:b1] - byte0 * 8 - rel * dw[b0:b1], cn)
-        g = win[bit >> 3]
-        g >>= bit & 7
-        g &= np.repeat(gmask[b0:b1], cn)
+        g = _read_runs(win, j, cn, rel, dw[b0:b1], gbit[b0:b1] - byte0 * 8, gmask[b0:b1])
         g += 1
-        w = np.repeat(tw[b0:b1], cn)
-        bit = j * w
-        bit += np.repeat(tbit[b0:b1] - byte0 * 8 - rel * tw[b0:b1], cn)
-        t = win[bit >> 3]
-        t >>= bit & 7
-        t &= np.repeat(tmask[b0:b1], cn)
-        tfs[lo:hi] = t
+        tfs[lo:hi] = _read_runs(win, j, cn, rel, tw[b0:b1], tbit[b0:b1] - byte0 * 8, tmask[b0:b1])
         # docs: one cumsum per step, each block's first step = its base minus the previous
         # block's last doc
         g[rel] = 0

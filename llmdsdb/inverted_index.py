@@ -996,19 +996,9 @@ class InvertedIndex:
                 cand = np.unique(np.concatenate([d for d, _ in lists]))
                 score = acc[cand]
                 return self._select(cand.astype(np.intp), score, k)
-            # acc is final, so the k-th best score among any k documents bounds the k-th
-            # best from below: take the k best documents of the first (highest-bound) term,
-            # then keep everything at or above their k-th score -- one compare over acc
-            # instead of a partition of all N scores.
-            view = acc[:n]
+            # acc is final: bound the k-th score with the first (highest-bound) term's docs
             first = lists[0][0]
-            if len(first) >= k:
-                part = view[first]
-                kth = float(np.partition(part, len(part) - k)[len(part) - k])
-                cand = np.flatnonzero(view >= kth) if kth > 0 else np.flatnonzero(view > 0)
-            else:
-                cand = np.flatnonzero(view > 0)
-            return self._select(cand, view[cand], k)
+            return self._select_final(acc[:n], first if len(first) >= k else None, k)
         finally:
             if 8 * total < n:
                 for d, _ in lists:
@@ -1033,15 +1023,24 @@ class InvertedIndex:
                     np.add.at(acc, d, w if q == 1 else w * float(q))
                     if first is None and len(d) >= k:
                         first = d
-            if first is not None:
-                part = view[first]
-                kth = float(np.partition(part, len(part) - k)[len(part) - k])
-                cand = np.flatnonzero(view >= kth) if kth > 0 else np.flatnonzero(view > 0)
-            else:
-                cand = np.flatnonzero(view > 0)
-            return self._select(cand, view[cand], k)
+            return self._select_final(view, first, k)
         finally:
             view[:] = 0.0
+
+    def _select_final(
+        self, view: np.ndarray, first: np.ndarray | None, k: int
+    ) -> list[tuple[int, float]]:
+        """Top ``k`` of the final dense scores ``view``. The k-th best score among any k
+        documents bounds the k-th best from below: with ``first`` (docnos of one query term,
+        at least ``k`` of them) only the documents at or above the k-th best of those are
+        kept -- one compare over ``view`` instead of a partition of all N scores."""
+        if first is not None:
+            part = view[first]
+            kth = float(np.partition(part, len(part) - k)[len(part) - k])
+            cand = np.flatnonzero(view >= kth) if kth > 0 else np.flatnonzero(view > 0)
+        else:
+            cand = np.flatnonzero(view > 0)
+        return self._select(cand, view[cand], k)
 
     def _lookup(
         self, tid: int, qtf: int, cand: np.ndarray, blk_idx: np.ndarray | None = None
