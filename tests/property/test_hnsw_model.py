@@ -135,6 +135,10 @@ class HNSWMachine(RuleBasedStateMachine):
         assert len(got) == min(k, len(keys))
         assert all(i in self.model for i, _ in got)
         np.testing.assert_allclose([x for _, x in got], d, rtol=1e-3, atol=1e-3)
+        # the batched exact path ranks (ties included) exactly like the single one
+        many = self.h.search_many(np.stack([q, q]), k=k, exact=True)
+        assert [[i for i, _ in r] for r in many] == [[i for i, _ in got]] * 2
+        np.testing.assert_allclose([x for _, x in many[0]], [x for _, x in got], rtol=1e-5, atol=1e-6)
 
     @rule(q=vectors, k=st.integers(1, 8), ef=st.integers(1, 40))
     def graph_search_returns_live_sorted(self, q: np.ndarray, k: int, ef: int) -> None:

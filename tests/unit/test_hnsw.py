@@ -153,6 +153,36 @@ def test_empty_and_small_indexes() -> None:
     h._check()
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_exact_ties_deletions_and_short_indexes(metric: str) -> None:
+    """Exact search, single and batched: equal distances go to the earlier insert, deleted
+    vectors never appear, k beyond the live count pads (batch) or shortens (single)."""
+    rng = np.random.default_rng(3)
+    h = HNSW(4, seed=0, metric=metric)
+    same = np.array([1.0, 2.0, 0.5, -1.0], np.float32)
+    others = (-3 * same + rng.normal(size=(30, 4))).astype(np.float32)  # far under every metric
+    h.add_many(np.vstack([others[:10], np.tile(same, (5, 1)), others[10:]]), [*range(100, 110), 50, 40, 30, 20, 10, *range(110, 130)])
+    q = same * 1.0
+    for k in (1, 3, 5):
+        single = [i for i, _ in h.search(q, k=k, exact=True)]
+        assert single == [50, 40, 30, 20, 10][:k]
+        ids, ds = h.search_many_arrays(np.stack([q, q]), k=k, exact=True)
+        assert ids.tolist() == [single, single]
+    h.delete(40)
+    h.delete(10)
+    assert [i for i, _ in h.search(q, k=3, exact=True)] == [50, 30, 20]
+    ids, ds = h.search_many_arrays(q[None, :], k=3, exact=True)
+    assert ids[0].tolist() == [50, 30, 20]
+    live = len(h)
+    res = h.search(q, k=live + 3, exact=True)
+    assert len(res) == live and 40 not in [i for i, _ in res]
+    assert [d for _, d in res] == sorted(d for _, d in res)
+    ids, ds = h.search_many_arrays(q[None, :], k=live + 3, exact=True)
+    assert ids[0, :live].tolist() == [i for i, _ in res]
+    assert (ids[0, live:] == -1).all() and np.isinf(ds[0, live:]).all()
+    np.testing.assert_allclose(ds[0, :live], [d for _, d in res], rtol=1e-5, atol=1e-5)
+
+
 def test_len_contains_get_vector(built: HNSW, data: np.ndarray) -> None:
     assert len(built) == len(data)
     assert 1000 in built and 999 not in built and "x" not in built
