@@ -1226,18 +1226,11 @@ class HNSW:
         out_i = np.full((nq, k), -1, np.int64)
         out_d = np.full((nq, k), np.inf, np.float32)
         step = max(1, _EXACT_BLOCK // max(n, 1))
-        dead = np.flatnonzero(self._deleted[:n]) if self._live < n else None
         l2 = self.metric == "l2"
         for s in range(0, nq, step):
             Qb = Q[s : s + step]
             b = Qb.shape[0]
-            key = Qb @ V.T
-            if l2:
-                np.subtract(self._hsq[:n], key, out=key)
-            else:
-                np.negative(key, out=key)
-            if dead is not None and dead.size:
-                key[:, dead] = np.inf
+            key = self._exact_keys(Qb @ V.T)
             if kk < n:
                 kth = np.partition(key, kk - 1, axis=1)[:, kk - 1 : kk]
                 r, c = np.divmod(np.flatnonzero(key <= kth), n)  # (8x faster than np.nonzero)
@@ -1260,18 +1253,24 @@ class HNSW:
             out_d[s : s + step, :kk] = self._key_to_dist(sk, qsq)
         return out_i, out_d
 
+    def _exact_keys(self, dots: np.ndarray) -> np.ndarray:
+        """Ranking keys, in place, from the products of queries with all ``n`` stored
+        vectors (last axis): ``-q.v``, or ``|v|^2/2 - q.v`` for l2; inf for deleted ones."""
+        n = dots.shape[-1]
+        if self.metric == "l2":
+            np.subtract(self._hsq[:n], dots, out=dots)
+        else:
+            np.negative(dots, out=dots)
+        if self._live < n:
+            dots[..., self._deleted[:n]] = np.inf
+        return dots
+
     def _exact_one(self, q: np.ndarray, k: int) -> list[tuple[int, float]]:
         """:meth:`_exact` for one query, with 1-d arrays and Python lists for its result
         (a single query's time is mostly call overhead beyond the one product)."""
         n = self._n
-        key = self._vecs[:n] @ q
+        key = self._exact_keys(self._vecs[:n] @ q)
         l2 = self.metric == "l2"
-        if l2:
-            np.subtract(self._hsq[:n], key, out=key)
-        else:
-            np.negative(key, out=key)
-        if self._live < n:
-            key[self._deleted[:n]] = np.inf
         kk = min(k, self._live)
         if kk < n:
             idx = np.flatnonzero(key <= np.partition(key, kk - 1)[kk - 1])

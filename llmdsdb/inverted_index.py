@@ -907,14 +907,21 @@ class InvertedIndex:
             return hit
         docs, tfs = self._term_postings(tid)
         w = self._weights(tid, docs, tfs)
-        size = docs.nbytes + w.nbytes
-        if size <= self.cache_bytes // 4:
-            while cache and self._wcache_bytes + size > self.cache_bytes:
-                old = cache.pop(next(iter(cache)))
-                self._wcache_bytes -= old[0].nbytes + old[1].nbytes
-            cache[tid] = (docs, w)
-            self._wcache_bytes += size
+        self._cache_put(tid, docs, w)
         return docs, w
+
+    def _cache_put(self, key: int, docs: np.ndarray, w: np.ndarray) -> None:
+        """Put an entry of the decoded-term cache (LRU: the oldest entries go first until
+        it fits ``cache_bytes``); an entry over a quarter of the budget is not cached."""
+        size = docs.nbytes + w.nbytes
+        if size > self.cache_bytes // 4:
+            return
+        cache = self._wcache
+        while cache and self._wcache_bytes + size > self.cache_bytes:
+            old = cache.pop(next(iter(cache)))
+            self._wcache_bytes -= old[0].nbytes + old[1].nbytes
+        cache[key] = (docs, w)
+        self._wcache_bytes += size
 
     def _accumulator(self, n: int) -> np.ndarray:
         """A zeroed float64 array of length >= n, reused per thread (callers zero what
@@ -941,12 +948,7 @@ class InvertedIndex:
             w = self._weights(tid, d, t)
         dense = np.zeros(self._ext.n, dtype=np.float64)
         dense[d] = w
-        if dense.nbytes <= self.cache_bytes // 4:
-            while cache and self._wcache_bytes + dense.nbytes > self.cache_bytes:
-                old = cache.pop(next(iter(cache)))
-                self._wcache_bytes -= old[0].nbytes + old[1].nbytes
-            cache[key] = (_NO_DOCS, dense)
-            self._wcache_bytes += dense.nbytes
+        self._cache_put(key, _NO_DOCS, dense)
         return dense
 
     def _dense_eligible(self, tid: int) -> bool:
@@ -964,12 +966,9 @@ class InvertedIndex:
         # (one vectorised add over N; adding 0.0 leaves a sum unchanged, so the sums are
         # the same as with np.add.at) on large indexes, when 16 such arrays fit in the
         # cache budget.
-        if n >= DENSE_TERM_MIN_DOCS and 16 * 8 * n <= self.cache_bytes:
-            cut = n * DENSE_TERM_FRACTION
-            df_a = self._df.a
-            is_dense = [int(df_a[t]) >= cut for t in tids]
-            if any(is_dense):
-                return self._exhaustive_dense(tids, qtfs, k, is_dense)
+        is_dense = [self._dense_eligible(t) for t in tids]
+        if any(is_dense):
+            return self._exhaustive_dense(tids, qtfs, k, is_dense)
         lists = [self._term_w(tid) for tid in tids]
         lens = [len(d) for d, _ in lists]
         total = sum(lens)
@@ -990,7 +989,7 @@ class InvertedIndex:
         acc = self._accumulator(n)
         try:
             for (d, w), q in zip(lists, qtfs):
-                np.add.at(acc, d, w if q == 1 else w * float(q))
+                np.add.at(acc, d, _times(w, q))
             if 8 * total < n:
                 # few postings: the candidates are the documents they touch
                 cand = np.unique(np.concatenate([d for d, _ in lists]))
@@ -1017,10 +1016,10 @@ class InvertedIndex:
             for tid, q, dense in zip(tids, qtfs, is_dense):
                 if dense:
                     v = self._term_dense(tid)
-                    view += v if q == 1 else v * float(q)
+                    view += _times(v, q)
                 else:
                     d, w = self._term_w(tid)
-                    np.add.at(acc, d, w if q == 1 else w * float(q))
+                    np.add.at(acc, d, _times(w, q))
                     if first is None and len(d) >= k:
                         first = d
             return self._select_final(view, first, k)
@@ -1036,7 +1035,7 @@ class InvertedIndex:
         kept -- one compare over ``view`` instead of a partition of all N scores."""
         if first is not None:
             part = view[first]
-            kth = float(np.partition(part, len(part) - k)[len(part) - k])
+            kth = _kth(part, k)
             cand = np.flatnonzero(view >= kth) if kth > 0 else np.flatnonzero(view > 0)
         else:
             cand = np.flatnonzero(view > 0)
@@ -1055,7 +1054,7 @@ class InvertedIndex:
         or -1."""
         if self._dense_eligible(tid):
             v = self._term_dense(tid)[cand]
-            return v if qtf == 1 else v * float(qtf)
+            return _times(v, qtf)
         out = np.zeros(len(cand), dtype=np.float64)
         if len(cand) == 0:
             return out
@@ -1076,7 +1075,7 @@ class InvertedIndex:
                 hit = d[pos] == c
                 ph = pos[hit]
                 w = self._weights(tid, d[ph], t[ph])
-                out[hit] = w if qtf == 1 else w * float(qtf)
+                out[hit] = _times(w, qtf)
                 return out
         docs, w = cached
         # Same dtype on both sides: searchsorted would otherwise cast the whole list.
@@ -1085,7 +1084,7 @@ class InvertedIndex:
         np.minimum(pos, len(docs) - 1, out=pos)
         hit = docs[pos] == c
         wh = w[pos[hit]]
-        out[hit] = wh if qtf == 1 else wh * float(qtf)
+        out[hit] = _times(wh, qtf)
         return out
 
     def _blocks_of(self, tid: int, cand: np.ndarray) -> np.ndarray:
@@ -1110,12 +1109,6 @@ class InvertedIndex:
         def above(bound: float, theta: float) -> bool:
             return bound * (1 + slack) + slack >= theta
 
-        def contrib(i: int, w: np.ndarray) -> np.ndarray:
-            return w if qtfs[i] == 1 else np.multiply(w, float(qtfs[i]))
-
-        def kth(v: np.ndarray) -> float:
-            return float(np.partition(v, len(v) - k)[len(v) - k])
-
         n = self._ext.n
         df_a = self._df.a
         acc = self._accumulator(n)
@@ -1135,7 +1128,7 @@ class InvertedIndex:
                 s += 1
             seeds = [self._term_w(t) for t in tids[:s]]
             for i, (d, w) in enumerate(seeds):
-                np.add.at(acc, d, contrib(i, w))
+                np.add.at(acc, d, _times(w, qtfs[i]))
             theta = -math.inf
             if s < m:
                 # candidates for the best seed documents: those of the rarest seed terms
@@ -1159,7 +1152,7 @@ class InvertedIndex:
                     full = acc[top]
                     for i in range(s, m):
                         full += self._lookup(tids[i], qtfs[i], top)
-                    theta = kth(full)
+                    theta = _kth(full, k)
             # Essential terms: while the bounds of the terms left could lift a document
             # that none of the terms so far contains into the top k.
             j = s
@@ -1167,7 +1160,7 @@ class InvertedIndex:
                 j += 1
             for i in range(s, j):
                 d, w = self._term_w(tids[i])
-                np.add.at(acc, d, contrib(i, w))
+                np.add.at(acc, d, _times(w, qtfs[i]))
 
             def floor_at(i: int) -> float:
                 # a partial score below this plus rest[i] cannot reach theta
@@ -1198,9 +1191,9 @@ class InvertedIndex:
                         if not keep.all():
                             cand, score = cand[keep], score[keep]
                     v = self._term_dense(tids[i])[cand]
-                    score += v if qtfs[i] == 1 else v * float(qtfs[i])
+                    score += _times(v, qtfs[i])
                     if len(score) >= k:
-                        theta = max(theta, kth(score))
+                        theta = max(theta, _kth(score, k))
                     i += 1
                     continue
                 if cand is not None:
@@ -1211,10 +1204,10 @@ class InvertedIndex:
                 keep = np.flatnonzero(a >= fl if fl > 0 else a > 0)
                 if len(keep):
                     dk = d[keep]
-                    new = a[keep] + contrib(i, w[keep])
+                    new = a[keep] + _times(w[keep], qtfs[i])
                     view[dk] = new
                     if len(new) >= k:
-                        theta = max(theta, kth(new))
+                        theta = max(theta, _kth(new, k))
                 i += 1
                 alive_now = alive(floor_at(i))
                 # a lookup costs ~10x a posting walked; the candidates shrink as they go
@@ -1230,7 +1223,7 @@ class InvertedIndex:
             return self._select(cand, score, k)
         i_sparse = i
         if len(score) >= k:
-            theta = max(theta, kth(score))
+            theta = max(theta, _kth(score, k))
         # Few candidates: look them up term by term, decoding only the blocks that hold
         # them; drop the candidates whose score plus this term's block-max bound (for the
         # block holding the candidate) plus the bounds of the later terms falls below theta.
@@ -1248,7 +1241,7 @@ class InvertedIndex:
                 cand, score, blk = cand[keep], score[keep], blk[keep]
             score += self._lookup(tids[i], qtfs[i], cand, blk)
             if len(score) >= k:
-                theta = max(theta, kth(score))
+                theta = max(theta, _kth(score, k))
         return self._select(cand, score, k)
 
     def _select(self, cand: np.ndarray, score: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -1256,7 +1249,7 @@ class InvertedIndex:
         if not pos.all():
             cand, score = cand[pos], score[pos]
         if len(score) > k:
-            kth = np.partition(score, len(score) - k)[len(score) - k]
+            kth = _kth(score, k)
             sel = score >= kth
             cand, score = cand[sel], score[sel]
         order = np.lexsort((cand, -score))[:k]
@@ -1557,6 +1550,16 @@ class InvertedIndex:
             assert len(self._ext_map) == self._nlive
             for e, d in self._ext_map.items():
                 assert self._ext.a[d] == e and live[d]
+
+
+def _times(w: np.ndarray, qtf: int) -> np.ndarray:
+    """Contributions ``w`` of a term that occurs ``qtf`` times in the query (no copy at 1)."""
+    return w if qtf == 1 else w * float(qtf)
+
+
+def _kth(v: np.ndarray, k: int) -> float:
+    """The k-th largest value of ``v`` (``len(v) >= k``)."""
+    return float(np.partition(v, len(v) - k)[len(v) - k])
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
