@@ -13,6 +13,7 @@ these steps, the decoded-term cache rebuilt by one untimed pass before each timi
    access in a warm pass); the build leaves them as ~17,000 separate arrays;
 4. ``reopened``: the built index deleted and a new handle opened on its pages.
 
+Each step also reports the minor page faults and system CPU time of its timed passes.
 Beside each step, a probe that does not involve the index: ``np.add.at`` of 500,000 sorted
 random positions into a freshly allocated 9 MB float64 array (the scoring's scatter), ns per
 element, best of 20. It moves with the query speed, so whatever slows the queries slows any
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import sys
 import time
 from pathlib import Path
@@ -59,8 +61,9 @@ def _probe(n_docs: int, rng: np.random.Generator) -> float:
     return best / len(pos) * 1e9
 
 
-def _warm_qps(idx: InvertedIndex, queries: list[str], passes: int) -> float:
-    """Drop the decoded-term cache, rebuild it with one pass, then best CPU q/s of passes."""
+def _warm_qps(idx: InvertedIndex, queries: list[str], passes: int) -> dict[str, float]:
+    """Drop the decoded-term cache, rebuild it with one pass, then time ``passes`` passes:
+    best CPU q/s, and the minor page faults and system CPU seconds per pass."""
     idx._wcache.clear()
     idx._wcache_bytes = 0
     idx._tls.acc = None
@@ -68,12 +71,18 @@ def _warm_qps(idx: InvertedIndex, queries: list[str], passes: int) -> float:
     for q in queries:
         idx.search(q, K)
     best = float("inf")
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(passes):
         t0 = time.process_time()
         for q in queries:
             idx.search(q, K)
         best = min(best, time.process_time() - t0)
-    return len(queries) / best
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "warm_qps_cpu": len(queries) / best,
+        "minflt_per_pass": (r1.ru_minflt - r0.ru_minflt) / passes,
+        "sys_s_per_pass": (r1.ru_stime - r0.ru_stime) / passes,
+    }
 
 
 def _pack_skips(idx: InvertedIndex) -> None:
@@ -111,7 +120,7 @@ def main() -> None:
     def measure(name: str, ix: InvertedIndex) -> None:
         rows.append({
             "step": name,
-            "warm_qps_cpu": _warm_qps(ix, queries, args.passes),
+            **_warm_qps(ix, queries, args.passes),
             "probe_ns": _probe(args.docs, rng),
         })
         print(rows[-1], flush=True)
@@ -131,8 +140,12 @@ def main() -> None:
         f"top-{K}, best of {args.passes} passes after a pass that rebuilds the decoded-term "
         f"cache. probe_ns: np.add.at of {_N_PROBE:,} sorted random positions into a fresh "
         "float64 array of 1.125 x docs entries, best of 20, ns per element (no index "
-        "involved). The steps run in this order in one process; the machine is shared, so "
-        "compare neighbouring rows.\n\n" + common.table(rows, ["step", "warm_qps_cpu", "probe_ns"])
+        "involved). minflt_per_pass / sys_s_per_pass: minor page faults and system CPU "
+        "seconds per timed pass. The steps run in this order in one process; the machine "
+        "is shared, so compare neighbouring rows.\n\n"
+        + common.table(
+            rows, ["step", "warm_qps_cpu", "minflt_per_pass", "sys_s_per_pass", "probe_ns"]
+        )
     )
     path = common.write_result(
         "bm25_build_state", f"python tools/bench/bm25_build_state.py --docs {args.docs}", body, rows
