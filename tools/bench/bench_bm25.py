@@ -67,9 +67,12 @@ def _qps(fn, n_queries: int, repeat: int) -> tuple[float, float]:
 # --- systems on SciFact -----------------------------------------------------------------------
 
 
-def build_llmdsdb(texts: list[str]) -> InvertedIndex:
+def build_llmdsdb(texts: list[str], step: int = 100_000) -> InvertedIndex:
+    """Index ``texts`` (doc ids 0..n-1) in add_documents calls of ``step`` documents, then
+    flush."""
     idx = InvertedIndex()
-    idx.add_documents(range(len(texts)), texts)
+    for s in range(0, len(texts), step):
+        idx.add_documents(range(s, min(s + step, len(texts))), texts[s : s + step])
     idx.flush()
     return idx
 
@@ -83,6 +86,15 @@ def build_bm25s(texts: list[str]):
     ret = bm25s.BM25(k1=1.2, b=0.75)
     ret.index(tok, show_progress=False)
     return ret
+
+
+def bm25s_retrieve(ret, stemmer, queries: list[str]):
+    """bm25s's top-K for ``queries`` in one retrieve call, one thread, from the query strings
+    (tokenised with the same stop words and stemmer as the index)."""
+    import bm25s
+
+    qt = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False)
+    return ret.retrieve(qt, k=K, show_progress=False, n_threads=1)
 
 
 CPU_TIMES: dict[str, list[float]] = {}
@@ -107,7 +119,6 @@ def interleaved(fns: dict, repeat: int) -> dict[str, list[float]]:
 
 
 def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
-    import bm25s
     import Stemmer
 
     stemmer = Stemmer.Stemmer("english")
@@ -125,12 +136,10 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
     ret = built["bm25s"]
 
     def bm25s_one(q: str):
-        qt = bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False)
-        return ret.retrieve(qt, k=K, show_progress=False, n_threads=1)[0][0]
+        return bm25s_retrieve(ret, stemmer, [q])[0][0]
 
     def bm25s_all():
-        qt = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False)
-        return ret.retrieve(qt, k=K, show_progress=False, n_threads=1)[0]
+        return bm25s_retrieve(ret, stemmer, queries)[0]
 
     # quality (and first-pass speed: nothing decoded or cached yet)
     fresh = InvertedIndex.open(idx.store)
@@ -334,11 +343,7 @@ def scale_child(system: str, n_docs: int, save_dir: Path) -> dict:
     if system == "llmdsdb":
         t0 = time.perf_counter()
         c0 = time.process_time()
-        idx = InvertedIndex()
-        step = 100_000
-        for s in range(0, n_docs, step):
-            idx.add_documents(range(s, min(s + step, n_docs)), texts_all[s : s + step])
-        idx.flush()
+        idx = build_llmdsdb(texts_all)
         out["build_s"] = time.perf_counter() - t0
         out["build_cpu_s"] = time.process_time() - c0
         print(f"llmdsdb build {out['build_s']:.1f} s", file=sys.stderr, flush=True)
@@ -393,8 +398,7 @@ def scale_child(system: str, n_docs: int, save_dir: Path) -> dict:
         # cold again, from a fresh handle on the same pages (nothing decoded yet): one
         # query per call, then search_many on another fresh handle; the warm handle's
         # decoded lists are dropped first so that both fit in memory as in the first pass
-        idx._wcache.clear()
-        idx._wcache_bytes = 0
+        idx._invalidate()
         gc.collect()
         cold = InvertedIndex.open(idx.store)
         t0 = time.perf_counter()
@@ -435,8 +439,7 @@ def scale_child(system: str, n_docs: int, save_dir: Path) -> dict:
             c0 = time.process_time()
             for q in queries:
                 t = time.perf_counter()
-                qt = bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False)
-                ret.retrieve(qt, k=K, show_progress=False, n_threads=1)
+                bm25s_retrieve(ret, stemmer, [q])
                 lat.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c0)
             return lat
@@ -452,8 +455,7 @@ def scale_child(system: str, n_docs: int, save_dir: Path) -> dict:
         all_wall, all_cpu = math.inf, math.inf
         for _ in range(3):
             t0, c0 = time.perf_counter(), time.process_time()
-            qt = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False)
-            ret.retrieve(qt, k=K, show_progress=False, n_threads=1)
+            bm25s_retrieve(ret, stemmer, queries)
             all_wall = min(all_wall, time.perf_counter() - t0)
             all_cpu = min(all_cpu, time.process_time() - c0)
         out["qps_all_queries_in_one_call"] = len(queries) / all_wall
@@ -489,17 +491,10 @@ def duel_child(save_dir: Path, rounds: int = 5) -> dict:
         return ours.search_many(queries, K)
 
     def peer_single() -> object:
-        return [
-            ret.retrieve(
-                bm25s.tokenize([q], stopwords="en", stemmer=stemmer, show_progress=False),
-                k=K, show_progress=False, n_threads=1,
-            )
-            for q in queries
-        ]
+        return [bm25s_retrieve(ret, stemmer, [q]) for q in queries]
 
     def peer_many() -> object:
-        qt = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False)
-        return ret.retrieve(qt, k=K, show_progress=False, n_threads=1)
+        return bm25s_retrieve(ret, stemmer, queries)
 
     modes = {"ours_single": ours_single, "bm25s_single": peer_single,
              "ours_many": ours_many, "bm25s_many": peer_many}

@@ -19,7 +19,7 @@ random positions into a freshly allocated 9 MB float64 array (the scoring's scat
 element, best of 20. It moves with the query speed, so whatever slows the queries slows any
 random-access numpy work in the process.
 
-It reaches into private attributes (``_skip``, ``_wcache``, ``_tls``): a diagnostic, not an
+It reaches into private members (``_skip``, ``_invalidate``, ``_tls``): a diagnostic, not an
 API. Usage (from the repository root; ~6 minutes at 1M documents)::
 
     python tools/bench/bm25_build_state.py            # 1,000,000 documents
@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from bench_bm25 import synthetic_corpus
+from bench_bm25 import build_llmdsdb, synthetic_corpus
 
 from llmdsdb.inverted_index import InvertedIndex
 
@@ -64,8 +64,7 @@ def _probe(n_docs: int, rng: np.random.Generator) -> float:
 def _warm_qps(idx: InvertedIndex, queries: list[str], passes: int) -> dict[str, float]:
     """Drop the decoded-term cache, rebuild it with one pass, then time ``passes`` passes:
     best CPU q/s, and the minor page faults and system CPU seconds per pass."""
-    idx._wcache.clear()
-    idx._wcache_bytes = 0
+    idx._invalidate()
     idx._tls.acc = None
     gc.collect()
     for q in queries:
@@ -107,12 +106,8 @@ def main() -> None:
     texts: list[str] = []
     for _, t in synthetic_corpus(args.docs):
         texts.extend(t)
-    idx = InvertedIndex()
-    step = 100_000
     t0 = time.process_time()
-    for s in range(0, args.docs, step):
-        idx.add_documents(range(s, min(s + step, args.docs)), texts[s : s + step])
-    idx.flush()
+    idx = build_llmdsdb(texts)
     build_s = time.process_time() - t0
     del texts
     gc.collect()
