@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,10 +23,7 @@ import click
 
 from llmdsdb._version import __version__
 from llmdsdb.errors import (
-    InputFormatError,
-    InvalidArgumentError,
     InvalidPathError,
-    InvalidTypeError,
     LlmdsdbError,
 )
 
@@ -60,8 +54,8 @@ class LlmdsdbGroup(click.Group):
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
             ctx.exit(EXIT_FAILURE)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+        except KeyboardInterrupt as exc:
+            click.echo(f"Interrupted: {exc}" if str(exc) else "Interrupted.", err=True)
             ctx.exit(130)
 
 
@@ -99,23 +93,24 @@ def _open_existing(path: str, *, readonly: bool = True) -> Any:
 class _Progress:
     """A one-line ``\\r`` progress display on stderr, only when stderr is a terminal."""
 
-    def __init__(self, enabled: bool, clock: Any = time.monotonic) -> None:
+    def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.clock = clock
-        self.start = clock()
-        self.last = 0.0
         self.shown = False
 
-    def update(self, read: int, written: int, bad: int, *, force: bool = False) -> None:
+    def update(self, p: Any) -> None:
+        """Show an :class:`llmdsdb.ingest.IngestProgress`."""
         if not self.enabled:
             return
-        now = self.clock()
-        if not force and now - self.last < 0.2:
-            return
-        self.last = now
-        rate = read / max(now - self.start, 1e-9)
-        bad_s = f", {bad} bad" if bad else ""
-        sys.stderr.write(f"\r  {read} docs read, {written} written{bad_s}  {rate:,.0f} docs/s ")
+        rate = p.read / max(p.elapsed_s, 1e-9)
+        bad_s = f", {p.bad:,} bad" if p.bad else ""
+        if p.total:
+            left = max(p.total - p.read, 0) / rate if rate > 0 else 0.0
+            head = (f"{p.read:,}/{p.total:,} docs read ({100 * p.read / p.total:.0f}%)"
+                    f", {p.written:,} written{bad_s}  {rate:,.0f} docs/s, "
+                    f"ETA {_duration(left)}")
+        else:
+            head = f"{p.read:,} docs read, {p.written:,} written{bad_s}  {rate:,.0f} docs/s"
+        sys.stderr.write(f"\r  {head} ")
         sys.stderr.flush()
         self.shown = True
 
@@ -125,15 +120,9 @@ class _Progress:
             sys.stderr.flush()
 
 
-_POSITION = re.compile(r"\b(?:ids|texts|embeddings|metadata)\[(\d+)\]")
-
-
-def _bad_position(exc: Exception, n: int) -> int | None:
-    """The batch position a database validation error names (``upsert: texts[3] ...``)."""
-    m = _POSITION.search(str(exc))
-    if m and int(m.group(1)) < n:
-        return int(m.group(1))
-    return None
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 # --- ingest ------------------------------------------------------------------------------------
@@ -181,14 +170,8 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
     A bad line stops the run with "file:line: reason" before anything of its batch is
     written (earlier batches stay); --skip-bad skips such lines and counts them.
     """
-    from llmdsdb.ingest_io import (
-        BadLine,
-        EmbeddingRows,
-        FieldSpec,
-        count_records,
-        input_kind,
-    )
-    from llmdsdb.ingest_io import iter_records as _iter
+    from llmdsdb.ingest import ingest as run_ingest
+    from llmdsdb.ingest_io import FieldSpec
 
     if text_template is not None and text_fields:
         raise click.UsageError("give --text-field or --text-template, not both")
@@ -197,123 +180,24 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
     spec = FieldSpec(id_field=id_field, text_fields=tuple(text_fields),
                      text_template=text_template, text_separator=text_separator,
                      embedding_field=embedding_field, metadata_fields=tuple(metadata_fields))
-    target = Path(path)
-    if target.is_dir() and not target.is_symlink() and not (target / "data.mdb").exists() \
-            and any(target.iterdir()):
-        raise InvalidPathError(f"{path}: a non-empty directory that holds no database; give "
-                               "a new or empty directory (or an existing database)")
-    for f in files:
-        input_kind(f)  # a missing or unknown input fails before anything is opened
-    rows = None
-    if embeddings_file is not None:
-        rows = EmbeddingRows(embeddings_file)
-        n_records = count_records(files)
-        if n_records != len(rows):
-            raise InputFormatError(
-                f"{embeddings_file}: has {len(rows)} rows but the input has {n_records} "
-                "records; they must match one to one"
-            )
-
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(show and not quiet)
-    stats = {"read": 0, "written": 0, "bad": 0, "batches": 0}
-    bad_examples: list[str] = []
-    existed = target.exists() or target.is_symlink()
-    db = None
-    committed_any = False
-
-    def on_bad(bad: BadLine) -> None:
-        if not skip_bad:
-            before = stats["written"]
-            tail = (f" ({before} documents written by earlier batches; nothing of this batch "
-                    "was; fix the line and re-run to resume, or use --skip-bad)"
-                    if stats["batches"] else " (nothing was written; use --skip-bad to skip "
-                    "bad lines)")
-            raise InputFormatError(f"{bad}{tail}")
-        stats["bad"] += 1
-        if len(bad_examples) < 5:
-            bad_examples.append(str(bad))
-
-    def batches() -> Iterator[list[Any]]:
-        batch: list[Any] = []
-        ids: set[str] = set()
-        for item in _iter(files, spec, embeddings=rows):
-            if isinstance(item, BadLine):
-                stats["read"] += 1
-                on_bad(item)
-                continue
-            stats["read"] += 1
-            if item.id in ids:  # the later line wins: commit what came before it first
-                yield batch
-                batch, ids = [], set()
-            batch.append(item)
-            ids.add(item.id)
-            if len(batch) >= batch_size:
-                yield batch
-                batch, ids = [], set()
-        if batch:
-            yield batch
-
-    def write(batch: list[Any]) -> None:
-        nonlocal db
-        while batch:
-            if db is None:
-                import llmdsdb.db as dbmod
-
-                db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
-            try:
-                embs = None
-                if any(r.embedding is not None for r in batch):
-                    embs = [r.embedding for r in batch]
-                stats["written"] += db.upsert([r.id for r in batch], [r.text for r in batch],
-                                              embs, [r.metadata for r in batch])
-                stats["batches"] += 1
-                return
-            except (InvalidArgumentError, InvalidTypeError) as exc:
-                j = _bad_position(exc, len(batch))
-                reason = re.sub(r"^(upsert|add): (ids|texts|embeddings|metadata)\[\d+\]:?\s*",
-                                "", str(exc))
-                if j is None:
-                    span = f"{batch[0].where}..{batch[-1].where.rsplit(':', 1)[-1]}"
-                    raise InvalidArgumentError(f"{span}: {exc} (nothing of this batch was "
-                                               "written)") from None
-                on_bad(BadLine(batch[j].where, reason, batch[j].ordinal))
-                batch = batch[:j] + batch[j + 1:]
-
     try:
-        for batch in batches():
-            write(batch)
-            committed_any = committed_any or stats["batches"] > 0
-            bar.update(stats["read"], stats["written"], stats["bad"])
-        bar.update(stats["read"], stats["written"], stats["bad"], force=True)
-        bar.done()
-        if db is None:  # no records at all: still create the database, as asked
-            import llmdsdb.db as dbmod
-
-            db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
-        count, gen = db.count(), db.generation
-    except BaseException:
-        bar.done()
-        if db is not None:
-            db.close()
-            db = None
-        if not existed and not committed_any and target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)  # we created it; leave nothing behind
-        raise
+        result = run_ingest(path, files, spec=spec, embeddings_file=embeddings_file,
+                            batch_size=batch_size, bad_rows="skip" if skip_bad else "raise",
+                            metric=metric, on_progress=bar.update)
     finally:
-        if db is not None:
-            db.close()
+        bar.done()
     if not quiet:
-        for line in bad_examples:
+        for line in result.bad_examples:
             click.echo(f"skipped: {line}", err=True)
-        if stats["bad"] > len(bad_examples):
-            click.echo(f"skipped: ... and {stats['bad'] - len(bad_examples)} more bad lines",
-                       err=True)
-        unchanged = stats["read"] - stats["bad"] - stats["written"]
+        if result.bad > len(result.bad_examples):
+            click.echo(f"skipped: ... and {result.bad - len(result.bad_examples)} more bad "
+                       "lines", err=True)
         click.echo(
-            f"ingested {stats['read']} records into {path}: {stats['written']} written, "
-            f"{max(unchanged, 0)} unchanged, {stats['bad']} bad lines skipped; "
-            f"{count} documents, generation {gen}"
+            f"ingested {result.read} records into {path}: {result.written} written, "
+            f"{result.unchanged} unchanged, {result.bad} bad lines skipped; "
+            f"{result.count} documents, generation {result.generation}"
         )
 
 

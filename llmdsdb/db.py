@@ -974,6 +974,21 @@ class Database:
         if self.readonly:
             raise ReadOnlyError(f"database {self._path} was opened read-only")
 
+    def validate(self, ids: Sequence[str], texts: Sequence[str],
+                 embeddings: np.ndarray | Sequence[np.ndarray | None] | None = None,
+                 metadata: Sequence[Mapping | None] | None = None) -> None:
+        """Check a batch exactly as :meth:`add` / :meth:`upsert` would, writing nothing.
+
+        :raises InvalidArgumentError: (or a subclass) for the first bad value, as the write
+            calls raise it.
+        :raises InvalidTypeError: for a value of the wrong type.
+
+        Complexity: O(total size of the batch).
+        """
+        self._check_open()
+        self._sync_config()
+        self._validate_rows("validate", ids, texts, embeddings, metadata)
+
     def _validate_rows(self, name: str, ids: object, texts: object, embeddings: object,
                        metadata: object) -> list[_Row]:
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):

@@ -374,14 +374,22 @@ def _field_str(obj: dict[str, Any], name: str, what: str) -> str:
     return v
 
 
+def _field_list(obj: dict[str, Any], most: int = 8) -> str:
+    names = [repr(k) for k in list(obj)[:most]]
+    more = f" and {len(obj) - most} more" if len(obj) > most else ""
+    return (", ".join(names) + more) if names else "none"
+
+
 def _make_id(obj: dict[str, Any], spec: FieldSpec) -> str:
     if spec.id_field is not None:
         name = spec.id_field
     else:
         name = "id" if "id" in obj else "_id"
     if name not in obj:
-        hint = "" if spec.id_field is not None else " (or '_id'; name it with --id-field)"
-        raise _LineError(f"missing id field {name!r}{hint}")
+        if spec.id_field is not None:
+            raise _LineError(f"missing id field {name!r}")
+        raise _LineError(f"missing id field 'id' (or '_id'); fields found: "
+                         f"{_field_list(obj)}; name the id field with --id-field")
     v = obj[name]
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise _LineError(f"id field {name!r} must be a string or an integer, got {v!r}")

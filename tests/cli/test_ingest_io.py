@@ -195,3 +195,13 @@ def test_export_line_reads_back_identically(tmp_path: Path) -> None:
     assert a.embedding.tobytes() == emb.tobytes()
     assert (b.id, b.text, b.embedding, b.metadata) == ("2", "", None, {})
     json.loads(p.read_text().splitlines()[0])
+
+
+def test_missing_id_names_the_default_field_and_the_fields_found(tmp_path: Path) -> None:
+    p = _lines(tmp_path / "noid.jsonl", b'{"doc": "a", "body": "x"}\n')
+    (bad,) = list(iter_records([p]))
+    assert isinstance(bad, BadLine)
+    assert bad.reason == ("missing id field 'id' (or '_id'); fields found: 'doc', 'body'; "
+                          "name the id field with --id-field")
+    (named,) = list(iter_records([p], FieldSpec(id_field="key")))
+    assert named.reason == "missing id field 'key'"
