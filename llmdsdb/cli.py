@@ -195,10 +195,15 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
             click.echo(f"skipped: ... and {result.bad - len(result.bad_examples)} more bad "
                        "lines", err=True)
         click.echo(
-            f"ingested {result.read} records into {path}: {result.written} written, "
-            f"{result.unchanged} unchanged, {result.bad} bad lines skipped; "
-            f"{result.count} documents, generation {result.generation}"
+            f"ingested {_n(result.read, 'record')} into {path}: {result.written:,} written, "
+            f"{result.unchanged:,} unchanged, {_n(result.bad, 'bad line')} skipped; "
+            f"{_n(result.count, 'document')}, generation {result.generation}"
         )
+
+
+def _n(count: int, noun: str) -> str:
+    """``"1 document"``, ``"2,000 documents"``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 # --- query -------------------------------------------------------------------------------------

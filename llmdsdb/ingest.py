@@ -195,6 +195,8 @@ def ingest(
     examples: list[BadLine] = []
     start = clock()
     db = None if owned else target
+    if db is not None:
+        _check_embeddings_dim(db, rows)  # type: ignore[arg-type]
 
     def bad(line: BadLine) -> None:
         if bad_rows == "raise":
@@ -210,10 +212,16 @@ def ingest(
                 import llmdsdb.db as dbmod
 
                 db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
+                _check_embeddings_dim(db, rows)  # type: ignore[arg-type]
             _write(db, batch, bad, counts)  # type: ignore[arg-type]
             if on_progress is not None:
                 on_progress(IngestProgress(counts.read, counts.written, counts.bad,
                                            counts.batches, total, clock() - start))
+        if counts.bad and counts.bad == counts.read:
+            raise InputFormatError(
+                f"all {counts.read:,} records were bad, nothing was written; the first: "
+                f"{examples[0]}"
+            )
         if db is None:  # no records at all: still create the database, as asked
             import llmdsdb.db as dbmod
 
@@ -239,6 +247,12 @@ def _is_database(obj: object) -> bool:
     from llmdsdb.db import Database
 
     return isinstance(obj, Database)
+
+
+def _check_embeddings_dim(db: Database, rows: EmbeddingRows | None) -> None:
+    if rows is not None and db.dim is not None and rows.dim != db.dim:
+        raise InputFormatError(f"{rows.path}: vectors have dimension {rows.dim}, but the "
+                               f"database's vectors have dimension {db.dim}")
 
 
 def _check_target(path: Path) -> None:

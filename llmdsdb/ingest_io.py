@@ -341,7 +341,7 @@ def read_query_vector(path: str | os.PathLike[str]) -> np.ndarray:
                 f"dtype {arr.dtype}"
             )
         try:
-            return parse_vector(arr.astype(np.float64).tolist(), what=p)
+            return parse_vector(arr.astype(np.float64).tolist(), what="vector")
         except InputFormatError as exc:
             raise InputFormatError(f"{p}: {exc}") from None
     try:
@@ -414,6 +414,12 @@ def _make_text(obj: dict[str, Any], spec: FieldSpec) -> str:
 
         return _TEMPLATE_FIELD.sub(sub, spec.text_template)
     names = spec.text_fields or ("text",)
+    for n in names:
+        if n not in obj:
+            hint = ("name the text field with --text-field" if not spec.text_fields else
+                    "check the --text-field names")
+            raise _LineError(f"missing text field {n!r}; fields found: {_field_list(obj)}; "
+                             f"{hint}")
     parts = [_field_str(obj, n, "text") for n in names]
     return spec.text_separator.join(p for p in parts if p)
 

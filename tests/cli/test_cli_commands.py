@@ -275,3 +275,12 @@ def test_progress_line_when_asked(tmp_path: Path, corpus: Path) -> None:
     assert "\r  60 docs read, 60 written" in res.stderr and "docs/s" in res.stderr
     quiet = CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), str(corpus), "-q"])
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_ingest_summary_counts_in_words(tmp_path: Path) -> None:
+    src = tmp_path / "one.jsonl"
+    src.write_text('{"id": "a", "text": "only one"}\n')
+    res = CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), str(src)])
+    assert res.exit_code == 0, res.output
+    assert ("ingested 1 record into" in res.stdout and "0 bad lines skipped; 1 document,"
+            in res.stdout)

@@ -205,3 +205,11 @@ def test_missing_id_names_the_default_field_and_the_fields_found(tmp_path: Path)
                           "name the id field with --id-field")
     (named,) = list(iter_records([p], FieldSpec(id_field="key")))
     assert named.reason == "missing id field 'key'"
+
+
+def test_a_non_finite_query_vector_names_the_file_once(tmp_path: Path) -> None:
+    p = tmp_path / "qnan.npy"
+    np.save(p, np.array([np.nan, 1.0], np.float32))
+    with pytest.raises(InputFormatError) as info:
+        read_query_vector(p)
+    assert str(info.value).count("qnan.npy") == 1 and "vector[0] is not finite" in str(info.value)

@@ -15,8 +15,7 @@ from llmdsdb.ingest import BadRowError, IngestInterrupted, IngestProgress, inges
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
     with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in rows)
     return path
 
 
@@ -119,3 +118,24 @@ def test_an_open_database_stays_open(tmp_path: Path) -> None:
     with llmdsdb.open(tmp_path / "db") as db:
         res = ingest(db, [src])
         assert res.written == 4 and db.count() == 4  # still usable after the call
+
+
+def test_a_run_where_every_record_is_bad_fails(tmp_path: Path) -> None:
+    src = tmp_path / "notext.csv"
+    src.write_text("id,body\n1,hello\n2,world\n")
+    with pytest.raises(InputFormatError, match=r"all 2 records were bad.*missing text field "
+                       r"'text'; fields found: 'id', 'body'; name the text field with "
+                       r"--text-field"):
+        ingest(tmp_path / "db", [src], bad_rows="skip")
+    assert not (tmp_path / "db").exists()
+
+
+def test_an_embeddings_file_of_another_dimension_is_named(tmp_path: Path) -> None:
+    src = _jsonl(tmp_path / "g.jsonl", _docs(3))
+    emb = tmp_path / "g.npy"
+    np.save(emb, np.ones((3, 4), np.float32))
+    ingest(tmp_path / "db", [src], embeddings_file=emb)
+    np.save(emb, np.ones((3, 8), np.float32))
+    with pytest.raises(InputFormatError, match=r"g\.npy: vectors have dimension 8, but the "
+                       r"database's vectors have dimension 4"):
+        ingest(tmp_path / "db", [src], embeddings_file=emb)
