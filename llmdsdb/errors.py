@@ -25,6 +25,7 @@ __all__ = [
     "DoubleFreeError",
     "DuplicateIdError",
     "EmptyError",
+    "FilterError",
     "FormatVersionError",
     "InputFormatError",
     "InvalidArgumentError",
@@ -78,6 +79,11 @@ class DuplicateIdError(InvalidArgumentError):
 
 class QueryError(InvalidArgumentError):
     """A query cannot be run as given (empty, too long, too many terms, bad top_k)."""
+
+
+class FilterError(QueryError):
+    """A metadata filter is malformed: an unknown operator, a value of the wrong type, or
+    one past the size limits. The message names the offending token and where it is."""
 
 
 class BudgetExceededError(InvalidArgumentError):
