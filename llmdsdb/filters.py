@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from llmdsdb.errors import FilterError
 
@@ -77,7 +77,7 @@ MAX_IN = 4096
 #: Longest field name or string operand, in characters.
 MAX_STR = 1024
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 
 _VALUE_OPS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists")
 _LOGIC_OPS = ("$and", "$or", "$not")
@@ -181,7 +181,7 @@ class Range(Filter):
         return any(self._holds(x) for x in _elements(metadata[self.field]))
 
     def _holds(self, x: object) -> bool:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(x):
             return False
         if self.lo is not None and (x < self.lo or (x == self.lo and not self.lo_incl)):
             return False
