@@ -1,60 +1,55 @@
-"""HNSW vector search (Malkov & Yashunin, 2016/2018), vectorised with numpy, kept in pages.
+"""HNSW vector search (Malkov & Yashunin, 2016/2018): numpy arrays, C kernels, pages.
 
 Layout. Every vector gets a dense *internal* id ``0 .. n-1`` in insertion order (the
 caller's ``vec_id`` is mapped to it). Layer 0 -- the only large layer -- is one contiguous
 ``(capacity + 1, 2*M)`` int32 array of neighbour rows padded with ``-1``; vectors are one
 ``(capacity + 1, dim)`` float32 array (unit length under ``metric="cosine"``). The extra
-last row of each array is a *sentinel* (no neighbours, zero vector): ``-1`` used as an
-index lands on it, so padded rows can be gathered without masking. Upper layers (each
+last row of each array is a *sentinel* (no neighbours, zero vector). Upper layers (each
 holds about ``1/exp(1/ml)`` of the one below) are smaller arrays of ``M``-wide rows with
-their own row numbering. For persistence the layer-0 rows and the vectors are cut into
-pages of :data:`NODES_PER_PAGE` nodes; upper layers, the entry point and the page directory
-are meta records ``hnsw/...``. :meth:`HNSW.flush` writes only the pages touched since the
-last flush.
+their own row numbering (a node -> row map per layer). For persistence the layer-0 rows
+and the vectors are cut into pages of :data:`NODES_PER_PAGE` nodes; upper layers, the
+entry point and the page directory are meta records ``hnsw/...``. :meth:`HNSW.flush`
+writes only the pages touched since the last flush.
 
-Search. One exact product against the lowest upper layer small enough (at most
-``_SCAN_MAX`` nodes; greedy descent through any layers between it and layer 0). When that
-layer is layer 1, or has at least ``_POOL_SCAN_MIN`` nodes -- the nodes of every upper
-layer are layer-0 nodes too -- its ``ef`` best nodes, already scored, are the initial pool
-of the layer-0 search and the rest of it is marked visited.
-Then a best-first search of layer 0 with a pool of the ``ef`` best nodes found so far.
-Instead of expanding one node at a time (the textbook loop, whose per-node Python overhead
-dominates in numpy), each step expands the ``c`` best unexpanded pool entries at once:
-their neighbour rows are gathered, filtered through an epoch-stamped visited array (no
-per-query allocation), and scored with one gathered product; a single query keeps its
-small pool in a sorted Python list, a batch merges its pools with one numpy sort.
-The search stops when every pool entry has been expanded -- exactly the textbook stopping
-rule, since a candidate farther than the pool's worst is never expanded there either.
-``search_many`` runs the same loop for many queries in lock-step (one gather, one product
-and one sort per step for all queries still active; finished queries leave the working
-set).
-
-Insertion. ``add_many`` inserts in batches: a batch of new points searches the current
-graph in lock-step (``ef_construction``), each point's candidates are merged with the exact
-distances to the other points of its batch, neighbours are chosen with the paper's
-heuristic (Algorithm 4, vectorised over the batch), and back-links are added per target
-node, pruned with the same heuristic when a row overflows.
+Kernels. Search and insert run in C (``llmdsdb/_native/hnsw.c``) over these very arrays,
+through one :class:`llmdsdb._native._core.HnswGraph` handle that holds views of them
+(rebuilt whenever an array is replaced). A query descends greedily through the upper
+layers and searches layer 0 best-first with a pool of ``ef`` (a candidate min-heap, a
+result max-heap, an epoch-stamped visited table); deleted nodes are traversed but never
+returned. An insert runs the same search with ``ef_construction`` on each of the new
+node's layers, picks neighbours with the paper's heuristic (Algorithm 4) and adds
+back-links, re-choosing an overflowing row with the same heuristic. ``threads=N`` runs
+queries, or inserts with per-node locks (as hnswlib does), on N threads; with one thread
+a build depends only on the seed and the call sequence. Small indexes (at most
+:data:`EXACT_COMPONENTS` stored floats) are searched exactly by a C scan -- decided by the
+index size alone, so :meth:`HNSW.search` and :meth:`HNSW.search_many` give identical
+answers for the same query. There is no numpy search path: the tests keep a plain-Python
+reference model of the kernels (``tests/property/test_hnsw_kernels.py``).
 
 Invariant (checked by :meth:`HNSW._check`): every stored neighbour id names an existing
 node of that layer, no row holds its own node or a duplicate, padding only follows the
 real entries; a node appears in exactly the layers ``0 .. level``; the entry point has the
-top level; the id map names exactly the live (non-deleted) nodes.
+top level; the id map names exactly the live (non-deleted) nodes. Data read back from
+pages is not trusted: the kernels check every id they follow and raise
+:class:`~llmdsdb.errors.CorruptionError` on one out of range.
 
 Distances: ``cosine`` -> ``1 - cos`` (vectors stored normalised), ``ip`` -> ``-dot``,
-``l2`` -> squared Euclidean distance. Smaller is closer for all three.
+``l2`` -> squared Euclidean distance. Smaller is closer for all three; equal distances
+rank the earlier insert first.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import struct
-import threading
 import zlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from llmdsdb._native import _core
 from llmdsdb.errors import (
     ConfigConflictError,
     CorruptionError,
@@ -76,65 +71,25 @@ __all__ = ["HNSW", "NODES_PER_PAGE", "Metric"]
 
 Metric = Literal["cosine", "l2", "ip"]
 _METRICS = ("cosine", "l2", "ip")
+_METRIC_CODE = {"cosine": 0, "l2": 1, "ip": 2}  # as llmdsdb/_native/native.h numbers them
 
 #: Nodes per page for vectors and layer-0 rows. 256 x 384-d float32 = 384 KiB per vector
 #: page, 256 x 32 int32 = 32 KiB per row page: big enough that a 1M-vector index has only
 #: ~4k pages of each kind, small enough that one added vector dirties little.
 NODES_PER_PAGE = 256
 
-#: Below this many live vectors a single query is answered by exact search by default. One
-#: exact query is one BLAS matrix-vector product over all vectors; on the bench machine
-#: (tools/bench/bench_hnsw.py, results/hnsw_*.md) it matched the graph search at recall
-#: 0.95 around a few thousand 384-d vectors; the threshold is in *vector components*
-#: (n * dim) because the exact cost is proportional to that.
-EXACT_COMPONENTS_SINGLE = 2_000_000
-#: Same for ``search_many``: a batched exact search is one matrix-matrix product, far
-#: cheaper per query than a matrix-vector product, so the crossover is higher.
-EXACT_COMPONENTS_BATCH = 8_000_000
+#: Indexes of at most this many stored floats (``n * dim``) are searched exactly (a C scan
+#: over every vector, recall 1.0); larger ones by the graph. Measured with
+#: tools/bench/bench_hnsw.py (crossover section): see the constant's commit for figures.
+EXACT_COMPONENTS = 200_000
 
-#: Candidates expanded per step of the batched layer search.
-#: More candidates per step mean fewer numpy calls but some wasted distance computations.
-_C_BATCH = 4
-#: ... or ef / _C_BATCH_DIV of them when that is more: on SciFact search_many +19 % q/s at
-#: ef=64, +14 % at 128, +50 % at 256 against a fixed 4, recall equal or higher.
-_C_BATCH_DIV = 8
-#: Candidates scanned per chunk by the neighbour-selection heuristic.
-_HEUR_CHUNK = 48
-#: Rows processed together by the heuristic (bounds its gathered candidate block).
-_HEUR_ROWS = 32
-#: Vectors gathered per block when scoring a step of a batched search.
-_GATHER_ROWS = 256
-#: Entries (uint16) of visited stamps per thread: bounds how many queries of one batch
-#: advance together on large indexes (64 MiB: 33 queries at a time on 1M vectors).
-_VIS_BUDGET = 1 << 25
-#: Visited stamps: a search takes a fresh epoch in 1.._EPOCH_MAX (the array is cleared when
-#: they run out); the values above are the marks with which a batched step keeps one copy
-#: of a neighbour that two expanded nodes of the same query share.
-_EPOCH_MAX = 32767
-_MARKS = np.arange(_EPOCH_MAX + 1, 1 << 16, dtype=np.uint16)
-#: Largest M: one query's step (_C_BATCH rows of 2 * M neighbours) must fit in _MARKS.
-_M_MAX = _MARKS.size // (2 * _C_BATCH)  # (larger c is capped per call to fit)
-#: Most frontier nodes expanded per step of a single-query search: at least _C_ONE, and
-#: ef / _C_ONE_DIV for large pools (fewer steps; the extra expansions are a small share of a
-#: large pool: on SciFact +12 % q/s at ef=96, +16 % at 128, +40 % at 256, recall equal or
-#: higher).
-_C_ONE = 8
-_C_ONE_DIV = 8
-#: Largest upper layer scanned exactly to find a query's entry point.
-_SCAN_MAX = 1024
-#: Entries of the (queries, vectors) key matrix an exact batch computes at a time (16 MiB).
-_EXACT_BLOCK = 1 << 22
-#: Start nodes of a single-query layer-0 search taken from that scan.
-_SEEDS = 4
-#: A scanned layer above layer 1 with at least this many nodes seeds the layer-0 pool
-#: directly (its nodes are layer-0 nodes too), skipping the greedy descent through the layers
-#: between: measured on SciFact with ml = 1/ln 2 (scan of layer 3, 643 nodes) +33 % single and
-#: +20 % batch q/s at higher recall; with a 68-node scan (20k vectors, ml = 1/ln 16) the
-#: descent was as good or better, hence the floor. With ml = 1/ln 2 every scanned layer has
-#: 512..1024 nodes, so the descent is always skipped.
-_POOL_SCAN_MIN = 256
+#: Largest M (layer-0 rows of 2*M ids; the kernels' bound is far above any useful M).
+_M_MAX = 4096
 _MAX_LEVEL = 30
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Vector norms above this are refused under l2 and ip: squared distances in float32 must
+#: stay finite.
+_NORM_LIMIT = math.sqrt(_FLOAT32_MAX) / 4
 
 _PAGE = struct.Struct("<4sIII")  # magic, block index, node count, crc32 of the payload
 _VEC_MAGIC = b"HNV1"
@@ -142,20 +97,20 @@ _NODE_MAGIC = b"HNN1"
 _FORMAT_VERSION = 1
 
 
-class _Scratch(threading.local):
-    """Per-thread visited stamps, reused across queries (epochs instead of clearing)."""
-
-    def __init__(self) -> None:
-        self.vis = np.zeros(1, np.uint16)
-        self.cap1 = 0
-        self.slots = 0
-        self.epoch = 0
-
-
 def _as_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
     return int(value)
+
+
+def _threads(threads: object) -> int:
+    """Threads of one call: ``None`` = the machine's cores."""
+    if threads is None:
+        return os.cpu_count() or 1
+    t = _as_int(threads, "threads")
+    if t < 1:
+        raise InvalidArgumentError(f"threads must be >= 1, got {t}")
+    return t
 
 
 class HNSW:
@@ -179,14 +134,13 @@ class HNSW:
     >>> [(i, round(d, 3)) for i, d in h.search(np.array([1.0, 0, 0, 0]), k=2)]
     [(10, 0.0), (11, 0.006)]
 
-    Single writer; searches from several threads are safe while nothing is written (each
-    thread has its own scratch arrays).
+    Single writer; searches from several threads (Python threads or ``threads=N``) run in
+    parallel while nothing is written (each kernel thread takes its own scratch).
 
-    Memory: about ``n * (4*dim + 8*M + 26 + 4*L)`` bytes (vectors, layer-0 rows, per-node
+    Memory: about ``n * (4*dim + 8*M + 18 + 4*L)`` bytes (vectors, layer-0 rows, per-node
     fields, one row-map entry per upper layer ``L``) plus ``n * (4*M + 4) * p / (1 - p)``
-    for the upper layers (``p = exp(-1/ml)``), plus ``2 * (n + 1) * q`` bytes of visited
-    stamps per searching thread (``q`` queries advanced together, at most 64 MiB); see
-    ``docs/tuning.md``.
+    for the upper layers (``p = exp(-1/ml)``), plus ``2 * (n + 1)`` bytes of visited
+    stamps per searching thread, plus the id map (a dict); see ``docs/tuning.md``.
     """
 
     def __init__(
@@ -236,15 +190,12 @@ class HNSW:
 
     def _init_empty(self) -> None:
         self._n = 0
-        self._linked = 0  # nodes 0.._linked-1 are linked into the graph
-        self._scan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._g: Any = None  # the kernels' HnswGraph over the arrays below (see _graph)
         self._cap = 0
         self._live = 0
         self._entry = -1
         self._max_level = -1
         self._vecs = np.zeros((1, self.dim), np.float32)
-        self._vsq = np.zeros(1, np.float32)  # squared norms (l2 only; zeros otherwise)
-        self._hsq = self._vsq  # half squared norms (l2 only), for ranking keys
         self._adj0 = np.full((1, 2 * self.M), -1, np.int32)
         self._levels = np.zeros(0, np.int8)
         self._ext = np.zeros(0, np.int64)
@@ -256,7 +207,6 @@ class HNSW:
         self._lnodes: list[np.ndarray] = []
         self._lcount: list[int] = []
         self._id_map: dict[int, int] = {}
-        self._scratch = _Scratch()
         self._vec_pages: list[int] = []
         self._node_pages: list[int] = []
         self._dirty_vec: set[int] = set()
@@ -274,10 +224,6 @@ class HNSW:
         vecs = np.zeros((cap + 1, self.dim), np.float32)
         vecs[:n] = self._vecs[:n]
         self._vecs = vecs
-        vsq = np.zeros(cap + 1, np.float32)
-        vsq[:n] = self._vsq[:n]
-        self._vsq = vsq
-        self._hsq = vsq * 0.5
         adj = np.full((cap + 1, 2 * self.M), -1, np.int32)
         adj[:n] = self._adj0[:n]
         self._adj0 = adj
@@ -290,8 +236,10 @@ class HNSW:
             r[:n] = row[:n]
             self._lrow[i] = r
         self._cap = cap
+        self._g = None
 
     def _add_level(self) -> None:
+        self._g = None
         self._lrow.append(np.full(self._cap + 1, -1, np.int32))
         self._ladj.append(np.full((17, self.M), -1, np.int32))
         self._lnodes.append(np.zeros(16, np.int32))
@@ -299,6 +247,7 @@ class HNSW:
 
     def _register_upper(self, nodes: np.ndarray, levels: np.ndarray) -> None:
         """Give each node a row in every upper layer up to its level."""
+        self._g = None
         top = int(levels.max()) if levels.size else 0
         while len(self._ladj) < top:
             self._add_level()
@@ -321,10 +270,15 @@ class HNSW:
             self._lnodes[i][c0:c1] = sel
             self._lcount[i] = c1
 
-    def _layer(self, level: int) -> tuple[np.ndarray, np.ndarray | None]:
-        if level == 0:
-            return self._adj0, None
-        return self._ladj[level - 1], self._lrow[level - 1]
+    def _graph(self) -> Any:
+        """The kernels' handle on the current arrays (made again after any is replaced)."""
+        if self._g is None:
+            upper = [(self._lrow[i], self._ladj[i], self._lcount[i]) for i in range(len(self._ladj))]
+            self._g = _core.HnswGraph(
+                _METRIC_CODE[self.metric], NODES_PER_PAGE, self._vecs, self._adj0, self._deleted,
+                self._ext, self._levels, upper,
+            )
+        return self._g
 
     # ------------------------------------------------------------------ validation
 
@@ -345,39 +299,44 @@ class HNSW:
             raise DimensionError(f"{what} must be a 1-D array of length {self.dim}, got shape {a.shape}")
         if a.shape[-1] != self.dim:
             raise DimensionError(f"expected dim {self.dim}, got {a.shape[-1]}")
-        a64 = np.asarray(a, dtype=np.float64).reshape(-1, self.dim)
-        ss = np.einsum("ij,ij->i", a64, a64)
-        if ss.size and np.isfinite(ss).all() and ss.min() > 1e-290:
-            # common case in one pass: a NaN or inf anywhere, an overflow (1e200 squared) or an
-            # underflow would show in ss and take the careful path below
-            norms = np.sqrt(ss)
-        else:
-            finite = np.isfinite(a64)
+        a64 = np.ascontiguousarray(a, dtype=np.float64).reshape(-1, self.dim)
+        n = a64.shape[0]
+        out = np.empty((n, self.dim), np.float32)
+        norms = np.empty(n, np.float64)
+        bad = np.empty(n, np.uint8)
+        # the common case in C, row by row exactly as search() prepares one query (so a
+        # query gives the same float32 vector either way); a NaN or inf, a norm that
+        # overflows (1e200 squared) or underflows, or one too large is left to the
+        # careful path below
+        if _core.prep_rows(a64, _METRIC_CODE[self.metric], _NORM_LIMIT**2, out, norms, bad):
+            rows = np.flatnonzero(bad)
+            sub = a64[rows]
+            finite = np.isfinite(sub)
             if not finite.all():
-                bad = np.argwhere(~finite)[0]
-                raise NonFiniteError(f"{what}: non-finite value at index {tuple(int(v) for v in bad)}")
+                r, c = np.argwhere(~finite)[0]
+                raise NonFiniteError(f"{what}: non-finite value at index {(int(rows[r]), int(c))}")
             # norms in float64 with scaling, so 1e200 does not overflow when squared
-            scale = np.abs(a64).max(axis=1) if a64.size else np.zeros(0)
+            scale = np.abs(sub).max(axis=1)
             safe = np.where(scale > 0, scale, 1.0)
-            norms = np.sqrt(np.einsum("ij,ij->i", a64 / safe[:, None], a64 / safe[:, None])) * safe
-        if self.metric == "cosine":
-            zero = np.flatnonzero(norms == 0)
-            if zero.size:
-                raise ZeroVectorError(
-                    f"{what}: zero-norm vector (row {int(zero[0])}) has no direction under cosine"
-                )
-            out = (a64 / norms[:, None]).astype(np.float32)
-        else:
-            # distances are computed in float32: squared norms must stay finite
-            limit = math.sqrt(_FLOAT32_MAX) / 4
-            big = np.flatnonzero(norms > limit)
-            if big.size:
-                raise NonFiniteError(
-                    f"{what}: vector norm {norms[big[0]]:.3g} (row {int(big[0])}) is too large "
-                    f"for float32 distances (limit {limit:.3g}); rescale the vectors"
-                )
-            out = a64.astype(np.float32)
-        return np.ascontiguousarray(out), norms
+            sn = np.sqrt(np.einsum("ij,ij->i", sub / safe[:, None], sub / safe[:, None])) * safe
+            if self.metric == "cosine":
+                zero = np.flatnonzero(sn == 0)
+                if zero.size:
+                    raise ZeroVectorError(
+                        f"{what}: zero-norm vector (row {int(rows[zero[0]])}) has no direction under cosine"
+                    )
+                out[rows] = (sub / sn[:, None]).astype(np.float32)
+            else:
+                # distances are computed in float32: squared norms must stay finite
+                big = np.flatnonzero(sn > _NORM_LIMIT)
+                if big.size:
+                    raise NonFiniteError(
+                        f"{what}: vector norm {sn[big[0]]:.3g} (row {int(rows[big[0]])}) is too large "
+                        f"for float32 distances (limit {_NORM_LIMIT:.3g}); rescale the vectors"
+                    )
+                out[rows] = sub.astype(np.float32)
+            norms[rows] = sn
+        return out, norms
 
     def _prepare_ids(self, ids: object, n: int) -> np.ndarray:
         try:
@@ -419,559 +378,12 @@ class HNSW:
             raise QueryError(f"ef must be >= 1, got {ef}")
         return k, max(ef, k)
 
-    # ------------------------------------------------------------------ distances
-
-    def _dist_pairs(self, nodes: np.ndarray, Q: np.ndarray, qsq: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-        """Distance of node ``nodes[i]`` to query ``Q[rows[i]]``; float32."""
-        dots = np.einsum("ij,ij->i", self._vecs[nodes], Q[rows])
-        return self._from_dots(dots, nodes, qsq, rows)
-
-    def _from_dots(self, dots: np.ndarray, nodes: np.ndarray, qsq: np.ndarray | None, rows: np.ndarray | None) -> np.ndarray:
-        if self.metric == "cosine":
-            return 1.0 - dots
-        if self.metric == "ip":
-            return -dots
-        qs = qsq if rows is None else qsq[rows]  # type: ignore[index]
-        return self._vsq[nodes] + qs - 2.0 * dots
-
-    def _pairwise(self, A_ids: np.ndarray, B_ids: np.ndarray) -> np.ndarray:
-        """(R, a, b) distances between rows of ``A_ids`` (R, a) and ``B_ids`` (R, b)."""
-        Ga = self._vecs[A_ids]
-        Gb = self._vecs[B_ids]
-        dots = np.matmul(Ga, Gb.transpose(0, 2, 1))
-        if self.metric == "cosine":
-            return 1.0 - dots
-        if self.metric == "ip":
-            return -dots
-        return self._vsq[A_ids][:, :, None] + self._vsq[B_ids][:, None, :] - 2.0 * dots
-
-    # ------------------------------------------------------------------ graph search
-
-    def _visited(self, rows: int) -> tuple[np.ndarray, int, int]:
-        """Visited stamps for ``rows`` queries: (array, row stride, fresh epoch)."""
-        s = self._scratch
-        cap1 = self._cap + 1
-        if s.cap1 != cap1 or s.slots < rows:
-            s.slots = max(rows, 1)
-            s.cap1 = cap1
-            s.vis = np.zeros(s.slots * cap1 + 1, np.uint16)
-            s.epoch = 0
-        s.epoch += 1
-        if s.epoch > _EPOCH_MAX:
-            s.vis.fill(0)
-            s.epoch = 1
-        return s.vis, cap1, s.epoch
-
-    def _max_rows(self) -> int:
-        return max(1, _VIS_BUDGET // (self._cap + 1))
-
-    def _search_layer(
-        self,
-        Q: np.ndarray,
-        qsq: np.ndarray | None,
-        entry: np.ndarray,
-        level: int,
-        ef: int,
-        c: int,
-        entry_k: np.ndarray | None = None,
-        premark: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Best-first search of one layer for all rows of ``Q`` in lock-step.
-
-        Each step takes the ``c`` best unexpanded pool entries of every active row, gathers
-        their neighbour rows, drops visited ids (epoch stamps, one row of stamps per query),
-        scores the rest with one batched product in a padded (rows, width) layout and merges
-        them into the sorted pools with one sort. Rows whose pool is fully expanded leave
-        the working set.
-
-        ``entry_k`` (optional) holds the entries' keys when the caller already computed
-        them; ``premark`` (optional) are nodes marked visited for every row without being
-        scored (the caller scored them and passes only the best as entries).
-
-        :returns: (ids, distances), int32 and float32 arrays of shape (len(Q), ef), each row
-            sorted nearest first, padded with -1 / inf.
-        """
-        A = Q.shape[0]
-        adj, rowmap = self._layer(level)
-        width = adj.shape[1]
-        if c > 1:  # large pools expand more per step (c == 1 is the greedy descent)
-            c = max(1, min(max(c, ef // _C_BATCH_DIV), _MARKS.size // width))
-        # a step keeps at most rows * c * width neighbours, each needing its own mark
-        maxr = min(self._max_rows(), max(1, _MARKS.size // (c * width)))
-        if A > maxr:
-            parts = [
-                self._search_layer(
-                    Q[i : i + maxr], None if qsq is None else qsq[i : i + maxr], entry[i : i + maxr], level, ef, c,
-                    None if entry_k is None else entry_k[i : i + maxr], premark,
-                )
-                for i in range(0, A, maxr)
-            ]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        vecs = self._vecs
-        l2 = self.metric == "l2"
-        hsq = self._hsq
-        vis, cap1, epoch = self._visited(A)
-        base = np.arange(A, dtype=np.int64) * cap1
-        vis[base + (cap1 - 1)] = epoch  # sentinel column of each row
-        vis[-1] = epoch
-        entry = entry.astype(np.int32).reshape(A, -1)[:, :ef]  # (A, seeds), distinct per row
-        if premark is not None:
-            vis[(base[:, None] + premark[None, :]).ravel()] = epoch
-        vis[(base[:, None] + entry).ravel()] = epoch
-        nQ = -Q
-        out_id = np.full((A, ef), -1, np.int32)
-        out_k = np.full((A, ef), np.inf, np.float32)
-        W_id = out_id.copy()
-        W_k = out_k.copy()
-        W_x = np.zeros((A, ef), bool)
-        ns = entry.shape[1]
-        if entry_k is not None:
-            ek = entry_k.astype(np.float32).reshape(A, -1)[:, :ef]
-        else:
-            ek = np.matmul(vecs.take(entry, axis=0), nQ[:, :, None])[:, :, 0]
-            if l2:
-                ek += hsq.take(entry)
-        if ns > 1:
-            o = np.argsort(ek, axis=1, kind="stable")
-            entry = np.take_along_axis(entry, o, axis=1)
-            ek = np.take_along_axis(ek, o, axis=1)
-        W_id[:, :ns] = entry
-        W_k[:, :ns] = ek
-        rows = np.arange(A)  # original row of each working row
-        nQw, basew = nQ, base
-        marks = _MARKS
-        while True:
-            um = ~W_x & (W_id >= 0)
-            live = um.any(axis=1)
-            if not live.all():
-                done = ~live
-                out_id[rows[done]] = W_id[done]
-                out_k[rows[done]] = W_k[done]
-                if not live.any():
-                    break
-                rows = rows[live]
-                W_id, W_k, W_x, um = W_id[live], W_k[live], W_x[live], um[live]
-                nQw = nQw[live]
-                basew = basew[live]
-            Aw = rows.shape[0]
-            if c == 1:
-                col = um.argmax(axis=1)
-                r = np.arange(Aw)
-            else:
-                r, col = np.nonzero(um & (np.cumsum(um, axis=1) <= c))
-            W_x[r, col] = True
-            nodes = W_id[r, col]
-            nb = adj.take(nodes if rowmap is None else rowmap.take(nodes), axis=0)
-            fi = (basew.take(r)[:, None] + nb).ravel()
-            m = vis.take(fi) != epoch
-            fi = fi.compress(m)
-            n = fi.size
-            if not n:
-                continue
-            rr = np.repeat(r, width).compress(m)
-            mk = marks[:n]
-            vis[fi] = mk
-            m = vis.take(fi) == mk
-            fi = fi.compress(m)
-            rr = rr.compress(m)
-            vis[fi] = epoch
-            node = (fi - basew.take(rr)).astype(np.int32)
-            cnt = np.bincount(rr, minlength=Aw)
-            wn = int(cnt.max())
-            colp = np.arange(rr.size) - (np.cumsum(cnt) - cnt).take(rr)
-            ni = np.full((Aw, wn), -1, np.int32)
-            ni[rr, colp] = node
-            # gather + product in blocks of ~_GATHER_ROWS vectors: the block stays in cache
-            # (measured 2.3x faster than one big gather of 15k rows on the bench machine)
-            # (padding: each block is cut to its own widest row)
-            key = np.full((Aw, wn, 1), np.inf, np.float32)
-            nQ3 = nQw[:, :, None]
-            bs = max(1, 2 * _GATHER_ROWS // (wn + rr.size // Aw + 1))
-            starts = range(0, Aw, bs)
-            for i, wb in zip(starts, np.maximum.reduceat(cnt, starts).tolist()):
-                if wb:
-                    np.matmul(vecs.take(ni[i : i + bs, :wb], axis=0), nQ3[i : i + bs], out=key[i : i + bs, :wb])
-            key = key[:, :, 0]
-            if l2:
-                key += hsq.take(ni)
-            key[ni < 0] = np.inf
-            cat_k = np.concatenate((W_k, key), axis=1)
-            o = np.argsort(cat_k, axis=1, kind="stable")[:, :ef]
-            wide = ef + wn
-            flat = (o + (np.arange(Aw) * wide)[:, None]).ravel()
-            W_k = cat_k.ravel().take(flat).reshape(Aw, ef)
-            W_id = np.concatenate((W_id, ni), axis=1).ravel().take(flat).reshape(Aw, ef)
-            W_x = np.concatenate((W_x, np.zeros((Aw, wn), bool)), axis=1).ravel().take(flat).reshape(Aw, ef)
-        if self.metric == "cosine":
-            out_d = 1.0 + out_k
-        elif self.metric == "ip":
-            out_d = out_k
-        else:
-            out_d = np.maximum(2.0 * out_k + qsq[:, None], 0.0)  # type: ignore[index]
-        return out_id, out_d
-
-    def _search_layer_one(self, q: np.ndarray, qsq: float, ef: int) -> tuple[list[int], list[float]]:
-        """Layer-0 search for one query: numpy for neighbours and distances, Python lists
-        for the pool.
-
-        Start: when the scanned upper layer is layer 1 or has at least ``_POOL_SCAN_MIN``
-        nodes (every node of an upper layer is a layer-0 node too), its one exact product
-        already scores every node of it, so the ``ef`` best of them form the initial pool
-        and all of them are marked visited (one not in the initial pool is worse than the
-        pool's ``ef``-th entry, which only gets better). Otherwise the greedy descent's node
-        starts the pool.
-
-        Each step expands the pool entries not expanded yet (the *frontier*), at most
-        ``max(_C_ONE, ef // _C_ONE_DIV)`` of them, nearest first: their neighbour rows are gathered with one
-        ``take``, filtered through the epoch-stamped visited array, and scored with one
-        gathered product. The pool (at most ``ef`` entries) is a sorted Python list of
-        ``(key, id, unexpanded)``; a step appends the new entries that beat the pool's worst
-        and re-sorts once: for pools of tens of entries this costs less than the half-dozen
-        numpy calls a vectorised merge needs. Nodes are ranked by a *key* that orders like
-        the distance and costs one product (``-q.v``, or ``|v|^2/2 - q.v`` for l2).
-
-        :returns: (internal ids, keys), nearest first (at most ``ef`` of each).
-        """
-        adj = self._adj0
-        vecs = self._vecs
-        vis, cap1, epoch = self._visited(1)
-        vis[cap1 - 1] = epoch
-        vis[-1] = epoch
-        l2 = self.metric == "l2"
-        hsq = self._hsq
-        nq = -q
-        scan = self._scan_set()
-        if scan is not None and (scan[0] == 1 or scan[1].size >= _POOL_SCAN_MIN):
-            _, nodes, V, vsq = scan
-            ka = V @ nq
-            if l2:
-                ka += 0.5 * vsq
-            vis[nodes] = epoch
-            if nodes.size > ef:
-                o = ka.argpartition(ef - 1)[:ef]
-                pool = sorted(zip(ka.take(o).tolist(), nodes.take(o).tolist()))
-            else:
-                pool = sorted(zip(ka.tolist(), nodes.tolist()))
-        else:
-            seeds = self._descend(q[None, :], np.array([qsq], np.float32) if l2 else None, 0)
-            vis[seeds] = epoch
-            ks = vecs.take(seeds, axis=0) @ nq
-            if l2:
-                ks += hsq.take(seeds)
-            pool = sorted(zip(ks.tolist(), seeds.tolist()))
-        # pool: sorted list of (key, id, unexpanded); a step merges its new entries that beat
-        # the pool's worst with one sort (cheaper than a bisect/insert per entry)
-        pool = [(kv, i, True) for kv, i in pool]
-        c = max(_C_ONE, ef // _C_ONE_DIV)
-        while True:
-            fr = [j for j, e in enumerate(pool) if e[2]][:c]
-            if not fr:
-                break
-            exp = []
-            for j in fr:
-                kv, i, _ = pool[j]
-                pool[j] = (kv, i, False)
-                exp.append(i)
-            nb = adj.take(exp, axis=0).ravel()
-            nb = nb.compress(vis.take(nb) != epoch)
-            n = nb.size
-            if not n:
-                continue
-            vis[nb] = epoch
-            k = vecs.take(nb, axis=0) @ nq
-            if l2:
-                k += hsq.take(nb)
-            if len(pool) >= ef:
-                # most scored neighbours lose to the pool's worst: drop them in numpy, not
-                # one by one in Python
-                m = k < pool[-1][0]
-                k = k[m]
-                nb = nb[m]
-            if len(fr) > 1:
-                # two frontier nodes may share a new neighbour: it was scored twice (cheaper
-                # than a dedupe in numpy) and enters the pool once
-                seen: set[int] = set()
-                new = [(kv, i, True) for kv, i in zip(k.tolist(), nb.tolist()) if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
-            else:
-                new = [(kv, i, True) for kv, i in zip(k.tolist(), nb.tolist())]
-            if new:
-                pool += new
-                pool.sort()
-                del pool[ef:]
-        return [e[1] for e in pool], [e[0] for e in pool]
-
-    def _key_to_dist(self, key: np.ndarray, qsq: float | np.ndarray) -> np.ndarray:
-        if self.metric == "cosine":
-            return 1.0 + key
-        if self.metric == "ip":
-            return key
-        return np.maximum(2.0 * key + qsq, 0.0)
-
-    def _scan_set(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
-        """(level, nodes, their vectors, their squared norms) of the lowest upper layer with
-        at most ``_SCAN_MAX`` linked nodes, cached until the next insert.
-
-        Queries start with one exact product against this small layer instead of a greedy
-        walk through every layer above it: fewer numpy calls and a better entry point.
-        """
-        if self._scan is not None:
-            return self._scan
-        for i in range(len(self._lcount)):
-            nodes = self._lnodes[i][: self._lcount[i]]
-            nodes = nodes[nodes < self._linked]
-            if 0 < nodes.size <= _SCAN_MAX:
-                self._scan = (i + 1, nodes, self._vecs[nodes], self._vsq[nodes])
-                return self._scan
-        return None
-
-    def _scan_dists(self, Q: np.ndarray, qsq: np.ndarray | None, V: np.ndarray, vsq: np.ndarray) -> np.ndarray:
-        dots = Q @ V.T
-        if self.metric == "cosine":
-            return 1.0 - dots
-        if self.metric == "ip":
-            return -dots
-        return vsq[None, :] + qsq[:, None] - 2.0 * dots  # type: ignore[index]
-
-    def _descend(self, Q: np.ndarray, qsq: np.ndarray | None, to_level: int) -> np.ndarray:
-        """Entry node on layer ``to_level`` for each query: exact scan of a small upper
-        layer, then greedy descent (pool of one) through the layers below it."""
-        scan = self._scan_set()
-        if scan is None:
-            cur = np.full(Q.shape[0], self._entry, np.int32)
-            top = self._max_level
-        else:
-            level, nodes, V, vsq = scan
-            cur = nodes[self._scan_dists(Q, qsq, V, vsq).argmin(axis=1)].astype(np.int32)
-            top = level - 1
-        for lv in range(top, to_level, -1):
-            if Q.shape[0] == 1:
-                cur = np.array([self._greedy_one(Q[0], None if qsq is None else float(qsq[0]), int(cur[0]), lv)], np.int32)
-            else:
-                ids, _ = self._search_layer(Q, qsq, cur, lv, 1, 1)
-                cur = ids[:, 0]
-        return cur
-
-    def _greedy_one(self, q: np.ndarray, qsq: float | None, cur: int, level: int) -> int:
-        """Greedy walk on one upper layer for one query."""
-        adj, rowmap = self._layer(level)
-        vecs = self._vecs
-        metric = self.metric
-
-        def dist(ids: np.ndarray) -> np.ndarray:
-            dots = vecs[ids] @ q
-            if metric == "cosine":
-                return 1.0 - dots
-            if metric == "ip":
-                return -dots
-            return self._vsq[ids] + (qsq - 2.0 * dots)  # type: ignore[operator]
-
-        curd = float(dist(np.array([cur]))[0])
-        while True:
-            nb = adj[rowmap[cur]]  # type: ignore[index]
-            nb = nb[nb >= 0]
-            if not nb.size:
-                return cur
-            d = dist(nb)
-            j = int(d.argmin())
-            if d[j] < curd:
-                cur, curd = int(nb[j]), float(d[j])
-            else:
-                return cur
-
     # ------------------------------------------------------------------ insertion
 
     def _draw_levels(self, n: int) -> np.ndarray:
         u = 1.0 - self._rng.random(n)  # (0, 1]
         lv = np.floor(-np.log(u) * self.ml)
         return np.minimum(lv, _MAX_LEVEL).astype(np.int8)
-
-    def _select(self, cand: np.ndarray, dq: np.ndarray, mmax: int) -> np.ndarray:
-        """The paper's heuristic (Algorithm 4) for each row, vectorised over rows.
-
-        ``cand`` (R, K) int32 candidate ids sorted by ``dq`` (their distance to the row's
-        base point, inf for padding). A candidate is kept when it is closer to the base
-        than to every candidate kept before it; at most ``mmax`` are kept. Candidates are
-        scanned in chunks: distances among a chunk and to the already kept ones are one
-        batched product each, so a row that fills up early costs little.
-
-        :returns: int32 (R, mmax), padded with -1.
-        """
-        R, K = cand.shape
-        if R > _HEUR_ROWS:
-            return np.concatenate([
-                self._select(cand[i : i + _HEUR_ROWS], dq[i : i + _HEUR_ROWS], mmax)
-                for i in range(0, R, _HEUR_ROWS)
-            ])
-        sel = np.full((R, mmax), -1, np.int32)
-        nsel = np.zeros(R, np.int64)
-        alive_all = np.isfinite(dq) & (cand >= 0)
-        vecs = self._vecs
-        l2 = self.metric == "l2"
-        vsq = self._vsq
-
-        def pair(a: np.ndarray, b: np.ndarray, sa: np.ndarray | None, sb: np.ndarray | None) -> np.ndarray:
-            dots = np.matmul(a, b.transpose(0, 2, 1))
-            if self.metric == "cosine":
-                return 1.0 - dots
-            if self.metric == "ip":
-                return -dots
-            return sa[:, :, None] + sb[:, None, :] - 2.0 * dots  # type: ignore[index]
-
-        for s in range(0, K, _HEUR_CHUNK):
-            e = min(K, s + _HEUR_CHUNK)
-            rows = np.flatnonzero((nsel < mmax) & alive_all[:, s:e].any(axis=1))
-            if not rows.size:
-                continue
-            cid = cand[rows, s:e]
-            cd = dq[rows, s:e]
-            al = alive_all[rows, s:e].copy()
-            ns = nsel[rows]
-            Gc = vecs.take(cid, axis=0)
-            sqc = vsq.take(cid) if l2 else None
-            mx = int(ns.max())
-            if mx:
-                acc = sel[rows, :mx]
-                sqa = vsq.take(acc) if l2 else None
-                dac = pair(vecs.take(acc, axis=0), Gc, sqa, sqc)  # (r, mx, ch)
-                dac[acc < 0] = np.inf
-                al &= ~(dac < cd[:, None, :]).any(axis=1)
-            dcc = pair(Gc, Gc, sqc, sqc)  # (r, ch, ch)
-            while True:
-                go = al.any(axis=1) & (ns < mmax)
-                if not go.any():
-                    break
-                g = np.flatnonzero(go)
-                i = al[g].argmax(axis=1)
-                sel[rows[g], ns[g]] = cid[g, i]
-                ns[g] += 1
-                al[g] &= ~(dcc[g, i, :] < cd[g])
-                al[g, i] = False
-            nsel[rows] = ns
-        return sel
-
-    def _link_back(self, level: int, src: np.ndarray, tgt: np.ndarray) -> None:
-        """Add edges tgt -> src on ``level``; rows that overflow are pruned by heuristic."""
-        if not src.size:
-            return
-        mmax = 2 * self.M if level == 0 else self.M
-        adj, rowmap = self._layer(level)
-        o = np.argsort(tgt, kind="stable")
-        tgt = tgt[o]
-        src = src[o]
-        ut, start, cnt = np.unique(tgt, return_index=True, return_counts=True)
-        T = ut.size
-        rowpos = np.repeat(np.arange(T), cnt)
-        colpos = np.arange(tgt.size) - start[rowpos]
-        inc = np.full((T, int(cnt.max())), -1, np.int32)
-        inc[rowpos, colpos] = src
-        arow = ut if rowmap is None else rowmap[ut]
-        U = np.concatenate((adj[arow], inc), axis=1)
-        U = np.where(U < 0, np.iinfo(np.int32).max, U)
-        U.sort(axis=1)
-        dup = np.zeros(U.shape, bool)
-        dup[:, 1:] = U[:, 1:] == U[:, :-1]
-        U[dup | (U == ut[:, None])] = np.iinfo(np.int32).max
-        U.sort(axis=1)
-        U[U == np.iinfo(np.int32).max] = -1
-        nvalid = (U >= 0).sum(axis=1)
-        fit = nvalid <= mmax
-        if fit.any():
-            w = min(mmax, U.shape[1])
-            rows_fit = arow[fit]
-            block = np.full((rows_fit.size, mmax), -1, np.int32)
-            block[:, :w] = U[fit, :w]
-            adj[rows_fit] = block
-        over = np.flatnonzero(~fit)
-        if over.size:
-            Uo = U[over]
-            t = ut[over].astype(np.int32)
-            dq = self._from_dots(np.matmul(self._vecs.take(Uo, axis=0), self._vecs.take(t, axis=0)[:, :, None])[:, :, 0], Uo, self._vsq.take(t)[:, None], None)
-            dq[Uo < 0] = np.inf
-            o = np.argsort(dq, axis=1, kind="stable")
-            Uo = np.take_along_axis(Uo, o, axis=1)
-            dq = np.take_along_axis(dq, o, axis=1)
-            adj[arow[over]] = self._select(Uo, dq, mmax)
-        if level == 0:
-            self._dirty_node.update((ut // NODES_PER_PAGE).tolist())
-        else:
-            self._dirty_upper = True
-
-    def _insert_batch(self, nodes: np.ndarray) -> None:
-        """Link already-stored nodes ``nodes`` (consecutive internal ids) into the graph."""
-        b = nodes.size
-        lv = self._levels[nodes].astype(np.int64)
-        X = self._vecs[nodes]
-        qsq = self._vsq[nodes] if self.metric == "l2" else None
-        old_top = self._max_level
-        top = max(old_top, int(lv.max()))
-        efc = self.ef_construction
-        # exact distances inside the batch: every new point sees its batch peers exactly
-        dots = X @ X.T
-        if self.metric == "cosine":
-            Db = 1.0 - dots
-        elif self.metric == "ip":
-            Db = -dots
-        else:
-            Db = qsq[:, None] + qsq[None, :] - 2.0 * dots  # type: ignore[index]
-        np.fill_diagonal(Db, np.inf)
-        cands: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        scan = self._scan_set() if self._entry >= 0 else None
-        cur = np.full(b, self._entry, np.int32)
-        search_top = old_top
-        if scan is not None:
-            # exact candidates on the small top layers, entry point for the layers below
-            s_level, s_nodes, s_V, s_vsq = scan
-            Ds = self._scan_dists(X, qsq, s_V, s_vsq)
-            cur = s_nodes[Ds.argmin(axis=1)].astype(np.int32)
-            search_top = s_level - 1
-            s_lv = self._levels[s_nodes]
-        for level in range(top, -1, -1):
-            need = np.flatnonzero(lv >= level)
-            if not need.size:
-                continue
-            g_id = g_d = None
-            if self._entry >= 0 and level > search_top and level <= old_top:
-                cols = np.flatnonzero(s_lv >= level)
-                g_d = Ds[np.ix_(need, cols)]
-                g_id = np.ascontiguousarray(np.broadcast_to(s_nodes[cols].astype(np.int32), g_d.shape))
-            elif self._entry >= 0 and level <= search_top:
-                if level > 0:
-                    walk = np.flatnonzero(lv < level)
-                    if walk.size:
-                        ids, _ = self._search_layer(X[walk], None if qsq is None else qsq[walk], cur[walk], level, 1, 1)
-                        cur[walk] = ids[:, 0]
-                g_id, g_d = self._search_layer(X[need], None if qsq is None else qsq[need], cur[need], level, efc, _C_BATCH)
-                cur[need] = g_id[:, 0]
-            peers = np.flatnonzero(lv >= level)
-            p_d = Db[np.ix_(need, peers)]
-            p_id = np.broadcast_to(nodes[peers].astype(np.int32), p_d.shape)
-            if g_id is not None:
-                all_id = np.concatenate((g_id, p_id), axis=1)
-                all_d = np.concatenate((g_d, p_d), axis=1)
-            else:
-                all_id, all_d = np.ascontiguousarray(p_id), p_d
-            kk = min(efc, all_d.shape[1])
-            o = np.argsort(all_d, axis=1, kind="stable")[:, :kk]
-            cands[level] = (need, np.take_along_axis(all_id, o, axis=1), np.take_along_axis(all_d, o, axis=1))
-        for level in range(top, -1, -1):
-            if level not in cands:
-                continue
-            need, cid, cd = cands[level]
-            chosen = self._select(cid, cd, self.M)
-            adj, rowmap = self._layer(level)
-            src_nodes = nodes[need]
-            arow = src_nodes if rowmap is None else rowmap[src_nodes]
-            full = np.full((need.size, adj.shape[1]), -1, np.int32)
-            full[:, : self.M] = chosen
-            adj[arow] = full
-            m = chosen >= 0
-            self._link_back(level, np.repeat(src_nodes, m.sum(axis=1)).astype(np.int32), chosen[m])
-        if top > old_top or self._entry < 0:
-            self._entry = int(nodes[int(np.argmax(lv))])
-            self._max_level = int(lv.max())
-        self._linked = int(nodes[-1]) + 1
-        self._scan = None
-        self._dirty_state = True
 
     # ------------------------------------------------------------------ public API
 
@@ -987,28 +399,35 @@ class HNSW:
         x, norms = self._prepare(vec, matrix=False, what="vector")
         vid = _as_int(vec_id, "vec_id")
         ids = self._prepare_ids([vid], 1)
-        self._insert_prepared(x, norms, ids)
+        self._insert_prepared(x, norms, ids, 1)
 
-    def add_many(self, vecs: object, ids: Iterable[int] | np.ndarray, *, batch_size: int | None = None) -> None:
-        """Insert many vectors (rows of ``vecs``, float array of shape (n, dim)) in batches.
+    def add_many(
+        self,
+        vecs: object,
+        ids: Iterable[int] | np.ndarray,
+        *,
+        batch_size: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Insert many vectors (rows of ``vecs``, float array of shape (n, dim)).
 
-        All rows and ids are validated before anything changes. Within a batch the new
-        points search the graph together and are linked to each other by exact distance.
+        All rows and ids are validated before anything changes; then the rows are linked
+        into the graph in order (one thread) or in parallel with per-node locks.
 
-        :param batch_size: points inserted together (default: grows with the index, up
-            to 256).
+        :param batch_size: accepted for callers of the earlier batched insert; validated,
+            no effect (every vector is inserted on its own).
+        :param threads: threads linking the new vectors (default: the machine's cores).
+            ``threads=1`` makes the graph a function of the seed and the call sequence.
 
-        Complexity: O(n log n * ef_construction * M * dim) expected.
+        Complexity: O(n log n * ef_construction * M * dim) expected, over ``threads``.
         """
         X, norms = self._prepare(vecs, matrix=True, what="vectors")
         id_arr = self._prepare_ids(ids if isinstance(ids, np.ndarray) else list(ids), X.shape[0])
-        if batch_size is not None:
-            batch_size = _as_int(batch_size, "batch_size")
-            if batch_size < 1:
-                raise InvalidArgumentError("batch_size must be >= 1")
-        self._insert_prepared(X, norms, id_arr, batch_size)
+        if batch_size is not None and _as_int(batch_size, "batch_size") < 1:
+            raise InvalidArgumentError("batch_size must be >= 1")
+        self._insert_prepared(X, norms, id_arr, _threads(threads))
 
-    def _insert_prepared(self, X: np.ndarray, norms: np.ndarray, ids: np.ndarray, batch_size: int | None = None) -> None:
+    def _insert_prepared(self, X: np.ndarray, norms: np.ndarray, ids: np.ndarray, threads: int) -> None:
         n = X.shape[0]
         if not n:
             return
@@ -1017,40 +436,27 @@ class HNSW:
         new = np.arange(n0, n0 + n, dtype=np.int32)
         levels = self._draw_levels(n)
         self._vecs[new] = X
-        if self.metric == "l2":
-            self._vsq[new] = np.einsum("ij,ij->i", X, X)
-            self._hsq[new] = self._vsq[new] * 0.5
         self._levels[new] = levels
         self._ext[new] = ids
         self._norms[new] = norms
         self._deleted[new] = False
         self._register_upper(new, levels)
         self._n = n0 + n
-        i = 0
-        while i < n:
-            bs = batch_size if batch_size is not None else self._batch_size(n0 + i)
-            self._insert_batch(new[i : i + bs])
-            i += bs
+        self._link(n0, self._n, threads)
         for j, v in enumerate(ids.tolist()):
             self._id_map[v] = n0 + j
         self._live += n
         self._dirty_vec.update(range(n0 // NODES_PER_PAGE, (n0 + n - 1) // NODES_PER_PAGE + 1))
-        self._dirty_node.update(range(n0 // NODES_PER_PAGE, (n0 + n - 1) // NODES_PER_PAGE + 1))
+
+    def _link(self, start: int, stop: int, threads: int) -> None:
+        """Link the stored nodes ``start .. stop-1`` into the graph (the C insert)."""
+        dirty = np.zeros(-(-stop // NODES_PER_PAGE), np.uint8)
+        self._entry, self._max_level = self._graph().insert(
+            start, stop, self._entry, self._max_level, self.ef_construction, threads, dirty
+        )
+        self._dirty_node.update(np.flatnonzero(dirty).tolist())
         self._dirty_upper = True
         self._dirty_state = True
-
-    def _batch_size(self, linked: int) -> int:
-        """Points inserted together when ``linked`` nodes are already in the graph.
-
-        An empty graph takes a first batch of up to 1024 points linked by exact distances
-        alone (an exact candidate list is what a perfect search would find). Later batches
-        are a quarter of the graph, 32 to 256 points: large enough to amortise the numpy
-        calls of the lock-step search, small next to the graph so that most candidates
-        come from the graph search.
-        """
-        if self._entry < 0:
-            return 1024
-        return int(min(256, max(32, linked // 4)))
 
     def delete(self, vec_id: int) -> None:
         """Mark ``vec_id`` deleted: it is never returned again, but stays in the graph as a
@@ -1095,11 +501,12 @@ class HNSW:
                 v = (v.astype(np.float64) * float(self._norms[node])).astype(np.float32)
         return v
 
-    def _use_exact(self, exact: bool | None, batch: bool) -> bool:
+    def _use_exact(self, exact: bool | None) -> bool:
+        """Exact scan or graph: the caller's choice, else the index size alone (never the
+        call shape, so search and search_many agree)."""
         if exact is not None:
             return bool(exact)
-        limit = EXACT_COMPONENTS_BATCH if batch else EXACT_COMPONENTS_SINGLE
-        return self._n * self.dim <= limit
+        return self._n * self.dim <= EXACT_COMPONENTS
 
     def search(self, query: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None) -> list[tuple[int, float]]:
         """The ``k`` nearest live vectors to ``query``: ``[(vec_id, distance), ...]``, nearest
@@ -1107,187 +514,67 @@ class HNSW:
 
         :param ef: pool size of this query (default ``ef_search``; at least ``k``).
         :param exact: True forces exact search, False forces the graph; None (default)
-            picks exact search when the index is small enough for it to be faster.
+            scans exactly when the index is small (:data:`EXACT_COMPONENTS`).
 
         Complexity: O(log n + ef * M * dim) expected (graph); O(n * dim) exact.
         """
-        q = self._prepare_query(query)
-        k, ef = self._prepare_k(k, ef)
-        if self._live == 0:
-            return []
-        if self._use_exact(exact, batch=False):
-            return self._exact_one(q, k)
-        qsq = float(q @ q) if self.metric == "l2" else 0.0
-        pid, pk = self._search_layer_one(q, qsq, ef)
-        if self._live < self._n:
-            dead = self._deleted
-            keep = [j for j, i in enumerate(pid) if not dead[i]][:k]
-            if len(keep) < min(k, self._live):  # many deletions near the query
-                return self._exact_one(q, k)
-            pid = [pid[j] for j in keep]
-            pk = [pk[j] for j in keep]
-        pid = pid[:k]
-        kk = np.array(pk[:k], np.float32)
-        return list(zip(self._ext.take(pid).tolist(), self._key_to_dist(kk, qsq).tolist()))
+        if type(k) is not int or k < 1 or not (ef is None or (type(ef) is int and ef >= 1)):
+            k, ef = self._prepare_k(k, ef)
+        if ef is None or ef < k:
+            ef = max(self.ef_search, k) if ef is None else k
+        g = self._g if self._g is not None else self._graph()
+        ex = self._use_exact(exact)
+        # the kernel validates and prepares an ordinary float vector itself; anything else
+        # (other dtypes, lists, NaN, zero, huge values) takes _prepare, which raises or
+        # prepares it the same way
+        res = g.search(query, 1, self._n, self._entry, self._max_level, self._live, k, ef, ex)
+        if res is None:
+            q = self._prepare(query, matrix=False, what="query")[0][0]
+            res = g.search(q, 0, self._n, self._entry, self._max_level, self._live, k, ef, ex)
+        return res
 
-    def _prepare_query(self, query: object) -> np.ndarray:
-        """Fast path of :meth:`_prepare` for one float vector (same checks and errors)."""
-        if type(query) is np.ndarray and query.dtype.kind == "f" and query.shape == (self.dim,):
-            a64 = query.astype(np.float64)
-            ss = float(a64 @ a64)
-            if math.isfinite(ss) and ss > 0.0 and (self.metric == "cosine" or ss <= (math.sqrt(_FLOAT32_MAX) / 4) ** 2):
-                if self.metric == "cosine":
-                    a64 /= math.sqrt(ss)
-                return a64.astype(np.float32)
-        return self._prepare(query, matrix=False, what="query")[0][0]
+    def search_many(
+        self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None,
+        threads: int | None = None,
+    ) -> list[list[tuple[int, float]]]:
+        """:meth:`search` for each row of ``queries`` (float array (n, dim)), run on
+        ``threads`` threads (default: the machine's cores); same answers as :meth:`search`.
 
-    def search_many(self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None) -> list[list[tuple[int, float]]]:
-        """:meth:`search` for each row of ``queries`` (float array (n, dim)), run together.
-
-        Complexity: O(n * (log N + ef * M * dim)) expected.
+        Complexity: O(n * (log N + ef * M * dim) / threads) expected.
         """
-        ids, ds = self.search_many_arrays(queries, k, ef, exact=exact)
+        ids, ds = self.search_many_arrays(queries, k, ef, exact=exact, threads=threads)
         out = []
         for ri, rd in zip(ids.tolist(), ds.tolist()):
             out.append([(i, d) for i, d in zip(ri, rd) if d != math.inf])
         return out
 
-    def search_many_arrays(self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_many_arrays(
+        self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None,
+        threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search_many` but returns arrays: vec_ids int64 (n, k) and distances
         float32 (n, k); when fewer than k vectors are live a row is padded with id -1 and
         distance inf (test the distance: -1 is also a valid vec_id).
 
-        Complexity: O(n * (log N + ef * M * dim)) expected.
+        Complexity: O(n * (log N + ef * M * dim) / threads) expected.
         """
         Q, _ = self._prepare(queries, matrix=True, what="queries")
         k, ef = self._prepare_k(k, ef)
+        nt = _threads(threads)
         nq = Q.shape[0]
-        if self._live == 0 or nq == 0:
-            return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-        if self._use_exact(exact, batch=True):
-            return self._exact(Q, k)
-        qsq = np.einsum("ij,ij->i", Q, Q) if self.metric == "l2" else None
-        scan = self._scan_set()
-        if scan is not None and (scan[0] == 1 or scan[1].size >= _POOL_SCAN_MIN) and scan[1].size > _SEEDS:
-            # upper-layer nodes are layer-0 nodes too and one product scores them all: the
-            # best min(ef, size) of them are every query's initial pool, the rest are marked
-            # visited (each is worse than the pool's ef-th entry, which only gets better)
-            _, nodes, V, vsq = scan
-            keys = Q @ -V.T
-            if self.metric == "l2":
-                keys += 0.5 * vsq
-            ns = min(max(ef, _SEEDS), nodes.size)
-            o = keys.argpartition(ns - 1, axis=1)[:, :ns] if ns < nodes.size else np.broadcast_to(np.arange(nodes.size), keys.shape)
-            pid, pd = self._search_layer(
-                Q, qsq, nodes.take(o), 0, ef, _C_BATCH, np.take_along_axis(keys, o, axis=1), nodes
+        ids = np.empty((nq, k), np.int64)
+        ds = np.empty((nq, k), np.float32)
+        if nq:
+            self._graph().search_many(
+                Q, self._n, self._entry, self._max_level, self._live, k, ef,
+                self._use_exact(exact), nt, ids, ds,
             )
-        else:
-            pid, pd = self._search_layer(Q, qsq, self._descend(Q, qsq, 0), 0, ef, _C_BATCH)
-        return self._finish(Q, pid, pd, k)
-
-    def _finish(self, Q: np.ndarray, pid: np.ndarray, pd: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Drop deleted nodes from pools, keep k, map to vec_ids; exact fallback for rows
-        that found fewer than ``min(k, live)`` live nodes (only with many deletions)."""
-        valid = pid >= 0
-        if self._live < self._n:
-            valid &= ~self._deleted[np.where(valid, pid, 0)]
-        nvalid = valid.sum(axis=1)
-        want = min(k, self._live)
-        pd = np.where(valid, pd, np.inf)
-        o = np.argsort(pd, axis=1, kind="stable")[:, :k]
-        ids_int = np.take_along_axis(pid, o, axis=1)
-        ds = np.take_along_axis(pd, o, axis=1)
-        if ids_int.shape[1] < k:
-            padw = k - ids_int.shape[1]
-            ids_int = np.pad(ids_int, ((0, 0), (0, padw)), constant_values=-1)
-            ds = np.pad(ds, ((0, 0), (0, padw)), constant_values=np.inf)
-        ok = np.isfinite(ds)
-        ids = np.where(ok, self._ext[np.where(ok, ids_int, 0)], -1)
-        short = np.flatnonzero(nvalid < want)
-        if short.size:
-            e_ids, e_ds = self._exact(Q[short], k)
-            ids[short] = e_ids
-            ds[short] = e_ds
-        return ids.astype(np.int64), ds.astype(np.float32)
-
-    def _exact(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over all live vectors, in blocks of queries; float32 BLAS.
-
-        Each block is one product giving every node's ranking key (``-q.v``, or
-        ``|v|^2/2 - q.v`` for l2: one pass fewer than full distances). The ``k``-th smallest
-        key of each row comes from a value partition (about half the cost of an index
-        partition), the entries at or below it from one comparison, and those few are
-        sorted by (row, key, id): ties go to the lower internal id, as in a stable sort.
-        """
-        n = self._n
-        V = self._vecs[:n]
-        nq = Q.shape[0]
-        kk = min(k, self._live)
-        out_i = np.full((nq, k), -1, np.int64)
-        out_d = np.full((nq, k), np.inf, np.float32)
-        step = max(1, _EXACT_BLOCK // max(n, 1))
-        l2 = self.metric == "l2"
-        for s in range(0, nq, step):
-            Qb = Q[s : s + step]
-            b = Qb.shape[0]
-            key = self._exact_keys(Qb @ V.T)
-            if kk < n:
-                kth = np.partition(key, kk - 1, axis=1)[:, kk - 1 : kk]
-                r, c = np.divmod(np.flatnonzero(key <= kth), n)  # (8x faster than np.nonzero)
-                kv = key[r, c]
-                o = np.lexsort((c, kv, r))
-                r, c, kv = r.take(o), c.take(o), kv.take(o)
-                cnt = np.bincount(r, minlength=b)
-                pos = np.arange(r.size) - (np.cumsum(cnt) - cnt).take(r)
-                m = pos < kk
-                r, c, kv, pos = r[m], c[m], kv[m], pos[m]
-                sel = np.zeros((b, kk), np.int64)
-                sk = np.zeros((b, kk), np.float32)
-                sel[r, pos] = c
-                sk[r, pos] = kv
-            else:
-                sel = np.argsort(key, axis=1, kind="stable")
-                sk = np.take_along_axis(key, sel, axis=1)
-            qsq = np.einsum("ij,ij->i", Qb, Qb)[:, None] if l2 else 0.0
-            out_i[s : s + step, :kk] = self._ext[sel]
-            out_d[s : s + step, :kk] = self._key_to_dist(sk, qsq)
-        return out_i, out_d
-
-    def _exact_keys(self, dots: np.ndarray) -> np.ndarray:
-        """Ranking keys, in place, from the products of queries with all ``n`` stored
-        vectors (last axis): ``-q.v``, or ``|v|^2/2 - q.v`` for l2; inf for deleted ones."""
-        n = dots.shape[-1]
-        if self.metric == "l2":
-            np.subtract(self._hsq[:n], dots, out=dots)
-        else:
-            np.negative(dots, out=dots)
-        if self._live < n:
-            dots[..., self._deleted[:n]] = np.inf
-        return dots
-
-    def _exact_one(self, q: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """:meth:`_exact` for one query, with 1-d arrays and Python lists for its result
-        (a single query's time is mostly call overhead beyond the one product)."""
-        n = self._n
-        key = self._exact_keys(self._vecs[:n] @ q)
-        l2 = self.metric == "l2"
-        kk = min(k, self._live)
-        if kk < n:
-            idx = np.flatnonzero(key <= np.partition(key, kk - 1)[kk - 1])
-            kv = key.take(idx)
-            o = kv.argsort(kind="stable")[:kk]  # idx ascending: ties go to the lower id
-            idx = idx.take(o)
-            kv = kv.take(o)
-        else:
-            idx = key.argsort(kind="stable")[:kk]
-            kv = key.take(idx)
-        dist = self._key_to_dist(kv, float(q @ q) if l2 else 0.0)
-        return list(zip(self._ext.take(idx).tolist(), dist.tolist()))
+        return ids, ds
 
     def stats(self) -> dict[str, Any]:
         """Counts, configuration, layer sizes and memory. Complexity: O(levels)."""
         mem = (
-            self._vecs.nbytes + self._adj0.nbytes + self._vsq.nbytes + self._levels.nbytes
+            self._vecs.nbytes + self._adj0.nbytes + self._levels.nbytes
             + self._ext.nbytes + self._deleted.nbytes + self._norms.nbytes
             + sum(a.nbytes for a in self._ladj) + sum(a.nbytes for a in self._lrow)
             + sum(a.nbytes for a in self._lnodes)
@@ -1312,6 +599,8 @@ class HNSW:
             "vector_pages": len(self._vec_pages),
             "row_pages": len(self._node_pages),
             "dirty_pages": len(self._dirty_vec) + len(self._dirty_node),
+            "kernel_isa": _core.dist_isa(),  # the distance kernels' instruction set
+            "scratch_bytes": self._g.scratch_bytes() if self._g is not None else 0,
         }
 
     # ------------------------------------------------------------------ compaction
@@ -1340,19 +629,12 @@ class HNSW:
         self._reserve(n)
         new = np.arange(n, dtype=np.int32)
         self._vecs[new] = X
-        if self.metric == "l2":
-            self._vsq[new] = np.einsum("ij,ij->i", X, X)
-            self._hsq[new] = self._vsq[new] * 0.5
         self._levels[new] = levels
         self._ext[new] = ext
         self._norms[new] = norms
         self._register_upper(new, levels)
         self._n = n
-        i = 0
-        while i < n:
-            bs = self._batch_size(i)
-            self._insert_batch(new[i : i + bs])
-            i += bs
+        self._link(0, n, 1)
         self._id_map = {v: j for j, v in enumerate(ext.tolist())}
         self._live = n
         nblocks = -(-n // NODES_PER_PAGE)
@@ -1506,9 +788,6 @@ class HNSW:
                 o += cnt
                 self._deleted[s : s + cnt] = np.frombuffer(payload, "u1", cnt, o).astype(bool)
             self._n = n
-            if self.metric == "l2":
-                self._vsq[:n] = np.einsum("ij,ij->i", self._vecs[:n], self._vecs[:n])
-                self._hsq[:n] = self._vsq[:n] * 0.5
             up = store.get_meta("hnsw/upper")
             if up is None or zlib.crc32(up[4:]) != struct.unpack("<I", up[:4])[0]:
                 raise CorruptionError("hnsw upper-layer record is missing or fails its checksum")
@@ -1523,7 +802,7 @@ class HNSW:
                 self._lcount[i] = c
             self._entry = int(state["entry"])
             self._max_level = int(state["max_level"])
-            self._linked = n
+            self._g = None
             live = np.flatnonzero(~self._deleted[:n])
             self._id_map = dict(zip(self._ext[live].tolist(), live.tolist()))
             self._live = live.size

@@ -46,5 +46,107 @@ const char *native_isa(void);
  * native_families[]. To add a family, define its table and add one line there.
  */
 extern PyMethodDef native_info_methods[];
+extern PyMethodDef native_hnsw_methods[]; /* bind_hnsw.c: distances, exact top-k, HNSW */
+
+
+/* ---- distance.c: vector distances (float32, runtime SIMD dispatch) -------------------- */
+
+/* Metrics, as llmdsdb.hnsw numbers them. Smaller is closer for all three. */
+enum { NATIVE_COSINE = 0, NATIVE_L2 = 1, NATIVE_IP = 2 };
+
+/* Sum of a[i]*b[i] and sum of (a[i]-b[i])^2 over dim floats, each through the widest
+ * implementation this CPU runs (chosen once at load; native_dist_isa() names it). The
+ * same CPU always takes the same path, so results are deterministic per machine. */
+typedef float (*native_reduce_fn)(const float *a, const float *b, size_t dim);
+extern native_reduce_fn native_dot;
+extern native_reduce_fn native_l2sq;
+const char *native_dist_isa(void);
+/* The implementations for one instruction set ("avx512", "avx2", "scalar"): 0, or -1 when
+ * this CPU does not run it (the tests compare every runnable path with the scalar one). */
+int native_reduce_for(const char *isa, native_reduce_fn *dot, native_reduce_fn *l2sq);
+
+/* Distance of a metric: cosine 1 - a.b (unit vectors), l2 squared distance, ip -a.b. */
+static inline float native_dist(int metric, const float *a, const float *b, size_t dim) {
+    if (metric == NATIVE_L2)
+        return native_l2sq(a, b, dim);
+    float d = native_dot(a, b, dim);
+    return metric == NATIVE_COSINE ? 1.0f - d : -d;
+}
+
+/* (distance, id) pair; ordered by distance, then id (ties go to the lower id). */
+typedef struct {
+    float d;
+    int32_t id;
+} native_pair;
+
+static inline int native_pair_lt(native_pair a, native_pair b) {
+    return a.d < b.d || (a.d == b.d && a.id < b.id);
+}
+
+/* Exact k nearest of q among rows 0..n-1 of vecs (n x dim, row stride dim), skipping rows
+ * with skip[i] != 0 (skip may be NULL). heap is scratch of k pairs. Writes the hits nearest
+ * first to out (ties: lower id first) and returns their number (<= k). */
+size_t native_topk_scan(const float *vecs, size_t n, size_t dim, const float *q, int metric,
+                        const uint8_t *skip, size_t k, native_pair *heap, native_pair *out);
+
+/* Validate and prepare one input row of dim doubles (as llmdsdb.hnsw stores vectors): the
+ * sum of squares in double; 0 when it is finite and above 1e-290 (and, unless cosine, at
+ * most limit_sq), else 1 (the caller takes its careful path). On 0 writes the float32 row
+ * (divided by the norm under cosine) to out and the norm to *norm. */
+int native_prep_row(const double *x, size_t dim, int metric, double limit_sq, float *out,
+                    double *norm);
+
+/* ---- hnsw.c: HNSW search and insert over llmdsdb.hnsw's arrays ------------------------ */
+
+/* The graph as llmdsdb.hnsw keeps it. Every array is owned by the caller; ids read from
+ * adj0 / ladj / lrow are checked (range, padding) as the kernels reach them. */
+typedef struct {
+    const float *vecs;      /* node i's vector at vecs + i*dim */
+    int32_t *adj0;          /* layer 0: node i's row at adj0 + i*m0, padded with -1 */
+    const uint8_t *deleted; /* 1 = tombstone: traversed, never returned by a query */
+    const int8_t *levels;   /* top layer of each node (read by insert only) */
+    int32_t **ladj;         /* upper layer l (1..nlevels): rows of m ids at ladj[l-1] */
+    const int32_t *lcount;  /* rows of each upper layer */
+    int32_t **lrow;         /* upper layer l: node -> row, lrow[l-1][node] (-1: none) */
+    int32_t n, dim, m0, m, nlevels, metric;
+    uint8_t *locks;         /* one spin lock per node during a threaded insert, else NULL */
+    uint8_t *dirty;         /* insert sets dirty[node / block] when a layer-0 row changes */
+    int32_t block;
+} hnsw_graph;
+
+/* Per-thread scratch: visited stamps (epochs, cleared only on wrap), heaps, row buffers. */
+typedef struct hnsw_ctx {
+    uint16_t *mark;
+    size_t mark_n;
+    uint16_t epoch;
+    native_pair *cand, *res, *tmp, *tmp2;
+    size_t cand_cap, res_cap, tmp_cap;
+    int32_t *row, *sel, *sel2;
+    float *q;
+    double *qd;
+    struct hnsw_ctx *next; /* free-list link of the owner's pool */
+} hnsw_ctx;
+
+/* Entry point and top layer, shared by the threads of one insert (lock NULL: one thread). */
+typedef struct {
+    int32_t entry, max_level;
+    void *lock; /* pthread_mutex_t * */
+} hnsw_top;
+
+hnsw_ctx *hnsw_ctx_new(size_t nodes, int32_t m0, int32_t dim);
+void hnsw_ctx_free(hnsw_ctx *c);
+
+/* k nearest live nodes of q (nearest first, ties to the lower id) into out; *nout hits.
+ * exact != 0: scan all nodes; else greedy descent from entry through layers max_level..1,
+ * then a layer-0 search with a pool of ef (>= k); when that finds fewer than
+ * min(k, live) live nodes (many tombstones near q) the exact scan answers instead. */
+int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
+               int32_t max_level, size_t ef, size_t k, size_t live, int exact,
+               native_pair *out, size_t *nout);
+
+/* Link node x (its vector and level already stored, its rows empty) into the graph: the
+ * paper's insert with ef_construction efc, neighbour-selection heuristic (Algorithm 4)
+ * and heuristic pruning of overflowing back-link rows. */
+int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_top *top);
 
 #endif /* LLMDSDB_NATIVE_H */

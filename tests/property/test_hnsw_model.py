@@ -213,9 +213,9 @@ def test_determinism_for_a_seed(seed: int, data_seed: int, split: int) -> None:
 
     def build() -> HNSW:
         h = HNSW(8, M=6, ef_construction=32, seed=seed)
-        h.add_many(X[:split], np.arange(split))
+        h.add_many(X[:split], np.arange(split), threads=1)
         h.add(X[split], split)
-        h.add_many(X[split + 1 :], np.arange(split + 1, 200))
+        h.add_many(X[split + 1 :], np.arange(split + 1, 200), threads=1)
         return h
 
     a, b = build(), build()

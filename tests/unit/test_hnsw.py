@@ -97,28 +97,13 @@ def test_graph_recall_against_exact(built: HNSW, data: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
-@pytest.mark.parametrize("start", ["layer1-pool", "upper-pool", "descend", "no-upper-layer"])
-def test_every_start_path_finds_the_neighbours(
-    metric: str, start: str, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The layer-0 search starts from the ef best nodes of the scanned layer (layer 1, or
-    a higher one with enough nodes), from a greedy descent (a small scanned layer above 1),
-    or from the entry point (no upper layer)."""
-    import llmdsdb.hnsw as hnsw_mod
-
-    ml = 1e-3 if start == "no-upper-layer" else 1 / math.log(2)
-    if start in ("descend", "upper-pool"):
-        monkeypatch.setattr(hnsw_mod, "_SCAN_MAX", 64)  # layer 1 (~300 nodes) is too big
-        monkeypatch.setattr(hnsw_mod, "_POOL_SCAN_MIN", 1000 if start == "descend" else 8)
+@pytest.mark.parametrize("ml", [1e-3, 1 / math.log(16), 1 / math.log(2)])
+def test_every_layer_count_finds_the_neighbours(metric: str, ml: float, data: np.ndarray) -> None:
+    """No upper layer (ml ~ 0: the search starts at the entry point of layer 0), a few, and
+    many: single and batched graph search find the exact neighbours."""
     h = HNSW(16, M=8, ef_construction=64, seed=3, metric=metric, ml=ml)
-    h.add_many(data[:600], np.arange(600))
-    scan = h._scan_set()
-    if start == "layer1-pool":
-        assert scan is not None and scan[0] == 1
-    elif start in ("descend", "upper-pool"):
-        assert scan is not None and scan[0] > 1
-    else:
-        assert scan is None and h._max_level == 0
+    h.add_many(data[:600], np.arange(600), threads=1)
+    assert (h._max_level == 0) == (ml == 1e-3)
     Q = data[700:760]
     exact, _ = h.search_many_arrays(Q, k=10, exact=True)
     batch, _ = h.search_many_arrays(Q, k=10, ef=40, exact=False)
@@ -308,25 +293,23 @@ def test_constructor_validation() -> None:
         HNSW("3")  # type: ignore[arg-type]
 
 
-def test_visited_epochs_wrap_and_batches_split_without_changing_results(
-    built: HNSW, data: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Searches across the wrap of the visited stamps' epochs, and batches split into chunks
-    of a few queries (as on a large index), return what a fresh run returns."""
+def test_visited_epochs_wrap_and_threads_do_not_change_results(built: HNSW, data: np.ndarray) -> None:
+    """Searches across the wrap of the visited stamps' 16-bit epoch, and batches spread over
+    several threads, return what a fresh one-thread run returns."""
     Q = data[:40] + 0.01
     ref_single = [built.search(q, 10, ef=32, exact=False) for q in Q[:8]]
-    ref_ids, ref_d = built.search_many_arrays(Q, 10, ef=32, exact=False)
-    built._scratch.epoch = hnsw_mod._EPOCH_MAX - 3  # the next few searches wrap
+    ref_ids, ref_d = built.search_many_arrays(Q, 10, ef=32, exact=False, threads=1)
+    g = built._graph()
+    g._set_epoch(65535 - 3)  # the next few searches wrap
     for _ in range(3):
         assert [built.search(q, 10, ef=32, exact=False) for q in Q[:8]] == ref_single
-        ids, d = built.search_many_arrays(Q, 10, ef=32, exact=False)
+        ids, d = built.search_many_arrays(Q, 10, ef=32, exact=False, threads=1)
         assert np.array_equal(ids, ref_ids) and np.array_equal(d, ref_d)
-    assert built._scratch.epoch < hnsw_mod._EPOCH_MAX - 3  # it did wrap
-    monkeypatch.setattr(hnsw_mod, "_VIS_BUDGET", 3 * (built._cap + 1))
-    assert built._max_rows() == 3
-    ids, d = built.search_many_arrays(Q, 10, ef=32, exact=False)
-    # BLAS may round a product of 3 queries differently from one of 40 in the last bit
-    assert np.array_equal(ids, ref_ids) and np.allclose(d, ref_d, rtol=1e-6, atol=1e-6)
+    assert min(g._epochs()) < 65535 - 3  # the scratch these searches took did wrap
+    for threads in (2, 3, 7):
+        ids, d = built.search_many_arrays(Q, 10, ef=32, exact=False, threads=threads)
+        assert np.array_equal(ids, ref_ids) and np.array_equal(d, ref_d)
+    assert built.search_many(Q[:8], 10, ef=32, exact=False, threads=2) == ref_single
 
 
 def test_delete_never_returned_and_compact(data: np.ndarray) -> None:
@@ -369,9 +352,9 @@ def test_delete_everything() -> None:
 def test_determinism_for_a_seed(data: np.ndarray) -> None:
     def build(seed: int) -> HNSW:
         h = HNSW(16, M=8, ef_construction=40, seed=seed)
-        h.add_many(data[:300], np.arange(300))
+        h.add_many(data[:300], np.arange(300), threads=1)
         h.add(data[300], 300)
-        h.add_many(data[301:400], np.arange(301, 400))
+        h.add_many(data[301:400], np.arange(301, 400), threads=1)
         return h
 
     a, b = build(5), build(5)

@@ -1,0 +1,474 @@
+/*
+ * llmdsdb/_native/hnsw.c -- HNSW search and insert (Malkov & Yashunin) over the arrays
+ * llmdsdb.hnsw keeps: layer-0 rows of m0 = 2M int32 ids, float32 vectors, upper layers
+ * of M-wide rows reached through a node -> row map per layer. Rows are padded with -1.
+ *
+ * Search: greedy descent through the upper layers, then best-first search of layer 0 with
+ * a candidate min-heap and a result max-heap of ef entries (both ordered by (distance,
+ * id), so equal inputs give equal answers), an epoch-stamped visited table (cleared only
+ * when the 16-bit epoch wraps). Tombstones are traversed but never returned; while the
+ * results hold fewer than ef live nodes the search goes on (hnswlib's rule with deletions).
+ *
+ * Insert: the same search with ef_construction on each layer of the new node, neighbours
+ * chosen by the heuristic of Algorithm 4 (a candidate is kept when it is closer to the new
+ * node than to every neighbour kept before it), back-links appended, and a row that
+ * overflows is re-chosen from its entries plus the new node by the same heuristic. With
+ * g->locks set (threaded insert) every row is read and written under its node's spin lock
+ * and a node that raises the top layer holds the global lock for its whole insert, as in
+ * hnswlib; with one thread the result depends only on the insertion order.
+ *
+ * Safety: every id read from a row or row map is checked before it indexes anything
+ * (0 <= id < n, -1 only as padding, a row map entry inside its layer); a violation returns
+ * NATIVE_ECORRUPT with nothing read out of bounds.
+ */
+#include "native.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- scratch ------------------------------------------------------------------------- */
+
+hnsw_ctx *hnsw_ctx_new(size_t nodes, int32_t m0, int32_t dim) {
+    hnsw_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->mark_n = nodes;
+    c->mark = calloc(nodes ? nodes : 1, sizeof(uint16_t));
+    c->cand_cap = c->res_cap = c->tmp_cap = 64;
+    c->cand = malloc(c->cand_cap * sizeof(native_pair));
+    c->res = malloc(c->res_cap * sizeof(native_pair));
+    c->tmp = malloc(c->tmp_cap * sizeof(native_pair));
+    c->tmp2 = malloc(((size_t)m0 + 1) * sizeof(native_pair));
+    c->row = malloc((size_t)m0 * sizeof(int32_t));
+    c->sel = malloc((size_t)m0 * sizeof(int32_t));
+    c->sel2 = malloc((size_t)m0 * sizeof(int32_t));
+    c->q = malloc((size_t)dim * sizeof(float));
+    c->qd = malloc((size_t)dim * sizeof(double));
+    if (!c->mark || !c->cand || !c->res || !c->tmp || !c->tmp2 || !c->row || !c->sel ||
+        !c->sel2 || !c->q || !c->qd) {
+        hnsw_ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void hnsw_ctx_free(hnsw_ctx *c) {
+    if (!c)
+        return;
+    free(c->mark);
+    free(c->cand);
+    free(c->res);
+    free(c->tmp);
+    free(c->tmp2);
+    free(c->row);
+    free(c->sel);
+    free(c->sel2);
+    free(c->q);
+    free(c->qd);
+    free(c);
+}
+
+static int grow(native_pair **buf, size_t *cap, size_t need) {
+    if (need <= *cap)
+        return NATIVE_OK;
+    size_t nc = *cap * 2 > need ? *cap * 2 : need;
+    native_pair *p = realloc(*buf, nc * sizeof(native_pair));
+    if (!p)
+        return NATIVE_ENOMEM;
+    *buf = p;
+    *cap = nc;
+    return NATIVE_OK;
+}
+
+static uint16_t next_epoch(hnsw_ctx *c) {
+    if (++c->epoch == 0) {
+        memset(c->mark, 0, c->mark_n * sizeof(uint16_t));
+        c->epoch = 1;
+    }
+    return c->epoch;
+}
+
+/* ---- max-heap on (d, id) ------------------------------------------------------------- */
+
+static inline void heap_push(native_pair *h, size_t *n, native_pair x) {
+    size_t i = (*n)++;
+    while (i) {
+        size_t p = (i - 1) / 2;
+        if (!native_pair_lt(h[p], x))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = x;
+}
+
+static inline void heap_pop(native_pair *h, size_t *n) {
+    native_pair x = h[--(*n)];
+    size_t m = *n, i = 0;
+    if (!m)
+        return;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= m)
+            break;
+        if (c + 1 < m && native_pair_lt(h[c], h[c + 1]))
+            c++;
+        if (!native_pair_lt(x, h[c]))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+/* Drain a max-heap into out nearest first (out may alias nothing in h). */
+static void heap_drain(native_pair *h, size_t n, native_pair *out) {
+    while (n) {
+        out[n - 1] = h[0];
+        heap_pop(h, &n);
+    }
+}
+
+/* ---- rows ------------------------------------------------------------------------------ */
+
+static inline void lock_node(const hnsw_graph *g, int32_t i) {
+    if (g->locks)
+        while (__atomic_test_and_set(&g->locks[i], __ATOMIC_ACQUIRE))
+            while (__atomic_load_n(&g->locks[i], __ATOMIC_RELAXED))
+                ;
+}
+
+static inline void unlock_node(const hnsw_graph *g, int32_t i) {
+    if (g->locks)
+        __atomic_clear(&g->locks[i], __ATOMIC_RELEASE);
+}
+
+/* The row of node i (0 <= i < n, checked by the caller) on a layer; NULL when the layer's
+ * row map sends it outside the layer (corrupt). */
+static inline int32_t *row_ptr(const hnsw_graph *g, int level, int32_t i) {
+    if (level == 0)
+        return g->adj0 + (size_t)i * (size_t)g->m0;
+    int32_t r = g->lrow[level - 1][i];
+    if (r < 0 || r >= g->lcount[level - 1])
+        return NULL;
+    return g->ladj[level - 1] + (size_t)r * (size_t)g->m;
+}
+
+/* A row to read: the row itself, or under a threaded insert a copy taken under its lock. */
+static inline const int32_t *read_row(const hnsw_graph *g, hnsw_ctx *c, int level, int32_t i) {
+    int32_t *r = row_ptr(g, level, i);
+    if (!r || !g->locks)
+        return r;
+    int w = level ? g->m : g->m0;
+    lock_node(g, i);
+    memcpy(c->row, r, (size_t)w * sizeof(int32_t));
+    unlock_node(g, i);
+    return c->row;
+}
+
+static inline const float *vec(const hnsw_graph *g, int32_t i) {
+    return g->vecs + (size_t)i * (size_t)g->dim;
+}
+
+static inline void prefetch_vec(const hnsw_graph *g, int32_t i) {
+    if (i >= 0 && i < g->n) {
+        const char *p = (const char *)vec(g, i);
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + 64);
+    }
+}
+
+/* ---- search ---------------------------------------------------------------------------- */
+
+/* Greedy walk (pool of one) through layers from..to+1. */
+static int greedy(const hnsw_graph *g, hnsw_ctx *c, const float *q, int from, int to,
+                  int32_t *cur, float *curd) {
+    size_t dim = (size_t)g->dim;
+    for (int level = from; level > to; level--) {
+        int changed = 1;
+        while (changed) {
+            changed = 0;
+            const int32_t *row = read_row(g, c, level, *cur);
+            if (!row)
+                return NATIVE_ECORRUPT;
+            for (int j = 0; j < g->m; j++) {
+                int32_t nb = row[j];
+                if (nb < 0) {
+                    if (nb != -1)
+                        return NATIVE_ECORRUPT;
+                    break;
+                }
+                if (nb >= g->n)
+                    return NATIVE_ECORRUPT;
+                float d = native_dist(g->metric, q, vec(g, nb), dim);
+                if (d < *curd) {
+                    *curd = d;
+                    *cur = nb;
+                    changed = 1;
+                }
+            }
+        }
+    }
+    return NATIVE_OK;
+}
+
+/* Best-first search of one layer from ep; leaves the result max-heap in c->res, *nres
+ * entries. skip_deleted: tombstones are expanded but not kept as results. */
+static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native_pair ep,
+                        int level, size_t ef, int skip_deleted, size_t *nres) {
+    size_t dim = (size_t)g->dim;
+    int w = level ? g->m : g->m0;
+    uint16_t e = next_epoch(c);
+    uint16_t *mark = c->mark;
+    size_t nc = 0, nr = 0;
+    int st;
+    if ((st = grow(&c->res, &c->res_cap, ef + 1)) != NATIVE_OK)
+        return st;
+    mark[ep.id] = e;
+    /* candidates: a max-heap of (-d, -id) is a min-heap of (d, id) */
+    c->cand[nc++] = (native_pair){-ep.d, -ep.id};
+    float lb = INFINITY;
+    if (!skip_deleted || !g->deleted[ep.id]) {
+        c->res[nr++] = ep;
+        lb = ep.d;
+    }
+    while (nc) {
+        native_pair top = c->cand[0];
+        if (-top.d > lb && nr >= ef)
+            break;
+        heap_pop(c->cand, &nc);
+        const int32_t *row = read_row(g, c, level, -top.id);
+        if (!row)
+            return NATIVE_ECORRUPT;
+        if (row[0] >= 0 && row[0] < g->n)
+            __builtin_prefetch(&mark[row[0]]);
+        for (int j = 0; j < w; j++) {
+            int32_t nb = row[j];
+            if (nb < 0) {
+                if (nb != -1)
+                    return NATIVE_ECORRUPT;
+                break;
+            }
+            if (nb >= g->n)
+                return NATIVE_ECORRUPT;
+            if (j + 1 < w) {
+                int32_t nx = row[j + 1];
+                if (nx >= 0 && nx < g->n)
+                    __builtin_prefetch(&mark[nx]);
+                prefetch_vec(g, nx);
+            }
+            if (mark[nb] == e)
+                continue;
+            mark[nb] = e;
+            float d = native_dist(g->metric, q, vec(g, nb), dim);
+            if (nr < ef || d < lb) {
+                if ((st = grow(&c->cand, &c->cand_cap, nc + 1)) != NATIVE_OK)
+                    return st;
+                heap_push(c->cand, &nc, (native_pair){-d, -nb});
+                if (!skip_deleted || !g->deleted[nb]) {
+                    heap_push(c->res, &nr, (native_pair){d, nb});
+                    if (nr > ef)
+                        heap_pop(c->res, &nr);
+                }
+                if (nr)
+                    lb = c->res[0].d;
+            }
+        }
+    }
+    *nres = nr;
+    return NATIVE_OK;
+}
+
+int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
+               int32_t max_level, size_t ef, size_t k, size_t live, int exact,
+               native_pair *out, size_t *nout) {
+    int st;
+    *nout = 0;
+    if (!live || !g->n || !k)
+        return NATIVE_OK;
+    if (!exact) {
+        if (entry < 0 || entry >= g->n || max_level < 0 || max_level > g->nlevels)
+            return NATIVE_ECORRUPT;
+        if (ef < k)
+            ef = k;
+        int32_t cur = entry;
+        float curd = native_dist(g->metric, q, vec(g, cur), (size_t)g->dim);
+        if ((st = greedy(g, c, q, max_level, 0, &cur, &curd)) != NATIVE_OK)
+            return st;
+        size_t nr;
+        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, &nr)) != NATIVE_OK)
+            return st;
+        if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
+            return st;
+        heap_drain(c->res, nr, c->tmp);
+        size_t want = k < live ? k : live;
+        if (nr >= want) {
+            size_t m = nr < k ? nr : k;
+            memcpy(out, c->tmp, m * sizeof(native_pair));
+            *nout = m;
+            return NATIVE_OK;
+        }
+    }
+    if ((st = grow(&c->tmp, &c->tmp_cap, k)) != NATIVE_OK)
+        return st;
+    *nout = native_topk_scan(g->vecs, (size_t)g->n, (size_t)g->dim, q, g->metric, g->deleted,
+                             k, c->tmp, out);
+    return NATIVE_OK;
+}
+
+/* ---- insert ---------------------------------------------------------------------------- */
+
+/* Algorithm 4 without extensions: cand sorted nearest first by distance to the base node;
+ * keep one when it is closer to the base than to every one kept before it. */
+static int select_heuristic(const hnsw_graph *g, const native_pair *cand, size_t nc, int mmax,
+                            int32_t *sel) {
+    int ns = 0;
+    size_t dim = (size_t)g->dim;
+    for (size_t i = 0; i < nc && ns < mmax; i++) {
+        if (!isfinite(cand[i].d))
+            continue;
+        const float *v = vec(g, cand[i].id);
+        int good = 1;
+        for (int j = 0; j < ns; j++) {
+            if (native_dist(g->metric, v, vec(g, sel[j]), dim) < cand[i].d) {
+                good = 0;
+                break;
+            }
+        }
+        if (good)
+            sel[ns++] = cand[i].id;
+    }
+    return ns;
+}
+
+static inline void mark_dirty(const hnsw_graph *g, int level, int32_t i) {
+    if (level == 0 && g->dirty)
+        __atomic_store_n(&g->dirty[i / g->block], 1, __ATOMIC_RELAXED);
+}
+
+/* Add the edge s -> x on a layer; a full row is re-chosen by the heuristic. */
+static int link_back(const hnsw_graph *g, hnsw_ctx *c, int32_t s, int32_t x, int level) {
+    int mmax = level ? g->m : g->m0;
+    size_t dim = (size_t)g->dim;
+    int st = NATIVE_OK;
+    lock_node(g, s);
+    int32_t *row = row_ptr(g, level, s);
+    if (!row) {
+        st = NATIVE_ECORRUPT;
+        goto done;
+    }
+    int cnt = 0;
+    while (cnt < mmax && row[cnt] != -1) {
+        if (row[cnt] < 0 || row[cnt] >= g->n) {
+            st = NATIVE_ECORRUPT;
+            goto done;
+        }
+        if (row[cnt] == x)
+            goto done;
+        cnt++;
+    }
+    if (cnt < mmax) {
+        row[cnt] = x;
+    } else {
+        const float *vs = vec(g, s);
+        native_pair *t = c->tmp2;
+        for (int j = 0; j < mmax; j++)
+            t[j] = (native_pair){native_dist(g->metric, vs, vec(g, row[j]), dim), row[j]};
+        t[mmax] = (native_pair){native_dist(g->metric, vs, vec(g, x), dim), x};
+        for (int i = 1; i <= mmax; i++) { /* insertion sort: at most 2M + 1 entries */
+            native_pair p = t[i];
+            int j = i - 1;
+            while (j >= 0 && native_pair_lt(p, t[j])) {
+                t[j + 1] = t[j];
+                j--;
+            }
+            t[j + 1] = p;
+        }
+        int ns = select_heuristic(g, t, (size_t)mmax + 1, mmax, c->sel2);
+        memcpy(row, c->sel2, (size_t)ns * sizeof(int32_t));
+        for (int j = ns; j < mmax; j++)
+            row[j] = -1;
+    }
+    mark_dirty(g, level, s);
+done:
+    unlock_node(g, s);
+    return st;
+}
+
+int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_top *top) {
+    pthread_mutex_t *glock = top->lock;
+    int st = NATIVE_OK;
+    if (x < 0 || x >= g->n)
+        return NATIVE_EINVAL;
+    int L = g->levels[x];
+    if (L < 0 || L > g->nlevels)
+        return NATIVE_ECORRUPT;
+    if (glock)
+        pthread_mutex_lock(glock);
+    int32_t ep = top->entry, maxl = top->max_level;
+    if (ep < 0) {
+        top->entry = x;
+        top->max_level = L;
+        if (glock)
+            pthread_mutex_unlock(glock);
+        return NATIVE_OK;
+    }
+    int hold = L > maxl;
+    if (glock && !hold)
+        pthread_mutex_unlock(glock);
+    if (ep >= g->n || maxl < 0 || maxl > g->nlevels) {
+        st = NATIVE_ECORRUPT;
+        goto out;
+    }
+    const float *q = vec(g, x);
+    size_t dim = (size_t)g->dim;
+    int32_t cur = ep;
+    float curd = native_dist(g->metric, q, vec(g, cur), dim);
+    if ((st = greedy(g, c, q, maxl, L, &cur, &curd)) != NATIVE_OK)
+        goto out;
+    for (int level = L < maxl ? L : maxl; level >= 0; level--) {
+        size_t nr, nc = 0;
+        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, level, efc, 0, &nr)) != NATIVE_OK)
+            goto out;
+        if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
+            goto out;
+        heap_drain(c->res, nr, c->tmp);
+        for (size_t i = 0; i < nr; i++) /* drop x itself (a concurrent back-link) */
+            if (c->tmp[i].id != x)
+                c->tmp[nc++] = c->tmp[i];
+        int ns = select_heuristic(g, c->tmp, nc, g->m, c->sel);
+        int w = level ? g->m : g->m0;
+        lock_node(g, x);
+        int32_t *row = row_ptr(g, level, x);
+        if (row) {
+            memcpy(row, c->sel, (size_t)ns * sizeof(int32_t));
+            for (int j = ns; j < w; j++)
+                row[j] = -1;
+        }
+        unlock_node(g, x);
+        if (!row) {
+            st = NATIVE_ECORRUPT;
+            goto out;
+        }
+        mark_dirty(g, level, x);
+        for (int j = 0; j < ns; j++)
+            if ((st = link_back(g, c, c->sel[j], x, level)) != NATIVE_OK)
+                goto out;
+        if (nc) {
+            cur = c->tmp[0].id;
+            curd = c->tmp[0].d;
+        }
+    }
+out:
+    if (hold) {
+        if (st == NATIVE_OK && L > top->max_level) {
+            top->entry = x;
+            top->max_level = L;
+        }
+        if (glock)
+            pthread_mutex_unlock(glock);
+    }
+    return st;
+}
