@@ -40,6 +40,7 @@ length before anything is allocated, and zstd output is bounded by the declared,
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 
@@ -76,8 +77,24 @@ _DTYPES = {
     6: np.dtype("<f4"),
 }
 _DTYPE_CODE = {v: k for k, v in _DTYPES.items()}
-_ZC = zstandard.ZstdCompressor(level=3, write_content_size=False, write_checksum=False)
-_ZD = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+# zstd contexts are not thread-safe (two threads in one decompressor corrupt each other's
+# output: false "bad zstd frame" errors under concurrent reads): one pair per thread.
+_ZTLS = threading.local()
+
+
+def _zc() -> zstandard.ZstdCompressor:
+    c = getattr(_ZTLS, "c", None)
+    if c is None:
+        c = _ZTLS.c = zstandard.ZstdCompressor(level=3, write_content_size=False,
+                                               write_checksum=False)
+    return c
+
+
+def _zd() -> zstandard.ZstdDecompressor:
+    d = getattr(_ZTLS, "d", None)
+    if d is None:
+        d = _ZTLS.d = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+    return d
 
 
 def _varint(v: int) -> bytes:
@@ -488,7 +505,7 @@ def encode_arrays(arrays: Sequence[np.ndarray]) -> bytes:
         head.append(code)
         head += _varint(len(a))
         raw.append(a.astype(_DTYPES[code], copy=False).tobytes())
-    head += _ZC.compress(b"".join(raw))
+    head += _zc().compress(b"".join(raw))
     head += _CRC.pack(zlib.crc32(head))
     return bytes(head)
 
@@ -535,7 +552,7 @@ def decode_arrays(data: bytes, max_bytes: int = 1 << 28) -> list[np.ndarray]:
         declared = zstandard.frame_content_size(frame)
         if declared not in (-1, total):
             raise CorruptionError(f"array record: zstd frame declares {declared} bytes")
-        raw = _ZD.decompress(frame, max_output_size=max(total, 1), allow_extra_data=False)
+        raw = _zd().decompress(frame, max_output_size=max(total, 1), allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise CorruptionError(f"array record: bad zstd frame ({exc})") from None
     if len(raw) != total:

@@ -841,6 +841,81 @@ class Txn:
 # the environment
 # --------------------------------------------------------------------------------------------
 
+class _MapGuard:
+    """The readers-writer guard of one environment's memory map.
+
+    LMDB's rule (``mdb_env_set_mapsize``): the map may be resized only while no transaction
+    of the environment is live in this process, and LMDB does not check it; py-lmdb then
+    remaps, so a value buffer a reader still holds points at unmapped memory (SIGBUS) and
+    its transaction is dead ("closed/deleted/dropped object", "Invalid argument"). Every
+    transaction therefore holds the *shared* side for its whole life, and every
+    ``set_mapsize`` (growing the map, or adopting another process's size with
+    ``set_mapsize(0)``) runs under the *exclusive* side.
+
+    Invariants: ``_live`` is the number of live transactions in this process; the
+    exclusive side is entered only when it is 0 and by one thread at a time; a thread that
+    holds no transaction waits while a resize is pending (so a resize is not starved), a
+    thread that already holds one begins more without waiting (so it cannot deadlock
+    against the pending resize it blocks); a thread that holds a transaction never enters
+    the exclusive side (:meth:`exclusive` raises instead of waiting for itself).
+
+    Thread-safe. Readers run concurrently with each other.
+    """
+
+    __slots__ = ("_cond", "_live", "_pending", "_resizing", "_tls")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._live = 0
+        self._pending = 0
+        self._resizing = False
+        self._tls = threading.local()
+
+    def depth(self) -> int:
+        """Transactions the calling thread holds."""
+        return getattr(self._tls, "depth", 0)
+
+    def acquire_shared(self) -> None:
+        depth = self.depth()
+        with self._cond:
+            if not depth:
+                while self._pending or self._resizing:
+                    self._cond.wait()
+            self._live += 1
+        self._tls.depth = depth + 1
+
+    def release_shared(self) -> None:
+        self._tls.depth = self.depth() - 1
+        with self._cond:
+            self._live -= 1
+            if not self._live:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self, what: str) -> Iterator[None]:
+        """Run the block while no transaction of the environment is live in the process.
+
+        :raises StorageError: when the calling thread itself holds a transaction.
+        """
+        if self.depth():
+            raise StorageError(f"{what}: this thread holds a transaction of the database; "
+                               f"the map cannot be resized until it ends: end it and retry")
+        with self._cond:
+            self._pending += 1
+            try:
+                while self._resizing or self._live:
+                    self._cond.wait()
+            finally:
+                self._pending -= 1
+            self._resizing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
 _REGISTRY: dict[str, Environment] = {}
 _REGISTRY_LOCK = threading.Lock()
 _DURABILITY: dict[str, dict[str, bool]] = {
@@ -908,6 +983,7 @@ class Environment:
         self._lock_fd: int | None = None
         self._write_mutex = threading.Lock()
         self._write_owner: int | None = None
+        self._guard = _MapGuard()
         self.before_commit: list[Callable[[Txn], None]] = []
         self.on_commit: list[Callable[[int], None]] = []
         self.on_abort: list[Callable[[], None]] = []
@@ -979,7 +1055,7 @@ class Environment:
                         f"durability={env.durability!r}; close it first")
                 env._refs += 1
                 if map_size_bytes and map_size_bytes > env.map_size_bytes and not readonly:
-                    with contextlib.suppress(StorageError):
+                    with contextlib.suppress(StorageError), env._guard.exclusive("open"):
                         env._set_mapsize(map_size_bytes)
                 return env
             env = cls(_token=_OPEN_TOKEN)
@@ -999,6 +1075,9 @@ class Environment:
         self.lock_timeout_s = lock_timeout_s
         self.max_map_size_bytes = max(max_map_size_bytes or MAX_MAP_SIZE_BYTES,
                                       map_size_bytes or 0)
+        if p in _ORPHANED_PATHS:  # inherited through fork and never closed
+            _ORPHANED_PATHS.discard(p)
+            _release_orphan(p)
         data = os.path.join(p, _DATA_FILE)
         if os.path.lexists(data):
             self.file_info = check_lmdb_file(data)
@@ -1054,11 +1133,14 @@ class Environment:
         only open that takes the write lock: an existing database opens without waiting for
         another process's write batch)."""
         try:
-            with self._begin(write=False) as t:
+            t = self._begin(write=False)
+            try:
                 cur = t.cursor()
                 empty = not cur.first()
                 first_tag = bytes(cur.key())[:1] if not empty else b""
                 has_version = t.get(_TAG["meta"] + b"format_version") is not None
+            finally:
+                self._end(t)
         except lmdb.Error as exc:
             raise _wrap(exc, f"read {self.path}") from exc
         if empty:
@@ -1075,7 +1157,8 @@ class Environment:
     def _init_new(self) -> None:
         with self._write_lock():
             try:
-                with self._begin(write=True) as t:
+                t = self._begin(write=True)
+                try:
                     if t.cursor().first():
                         return  # another process initialised it while we waited
                     meta = _TAG["meta"]
@@ -1084,6 +1167,9 @@ class Environment:
                                        compress=False))
                     t.put(meta + b"generation", encode_value(_U64.pack(0), kind=KIND_META,
                                                              compress=False))
+                    t.commit()
+                finally:
+                    self._end(t)
             except lmdb.Error as exc:
                 raise _wrap(exc, f"initialise {self.path}") from exc
 
@@ -1106,7 +1192,11 @@ class Environment:
     def map_size_bytes(self) -> int:
         """The current LMDB map size."""
         self._check_open()
-        return int(self._env.info()["map_size"])
+        self._guard.acquire_shared()  # info() reads a meta page of the map
+        try:
+            return int(self._env.info()["map_size"])
+        finally:
+            self._guard.release_shared()
 
     def _read_generation(self, t: lmdb.Transaction) -> int:
         raw = t.get(_TAG["meta"] + b"generation")
@@ -1127,17 +1217,49 @@ class Environment:
     # -- transactions ----------------------------------------------------------------------
 
     def _begin(self, write: bool) -> lmdb.Transaction:
-        for attempt in range(3):
+        """Begin an LMDB transaction holding the shared side of the map guard; the caller
+        ends it with :meth:`_end` (which releases the guard)."""
+        checked = False
+        for _ in range(16):
+            self._guard.acquire_shared()
+            if self._closed:  # closed by another thread while this one waited
+                self._guard.release_shared()
+                raise ClosedError(f"environment {self.path} is closed")
             try:
                 return self._env.begin(write=write, buffers=True)
             except lmdb.MapResizedError:
-                # Another process grew the map: adopt its size and retry.
-                self._env.set_mapsize(0)
+                # Another process grew the map past ours: adopt its size (under the
+                # exclusive side: no transaction of this process may be live) and retry.
+                self._guard.release_shared()
+                self._adopt_map_size()
             except lmdb.ReadersFullError as exc:
-                if attempt:
+                self._guard.release_shared()
+                if checked:
                     raise _wrap(exc, f"begin on {self.path}") from exc
+                checked = True
                 self._env.reader_check()
-        raise StorageError(f"{self.path}: could not begin a transaction: map keeps resizing")
+            except BaseException:
+                self._guard.release_shared()
+                raise
+        raise StorageError(f"{self.path}: could not begin a transaction: the map keeps being "
+                           f"resized by another process; retry")
+
+    def _end(self, t: lmdb.Transaction) -> None:
+        """Abort ``t`` (a no-op after its commit) and release the map guard."""
+        try:
+            with contextlib.suppress(lmdb.Error):
+                t.abort()
+        finally:
+            self._guard.release_shared()
+
+    def _adopt_map_size(self) -> None:
+        """``set_mapsize(0)``: take the map size another process recorded in the file."""
+        what = f"adopt the map size of {self.path} grown by another process"
+        with self._guard.exclusive(what):
+            try:
+                self._env.set_mapsize(0)
+            except lmdb.Error as exc:
+                raise _wrap(exc, what) from exc
 
     def _start(self, write: bool) -> tuple[lmdb.Transaction, Txn]:
         """Begin an LMDB transaction and wrap it; the LMDB one is aborted if wrapping fails
@@ -1150,7 +1272,7 @@ class Environment:
         try:
             return t, Txn(self, t, write=write)
         except BaseException as exc:
-            t.abort()
+            self._end(t)
             if isinstance(exc, lmdb.Error):
                 raise _wrap(exc, what) from exc
             raise
@@ -1168,7 +1290,7 @@ class Environment:
             yield txn
         finally:
             txn._live = False
-            t.abort()
+            self._end(t)
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
@@ -1230,25 +1352,24 @@ class Environment:
         returns (if anything changed), aborts on an exception; a full map becomes _MapFull."""
         t, txn = self._start(write=True)
         try:
-            yield txn
-            for hook in list(self.before_commit):
-                hook(txn)
-            if not (txn._dirty or txn._bump):
-                txn._live = False
-                t.abort()  # nothing to commit (not an abort of user work)
-                return
-            txn._finish_generation()
-            txn._live = False
             try:
-                t.commit()
-            except lmdb.Error as exc:
-                if isinstance(exc, lmdb.MapFullError):
-                    txn._map_full = True
-                raise _wrap(exc, f"commit on {self.path}") from exc
+                yield txn
+                for hook in list(self.before_commit):
+                    hook(txn)
+                if not (txn._dirty or txn._bump):
+                    return  # nothing to commit (not an abort of user work): aborted below
+                txn._finish_generation()
+                txn._live = False
+                try:
+                    t.commit()
+                except lmdb.Error as exc:
+                    if isinstance(exc, lmdb.MapFullError):
+                        txn._map_full = True
+                    raise _wrap(exc, f"commit on {self.path}") from exc
+            finally:
+                txn._live = False
+                self._end(t)  # the abort is a no-op after the commit; releases the guard
         except BaseException as exc:
-            txn._live = False
-            with contextlib.suppress(Exception):
-                t.abort()
             self._run_abort_hooks()
             if txn._map_full or _is_map_full(exc):
                 root: BaseException = exc
@@ -1274,12 +1395,15 @@ class Environment:
                 logger.exception("on_abort hook %r failed", hook)
 
     def _grow(self) -> int | None:
-        """Double the map (up to the cap); the new size, or None at the cap."""
-        cur = int(self._env.info()["map_size"])
-        if cur >= self.max_map_size_bytes:
-            return None
-        new = min(cur * 2, self.max_map_size_bytes)
-        self._set_mapsize(new)
+        """Double the map (up to the cap); the new size, or None at the cap. Runs under the
+        exclusive side of the map guard: it waits until no transaction of this environment
+        is live in the process (every handle of the process shares this environment)."""
+        with self._guard.exclusive(f"grow the map of {self.path}"):
+            cur = int(self._env.info()["map_size"])
+            if cur >= self.max_map_size_bytes:
+                return None
+            new = min(cur * 2, self.max_map_size_bytes)
+            self._set_mapsize(new)
         logger.info("LMDB map of %s grown from %d to %d bytes", self.path, cur, new)
         return new
 
@@ -1418,9 +1542,9 @@ class Environment:
         Complexity: O(number of named databases).
         """
         self._check_open()
-        info = self._env.info()
-        st = self._env.stat()
-        with self.read() as txn:
+        with self.read() as txn:  # info() and stat() read the map: under the guard
+            info = self._env.info()
+            st = self._env.stat()
             entries = {name: txn.count(name) for name in DB_NAMES}
             gen = txn.generation()
         return {
@@ -1444,18 +1568,21 @@ class Environment:
         """
         self._check_open()
         if not self.readonly:
+            self._guard.acquire_shared()
             try:
                 self._env.sync(True)
             except lmdb.Error as exc:
                 raise _wrap(exc, f"sync {self.path}") from exc
+            finally:
+                self._guard.release_shared()
 
     # -- closing ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release this handle; the environment closes when the last sharer closes it.
-        Idempotent. Do not close while another thread uses a transaction.
+        """Release this handle; the environment closes when the last sharer closes it, after
+        the transactions other threads still hold on it have ended. Idempotent.
 
-        Complexity: O(1).
+        Complexity: O(1), plus the wait for live transactions.
         """
         with _REGISTRY_LOCK:
             if self._closed:
@@ -1466,10 +1593,14 @@ class Environment:
             self._refs -= 1
             if self._refs > 0:
                 return
-            self._closed = True
+            self._closed = True  # new transactions now raise ClosedError
             if _REGISTRY.get(getattr(self, "_real", "")) is self:
                 del _REGISTRY[self._real]
+        if self._guard.depth():  # closed inside one of its own transactions
             self._close_native()
+        else:
+            with self._guard.exclusive(f"close {self.path}"):
+                self._close_native()
 
     def _close_native(self) -> None:
         self._closed = True
@@ -1481,11 +1612,28 @@ class Environment:
             self._lock_fd = None
 
     def _forget_after_fork(self) -> None:
-        # py-lmdb detects the fork and skips mdb_env_close in the child; this only drops its
-        # "already open in this process" registration. Our lock fd is a copy: close it.
-        self._close_native()
-        if _REGISTRY.get(getattr(self, "_real", "")) is self:
-            del _REGISTRY[self._real]
+        """In a forked child: drop the inherited environment without any LMDB call.
+
+        LMDB forbids using an environment after fork(), closing included: py-lmdb's close()
+        waits for the write transaction of a parent thread that does not exist here (a
+        hang), and aborting a parent thread's read transaction would free the *parent's*
+        slot in the shared reader table. The lmdb object is kept referenced for the life of
+        the process so that nothing ever finalises it; our copy of the write-lock fd is
+        closed (an ``flock`` belongs to the open file description the parent still holds,
+        so closing a copy releases nothing). No lock is taken: one may be held by a parent
+        thread that does not exist in the child.
+        """
+        if self._pid == os.getpid() or getattr(self, "_forked", False):
+            return
+        self._forked = True
+        self._closed = True
+        _ORPHANED.append(self.__dict__.pop("_env", None))
+        if self.path:
+            _ORPHANED_PATHS.add(self.path)
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> Self:
         return self
@@ -1506,6 +1654,57 @@ class Environment:
 
 
 _OPEN_TOKEN = object()
+#: lmdb environments inherited through fork(), kept alive so that nothing finalises them.
+_ORPHANED: list[object] = []
+#: Their paths: py-lmdb still counts them as open in this process (see _release_orphan).
+_ORPHANED_PATHS: set[str] = set()
+
+
+def _release_orphan(path: str) -> None:
+    """Let this (forked) process open ``path`` again although an environment on the same
+    files, inherited from the parent, was never closed.
+
+    py-lmdb refuses a second open of the same files in one process ("already open in this
+    process"), keeping the file identities of every open environment in a process-wide
+    set that only ``Environment.close()`` empties, and that close must not run after a
+    fork (see :meth:`Environment._forget_after_fork`). The inherited environment stays
+    mapped and its descriptors stay open for the life of the process (closing one would
+    drop this process's ``fcntl`` locks on ``lock.mdb``), so the new open is the only
+    user of the files here: the stale identities are removed from that set. Only sets
+    whose entries are all py-lmdb file identities are touched.
+    """
+    import gc
+
+    try:
+        from lmdb import _envid
+    except ImportError:  # a py-lmdb without the guard: nothing to release
+        return
+    keys = frozenset(_envid.env_keys(path, True))
+    if not keys:
+        return
+    for obj in gc.get_objects():
+        if type(obj) is set and keys & obj and all(
+                type(k) is tuple and k and k[0] in ("ino", "path") for k in obj):
+            obj.difference_update(keys)
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork`` handler: the child starts with no open environment.
+
+    The registry lock may have been held by a parent thread at the moment of the fork; it
+    is replaced, never acquired. Every inherited environment is dropped without an LMDB
+    call (:meth:`Environment._forget_after_fork`); a handle the child still holds raises
+    :class:`~llmdsdb.errors.ClosedError`, and ``open()`` in the child opens its own.
+    """
+    global _REGISTRY_LOCK
+    _REGISTRY_LOCK = threading.Lock()
+    for env in list(_REGISTRY.values()):
+        env._forget_after_fork()
+    _REGISTRY.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _MapFull(Exception):
