@@ -34,6 +34,7 @@ __all__ = [
     "LlmdsdbError",
     "LockTimeoutError",
     "MapFullError",
+    "MissingDependencyError",
     "NonFiniteError",
     "NotFoundError",
     "OutOfPagesError",
@@ -155,6 +156,11 @@ class LockTimeoutError(StorageError, TimeoutError):
 
 class InvalidPathError(StorageError):
     """The database path cannot be used: it is a regular file, a symlink, or not accessible."""
+
+
+class MissingDependencyError(LlmdsdbError, ImportError):
+    """An optional extra that a feature needs is not installed; the message names the
+    ``pip install`` to run."""
 
 
 class ClosedError(LlmdsdbError, RuntimeError):
