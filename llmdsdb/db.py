@@ -1658,7 +1658,11 @@ class Database:
 
         Complexity: O(size of the database).
         """
-        problems: list[str] = []
+        # A damaged page can trip an assertion in liblmdb that aborts the process: walk the
+        # whole file in a child process first, and go on in-process only if that passed.
+        problems: list[str] = self._env.check_structure()
+        if problems:
+            return problems
         from llmdsdb.storage import Envelope
 
         with self._reading_docs() as txn, self._checking_indexes(txn, problems) as loaded:

@@ -61,8 +61,12 @@ import fcntl
 import hashlib
 import logging
 import os
+import json
+import signal
 import stat as stat_mod
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -103,6 +107,7 @@ __all__ = [
     "Txn",
     "check_format",
     "check_lmdb_file",
+    "check_structure_in_subprocess",
     "decode_value",
     "encode_value",
     "from_u64key",
@@ -486,6 +491,102 @@ def check_lmdb_file(data_path: str) -> dict[str, int]:
     return {"page_size": psize, "last_page": last_pg, "txnid": txnid, "file_bytes": size}
 
 
+#: The structural walk run by :func:`check_structure_in_subprocess`: a fresh interpreter
+#: (``-I -S``: no user site, no ``PYTHON*`` variables; py-lmdb's directory is the only
+#: path added) that opens the environment read-only and reads every key and every byte of
+#: every value with a cursor, in key order and then backwards, so that every branch, leaf
+#: and overflow page of the snapshot is visited. It prints one JSON line; liblmdb's
+#: assertions and SIGBUS can only kill this child.
+_WALKER = r"""
+import json, sys, zlib
+sys.path.insert(0, sys.argv[3])
+import lmdb
+path, lock = sys.argv[1], sys.argv[2] == "1"
+try:
+    env = lmdb.open(path, readonly=True, lock=lock, subdir=True, create=False, max_dbs=0,
+                    max_spare_txns=0, readahead=False)
+    for _ in range(16):
+        try:
+            txn = env.begin(buffers=True)
+            break
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)
+    else:
+        raise lmdb.Error("the map keeps being resized")
+    n = crc = 0
+    cur = txn.cursor()
+    ok = cur.first()
+    while ok:
+        crc = zlib.crc32(cur.value(), zlib.crc32(cur.key(), crc))
+        n += 1
+        ok = cur.next()
+    back = 0
+    ok = cur.last()
+    while ok:
+        back += 1
+        ok = cur.prev()
+    txn.abort()
+    env.close()
+    out = {"entries": n, "problems": [] if back == n else
+           [f"a forward walk saw {n} entries, a backward walk {back}"]}
+except lmdb.Error as exc:
+    out = {"entries": None, "problems": [f"{type(exc).__name__}: {exc}"]}
+print(json.dumps(out), flush=True)
+"""
+
+
+def check_structure_in_subprocess(path: str | os.PathLike[str], *, lock: bool = True,
+                                  timeout_s: float | None = None) -> list[str]:
+    """Walk every entry of the LMDB environment in directory ``path`` in a child process,
+    so that a damaged file (a page header that trips an LMDB assertion, which calls
+    ``abort()``; a page beyond the end of the file, SIGBUS) kills only the child. Each
+    problem is one string; an empty list means that liblmdb read every page of the newest
+    snapshot without complaint (it says nothing about the values: their checksums are the
+    in-process checks' job).
+
+    Complexity: O(size of the database), plus ~30 ms to start an interpreter.
+
+    :param lock: False when the environment is opened without LMDB's lock file (a
+        read-only file system).
+    :param timeout_s: kill the walk after this long (default: 60 s plus 1 s per 20 MiB).
+    """
+    p = os.path.abspath(os.fspath(path))
+    data = os.path.join(p, _DATA_FILE)
+    if timeout_s is None:
+        try:
+            timeout_s = 60.0 + os.path.getsize(data) / (20 << 20)
+        except OSError:
+            timeout_s = 60.0
+    lmdb_dir = os.path.dirname(os.path.dirname(os.path.abspath(lmdb.__file__)))
+    cmd = [sys.executable, "-I", "-S", "-c", _WALKER, p, "1" if lock else "0", lmdb_dir]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return [f"{data}: the structural walk did not finish in {timeout_s:g} s (a cycle "
+                f"in the page tree?); restore from a backup"]
+    except OSError as exc:
+        raise StorageError(f"cannot start the structural check of {p}: "
+                           f"{exc.strerror or exc}") from exc
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        said = proc.stderr.strip().splitlines()[-1:] or [""]
+        return [f"{data} is damaged: reading it through LMDB kills the process ({name}"
+                f"{': ' + said[0] if said[0] else ''}); restore from a backup"]
+    lines = proc.stdout.strip().splitlines()
+    try:
+        out = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        out = None
+    if not isinstance(out, dict) or not isinstance(out.get("problems"), list):
+        said = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        return [f"{data}: the structural walk failed: {said[0]}"]
+    return [f"{data}: LMDB structure: {q}" for q in out["problems"]]
+
+
 def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
     """Validate the database directory; create it 0700 when allowed. True when created."""
     try:
@@ -499,10 +600,14 @@ def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
             raise InvalidPathError(f"no database at {path} (the directory does not exist)")
         try:
             os.makedirs(path, mode=0o700, exist_ok=False)
+            return True
+        except FileExistsError:
+            # Another process created it an instant ago (two processes creating one new
+            # database at once): check what is there like any existing directory.
+            st = os.lstat(path)
         except OSError as exc:
             raise InvalidPathError(f"cannot create database directory {path}: "
                                    f"{exc.strerror or exc}") from exc
-        return True
     if stat_mod.S_ISLNK(st.st_mode):
         raise InvalidPathError(f"{path} is a symbolic link; open the real directory "
                                f"({os.path.realpath(path)}) instead")
@@ -525,7 +630,49 @@ def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
         if not stat_mod.S_ISREG(fst.st_mode):
             raise InvalidPathError(f"{p} is not a regular file (symlink or special file); "
                                    f"refusing to open")
+        if fst.st_nlink > 1 and name != _LOCK_FILE:
+            # Two directory entries for one data file would give it two lock files: two
+            # reader tables and two writer mutexes, so neither side's readers are seen by
+            # the other's writers, which then overwrite pages still being read.
+            raise InvalidPathError(f"{p} has {fst.st_nlink} hard links: the same LMDB file "
+                                   f"reached through two paths has two lock tables and is "
+                                   f"corrupted by concurrent use; open it through one path "
+                                   f"only (remove the other links, or take a copy with "
+                                   f"`llmdsdb backup`)")
     return False
+
+
+def _missing_data_file(path: str) -> str | None:
+    """Why ``path`` (a directory without ``data.mdb``) looks like a database whose data file
+    was removed, or None for a new or empty directory."""
+    if os.path.lexists(os.path.join(path, _LMDB_LOCK_FILE)):
+        return f"{_LMDB_LOCK_FILE} is there"
+    try:
+        if os.path.getsize(os.path.join(path, _LOCK_FILE)) > 0:
+            return f"{_LOCK_FILE} names a writer"
+    except OSError:
+        pass
+    return None
+
+
+def _flock_until(fd: int, deadline: float, timeout_s: float, what: Callable[[], str]) -> None:
+    """Take an exclusive ``flock`` on ``fd``, polling until ``deadline`` (``time.monotonic``).
+
+    :raises LockTimeoutError: with ``what()`` in the message, at the deadline.
+    """
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockTimeoutError(
+                    f"{what()} for more than lock_timeout_s={timeout_s:g} s; wait for that "
+                    f"writer or raise lock_timeout_s") from None
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
 
 
 def _fsync_dir(path: str) -> None:
@@ -1035,11 +1182,14 @@ class Environment:
         if not isinstance(max_readers, int) or max_readers < 1:
             raise InvalidArgumentError(f"max_readers must be a positive int, got {max_readers!r}")
         try:
-            p = os.path.abspath(os.fspath(path))
+            p = os.path.abspath(os.fsdecode(os.fspath(path)))
         except TypeError as exc:
             raise InvalidTypeError(f"path must be str or os.PathLike, not "
                                    f"{type(path).__name__}") from exc
-        created = _check_dir(p, create=create, readonly=readonly)
+        if "\x00" in p:
+            raise InvalidPathError(f"database path {os.fspath(path)!r} contains a NUL byte; "
+                                   f"no file system accepts one")
+        _check_dir(p, create=create, readonly=readonly)
         real = os.path.realpath(p)
         with _REGISTRY_LOCK:
             env = _REGISTRY.get(real)
@@ -1059,14 +1209,14 @@ class Environment:
                         env._set_mapsize(map_size_bytes)
                 return env
             env = cls(_token=_OPEN_TOKEN)
-            env._open_new(p, created=created, durability=durability, readonly=readonly,
+            env._open_new(p, create=create, durability=durability, readonly=readonly,
                           map_size_bytes=map_size_bytes, lock_timeout_s=float(lock_timeout_s),
                           max_readers=max_readers, max_map_size_bytes=max_map_size_bytes)
             _REGISTRY[real] = env
             env._real = real
             return env
 
-    def _open_new(self, p: str, *, created: bool, durability: str, readonly: bool,
+    def _open_new(self, p: str, *, create: bool, durability: str, readonly: bool,
                   map_size_bytes: int | None, lock_timeout_s: float, max_readers: int,
                   max_map_size_bytes: int | None) -> None:
         self.path = p
@@ -1079,16 +1229,58 @@ class Environment:
             _ORPHANED_PATHS.discard(p)
             _release_orphan(p)
         data = os.path.join(p, _DATA_FILE)
-        if os.path.lexists(data):
+        if not readonly:
+            try:
+                self._lock_fd = os.open(os.path.join(p, _LOCK_FILE),
+                                        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                        0o600)
+            except OSError as exc:
+                raise InvalidPathError(f"cannot open the write lock file in {p}: "
+                                       f"{exc.strerror or exc}") from exc
+        try:
+            creating = not os.path.lexists(data)
+            if creating and not readonly:
+                # Creation is serialised by the write lock, held until the format records
+                # are committed, so a directory with LMDB's lock file but no data file is
+                # never a creation in progress: it is a database whose data file is gone.
+                assert self._lock_fd is not None
+                _flock_until(self._lock_fd, time.monotonic() + lock_timeout_s, lock_timeout_s,
+                             lambda: f"{p} is being created by {self._lock_holder()}")
+                creating = not os.path.lexists(data)
+            self._open_env(p, data, creating=creating, durability=durability,
+                           readonly=readonly, create=create, map_size_bytes=map_size_bytes,
+                           max_readers=max_readers)
+        except BaseException:
+            if self._lock_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)  # also drops the creation lock
+                self._lock_fd = None
+            raise
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _open_env(self, p: str, data: str, *, creating: bool, durability: str,
+                  readonly: bool, create: bool, map_size_bytes: int | None,
+                  max_readers: int) -> None:
+        if creating:
+            why = _missing_data_file(p)
+            if why is not None:
+                raise CorruptionError(
+                    f"{p} holds no {_DATA_FILE} but {why}: the database file was deleted or "
+                    f"moved; restore it from a backup (llmdsdb restore), or remove the "
+                    f"directory to start a new, empty database")
+            if readonly or not create:
+                raise InvalidPathError(f"no database at {p} (no {_DATA_FILE})")
+        else:
             self.file_info = check_lmdb_file(data)
-        elif readonly:
-            raise InvalidPathError(f"no database at {p} (no {_DATA_FILE})")
         lock = True
         if readonly:
             try:
                 lock = not os.statvfs(p).f_flag & os.ST_RDONLY
             except OSError:
                 lock = True
+        self._lmdb_lock = lock
         try:
             self._env = lmdb.open(
                 p, map_size=map_size_bytes or DEFAULT_MAP_SIZE_BYTES, subdir=True,
@@ -1099,6 +1291,12 @@ class Environment:
         except lmdb.Error as exc:
             if isinstance(exc, lmdb.ReadonlyError) or getattr(exc, "errno", None) in (
                     errno.EACCES, errno.EROFS, errno.EPERM):
+                if readonly:
+                    raise ReadOnlyError(
+                        f"cannot open {p} even read-only ({exc}): a reader needs write access "
+                        f"to {_LMDB_LOCK_FILE} (LMDB's reader table) unless the whole file "
+                        f"system is read-only; get write access to the directory, or open a "
+                        f"copy (llmdsdb backup)") from exc
                 raise ReadOnlyError(f"cannot open {p} for writing ({exc}); open it with "
                                     f"readonly=True") from exc
             raise _wrap(exc, f"open {p}") from exc
@@ -1106,14 +1304,6 @@ class Environment:
             if lock:
                 with contextlib.suppress(lmdb.Error):
                     self._env.reader_check()
-            if not readonly:
-                try:
-                    self._lock_fd = os.open(os.path.join(p, _LOCK_FILE),
-                                            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-                                            | os.O_CLOEXEC, 0o600)
-                except OSError as exc:
-                    raise InvalidPathError(f"cannot open the write lock file in {p}: "
-                                           f"{exc.strerror or exc}") from exc
             if not readonly:
                 # LMDB shrinks a requested map to the data size when reopening a large file;
                 # leave room to write without an immediate abort-grow-retry.
@@ -1310,20 +1500,8 @@ class Environment:
         try:
             fd = self._lock_fd
             assert fd is not None
-            delay = 0.001
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise LockTimeoutError(
-                            f"the write lock on {self.path} is held by {self._lock_holder()} "
-                            f"for more than lock_timeout_s={timeout:g} s; wait for that writer "
-                            f"or raise lock_timeout_s") from None
-                    time.sleep(min(delay, left))
-                    delay = min(delay * 2, 0.05)
+            _flock_until(fd, deadline, timeout, lambda: f"the write lock on {self.path} is held "
+                                                        f"by {self._lock_holder()}")
             try:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -1533,6 +1711,18 @@ class Environment:
             raise _wrap(exc, f"read back the copy in {dest}") from exc
         info["path"] = dest
         return info
+
+    def check_structure(self, *, timeout_s: float | None = None) -> list[str]:
+        """Walk every page of the newest snapshot in a child process
+        (:func:`check_structure_in_subprocess`): problems as strings, empty when LMDB reads
+        the whole file without complaint. Run it before in-process checks of a suspect file:
+        a damaged page header trips an assertion in liblmdb that aborts the process.
+
+        Complexity: O(size of the database), in another process.
+        """
+        self._check_open()
+        return check_structure_in_subprocess(self.path, lock=self._lmdb_lock,
+                                             timeout_s=timeout_s)
 
     def stat(self) -> dict[str, object]:
         """Sizes and counts: ``bytes_on_disk`` (data.mdb), ``map_size_bytes``, ``page_size``,

@@ -246,3 +246,80 @@ def test_fork_while_another_thread_is_inside_a_transaction(tmp_path, mode):
     assert_survived(proc)
     assert "child exit 0" in proc.stdout
 
+
+
+# --- check() on a file with one damaged page header -------------------------------------------
+
+RAW_WALK = r"""
+import sys, lmdb
+env = lmdb.open(sys.argv[1], readonly=True, lock=False)
+with env.begin(buffers=True) as txn:
+    cur = txn.cursor()
+    ok = cur.first()
+    while ok:
+        bytes(cur.value())
+        ok = cur.next()
+"""
+
+CHECK_DAMAGED = r"""
+import sys
+import llmdsdb
+from llmdsdb.errors import LlmdsdbError
+try:
+    db = llmdsdb.open(sys.argv[1], readonly=True)
+except LlmdsdbError as exc:  # this page is needed to open: try another one
+    print("open failed:", type(exc).__name__, exc)
+    sys.exit(3)
+problems = db.check()
+db.close()
+print("problems:", len(problems))
+for p in problems:
+    print(p)
+"""
+
+P_LEAF = 0x02
+
+
+def _leaf_pages(data: bytes, page_size: int) -> list[int]:
+    """Page numbers of the LMDB leaf pages whose first key is a ``docs`` key (table tag 2),
+    so that opening the database and loading its indexes does not need them."""
+    out = []
+    for pg in range(2, len(data) // page_size):
+        off = pg * page_size
+        flags = int.from_bytes(data[off + 10:off + 12], "little")
+        lower = int.from_bytes(data[off + 12:off + 14], "little")
+        if flags != P_LEAF or lower <= 16:
+            continue
+        first_node = int.from_bytes(data[off + 16:off + 18], "little")
+        if data[off + first_node + 8] == 2:
+            out.append(pg)
+    return out
+
+
+def test_check_on_a_damaged_page_header_reports_instead_of_aborting(tmp_path):
+    src = tmp_path / "db"
+    with llmdsdb.open(str(src)) as db:
+        db.add([f"d{i}" for i in range(400)],
+               [f"document {i} " + "text " * (i % 20) for i in range(400)])
+    data = (src / "data.mdb").read_bytes()
+    page_size = 4096
+    checked = 0
+    for pg in _leaf_pages(data, page_size)[1:6]:  # not the first leaf of the walk
+        bad = tmp_path / f"bad{pg}"
+        bad.mkdir(mode=0o700)
+        damaged = bytearray(data)
+        damaged[pg * page_size + 10:pg * page_size + 12] = (0).to_bytes(2, "little")
+        (bad / "data.mdb").write_bytes(damaged)
+        raw = run_child(RAW_WALK, str(bad))
+        if raw.returncode != -signal.SIGABRT:
+            continue  # this damage does not trip the assertion: not the case under test
+        assert "IS_LEAF" in raw.stderr
+        proc = run_child(CHECK_DAMAGED, str(bad))
+        if proc.returncode == 3:
+            continue
+        assert_survived(proc)
+        assert "problems:" in proc.stdout and "problems: 0" not in proc.stdout
+        assert "data.mdb is damaged" in proc.stdout and "SIGABRT" in proc.stdout
+        checked += 1
+        break
+    assert checked == 1, "no damaged copy reached check(): the test needs another page"
