@@ -72,12 +72,14 @@ import msgpack
 import numpy as np
 
 from llmdsdb.analysis import _SEPARATORS, Analyzer
+from llmdsdb._native import _core
 from llmdsdb.codec import (
     decode_arrays,
     decode_postings,
     decode_postings_many,
     encode_arrays,
     encode_postings_many,
+    join_postings,
 )
 from llmdsdb.errors import (
     ConfigConflictError,
@@ -89,10 +91,10 @@ from llmdsdb.errors import (
     InvalidTypeError,
     QueryError,
 )
-from llmdsdb.pages import MemoryPageStore, PageStore
+from llmdsdb.pages import MemoryPageStore, PageCache, PageStore
 
 __all__ = [
-    "DENSE_MAX_DOCS",
+    "EXHAUSTIVE_MAX_POSTINGS",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_TERMS",
     "N_SHARDS",
@@ -113,24 +115,13 @@ MAX_TERM_CHARS = 256
 #: Documents per doc-data chunk page and per forward-list chunk page.
 DOC_CHUNK = 1 << 16
 FWD_CHUNK = 1 << 10
-#: search(mode="auto") scores exhaustively into a dense accumulator up to this many
-#: documents. Measured (tools/bench/results/bench_bm25*.md, process CPU time): exhaustive
-#: beat pruned on SciFact (5,183 docs, ~1.9x) and on the synthetic corpus at 200,000 (1.7x)
-#: and 1,000,000 documents (1.2x): with numpy, one bincount over all postings costs less than
-#: MaxScore's per-term bookkeeping on these short (~10-term) queries. Above this size the
-#: dense accumulator itself (8 bytes per document per query) makes pruning the better default.
-DENSE_MAX_DOCS = 4_000_000
-#: Exhaustive search adds a term present in at least this fraction of the documents as a
-#: dense array (one add over all N) instead of scattering its postings (np.add.at, ~4.5 ns
-#: per posting here vs ~0.6 ns per document for the dense add; measured at 1M docs, where
-#: such terms hold 63% of the postings of the 300 SciFact queries).
-DENSE_TERM_FRACTION = 0.25
-#: ... on indexes of at least this many documents (below, the per-call cost of numpy
-#: dominates and one bincount over the concatenated lists is faster: SciFact, 5k docs).
-DENSE_TERM_MIN_DOCS = 1 << 16
-#: Pruned search: the complete scores of the seed terms' best SEED_DOCS * top_k documents
-#: set the first theta (16: theta ~95% of the final k-th score at 1M docs, vs ~69% with 1).
-SEED_DOCS = 16
+#: search(mode="auto") scores a query exhaustively when its terms hold at most this many
+#: postings, and with block-max MaxScore above (measured: tools/bench/results/bench_bm25*.md).
+EXHAUSTIVE_MAX_POSTINGS = 50_000
+#: search_many hands the kernel at most this many queries per call (bounds the postings
+#: lists held at once).
+_BATCH_QUERIES = 256
+_EXHAUSTIVE, _PRUNED = 0, 1  # kernel modes (llmdsdb/_native/native.h)
 #: Documents analysed and appended per internal step of add_documents (bounds memory).
 ADD_BATCH = 20_000
 #: The word -> term id memo is cleared when it grows past this.
@@ -217,10 +208,10 @@ class InvertedIndex:
     :param store: where pages and meta records live (default: a new MemoryPageStore).
     :param block_size: postings per block (16..65536); 256 was measured best (see
         tools/bench/results/bench_bm25.md).
-    :param cache_bytes: budget of the decoded whole-term cache (docnos + BM25 contribution,
-        12 bytes per posting, LRU). Default 1.5 GiB: the 300 SciFact queries on the synthetic
-        1M-document corpus touch 75M postings (~860 MB); at 256 MB the cache thrashed and
-        queries ran ~5x slower (profiled).
+    :param cache_bytes: budget of the page cache this index creates for its postings lists
+        when its store has none (a database's store has one: then that one is used). An
+        entry is a term's compressed blocks, ~1.8 bytes a posting: 256 MiB holds the lists
+        the 300 SciFact queries read on the synthetic 1M-document corpus.
 
     Memory: the term dictionary (a dict entry plus a (blocks, 6) int64 skip array per term,
     ~48 bytes per block), four arrays of 8-21 bytes per document, the word memo, postings not
@@ -238,7 +229,7 @@ class InvertedIndex:
         b: float = 0.75,
         store: PageStore | None = None,
         block_size: int = 256,
-        cache_bytes: int = 3 << 29,
+        cache_bytes: int = 256 << 20,
     ) -> None:
         for name, v in (("k1", k1), ("b", b)):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -294,10 +285,10 @@ class InvertedIndex:
         # per-term upper-bound summaries (max tf, min doc length over all its blocks)
         self._tmaxtf = _Grow(np.int64)
         self._tmindl = _Grow(np.int64)
-        # tid -> (docnos, tf part of BM25 per posting); valid until the next write
-        self._wcache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._wcache_bytes = 0
+        # kernel postings lists of terms with blocks not flushed yet; until the next write
+        self._pending_lists: dict[int, tuple[Any, ...]] = {}
         self.cache_bytes = cache_bytes
+        self._own_cache: PageCache | None = None
         self._tls = threading.local()  # per-thread scoring accumulator
         self._written_config = False
 
@@ -332,11 +323,10 @@ class InvertedIndex:
         return self._total_len / self._nlive if self._nlive else 0.0
 
     def _invalidate(self) -> None:
-        """N, avgdl or a document changed: every cached tf part is stale."""
+        """N, avgdl or a document changed: the norms are stale, and so are the kernel
+        lists of unflushed terms (flushed ones are cached by page id and stay valid)."""
         self._norm = None
-        if self._wcache:
-            self._wcache.clear()
-            self._wcache_bytes = 0
+        self._pending_lists.clear()
 
     def _norms(self) -> np.ndarray:
         """k1 * (1 - b + b * dl / avgdl) per docno; +inf for dead documents."""
@@ -742,55 +732,55 @@ class InvertedIndex:
         ties by insertion order. Only documents containing a query term are returned.
 
         An empty or whitespace-only query, or one with no indexed term, returns ``[]``.
+        The kernel runs with the GIL released: searches from several threads run in
+        parallel.
 
-        :param mode: ``"pruned"`` (MaxScore with block-max bounds), ``"exhaustive"`` (score
-            every posting into a dense accumulator) or ``"auto"`` (exhaustive up to
-            :data:`DENSE_MAX_DOCS` documents, where it is faster, pruned above). All three
-            return exactly the same list.
+        :param mode: ``"pruned"`` (MaxScore with block-max bounds, document at a time),
+            ``"exhaustive"`` (every posting into a dense accumulator) or ``"auto"`` (see
+            :data:`EXHAUSTIVE_MAX_POSTINGS`). All three return exactly the same list.
         :raises InvalidTypeError: when ``query`` is not a str.
         :raises QueryError: when ``top_k`` is not a positive int, the query is longer than
             MAX_QUERY_CHARS or has more than MAX_QUERY_TERMS terms after analysis.
+        :raises CorruptionError: when a postings block the query reads is damaged.
 
-        Complexity: exhaustive O(postings of the query terms + N); pruned O(postings of the
-        terms whose bounds can still admit new documents + candidates x other terms x
-        log blocks), typically far fewer postings.
+        Complexity: exhaustive O(postings of the query terms + their distinct documents);
+        pruned O(postings of the essential terms + candidates x other terms x log blocks),
+        typically far fewer postings decoded.
         """
         self._check_top_k(top_k, mode)
         plan = self._plan(query)
         if plan is None:
             return []
-        t_l, w_l, ub_l = plan
-        k = int(top_k)
-        if mode == "exhaustive" or (mode == "auto" and self._ext.n <= DENSE_MAX_DOCS):
-            return self._exhaustive(t_l, w_l, k)
-        return self._pruned(t_l, w_l, ub_l, k)
+        return self._run([plan], int(top_k), mode, 1)[0]
 
     def search_many(
-        self, queries: Sequence[str], top_k: int = 10, *, mode: str = "auto"
+        self, queries: Sequence[str], top_k: int = 10, *, mode: str = "auto", threads: int = 1
     ) -> list[list[tuple[int, float]]]:
         """:meth:`search` for each query; returns exactly what the per-query calls return.
 
-        Each query is scored on its own (validation of all queries first): a shared
-        (queries, N) bincount matrix with a row-wise partition was measured slower than
-        per-query scoring (SciFact: 2,300 vs 4,300 queries/s of CPU), since the partition
-        over every row costs more than numpy's per-call overhead saves.
+        All queries are validated first; then the queries run in one kernel call (GIL
+        released), on ``threads`` threads.
 
-        Complexity: O(postings of all query terms + queries x N).
+        Complexity: as :meth:`search`, summed over the queries, divided among the threads.
 
+        :param threads: worker threads of the kernel (>= 1).
         :raises InvalidTypeError: when ``queries`` is a str or holds a non-str.
         :raises QueryError: as :meth:`search`, for the first bad query; nothing is returned.
         """
         if isinstance(queries, (str, bytes)):
             raise InvalidTypeError("queries must be a sequence of str, not a single string")
         self._check_top_k(top_k, mode)
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+            raise InvalidArgumentError(f"threads must be an int in [1, 256], got {threads!r}")
         plans = [self._plan(q) for q in queries]
+        out: list[list[tuple[int, float]]] = [[] for _ in plans]
+        live = [i for i, p in enumerate(plans) if p is not None]
         k = int(top_k)
-        n = self._ext.n
-        if mode == "pruned" or (mode == "auto" and n > DENSE_MAX_DOCS):
-            return [
-                [] if p is None else self._pruned(p[0], p[1], p[2], k) for p in plans
-            ]
-        return [[] if p is None else self._exhaustive(p[0], p[1], k) for p in plans]
+        for s in range(0, len(live), _BATCH_QUERIES):
+            part = live[s : s + _BATCH_QUERIES]
+            for i, r in zip(part, self._run([plans[i] for i in part], k, mode, threads)):
+                out[i] = r
+        return out
 
     @staticmethod
     def _check_top_k(top_k: object, mode: str) -> None:
@@ -801,10 +791,10 @@ class InvertedIndex:
                 f"mode must be 'auto', 'pruned' or 'exhaustive', got {mode!r}"
             )
 
-    def _plan(self, query: str) -> tuple[list[int], list[int], list[float]] | None:
+    def _plan(self, query: str) -> tuple[list[int], list[int], list[float], list[float]] | None:
         """Validate and analyse a query: its term ids in decreasing order of their upper
-        bound (ties: term id), their query tfs and bounds; None when no query term is
-        indexed."""
+        bound (ties: term id; the order every mode sums in), their query tfs, idfs and
+        bounds; None when no query term is indexed."""
         if not isinstance(query, str):
             raise InvalidTypeError(f"query must be str, not {type(query).__name__}")
         if len(query) > MAX_QUERY_CHARS:
@@ -833,428 +823,155 @@ class InvertedIndex:
             df = int(df_a[tid])
             if df <= 0:
                 continue
-            wt = math.log1p((n - df + 0.5) / (df + 0.5)) * qtf
+            idf = math.log1p((n - df + 0.5) / (df + 0.5))
+            wt = idf * qtf
             mt = float(maxtf_a[tid])
             ub = wt * mt * (k1 + 1.0) / (mt + k1 * (1.0 - b + b * (int(mindl_a[tid]) / avgdl)))
-            info.append((-ub, tid, qtf))
+            info.append((-ub, tid, qtf, idf))
         if not info:
             return None
-        # Both modes sum contributions in this order, so their float64 scores are identical.
         info.sort()
-        return [t for _, t, _ in info], [q for _, _, q in info], [-u for u, _, _ in info]
+        return ([t for _, t, _, _ in info], [q for _, _, q, _ in info],
+                [i for _, _, _, i in info], [-u for u, _, _, _ in info])
 
     # --- top-k evaluation --------------------------------------------------------------------
 
-    def _idf(self, tid: int) -> float:
-        df = int(self._df.a[tid])
-        return math.log1p((self._nlive - df + 0.5) / (df + 0.5))
-
-    def _block_bounds(self, tid: int, weight: float) -> np.ndarray:
-        """Upper bound of each block's contribution (float64, one per block)."""
-        sk = self._skip[tid]
+    def _run(
+        self, plans: list[tuple[list[int], list[int], list[float], list[float]]], k: int,
+        mode: str, threads: int,
+    ) -> list[list[tuple[int, float]]]:
+        """Top ``k`` of each plan in one kernel call: every distinct term's postings list
+        (:meth:`_plist`) once, the queries as indexes into them."""
+        lists: list[tuple[Any, ...]] = []
+        where: dict[int, int] = {}
+        queries = []
+        kinds = []
+        cache, epoch = self._cache_ctx()
+        df_a = self._df.a
+        for tids, qtfs, idfs, ubs in plans:
+            li = []
+            total = 0
+            for tid in tids:
+                j = where.get(tid)
+                if j is None:
+                    j = where[tid] = len(lists)
+                    lists.append(self._plist(tid, cache, epoch))
+                li.append(j)
+                total += int(df_a[tid])
+            queries.append((np.asarray(li, dtype=np.int32), np.asarray(idfs, dtype=np.float64),
+                            np.asarray(qtfs, dtype=np.float64),
+                            np.asarray(ubs, dtype=np.float64)))
+            kinds.append(self._mode_code(mode, total))
+        norm = self._norms()
+        n = len(norm)
+        acc, touched = self._scratch(n)
         avgdl = self._avgdl() or 1.0
-        maxtf = sk[:, _MAXTF].astype(np.float64)
-        norm = self.k1 * (1.0 - self.b + self.b * (sk[:, _MINDL] / avgdl))
-        return weight * maxtf * (self.k1 + 1.0) / (maxtf + norm)
+        results: list[list[tuple[int, float]] | None] = [None] * len(plans)
+        for code in sorted(set(kinds)):
+            idx = [i for i, c in enumerate(kinds) if c == code]
+            got = _core.bm25_search(lists, [queries[i] for i in idx], norm, k, self.k1,
+                                    self.b, avgdl, self.block_size, code, threads, acc,
+                                    touched)
+            for i, (d, sc) in zip(idx, got):
+                docs = np.frombuffer(d, dtype=np.int32)
+                ext = self._ext.a[docs]
+                results[i] = list(zip(ext.tolist(), np.frombuffer(sc, dtype=np.float64).tolist()))
+        return results  # type: ignore[return-value]
 
-    def _weights(self, tid: int, docs: np.ndarray, tfs: np.ndarray) -> np.ndarray:
-        """idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)) per posting: the BM25
-        contribution of one query occurrence of the term; 0 for dead documents.
+    def _mode_code(self, mode: str, postings: int) -> int:
+        """Kernel mode of a query whose terms hold ``postings`` postings."""
+        if mode == "exhaustive":
+            return _EXHAUSTIVE
+        if mode == "pruned":
+            return _PRUNED
+        return _EXHAUSTIVE if postings <= EXHAUSTIVE_MAX_POSTINGS else _PRUNED
 
-        float64: a float32 tf part (measured) keeps scores within 1e-5 of the formula but
-        can swap documents whose scores differ by less than ~1e-7, which the property test
-        forbids (ranking exact to 1e-9). Every mode computes a posting's contribution with
-        exactly these operations, so their sums are bit-identical."""
-        w = tfs * (self.k1 + 1.0)
-        den = self._norms()[docs]
-        den += tfs
-        w /= den
-        w *= self._idf(tid)
-        return w
+    def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """This thread's zeroed float64 accumulator and int32 touched list (length >= n)
+        for the exhaustive kernel, which leaves the accumulator zeroed."""
+        tls = self._tls
+        acc = getattr(tls, "acc", None)
+        if acc is None or len(acc) < n:
+            m = n + (n >> 3) + 16
+            acc = tls.acc = np.zeros(m, dtype=np.float64)
+            tls.touched = np.zeros(m, dtype=np.int32)
+        return acc, tls.touched
 
-    def _term_postings(
-        self, tid: int, blocks: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(docnos, tfs) int32 of the term's blocks (all, or those listed, in order).
-        Flushed blocks are read with one vectorised :func:`decode_postings_many` call
-        (not through the store's decoded-page cache: the whole-term cache holds them);
-        one or two blocks, or pending ones, block by block."""
+    def _plist(self, tid: int, cache: PageCache | None, epoch: int | None) -> tuple[Any, ...]:
+        """The term's postings in the kernel's form: ``(buf, offs, skip, None, None)`` for
+        flushed terms (the verified blocks back to back, see
+        :func:`~llmdsdb.codec.join_postings`), ``(None, offs, skip, docs, tfs)`` when some
+        block is not flushed yet.
+
+        Flushed terms are cached in the store's page cache (the one TinyLFU
+        :class:`~llmdsdb.pages.PageCache` of a database, so visible in its stats; a store
+        without one gets a cache of ``cache_bytes`` owned by this index) under the key
+        ``-1 - last page id``: a page id names immutable bytes until it is freed, and a
+        term's last page changes whenever the term does. The entry also records the term id,
+        block count and first page, checked on every hit. Compressed, an entry costs
+        ~1.8 bytes a posting; decoding the blocks a query needs costs ~2 ns a posting,
+        so caching decoded arrays (8 bytes a posting) would buy little and hold 4x less."""
         sk = self._skip[tid]
-        rows = sk if blocks is None else sk[np.asarray(blocks, dtype=np.int64)]
-        if len(rows) == 0:
+        # unflushed blocks are always a suffix of the term's blocks
+        if len(sk) == 0 or int(sk[-1, _PAGE]) < 0:
+            hit = self._pending_lists.get(tid)
+            if hit is None:
+                docs, tfs = self._term_postings(tid)
+                offs = np.zeros(len(sk) + 1, dtype=np.int64)
+                np.cumsum(sk[:, _CNT], out=offs[1:])
+                hit = self._pending_lists[tid] = (None, offs, sk, docs, tfs)
+            return hit
+        pages = sk[:, _PAGE]
+        first, last = int(pages[0]), int(pages[-1])
+        key = -1 - last
+        if cache is not None:
+            ent = cache.get(key, None, epoch=epoch)
+            if ent is not None and ent[0] == (tid, len(sk), first):
+                return (ent[1], ent[2], sk, None, None)
+        buf, offs = join_postings(list(map(self._store.get, pages.tolist())))
+        if cache is not None:
+            cache.put(key, ((tid, len(sk), first), buf, offs), len(buf) + offs.nbytes + 256,
+                      epoch=epoch)
+        return (buf, offs, sk, None, None)
+
+    def _cache_ctx(self) -> tuple[PageCache | None, int | None]:
+        """(cache, epoch) for postings entries: the store's PageCache at the bound
+        transaction's generation; none inside a write transaction (its pages are not
+        committed); this index's own cache for stores without one."""
+        st = self._store
+        cache = getattr(st, "cache", None)
+        if isinstance(cache, PageCache):
+            txn = getattr(st, "txn", None)
+            if txn is None or getattr(txn, "write", False):
+                return None, None
+            return cache, txn.start_generation
+        own = self._own_cache
+        if own is None or own.budget_bytes != self.cache_bytes:
+            own = self._own_cache = PageCache(self.cache_bytes)
+        return own, None
+
+    @property
+    def cache(self) -> PageCache | None:
+        """The page cache postings entries go through (None before the first search on a
+        store without its own cache)."""
+        cache = getattr(self._store, "cache", None)
+        return cache if isinstance(cache, PageCache) else self._own_cache
+
+    def _term_postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(docnos, tfs) int32 of all the term's blocks, in order."""
+        sk = self._skip[tid]
+        if len(sk) == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.int32)
-        if len(rows) > 2 and rows[:, _PAGE].min() >= 0:
-            docs, tfs, _ = decode_postings_many(
-                list(map(self._store.get, rows[:, _PAGE].tolist()))
-            )
+        if len(sk) > 2 and sk[:, _PAGE].min() >= 0:
+            docs, tfs, _ = decode_postings_many(list(map(self._store.get, sk[:, _PAGE].tolist())))
             return docs, tfs
-        idx = range(len(sk)) if blocks is None else blocks
-        parts = [self._block(tid, bi) for bi in idx]
+        parts = [self._block(tid, bi) for bi in range(len(sk))]
         if len(parts) == 1:
             return parts[0]
         return (
             np.concatenate([p[0] for p in parts]),
             np.concatenate([p[1] for p in parts]),
         )
-
-    def _term_w(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
-        """(docnos int32, contribution float64) of a whole term, cached until the next write
-        (LRU, bounded by ``cache_bytes``; 12 bytes per posting)."""
-        cache = self._wcache
-        hit = cache.pop(tid, None)
-        if hit is not None:
-            cache[tid] = hit  # most recently used last
-            return hit
-        docs, tfs = self._term_postings(tid)
-        w = self._weights(tid, docs, tfs)
-        self._cache_put(tid, docs, w)
-        return docs, w
-
-    def _cache_put(self, key: int, docs: np.ndarray, w: np.ndarray) -> None:
-        """Put an entry of the decoded-term cache (LRU: the oldest entries go first until
-        it fits ``cache_bytes``); an entry over a quarter of the budget is not cached."""
-        size = docs.nbytes + w.nbytes
-        if size > self.cache_bytes // 4:
-            return
-        cache = self._wcache
-        while cache and self._wcache_bytes + size > self.cache_bytes:
-            old = cache.pop(next(iter(cache)))
-            self._wcache_bytes -= old[0].nbytes + old[1].nbytes
-        cache[key] = (docs, w)
-        self._wcache_bytes += size
-
-    def _accumulator(self, n: int) -> np.ndarray:
-        """A zeroed float64 array of length >= n, reused per thread (callers zero what
-        they touch before returning it)."""
-        acc = getattr(self._tls, "acc", None)
-        if acc is None or len(acc) < n:
-            acc = self._tls.acc = np.zeros(n + (n >> 3), dtype=np.float64)
-        return acc
-
-    def _term_dense(self, tid: int) -> np.ndarray:
-        """The contribution of a whole term as a dense float64 array over all docnos (0
-        where absent), cached like :meth:`_term_w` (8 bytes per document)."""
-        cache = self._wcache
-        key = -1 - tid
-        hit = cache.pop(key, None)
-        if hit is not None:
-            cache[key] = hit
-            return hit[1]
-        cached = cache.get(tid)
-        if cached is not None:
-            d, w = cached
-        else:  # not through the sparse cache: this term is scored dense from now on
-            d, t = self._term_postings(tid)
-            w = self._weights(tid, d, t)
-        dense = np.zeros(self._ext.n, dtype=np.float64)
-        dense[d] = w
-        self._cache_put(key, _NO_DOCS, dense)
-        return dense
-
-    def _dense_eligible(self, tid: int) -> bool:
-        """Whether the term is scored through its dense array (see :meth:`_exhaustive`)."""
-        n = self._ext.n
-        return (
-            n >= DENSE_TERM_MIN_DOCS
-            and 16 * 8 * n <= self.cache_bytes
-            and int(self._df.a[tid]) >= n * DENSE_TERM_FRACTION
-        )
-
-    def _exhaustive(self, tids: list[int], qtfs: list[int], k: int) -> list[tuple[int, float]]:
-        n = self._ext.n
-        # Terms in at least DENSE_TERM_FRACTION of the documents are added as dense arrays
-        # (one vectorised add over N; adding 0.0 leaves a sum unchanged, so the sums are
-        # the same as with np.add.at) on large indexes, when 16 such arrays fit in the
-        # cache budget.
-        is_dense = [self._dense_eligible(t) for t in tids]
-        if any(is_dense):
-            return self._exhaustive_dense(tids, qtfs, k, is_dense)
-        lists = [self._term_w(tid) for tid in tids]
-        lens = [len(d) for d, _ in lists]
-        total = sum(lens)
-        if total < 65536 and n <= 16 * total:
-            # Short lists on a small index: a few numpy calls in all (per-call overhead
-            # dominates here); w * 1.0 == w, so the products equal the ones below.
-            docs = np.concatenate([d for d, _ in lists])
-            c = np.concatenate([w for _, w in lists])
-            if max(qtfs) > 1:
-                c = c * np.repeat(np.asarray(qtfs, dtype=np.float64), lens)
-            acc = np.bincount(docs, weights=c, minlength=n)
-            cand = np.flatnonzero(acc > 0)
-            return self._select(cand, acc[cand], k)
-        # Every term's contributions added in place into a per-thread dense accumulator,
-        # term after term (np.add.at is sequential, so each document's sum is built in term
-        # order, like the bincount above): no copy of the lists into one buffer, which was
-        # ~40% of the time of a bincount over their concatenation (measured at 1M docs).
-        acc = self._accumulator(n)
-        try:
-            for (d, w), q in zip(lists, qtfs):
-                np.add.at(acc, d, _times(w, q))
-            if 8 * total < n:
-                # few postings: the candidates are the documents they touch
-                cand = np.unique(np.concatenate([d for d, _ in lists]))
-                score = acc[cand]
-                return self._select(cand.astype(np.intp), score, k)
-            # acc is final: bound the k-th score with the first (highest-bound) term's docs
-            first = lists[0][0]
-            return self._select_final(acc[:n], first if len(first) >= k else None, k)
-        finally:
-            if 8 * total < n:
-                for d, _ in lists:
-                    acc[d] = 0.0
-            else:
-                acc[:n] = 0.0
-
-    def _exhaustive_dense(
-        self, tids: list[int], qtfs: list[int], k: int, is_dense: list[bool]
-    ) -> list[tuple[int, float]]:
-        n = self._ext.n
-        acc = self._accumulator(n)
-        view = acc[:n]
-        first = None  # docnos of a sparse term, for the k-th score bound below
-        try:
-            for tid, q, dense in zip(tids, qtfs, is_dense):
-                if dense:
-                    v = self._term_dense(tid)
-                    view += _times(v, q)
-                else:
-                    d, w = self._term_w(tid)
-                    np.add.at(acc, d, _times(w, q))
-                    if first is None and len(d) >= k:
-                        first = d
-            return self._select_final(view, first, k)
-        finally:
-            view[:] = 0.0
-
-    def _select_final(
-        self, view: np.ndarray, first: np.ndarray | None, k: int
-    ) -> list[tuple[int, float]]:
-        """Top ``k`` of the final dense scores ``view``. The k-th best score among any k
-        documents bounds the k-th best from below: with ``first`` (docnos of one query term,
-        at least ``k`` of them) only the documents at or above the k-th best of those are
-        kept -- one compare over ``view`` instead of a partition of all N scores."""
-        if first is not None:
-            part = view[first]
-            kth = _kth(part, k)
-            cand = np.flatnonzero(view >= kth) if kth > 0 else np.flatnonzero(view > 0)
-        else:
-            cand = np.flatnonzero(view > 0)
-        return self._select(cand, view[cand], k)
-
-    def _lookup(
-        self, tid: int, qtf: int, cand: np.ndarray, blk_idx: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Contribution of term ``tid`` to each sorted candidate docno (0 where absent).
-        From the whole-term cache when the term is there; otherwise only the blocks that
-        can hold candidates are decoded (the whole term, then cached, when that is at least
-        1/16 of its blocks: a partial decode is not cached, and repeating it on every query
-        cost more than the whole decode, measured at 1M docs).
-
-        ``blk_idx`` (optional): per candidate, the index of the block whose range holds it,
-        or -1."""
-        if self._dense_eligible(tid):
-            v = self._term_dense(tid)[cand]
-            return _times(v, qtf)
-        out = np.zeros(len(cand), dtype=np.float64)
-        if len(cand) == 0:
-            return out
-        cached = self._wcache.get(tid)
-        if cached is None:
-            if blk_idx is None:
-                blk_idx = self._blocks_of(tid, cand)
-            need = np.unique(blk_idx[blk_idx >= 0])
-            if len(need) == 0:
-                return out
-            if 16 * len(need) >= len(self._skip[tid]):
-                cached = self._term_w(tid)
-            else:
-                d, t = self._term_postings(tid, need.tolist())
-                c = cand.astype(d.dtype, copy=False)
-                pos = np.searchsorted(d, c)
-                np.minimum(pos, len(d) - 1, out=pos)
-                hit = d[pos] == c
-                ph = pos[hit]
-                w = self._weights(tid, d[ph], t[ph])
-                out[hit] = _times(w, qtf)
-                return out
-        docs, w = cached
-        # Same dtype on both sides: searchsorted would otherwise cast the whole list.
-        c = cand.astype(docs.dtype, copy=False)
-        pos = np.searchsorted(docs, c)
-        np.minimum(pos, len(docs) - 1, out=pos)
-        hit = docs[pos] == c
-        wh = w[pos[hit]]
-        out[hit] = _times(wh, qtf)
-        return out
-
-    def _blocks_of(self, tid: int, cand: np.ndarray) -> np.ndarray:
-        """Per sorted candidate docno: index of the block of ``tid`` covering it, or -1."""
-        sk = self._skip[tid]
-        bi = np.searchsorted(sk[:, _LAST], cand)
-        np.minimum(bi, len(sk) - 1, out=bi)
-        inside = (sk[bi, _FIRST] <= cand) & (sk[bi, _LAST] >= cand)
-        return np.where(inside, bi, -1)
-
-    def _pruned(
-        self, tids: list[int], qtfs: list[int], ub: list[float], k: int
-    ) -> list[tuple[int, float]]:
-        m = len(tids)
-        rest = [0.0] * (m + 1)  # rest[j] = sum of ub[j:]
-        for j in range(m - 1, -1, -1):
-            rest[j] = rest[j + 1] + ub[j]
-        # Bounds and scores come from different float operations: compare with a margin
-        # so that rounding can never prune a document that ties the k-th score.
-        slack = 1e-9
-
-        def above(bound: float, theta: float) -> bool:
-            return bound * (1 + slack) + slack >= theta
-
-        n = self._ext.n
-        df_a = self._df.a
-        acc = self._accumulator(n)
-        view = acc[:n]
-        try:
-            # Seed: the highest-bound terms (at least one) while their lists hold at most
-            # N/8 postings, added into the dense accumulator (np.add.at is sequential, so
-            # each document's partial sum is built in term order, as in exhaustive mode:
-            # every sum is bit-identical to exhaustive's). The complete scores of the seed's
-            # best SEED_DOCS * k documents are real scores: their k-th bounds the final
-            # k-th score from below (theta). Measured at 1M docs: theta reaches ~95% of
-            # the final k-th score and the essential terms hold ~16% of the postings.
-            budget = max(int(df_a[tids[0]]), n >> 3)
-            s, seen = 1, int(df_a[tids[0]])
-            while s < m and seen + int(df_a[tids[s]]) <= budget:
-                seen += int(df_a[tids[s]])
-                s += 1
-            seeds = [self._term_w(t) for t in tids[:s]]
-            for i, (d, w) in enumerate(seeds):
-                np.add.at(acc, d, _times(w, qtfs[i]))
-            theta = -math.inf
-            if s < m:
-                # candidates for the best seed documents: those of the rarest seed terms
-                # (a document that has none of them rarely has a top partial score)
-                c, seen = 1, len(seeds[0][0])
-                while c < s and seen + len(seeds[c][0]) <= max(len(seeds[0][0]), n >> 6):
-                    seen += len(seeds[c][0])
-                    c += 1
-                dseed = seeds[0][0] if c == 1 else np.concatenate([d for d, _ in seeds[:c]])
-                vals = acc[dseed]
-                # a wide seed pays on large indexes only (on SciFact it cost 20% of q/s)
-                n_top = k * (SEED_DOCS if n >= DENSE_TERM_MIN_DOCS else 1)
-                top_n = min(len(vals), c * n_top)  # a doc repeats at most c times
-                sel = np.argpartition(vals, len(vals) - top_n)[len(vals) - top_n :]
-                top = np.unique(dseed[sel])
-                if len(top) > n_top:
-                    part = acc[top]
-                    cut = len(part) - n_top
-                    top = np.sort(top[np.argpartition(part, cut)[cut:]])
-                if len(top) >= k:
-                    full = acc[top]
-                    for i in range(s, m):
-                        full += self._lookup(tids[i], qtfs[i], top)
-                    theta = _kth(full, k)
-            # Essential terms: while the bounds of the terms left could lift a document
-            # that none of the terms so far contains into the top k.
-            j = s
-            while j < m and above(rest[j], theta):
-                j += 1
-            for i in range(s, j):
-                d, w = self._term_w(tids[i])
-                np.add.at(acc, d, _times(w, qtfs[i]))
-
-            def floor_at(i: int) -> float:
-                # a partial score below this plus rest[i] cannot reach theta
-                if theta == -math.inf:
-                    return 0.0
-                return max((theta - slack) / (1 + slack) - rest[i], 0.0)
-
-            def alive(fl: float) -> np.ndarray:
-                return np.flatnonzero(view >= fl if fl > 0 else view > 0)
-
-            # Non-essential terms, in term order. A term cached as a dense array (see
-            # _exhaustive) is one gather at the alive documents. Otherwise the first one's
-            # whole list is walked against the accumulator: a gather and a compare per
-            # posting, the add only where the document can still reach theta; theta rises
-            # with the partial scores (lower bounds of complete scores). That leaves few
-            # documents alive (measured at 1M docs: ~96k before, ~10k after): list them
-            # and look them up.
-            i = j
-            cand = None
-            score = None
-            while i < m:
-                if self._dense_eligible(tids[i]):
-                    if cand is None:
-                        cand = alive(floor_at(i))
-                        score = view[cand]
-                    else:
-                        keep = (score + rest[i]) * (1 + slack) + slack >= theta
-                        if not keep.all():
-                            cand, score = cand[keep], score[keep]
-                    v = self._term_dense(tids[i])[cand]
-                    score += _times(v, qtfs[i])
-                    if len(score) >= k:
-                        theta = max(theta, _kth(score, k))
-                    i += 1
-                    continue
-                if cand is not None:
-                    break  # sparse lookups from here on
-                d, w = self._term_w(tids[i])
-                a = view[d]
-                fl = floor_at(i)
-                keep = np.flatnonzero(a >= fl if fl > 0 else a > 0)
-                if len(keep):
-                    dk = d[keep]
-                    new = a[keep] + _times(w[keep], qtfs[i])
-                    view[dk] = new
-                    if len(new) >= k:
-                        theta = max(theta, _kth(new, k))
-                i += 1
-                alive_now = alive(floor_at(i))
-                # a lookup costs ~10x a posting walked; the candidates shrink as they go
-                if i < m and 8 * len(alive_now) * (m - i) < int(df_a[tids[i:]].sum()):
-                    cand, score = alive_now, view[alive_now]
-                    break
-            if cand is None:
-                cand = alive(floor_at(m))
-                score = view[cand]
-        finally:
-            view[:] = 0.0
-        if i >= m:
-            return self._select(cand, score, k)
-        i_sparse = i
-        if len(score) >= k:
-            theta = max(theta, _kth(score, k))
-        # Few candidates: look them up term by term, decoding only the blocks that hold
-        # them; drop the candidates whose score plus this term's block-max bound (for the
-        # block holding the candidate) plus the bounds of the later terms falls below theta.
-        for i in range(i_sparse, m):
-            keep = (score + rest[i]) * (1 + slack) + slack >= theta
-            if not keep.all():
-                cand, score = cand[keep], score[keep]
-            if len(cand) == 0:
-                break
-            wt = self._idf(tids[i]) * qtfs[i]
-            blk = self._blocks_of(tids[i], cand)
-            bub = np.where(blk >= 0, self._block_bounds(tids[i], wt)[blk], 0.0)
-            keep = (score + bub + rest[i + 1]) * (1 + slack) + slack >= theta
-            if not keep.all():
-                cand, score, blk = cand[keep], score[keep], blk[keep]
-            score += self._lookup(tids[i], qtfs[i], cand, blk)
-            if len(score) >= k:
-                theta = max(theta, _kth(score, k))
-        return self._select(cand, score, k)
-
-    def _select(self, cand: np.ndarray, score: np.ndarray, k: int) -> list[tuple[int, float]]:
-        pos = score > 0
-        if not pos.all():
-            cand, score = cand[pos], score[pos]
-        if len(score) > k:
-            kth = _kth(score, k)
-            sel = score >= kth
-            cand, score = cand[sel], score[sel]
-        order = np.lexsort((cand, -score))[:k]
-        ext = self._ext.a[cand[order]]
-        return list(zip(ext.tolist(), score[order].tolist()))
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -1290,6 +1007,7 @@ class InvertedIndex:
             self._write_blocks(r_tid[last], r_bi[last], r_buf[last], r_off[last], r_cnt[last])
         self._pbufs = []
         self._pending_rows = []
+        self._pending_lists.clear()
         # forward chunks
         for c in sorted(self._fwd_pending):
             off, tids = self._fwd_pending[c]
@@ -1550,16 +1268,6 @@ class InvertedIndex:
             assert len(self._ext_map) == self._nlive
             for e, d in self._ext_map.items():
                 assert self._ext.a[d] == e and live[d]
-
-
-def _times(w: np.ndarray, qtf: int) -> np.ndarray:
-    """Contributions ``w`` of a term that occurs ``qtf`` times in the query (no copy at 1)."""
-    return w if qtf == 1 else w * float(qtf)
-
-
-def _kth(v: np.ndarray, k: int) -> float:
-    """The k-th largest value of ``v`` (``len(v) >= k``)."""
-    return float(np.partition(v, len(v) - k)[len(v) - k])
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ PyObject *native_DimensionError = NULL;
 /* One line per kernel family (see native.h). */
 static PyMethodDef *native_families[] = {
     native_info_methods,
+    native_postings_methods,
     native_hnsw_methods,
     NULL,
 };

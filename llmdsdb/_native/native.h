@@ -47,7 +47,85 @@ const char *native_isa(void);
  */
 extern PyMethodDef native_info_methods[];
 extern PyMethodDef native_hnsw_methods[]; /* bind_hnsw.c: distances, exact top-k, HNSW */
+extern PyMethodDef native_postings_methods[]; /* bind_postings.c: postings decode, BM25 */
 
+/* ---- postings.c: postings blocks (llmdsdb.codec format version 1) --------------------- */
+
+#define NATIVE_POSTINGS_VERSION 1
+#define NATIVE_MAX_BLOCK_POSTINGS 65536
+#define NATIVE_MAX_DOC 2147483647
+#define NATIVE_EVERSION (-16) /* unknown block version: llmdsdb.errors.FormatVersionError */
+
+/* A parsed, length-checked block header: n postings from doc base; the gap run (glen bytes,
+ * dw bits a value) and the tf run (tlen bytes, tw bits) point into the block. */
+typedef struct {
+    uint32_t n, base, dw, tw;
+    const uint8_t *gaps, *tfs;
+    size_t glen, tlen;
+    const char *why; /* what was wrong, when a check failed */
+} native_block_hdr;
+
+/* zlib-compatible crc32 of n bytes, continuing crc (0 to start). */
+uint32_t native_crc32(uint32_t crc, const uint8_t *p, size_t n);
+/* Parse and check the header of the len-byte block at p (and its crc32 when verify_crc):
+ * NATIVE_OK, NATIVE_ECORRUPT or NATIVE_EVERSION. Reads only p[0..len). */
+int native_postings_header(const uint8_t *p, size_t len, int verify_crc, native_block_hdr *h);
+/* Unpack a checked header's runs: h->n doc numbers (strictly increasing) and tfs. */
+int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs);
+/* Both of the above: the number of postings (<= cap) or a negative status. */
+int64_t native_postings_decode(const uint8_t *p, size_t len, int verify_crc, int32_t *docs,
+                               int32_t *tfs, size_t cap);
+
+/* ---- bm25.c: BM25 top-k over postings lists ------------------------------------------- */
+
+/* One term's postings: nb blocks, either compressed (buf != NULL: block i is
+ * buf[offs[i] .. offs[i+1]), verified or not) or raw (docs/tfs, block i = postings
+ * offs[i] .. offs[i+1]). skip: nb rows of 6 int64 (page, count, first doc, last doc,
+ * max tf, min doc length), as llmdsdb.inverted_index keeps them. Nothing is trusted: every
+ * block is checked against its row when it is loaded. */
+typedef struct {
+    const uint8_t *buf;
+    size_t buflen;
+    const int32_t *docs, *tfs;
+    size_t npost;
+    const int64_t *offs;
+    const int64_t *skip;
+    int64_t nb;
+} native_plist;
+
+/* A query: m terms in summation order; term i is lists[list[i]], its BM25 weight idf[i]
+ * and query count qtf[i], and ub[i] bounds its contribution to any document. */
+typedef struct {
+    int32_t m;
+    const int32_t *list;
+    const double *idf, *qtf, *ub;
+} native_bm25_query;
+
+/* What every query of a call shares. norm[d] = k1 * (1 - b + b * dl / avgdl), +inf for a
+ * dead document; block_cap bounds the postings of one block. */
+typedef struct {
+    const native_plist *lists;
+    int64_t nlists;
+    const double *norm;
+    int64_t ndocs;
+    double k1, b, avgdl;
+    int64_t block_cap;
+} native_bm25_ctx;
+
+enum { NATIVE_BM25_EXHAUSTIVE = 0, NATIVE_BM25_PRUNED = 1 };
+
+/* Top k documents of a query by BM25 (score desc, then doc number asc), exact: each score
+ * is summed in term order, so both modes give bit-identical results. acc (ndocs doubles,
+ * zero) and touched (ndocs int32) are scratch for the exhaustive mode (may be NULL for
+ * pruned); acc is zero again on return. Writes *nout <= k hits to docs/scores. */
+int native_bm25_topk(const native_bm25_ctx *c, const native_bm25_query *q, int mode, int64_t k,
+                     double *acc, int32_t *touched, int32_t *docs, double *scores,
+                     int64_t *nout);
+/* native_bm25_topk for nq queries on up to nthreads threads (own scratch each); query i
+ * writes docs/scores[i * k ..] and nout[i]. Returns the first failing status. */
+int native_bm25_batch(const native_bm25_ctx *c, const native_bm25_query *qs, int64_t nq,
+                      int mode, int64_t k, int nthreads, int32_t *docs, double *scores,
+                      int64_t *nout);
 
 /* ---- distance.c: vector distances (float32, runtime SIMD dispatch) -------------------- */
 

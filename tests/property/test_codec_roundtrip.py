@@ -81,3 +81,58 @@ def test_decode_many_refuses_damage(
         pass
     else:
         raise AssertionError("damaged block decoded")
+
+
+# --- the compiled decoder against the numpy decoder it replaced (tests/codec_reference.py) ---
+
+import struct  # noqa: E402
+import zlib  # noqa: E402
+
+import codec_reference as ref  # noqa: E402
+
+from llmdsdb.codec import join_postings  # noqa: E402
+
+
+def _fix_crc(body: bytes) -> bytes:
+    """``body`` (a block without its crc) with a valid crc: damage reaches the parser."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _same_outcome(block: bytes) -> None:
+    """The kernel and the reference decode ``block`` alike, or both refuse it."""
+    try:
+        want = ref.decode_postings_many([block])
+    except CorruptionError:
+        want = None
+    try:
+        got = decode_postings_many([block])
+    except CorruptionError:
+        got = None
+    if want is None or got is None:
+        assert want is None and got is None, (block, want, got)
+        return
+    for w, g in zip(want, got):
+        assert w.tolist() == g.tolist()
+    d, t = decode_postings(block)
+    assert d.tolist() == want[0].tolist() and t.tolist() == want[1].tolist()
+
+
+@given(block)
+def test_kernel_equals_reference(b: tuple[list[int], list[int]]) -> None:
+    raw = encode_postings(np.array(b[0]), np.array(b[1]))
+    _same_outcome(raw)
+    buf, offs = join_postings([raw, raw])
+    assert buf == raw + raw and offs.tolist() == [0, len(raw), 2 * len(raw)]
+
+
+@given(block, st.data())
+def test_kernel_equals_reference_on_damage_behind_a_valid_crc(
+    b: tuple[list[int], list[int]], data: st.DataObject
+) -> None:
+    body = bytearray(encode_postings(np.array(b[0]), np.array(b[1]))[:-4])
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(body)))
+    _same_outcome(_fix_crc(bytes(body)))
+    _same_outcome(_fix_crc(bytes(body[:cut])))

@@ -105,9 +105,12 @@ def _with_crc(body: bytes) -> bytes:
 
 
 def test_declared_sizes_are_not_trusted() -> None:
-    # a valid checksum over a header that declares 2**40 postings
-    with pytest.raises(CorruptionError, match="declares"):
+    # a valid checksum over a header that declares 2**40 postings (a count needs at most
+    # three varint bytes), or 2**16 + 1
+    with pytest.raises(CorruptionError, match="varint"):
         decode_postings(_with_crc(bytes([1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0, 0])))
+    with pytest.raises(CorruptionError, match="declares"):
+        decode_postings(_with_crc(bytes([1, 0x81, 0x80, 0x04, 0, 0, 0])))
     # widths beyond 31 bits
     with pytest.raises(CorruptionError, match="width"):
         decode_postings(_with_crc(bytes([1, 2, 0, 40, 0]) + b"\0" * 5))

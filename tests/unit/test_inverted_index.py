@@ -237,9 +237,10 @@ def test_pruned_equals_exhaustive_on_a_zipf_corpus() -> None:
 
 
 def test_all_modes_agree_with_dense_terms_and_after_open(monkeypatch) -> None:
-    # > 4096 docs and words in over a quarter of them: exhaustive adds those terms as
-    # dense arrays; pruned walks and looks them up; a reopened (cold) index decodes
-    # whole terms with decode_postings_many. Every path must return the same lists.
+    # Words in over a quarter of the documents, so that pruned mode skips, looks up and
+    # drops candidates; auto picks exhaustive for some queries and pruned for others; a
+    # reopened (cold) index reads its lists from the pages again. Every path must return
+    # the same lists.
     rng = np.random.default_rng(11)
     vocab = [f"w{i}" for i in range(300)]
     p = 1.0 / np.arange(1, 301) ** 0.8
@@ -248,7 +249,7 @@ def test_all_modes_agree_with_dense_terms_and_after_open(monkeypatch) -> None:
     texts = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 40)), p=p)) for _ in range(n)]
     queries = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 9)), p=p)) for _ in range(40)]
     queries += ["w0", "w0 w0 w1", "w299 w0", "w5 w5 w5 w0 w1 w2", "w250 w0 w1", "w280 w2 w0"]
-    monkeypatch.setattr(inverted_index, "DENSE_TERM_MIN_DOCS", 4096)
+    monkeypatch.setattr(inverted_index, "EXHAUSTIVE_MAX_POSTINGS", 4096)
     for block_size, ks in ((64, (1, 10, 50)), (16, (1, 3))):  # 16: partial block decodes
         _check_modes(texts, queries, block_size, ks)
 
@@ -271,7 +272,7 @@ def _check_modes(texts: list[str], queries: list[str], block_size: int, ks: tupl
         cold = InvertedIndex.open(store, k1=idx.k1)
         assert [cold.search(q, k, mode="pruned") for q in queries] == ref
     small = InvertedIndex.open(store)
-    small.cache_bytes = 1 << 16  # no room for dense arrays or most lists: still the same
+    small.cache_bytes = 1 << 16  # no room for most lists: still the same
     assert small.search_many(queries, 10) == [idx.search(q, 10) for q in queries]
 
 

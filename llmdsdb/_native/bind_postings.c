@@ -1,0 +1,529 @@
+/*
+ * llmdsdb/_native/bind_postings.c -- CPython bindings of postings.c and bm25.c.
+ *
+ * Every buffer is checked here (type, item size, contiguity, lengths) before a kernel sees
+ * it; the kernels then run with the GIL released and check the data itself. Outputs are
+ * new bytearray/bytes objects that the Python side views with numpy.frombuffer.
+ */
+#include "native.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static PyObject *FormatVersionError = NULL;
+
+static PyObject *raise_status(int st, const char *what, const char *why) {
+    if (st == NATIVE_EVERSION) {
+        if (!FormatVersionError) {
+            PyObject *mod = PyImport_ImportModule("llmdsdb.errors");
+            if (!mod)
+                return NULL;
+            FormatVersionError = PyObject_GetAttrString(mod, "FormatVersionError");
+            Py_DECREF(mod);
+            if (!FormatVersionError)
+                return NULL;
+        }
+        PyErr_Format(FormatVersionError, "%s version is not supported", what);
+        return NULL;
+    }
+    if (st == NATIVE_ECORRUPT) {
+        PyErr_Format(native_CorruptionError, "%s: %s", what, why ? why : "corrupt data");
+        return NULL;
+    }
+    return native_raise(st, what);
+}
+
+/* kind: 'b' bytes-like (itemsize 1), 'i' signed integer, 'f' float; itemsize as given. */
+static int get_buf(PyObject *obj, Py_buffer *v, char kind, Py_ssize_t itemsize, int writable,
+                   const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, v, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(native_InvalidArgumentError, "%s must be a contiguous%s buffer", what,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    const char *f = v->format ? v->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    int ok = v->itemsize == itemsize && f[1] == '\0';
+    if (ok) {
+        if (kind == 'b')
+            ok = strchr("Bbc", *f) != NULL;
+        else if (kind == 'i')
+            ok = strchr("bhilq", *f) != NULL;
+        else
+            ok = *f == 'd';
+    }
+    if (!ok) {
+        PyErr_Format(native_InvalidArgumentError, "%s has the wrong dtype (format %s)", what,
+                     v->format ? v->format : "B");
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *new_bytearray(Py_ssize_t n, char **data) {
+    PyObject *b = PyByteArray_FromStringAndSize(NULL, n > 0 ? n : 0);
+    if (b)
+        *data = PyByteArray_AS_STRING(b);
+    return b;
+}
+
+/* ---- decoding ----------------------------------------------------------------------------- */
+
+static PyObject *py_decode(PyObject *self, PyObject *arg) {
+    Py_buffer v;
+    if (get_buf(arg, &v, 'b', 1, 0, "postings block") < 0)
+        return NULL;
+    native_block_hdr h;
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = native_postings_header(v.buf, (size_t)v.len, 1, &h);
+    Py_END_ALLOW_THREADS if (st != NATIVE_OK) {
+        PyBuffer_Release(&v);
+        return raise_status(st, "postings block", h.why);
+    }
+    char *dp, *tp;
+    PyObject *docs = new_bytearray(4 * (Py_ssize_t)h.n, &dp);
+    PyObject *tfs = docs ? new_bytearray(4 * (Py_ssize_t)h.n, &tp) : NULL;
+    if (!tfs) {
+        Py_XDECREF(docs);
+        PyBuffer_Release(&v);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS st = native_postings_unpack(&h, (int32_t *)dp, (int32_t *)tp);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&v);
+    if (st != NATIVE_OK) {
+        Py_DECREF(docs);
+        Py_DECREF(tfs);
+        return raise_status(st, "postings block", h.why);
+    }
+    return Py_BuildValue("(NN)", docs, tfs);
+}
+
+/* The buffers of a sequence of bytes-like blocks; *nb set; NULL with an exception. */
+static Py_buffer *get_blocks(PyObject *seq, Py_ssize_t *nb) {
+    PyObject *fast = PySequence_Fast(seq, "blocks must be a sequence of bytes");
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Py_buffer *vs = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
+    if (!vs) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyObject_CheckBuffer(o) || PyUnicode_Check(o)) {
+            PyErr_Format(native_CorruptionError, "postings block must be bytes, not %s",
+                         Py_TYPE(o)->tp_name);
+        } else if (get_buf(o, &vs[i], 'b', 1, 0, "postings block") == 0) {
+            continue;
+        }
+        for (Py_ssize_t j = 0; j < i; j++)
+            PyBuffer_Release(&vs[j]);
+        PyMem_Free(vs);
+        Py_DECREF(fast);
+        return NULL;
+    }
+    Py_DECREF(fast);
+    *nb = n;
+    return vs;
+}
+
+static void release_blocks(Py_buffer *vs, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyBuffer_Release(&vs[i]);
+    PyMem_Free(vs);
+}
+
+/* Headers of all blocks (crc verified); total postings in *total. */
+static int parse_all(Py_buffer *vs, Py_ssize_t nb, native_block_hdr *hs, int64_t *total,
+                     const char **why) {
+    int64_t t = 0;
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        int st = native_postings_header(vs[i].buf, (size_t)vs[i].len, 1, &hs[i]);
+        if (st != NATIVE_OK) {
+            *why = hs[i].why;
+            return st;
+        }
+        t += hs[i].n;
+    }
+    *total = t;
+    return NATIVE_OK;
+}
+
+static PyObject *py_decode_many(PyObject *self, PyObject *arg) {
+    Py_ssize_t nb;
+    Py_buffer *vs = get_blocks(arg, &nb);
+    if (!vs)
+        return NULL;
+    native_block_hdr *hs = PyMem_Malloc(sizeof(native_block_hdr) * ((size_t)nb + 1));
+    if (!hs) {
+        release_blocks(vs, nb);
+        return PyErr_NoMemory();
+    }
+    int64_t total = 0;
+    int st;
+    const char *why = NULL;
+    Py_BEGIN_ALLOW_THREADS st = parse_all(vs, nb, hs, &total, &why);
+    Py_END_ALLOW_THREADS PyObject *docs = NULL, *tfs = NULL, *counts = NULL;
+    if (st != NATIVE_OK) {
+        raise_status(st, "postings block", why);
+        goto fail;
+    }
+    char *dp, *tp, *cp;
+    docs = new_bytearray(4 * total, &dp);
+    tfs = docs ? new_bytearray(4 * total, &tp) : NULL;
+    counts = tfs ? new_bytearray(8 * nb, &cp) : NULL;
+    if (!counts)
+        goto fail;
+    Py_BEGIN_ALLOW_THREADS int64_t off = 0;
+    for (Py_ssize_t i = 0; i < nb && st == NATIVE_OK; i++) {
+        st = native_postings_unpack(&hs[i], (int32_t *)dp + off, (int32_t *)tp + off);
+        why = hs[i].why;
+        ((int64_t *)cp)[i] = hs[i].n;
+        off += hs[i].n;
+    }
+    Py_END_ALLOW_THREADS if (st != NATIVE_OK) {
+        raise_status(st, "postings block", why);
+        goto fail;
+    }
+    PyMem_Free(hs);
+    release_blocks(vs, nb);
+    return Py_BuildValue("(NNN)", docs, tfs, counts);
+fail:
+    Py_XDECREF(docs);
+    Py_XDECREF(tfs);
+    Py_XDECREF(counts);
+    PyMem_Free(hs);
+    release_blocks(vs, nb);
+    return NULL;
+}
+
+static PyObject *py_join(PyObject *self, PyObject *arg) {
+    Py_ssize_t nb;
+    Py_buffer *vs = get_blocks(arg, &nb);
+    if (!vs)
+        return NULL;
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < nb; i++)
+        total += vs[i].len;
+    char *op;
+    PyObject *offs = new_bytearray(8 * (nb + 1), &op);
+    PyObject *buf = offs ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total) : NULL;
+    if (!buf) {
+        Py_XDECREF(offs);
+        release_blocks(vs, nb);
+        return NULL;
+    }
+    char *bp = PyBytes_AS_STRING(buf);
+    int st = NATIVE_OK;
+    native_block_hdr h;
+    h.why = NULL;
+    Py_BEGIN_ALLOW_THREADS int64_t *o = (int64_t *)op;
+    int64_t pos = 0;
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        o[i] = pos;
+        if (st == NATIVE_OK)
+            st = native_postings_header(vs[i].buf, (size_t)vs[i].len, 1, &h);
+        memcpy(bp + pos, vs[i].buf, (size_t)vs[i].len);
+        pos += vs[i].len;
+    }
+    o[nb] = pos;
+    Py_END_ALLOW_THREADS release_blocks(vs, nb);
+    if (st != NATIVE_OK) {
+        Py_DECREF(buf);
+        Py_DECREF(offs);
+        return raise_status(st, "postings block", h.why);
+    }
+    return Py_BuildValue("(NN)", buf, offs);
+}
+
+static PyObject *py_crc32(PyObject *self, PyObject *arg) {
+    Py_buffer v;
+    if (get_buf(arg, &v, 'b', 1, 0, "data") < 0)
+        return NULL;
+    uint32_t c;
+    Py_BEGIN_ALLOW_THREADS c = native_crc32(0, v.buf, (size_t)v.len);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&v);
+    return PyLong_FromUnsignedLong(c);
+}
+
+/* ---- BM25 top-k --------------------------------------------------------------------------- */
+
+/* Views held for one search call. */
+typedef struct {
+    Py_buffer *v;
+    Py_ssize_t n, cap;
+} views;
+
+static Py_buffer *views_add(views *vw) {
+    if (vw->n == vw->cap) {
+        Py_ssize_t cap = vw->cap ? 2 * vw->cap : 64;
+        Py_buffer *nv = PyMem_Realloc(vw->v, sizeof(Py_buffer) * (size_t)cap);
+        if (!nv) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        vw->v = nv;
+        vw->cap = cap;
+    }
+    return &vw->v[vw->n];
+}
+
+static int views_get(views *vw, PyObject *o, char kind, Py_ssize_t itemsize, int writable,
+                     const char *what) {
+    Py_buffer *v = views_add(vw);
+    if (!v || get_buf(o, v, kind, itemsize, writable, what) < 0)
+        return -1;
+    vw->n++;
+    return 0;
+}
+
+static void views_release(views *vw) {
+    for (Py_ssize_t i = 0; i < vw->n; i++)
+        PyBuffer_Release(&vw->v[i]);
+    PyMem_Free(vw->v);
+}
+
+#define LAST(vw) (&(vw)->v[(vw)->n - 1])
+
+/* lists: sequence of (buf or None, offs int64, skip int64 (nb, 6), docs or None, tfs or None).
+ */
+static int parse_lists(PyObject *seq, views *vw, native_plist **out, Py_ssize_t *n) {
+    PyObject *fast = PySequence_Fast(seq, "lists must be a sequence");
+    if (!fast)
+        return -1;
+    Py_ssize_t nl = PySequence_Fast_GET_SIZE(fast);
+    native_plist *ls = PyMem_Calloc((size_t)nl + 1, sizeof(native_plist));
+    if (!ls) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nl; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(fast, i);
+        PyObject *buf, *offs, *skip, *docs, *tfs;
+        if (!PyTuple_Check(t) ||
+            !PyArg_ParseTuple(t, "OOOOO;a postings list is (buf, offs, skip, docs, tfs)", &buf,
+                              &offs, &skip, &docs, &tfs))
+            goto fail;
+        native_plist *L = &ls[i];
+        if (views_get(vw, offs, 'i', 8, 0, "offs") < 0)
+            goto fail;
+        Py_ssize_t no = LAST(vw)->len / 8;
+        L->offs = LAST(vw)->buf;
+        if (views_get(vw, skip, 'i', 8, 0, "skip") < 0)
+            goto fail;
+        L->skip = LAST(vw)->buf;
+        L->nb = LAST(vw)->len / 48;
+        if (LAST(vw)->len % 48 || no != L->nb + 1) {
+            PyErr_SetString(native_InvalidArgumentError,
+                            "skip must hold 6 int64 per block and offs one more than blocks");
+            goto fail;
+        }
+        if (buf != Py_None) {
+            if (views_get(vw, buf, 'b', 1, 0, "buf") < 0)
+                goto fail;
+            L->buf = LAST(vw)->buf;
+            L->buflen = (size_t)LAST(vw)->len;
+        } else {
+            if (views_get(vw, docs, 'i', 4, 0, "docs") < 0)
+                goto fail;
+            L->docs = LAST(vw)->buf;
+            L->npost = (size_t)(LAST(vw)->len / 4);
+            if (views_get(vw, tfs, 'i', 4, 0, "tfs") < 0)
+                goto fail;
+            L->tfs = LAST(vw)->buf;
+            if ((size_t)(LAST(vw)->len / 4) != L->npost) {
+                PyErr_SetString(native_InvalidArgumentError, "docs and tfs differ in length");
+                goto fail;
+            }
+        }
+    }
+    Py_DECREF(fast);
+    *out = ls;
+    *n = nl;
+    return 0;
+fail:
+    Py_DECREF(fast);
+    PyMem_Free(ls);
+    return -1;
+}
+
+/* queries: sequence of (list idx int32, idf f64, qtf f64, ub f64), all of one length. */
+static int parse_queries(PyObject *seq, views *vw, native_bm25_query **out, Py_ssize_t *n) {
+    PyObject *fast = PySequence_Fast(seq, "queries must be a sequence");
+    if (!fast)
+        return -1;
+    Py_ssize_t nq = PySequence_Fast_GET_SIZE(fast);
+    native_bm25_query *qs = PyMem_Calloc((size_t)nq + 1, sizeof(native_bm25_query));
+    if (!qs) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(fast, i);
+        PyObject *li, *idf, *qtf, *ub;
+        if (!PyTuple_Check(t) ||
+            !PyArg_ParseTuple(t, "OOOO;a query is (lists, idf, qtf, ub)", &li, &idf, &qtf, &ub))
+            goto fail;
+        native_bm25_query *q = &qs[i];
+        if (views_get(vw, li, 'i', 4, 0, "query lists") < 0)
+            goto fail;
+        Py_ssize_t m = LAST(vw)->len / 4;
+        q->list = LAST(vw)->buf;
+        if (views_get(vw, idf, 'f', 8, 0, "idf") < 0 || LAST(vw)->len / 8 != m)
+            goto bad;
+        q->idf = LAST(vw)->buf;
+        if (views_get(vw, qtf, 'f', 8, 0, "qtf") < 0 || LAST(vw)->len / 8 != m)
+            goto bad;
+        q->qtf = LAST(vw)->buf;
+        if (views_get(vw, ub, 'f', 8, 0, "ub") < 0 || LAST(vw)->len / 8 != m)
+            goto bad;
+        q->ub = LAST(vw)->buf;
+        if (m > INT32_MAX)
+            goto bad;
+        q->m = (int32_t)m;
+    }
+    Py_DECREF(fast);
+    *out = qs;
+    *n = nq;
+    return 0;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(native_InvalidArgumentError, "query arrays differ in length");
+fail:
+    Py_DECREF(fast);
+    PyMem_Free(qs);
+    return -1;
+}
+
+static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"lists", "queries", "norm", "k", "k1", "b", "avgdl", "block_cap",
+                            "mode", "threads", "acc", "touched", NULL};
+    PyObject *lists, *queries, *norm, *acc = Py_None, *touched = Py_None;
+    long long k, block_cap;
+    double k1, b, avgdl;
+    int mode, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOLdddLi|iOO", names, &lists, &queries, &norm,
+                                     &k, &k1, &b, &avgdl, &block_cap, &mode, &threads, &acc,
+                                     &touched))
+        return NULL;
+    if (k < 1 || block_cap < 1 || block_cap > NATIVE_MAX_BLOCK_POSTINGS ||
+        (mode != NATIVE_BM25_EXHAUSTIVE && mode != NATIVE_BM25_PRUNED) || threads < 1) {
+        PyErr_SetString(native_InvalidArgumentError, "bad k, block_cap, mode or threads");
+        return NULL;
+    }
+    views vw = {NULL, 0, 0};
+    native_plist *ls = NULL;
+    native_bm25_query *qs = NULL;
+    Py_ssize_t nl = 0, nq = 0;
+    PyObject *result = NULL;
+    int32_t *od = NULL;
+    double *os = NULL;
+    int64_t *on = NULL;
+    if (views_get(&vw, norm, 'f', 8, 0, "norm") < 0)
+        goto done;
+    native_bm25_ctx c;
+    c.norm = LAST(&vw)->buf;
+    c.ndocs = LAST(&vw)->len / 8;
+    if (c.ndocs >= INT32_MAX) {
+        PyErr_SetString(native_InvalidArgumentError, "too many documents");
+        goto done;
+    }
+    c.k1 = k1;
+    c.b = b;
+    c.avgdl = avgdl;
+    c.block_cap = block_cap;
+    if (parse_lists(lists, &vw, &ls, &nl) < 0 || parse_queries(queries, &vw, &qs, &nq) < 0)
+        goto done;
+    c.lists = ls;
+    c.nlists = nl;
+    for (Py_ssize_t i = 0; i < nq; i++)
+        for (int32_t j = 0; j < qs[i].m; j++)
+            if (qs[i].list[j] < 0 || qs[i].list[j] >= nl) {
+                PyErr_SetString(native_InvalidArgumentError, "query term list out of range");
+                goto done;
+            }
+    int64_t kk = k < c.ndocs ? k : (c.ndocs > 0 ? c.ndocs : 1);
+    od = PyMem_Malloc(sizeof(int32_t) * (size_t)(kk * nq + 1));
+    os = PyMem_Malloc(sizeof(double) * (size_t)(kk * nq + 1));
+    on = PyMem_Calloc((size_t)nq + 1, sizeof(int64_t));
+    if (!od || !os || !on) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int st;
+    if (threads == 1 && (mode == NATIVE_BM25_PRUNED || acc != Py_None)) {
+        double *ap = NULL;
+        int32_t *tp = NULL;
+        if (mode == NATIVE_BM25_EXHAUSTIVE) {
+            if (views_get(&vw, acc, 'f', 8, 1, "acc") < 0)
+                goto done;
+            ap = LAST(&vw)->buf;
+            Py_ssize_t alen = LAST(&vw)->len / 8;
+            if (views_get(&vw, touched, 'i', 4, 1, "touched") < 0)
+                goto done;
+            tp = LAST(&vw)->buf;
+            if (alen < c.ndocs || LAST(&vw)->len / 4 < c.ndocs) {
+                PyErr_SetString(native_InvalidArgumentError, "scratch shorter than norm");
+                goto done;
+            }
+        }
+        /* one thread: the caller's scratch, queries in turn */
+        Py_BEGIN_ALLOW_THREADS st = NATIVE_OK;
+        for (Py_ssize_t i = 0; i < nq && st == NATIVE_OK; i++)
+            st = native_bm25_topk(&c, &qs[i], mode, kk, ap, tp, od + i * kk, os + i * kk, on + i);
+        Py_END_ALLOW_THREADS
+    } else {
+        Py_BEGIN_ALLOW_THREADS st = native_bm25_batch(&c, qs, nq, mode, kk, threads, od, os, on);
+        Py_END_ALLOW_THREADS
+    }
+    if (st != NATIVE_OK) {
+        raise_status(st, "bm25 search", "a postings block or skip row is corrupt");
+        goto done;
+    }
+    result = PyList_New(nq);
+    if (!result)
+        goto done;
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        PyObject *t = Py_BuildValue("(y#y#)", (const char *)(od + i * kk),
+                                    (Py_ssize_t)(4 * on[i]), (const char *)(os + i * kk),
+                                    (Py_ssize_t)(8 * on[i]));
+        if (!t) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, t);
+    }
+done:
+    PyMem_Free(od);
+    PyMem_Free(os);
+    PyMem_Free(on);
+    PyMem_Free(ls);
+    PyMem_Free(qs);
+    views_release(&vw);
+    return result;
+}
+
+PyMethodDef native_postings_methods[] = {
+    {"postings_decode", py_decode, METH_O,
+     "postings_decode(block) -> (docs, tfs): one codec block (crc checked) as two bytearrays "
+     "of int32."},
+    {"postings_decode_many", py_decode_many, METH_O,
+     "postings_decode_many(blocks) -> (docs, tfs, counts): blocks concatenated, int32, and "
+     "int64 counts."},
+    {"postings_join", py_join, METH_O,
+     "postings_join(blocks) -> (buf, offs): the blocks (each checked) back to back, and "
+     "nb + 1 int64 byte offsets."},
+    {"crc32", py_crc32, METH_O, "crc32(data) -> int: zlib-compatible crc32."},
+    {"bm25_search", (PyCFunction)(void (*)(void))py_bm25_search, METH_VARARGS | METH_KEYWORDS,
+     "bm25_search(lists, queries, norm, k, k1, b, avgdl, block_cap, mode, threads=1, "
+     "acc=None, touched=None) -> [(docs int32 bytes, scores float64 bytes)] per query."},
+    {NULL, NULL, 0, NULL},
+};

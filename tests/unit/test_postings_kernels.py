@@ -1,0 +1,230 @@
+"""The compiled postings and BM25 kernels (llmdsdb/_native/postings.c, bm25.c) on hostile
+input: a bounded-time fuzz of the decoders and of the top-k kernel with random and
+mutated blocks, offsets and skip rows. Anything but a result or a CorruptionError /
+InvalidArgumentError (a crash, another exception, a read outside a buffer under the
+sanitizer build) fails."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from llmdsdb._native import _core
+from llmdsdb.analysis import Analyzer
+from llmdsdb.codec import decode_postings, decode_postings_many, encode_postings, join_postings
+from llmdsdb.errors import CorruptionError, InvalidArgumentError
+from llmdsdb.inverted_index import InvertedIndex
+
+FUZZ_SECONDS = 1.5
+
+
+def _block(rng: np.random.Generator) -> bytes:
+    n = int(rng.choice([1, 2, 3, 8, 9, 31, 64]))
+    docs = int(rng.integers(0, 100)) + np.cumsum(rng.integers(1, 1 << int(rng.integers(1, 20)), n))
+    tfs = rng.integers(1, 1 << int(rng.integers(1, 12)), n)
+    return encode_postings(docs - docs[0], tfs)
+
+
+def _mutate(rng: np.random.Generator, raw: bytes) -> bytes:
+    b = bytearray(raw)
+    kind = int(rng.integers(0, 4))
+    if kind == 0 and len(b) > 4:  # bytes changed behind a valid crc
+        body = b[:-4]
+        for _ in range(int(rng.integers(1, 4))):
+            body[int(rng.integers(0, len(body)))] = int(rng.integers(0, 256))
+        return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    if kind == 1:  # cut, crc fixed
+        body = b[: int(rng.integers(0, max(len(b) - 3, 1)))]
+        return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    if kind == 2:  # random bytes
+        return rng.integers(0, 256, int(rng.integers(0, 40)), dtype=np.uint8).tobytes()
+    b[int(rng.integers(0, len(b)))] ^= int(rng.integers(1, 256))  # a flipped byte
+    return bytes(b)
+
+
+def test_fuzz_decoders() -> None:
+    rng = np.random.default_rng(1234)
+    end = time.monotonic() + FUZZ_SECONDS
+    runs = decoded = 0
+    while time.monotonic() < end:
+        blocks = [_block(rng) for _ in range(int(rng.integers(1, 4)))]
+        blocks[int(rng.integers(0, len(blocks)))] = _mutate(rng, blocks[0])
+        for fn in (lambda: decode_postings(blocks[0]), lambda: decode_postings_many(blocks),
+                   lambda: join_postings(blocks)):
+            runs += 1
+            try:
+                out = fn()
+            except CorruptionError:
+                continue
+            decoded += 1
+            if len(out) >= 2 and isinstance(out[0], np.ndarray):
+                d = out[0]
+                assert (d >= 0).all()
+    assert runs > 100 and decoded > 0
+
+
+def _lists(rng: np.random.Generator, ndocs: int, nterms: int, damage: bool) -> list[tuple]:
+    out = []
+    for _ in range(nterms):
+        nb = int(rng.integers(1, 5))
+        blocks, skip = [], []
+        doc = int(rng.integers(0, 5))
+        for _ in range(nb):
+            n = int(rng.integers(1, 9))
+            docs = doc + np.cumsum(rng.integers(1, 4, n)) - 1
+            tfs = rng.integers(1, 6, n)
+            doc = int(docs[-1]) + 1
+            blocks.append(encode_postings(docs, tfs))
+            skip.append([0, n, docs[0], docs[-1], tfs.max(), 1])
+        sk = np.array(skip, dtype=np.int64)
+        if damage and rng.random() < 0.5:
+            i = int(rng.integers(0, len(blocks)))
+            blocks[i] = _mutate(rng, blocks[i])
+        if damage and rng.random() < 0.5:
+            sk[int(rng.integers(0, nb)), int(rng.integers(1, 6))] = int(rng.integers(-3, ndocs + 40))
+        buf = b"".join(blocks)
+        offs = np.cumsum([0] + [len(b) for b in blocks]).astype(np.int64)
+        if damage and rng.random() < 0.2:
+            offs[int(rng.integers(0, len(offs)))] = int(rng.integers(-5, len(buf) + 5))
+        if rng.random() < 0.3:  # the raw form
+            docs_all, tfs_all = [], []
+            for bl in blocks:
+                try:
+                    d, t = decode_postings(bl)
+                except CorruptionError:
+                    d, t = np.zeros(1, np.int32), np.zeros(1, np.int32)
+                docs_all.append(d)
+                tfs_all.append(t)
+            cnt = np.cumsum([0] + [len(d) for d in docs_all]).astype(np.int64)
+            out.append((None, cnt, sk, np.concatenate(docs_all), np.concatenate(tfs_all)))
+        else:
+            out.append((buf, offs, sk, None, None))
+    return out
+
+
+def _search(lists, queries, ndocs, k, mode, threads=1):
+    norm = np.full(ndocs, 0.9)
+    acc = np.zeros(ndocs)
+    touched = np.zeros(ndocs, dtype=np.int32)
+    got = _core.bm25_search(lists, queries, norm, k, 1.2, 0.75, 7.0, 8, mode, threads, acc,
+                            touched)
+    assert not acc.any()  # the kernel leaves its accumulator zeroed
+    return [(np.frombuffer(d, np.int32).tolist(), np.frombuffer(s).tolist()) for d, s in got]
+
+
+def _query(rng: np.random.Generator, nterms: int) -> tuple:
+    m = int(rng.integers(1, nterms + 1))
+    li = rng.choice(nterms, m, replace=False).astype(np.int32)
+    idf = rng.uniform(0.1, 3.0, m)
+    qtf = rng.integers(1, 3, m).astype(np.float64)
+    ub = idf * qtf * 2.2  # tf part < k1 + 1
+    return (li, idf, qtf, ub)
+
+
+def test_fuzz_topk_kernel() -> None:
+    rng = np.random.default_rng(99)
+    end = time.monotonic() + FUZZ_SECONDS
+    runs = answered = 0
+    while time.monotonic() < end:
+        ndocs = int(rng.integers(1, 120))
+        nterms = int(rng.integers(1, 6))
+        lists = _lists(rng, ndocs, nterms, damage=True)
+        queries = [_query(rng, nterms) for _ in range(3)]
+        for mode in (0, 1):
+            runs += 1
+            try:
+                _search(lists, queries, ndocs, int(rng.integers(1, 12)), mode,
+                        int(rng.integers(1, 3)))
+            except (CorruptionError, InvalidArgumentError):
+                continue
+            answered += 1
+    assert runs > 50 and answered > 0
+
+
+def test_kernel_modes_agree_on_valid_lists() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        nterms = int(rng.integers(1, 6))
+        lists = _lists(rng, 200, nterms, damage=False)
+        queries = [_query(rng, nterms) for _ in range(4)]
+        k = int(rng.integers(1, 15))
+        ex = _search(lists, queries, 200, k, 0)
+        assert _search(lists, queries, 200, k, 1) == ex
+        assert _search(lists, queries, 200, k, 1, threads=2) == ex
+        assert _search(lists, queries, 200, k, 0, threads=3) == ex
+
+
+def test_kernel_refuses_bad_arguments() -> None:
+    rng = np.random.default_rng(3)
+    lists = _lists(rng, 50, 2, damage=False)
+    q = _query(rng, 2)
+    norm = np.ones(50)
+    with pytest.raises(InvalidArgumentError):  # a term list index out of range
+        _core.bm25_search(lists, [(np.array([5], np.int32),) + q[1:2] * 3], norm, 3, 1.2,
+                          0.75, 1.0, 8, 1)
+    with pytest.raises(InvalidArgumentError):  # wrong dtype
+        _core.bm25_search(lists, [(q[0].astype(np.int64),) + q[1:]], norm, 3, 1.2, 0.75,
+                          1.0, 8, 1)
+    with pytest.raises(InvalidArgumentError):  # scratch too short
+        _core.bm25_search(lists, [q], norm, 3, 1.2, 0.75, 1.0, 8, 0, 1, np.zeros(3),
+                          np.zeros(3, np.int32))
+    with pytest.raises(InvalidArgumentError):
+        _core.bm25_search(lists, [q], norm, 0, 1.2, 0.75, 1.0, 8, 1)
+    # a block with more postings than block_cap is corrupt for this index
+    with pytest.raises(CorruptionError):
+        _core.bm25_search(lists, [q], norm, 3, 1.2, 0.75, 1.0, 1, 1)
+
+
+def _corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(200)]
+    p = 1.0 / np.arange(1, 201) ** 0.9
+    p /= p.sum()
+    texts = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 30)), p=p)) for _ in range(n)]
+    queries = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 8)), p=p)) for _ in range(60)]
+    return texts, queries
+
+
+def test_search_threads_agree_and_run_concurrently() -> None:
+    texts, queries = _corpus(3000, 5)
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=32)
+    idx.add_documents(range(len(texts)), texts)
+    idx.flush()
+    ref = [idx.search(q, 10) for q in queries]
+    for mode in ("auto", "pruned", "exhaustive"):
+        assert idx.search_many(queries, 10, mode=mode, threads=3) == ref
+    got: dict[int, list] = {}
+
+    def worker(i: int) -> None:
+        got[i] = [idx.search(q, 10) for q in queries]
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(v == ref for v in got.values())
+    with pytest.raises(InvalidArgumentError):
+        idx.search_many(queries, 10, threads=0)
+
+
+def test_corrupt_page_is_corruption_error_at_query_time() -> None:
+    texts, queries = _corpus(2000, 8)
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=16)
+    idx.add_documents(range(len(texts)), texts)
+    idx.flush()
+    store = idx.store
+    tid = idx._tid["w0"]
+    page = int(idx._skip[tid][3, 0])
+    raw = bytearray(store.get(page))
+    raw[len(raw) // 2] ^= 0xFF
+    store.put(page, bytes(raw))
+    cold = InvertedIndex.open(store)
+    for mode in ("pruned", "exhaustive"):
+        with pytest.raises(CorruptionError):
+            cold.search("w0 w1", 10, mode=mode)
