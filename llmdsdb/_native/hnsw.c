@@ -239,11 +239,17 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
         if (-top.d > lb && nr >= ef)
             break;
         heap_pop(c->cand, &nc);
+        /* the next node to expand is likely the new top: fetch its row while this one's
+         * neighbours are scored (rows live apart from vectors, so nothing else brings it) */
+        if (nc && level == 0)
+            __builtin_prefetch(g->adj0 + (size_t)(-c->cand[0].id) * (size_t)g->m0);
         const int32_t *row = read_row(g, c, level, -top.id);
         if (!row)
             return NATIVE_ECORRUPT;
-        if (row[0] >= 0 && row[0] < g->n)
+        if (row[0] >= 0 && row[0] < g->n) {
             __builtin_prefetch(&mark[row[0]]);
+            prefetch_vec(g, row[0]);
+        }
         for (int j = 0; j < w; j++) {
             int32_t nb = row[j];
             if (nb < 0) {
