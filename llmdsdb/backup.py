@@ -74,6 +74,7 @@ from llmdsdb.errors import (
     InvalidArgumentError,
     InvalidPathError,
     LlmdsdbError,
+    StorageError,
 )
 
 __all__ = [
@@ -418,11 +419,24 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
     if not parent.is_dir():
         raise BackupError(f"{parent}: the destination's parent directory does not exist")
 
+    source = path.path if isinstance(path, Database) else os.fspath(path)
+    if _inside(target, Path(os.path.abspath(source))):
+        raise BackupError(f"{target}: a backup inside the database directory {source} would "
+                          "be deleted by a restore over that database; put it elsewhere")
+    try:
+        return _backup(path, source, target, parent)
+    except OSError as exc:
+        if isinstance(exc, LlmdsdbError):
+            raise
+        raise _storage_error(exc, f"the backup of {source}", parent) from exc
+
+
+def _backup(path: Any, source: str, target: Path, parent: Path) -> BackupInfo:
+    from llmdsdb.db import Database
+
     if isinstance(path, Database):
         db, own = path, False
-        source = db.path
     else:
-        source = os.fspath(path)
         sst = _lstat(Path(source))
         if sst is None or not stat.S_ISDIR(sst.st_mode) or \
                 not (Path(source) / DATA_FILE).exists():
@@ -566,6 +580,38 @@ def _copy_hashing(src: Path, dst: Path, limit: int) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _storage_error(exc: OSError, what: str, where: Path, need: int | None = None
+                   ) -> StorageError:
+    """An OSError of a backup or a restore as a StorageError (same errno) with a hint."""
+    if exc.errno in _NO_SPACE:
+        more = f" (it needs {need} bytes there)" if need else ""
+        hint = (f"no space left for {what} in {where}{more}: free some space or use "
+                f"another file system")
+    else:
+        hint = f"{what} failed in {where}: {exc.strerror or exc}"
+    return StorageError(exc.errno or errno.EIO, hint)
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """True when ``path`` is ``directory`` or lies below it (symlinks resolved)."""
+    p, d = os.path.realpath(path), os.path.realpath(directory)
+    return p == d or p.startswith(d.rstrip(os.sep) + os.sep)
+
+
+def _refuse_open_target(target: Path) -> None:
+    """A database that some process has open must not be replaced: that process would go
+    on reading (and writing, losing what it writes) the old, deleted file."""
+    from llmdsdb.storage import holders
+
+    who = holders(target)
+    if who:
+        raise BackupError(f"{target}: the database is open in {' and '.join(who)}; close it "
+                          f"there (stop the writers and readers) before restoring over it")
+
+
 def _check_restore_target(target: Path, force: bool) -> bool:
     """Refuse a target restore must not touch; True when an existing database will be
     replaced."""
@@ -584,6 +630,7 @@ def _check_restore_target(target: Path, force: bool) -> bool:
     if not (target / DATA_FILE).exists():
         raise BackupError(f"{target}: not an llmdsdb database (no {DATA_FILE}); "
                           "refusing to replace it even with --force")
+    _refuse_open_target(target)
     return True
 
 
@@ -605,6 +652,10 @@ def restore(backup_dir: str | os.PathLike[str], path: str | os.PathLike[str], *,
     """
     hook = _hook or (lambda point: None)
     bdir = Path(backup_dir)
+    if _inside(bdir, Path(os.path.abspath(path))):
+        raise BackupError(f"{bdir}: the backup is inside the restore target {path}; "
+                          "restoring would delete the backup itself. Move the backup "
+                          "out of the database directory first")
     manifest = read_manifest(bdir)
     data = bdir / DATA_FILE
     dst = _lstat(data)
@@ -618,6 +669,27 @@ def restore(backup_dir: str | os.PathLike[str], path: str | os.PathLike[str], *,
     parent = target.parent
     if not parent.is_dir():
         raise BackupError(f"{parent}: the target's parent directory does not exist")
+    try:
+        return _restore(bdir, manifest, data, target, force, hook)
+    except OSError as exc:
+        if isinstance(exc, LlmdsdbError):
+            raise
+        raise _storage_error(exc, f"restoring {bdir}", parent,
+                             manifest["size_bytes"]) from exc
+
+
+def _restore(bdir: Path, manifest: dict[str, Any], data: Path, target: Path, force: bool,
+             hook: Callable[[str], None]) -> RestoreInfo:
+    parent = target.parent
+    try:
+        fs = os.statvfs(parent)
+    except OSError:
+        fs = None
+    if fs is not None and fs.f_bavail * fs.f_frsize < manifest["size_bytes"]:
+        raise StorageError(errno.ENOSPC, f"no space left for restoring {bdir} in {parent}: "
+                           f"it needs {manifest['size_bytes']} bytes, "
+                           f"{fs.f_bavail * fs.f_frsize} are free; free some space or use "
+                           f"another file system (the database at {target} is unchanged)")
     with _DirLock(parent):
         _cleanup_restore_debris(target)
         replacing = _check_restore_target(target, force)

@@ -108,6 +108,7 @@ __all__ = [
     "check_format",
     "check_lmdb_file",
     "check_structure_in_subprocess",
+    "holders",
     "decode_value",
     "encode_value",
     "from_u64key",
@@ -587,6 +588,65 @@ def check_structure_in_subprocess(path: str | os.PathLike[str], *, lock: bool = 
     return [f"{data}: LMDB structure: {q}" for q in out["problems"]]
 
 
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux): type, whence, start, len, pid
+
+
+def holders(path: str | os.PathLike[str]) -> list[str]:
+    """Who has the database in directory ``path`` open right now, as phrases (``"this
+    process"``, ``"process 1234"``, ``"a writer (process 1234)"``); empty when nobody does.
+
+    * this process: the environment registry;
+    * another process: every process that has the environment open holds a shared
+      ``fcntl`` lock on byte 0 of ``lock.mdb`` for as long as it is open (LMDB takes it in
+      ``mdb_env_open``), reported by ``F_GETLK`` without taking any lock;
+    * a writer in the middle of a batch holds llmdsdb's write lock (``flock``).
+
+    ``lock.mdb`` is opened only when this process does not have the environment open: a
+    process loses all its ``fcntl`` locks on a file when it closes any descriptor of it.
+    A reader that opened the database without LMDB's lock file (a read-only file system)
+    cannot be seen. Linux ``struct flock`` layout.
+
+    Complexity: O(1).
+    """
+    p = os.path.abspath(os.fspath(path))
+    with _REGISTRY_LOCK:
+        env = _REGISTRY.get(os.path.realpath(p))
+        if env is not None and not env.closed:
+            return ["this process"]
+    out: list[str] = []
+    try:
+        fd = os.open(os.path.join(p, _LMDB_LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW
+                     | os.O_CLOEXEC)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+            kind, _, _, _, pid = _FLOCK.unpack(got)
+            if kind != fcntl.F_UNLCK:
+                out.append(f"process {pid}")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    try:
+        fd = os.open(os.path.join(p, _LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return out
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        try:
+            writer = os.pread(fd, 32, 0).decode("ascii").strip()
+            out.append(f"a writer (process {int(writer)})")
+        except (OSError, ValueError):
+            out.append("a writer")
+    finally:
+        os.close(fd)
+    return out
+
+
 def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
     """Validate the database directory; create it 0700 when allowed. True when created."""
     try:
@@ -640,6 +700,13 @@ def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
                                    f"only (remove the other links, or take a copy with "
                                    f"`llmdsdb backup`)")
     return False
+
+
+def _empty_file(path: str) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except OSError:
+        return False
 
 
 def _missing_data_file(path: str) -> str | None:
@@ -867,6 +934,29 @@ class Txn:
         Complexity: O(log n + k).
         """
         return self._iter(db, prefix, False, True)  # type: ignore[return-value]
+
+    def around(self, db: str, key: bytes | str) -> list[tuple[bytes, bytes]]:
+        """The entries of ``db`` just below ``key`` and at or above it (at most two,
+        verified values): where a damaged key would sit if ``key`` was damaged, for the
+        document layer's key-integrity check on a miss.
+
+        Complexity: O(log n).
+        """
+        h = self._handle(db)
+        full = h + _as_key(key)
+        kind = _KIND_OF_DB[db]
+        out: list[tuple[bytes, bytes]] = []
+        try:
+            cur = self._txn.cursor()
+            found = cur.set_range(full)
+            for ok in (found, cur.prev() if found else cur.last()):
+                fk = bytes(cur.key()) if ok else b""
+                if fk[:1] == h:
+                    out.append((fk[1:], decode_value(cur.value(), key_desc=self._desc(db, fk[1:]),
+                                                     kind=kind)))
+        except lmdb.Error as exc:
+            raise _wrap(exc, f"seek {db}") from exc
+        return out
 
     def count(self, db: str) -> int:
         """Number of entries in a table (kept in meta; ``meta`` itself is scanned).
@@ -1239,10 +1329,11 @@ class Environment:
                                        f"{exc.strerror or exc}") from exc
         try:
             creating = not os.path.lexists(data)
-            if creating and not readonly:
+            if (creating or _empty_file(data)) and not readonly:
                 # Creation is serialised by the write lock, held until the format records
-                # are committed, so a directory with LMDB's lock file but no data file is
-                # never a creation in progress: it is a database whose data file is gone.
+                # are committed, so a directory with LMDB's lock file but no data file (or
+                # an empty one) is never a creation in progress: it is a database whose data
+                # file is gone (or truncated).
                 assert self._lock_fd is not None
                 _flock_until(self._lock_fd, time.monotonic() + lock_timeout_s, lock_timeout_s,
                              lambda: f"{p} is being created by {self._lock_holder()}")
@@ -1289,8 +1380,9 @@ class Environment:
                 max_spare_txns=0, readahead=True, meminit=True,
                 **_DURABILITY[durability])
         except lmdb.Error as exc:
-            if isinstance(exc, lmdb.ReadonlyError) or getattr(exc, "errno", None) in (
-                    errno.EACCES, errno.EROFS, errno.EPERM):
+            code = getattr(exc, "code", None) or getattr(exc, "errno", None)  # py-lmdb: code
+            if isinstance(exc, lmdb.ReadonlyError) or code in (errno.EACCES, errno.EROFS,
+                                                               errno.EPERM):
                 if readonly:
                     raise ReadOnlyError(
                         f"cannot open {p} even read-only ({exc}): a reader needs write access "
