@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import click
 
+from llmdsdb._native import kernel_info
 from llmdsdb._version import __version__
 from llmdsdb.errors import (
     InvalidPathError,
@@ -65,7 +66,9 @@ def _one_line(msg: str) -> str:
 
 @click.group(cls=LlmdsdbGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="\b\nExample:\n  llmdsdb demo")
-@click.version_option(__version__, prog_name="llmdsdb")
+@click.version_option(__version__, prog_name="llmdsdb", message=(
+    "%(prog)s, version %(version)s (compiled kernels: {isa}; {kernels})".format(
+        isa=kernel_info()["isa"], kernels=", ".join(kernel_info()["kernels"]))))
 def cli() -> None:
     """llmdsdb: BM25, vector and hybrid search over one crash-safe file.
     """

@@ -465,3 +465,15 @@ def test_constructor_refuses_a_store_that_holds_an_index() -> None:
     with pytest.raises(ConfigConflictError):
         HNSW(3, store=st)
     assert 1 in HNSW.open(st)
+
+
+def test_version_and_stats_name_the_kernels_instruction_set() -> None:
+    from click.testing import CliRunner
+
+    import llmdsdb._native as native
+    from llmdsdb.cli import cli
+
+    isa = native.kernel_info()["isa"]
+    out = CliRunner().invoke(cli, ["--version"]).output
+    assert f"compiled kernels: {isa};" in out and "HnswGraph" in out
+    assert HNSW(3).stats()["kernel_isa"] in {"avx512", "avx2", "scalar"}
