@@ -62,10 +62,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Literal, NamedTuple, get_args
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import numpy as np
 
+from llmdsdb._validate import (
+    FUSION_METHODS,
+    METRICS,
+    NORMALIZATIONS,
+    FusionMethod,
+    Metric,
+    Normalization,
+    check_choice,
+)
+from llmdsdb._validate import fusion_weight as _weight
 from llmdsdb.errors import (
     InvalidArgumentError,
     InvalidTypeError,
@@ -82,14 +93,17 @@ __all__ = [
     "FUSION_METHODS",
     "METRICS",
     "NORMALIZATIONS",
+    "Explain",
     "FillMissing",
     "FusedHit",
     "FusionMethod",
+    "FusionSpec",
     "Metric",
     "Normalization",
     "candidate_depth",
     "distance_to_similarity",
     "fuse",
+    "fuse_one_side",
     "fused_pairs",
     "minmax_normalize",
     "rrf_terms",
@@ -98,14 +112,7 @@ __all__ = [
     "zscore_normalize",
 ]
 
-FusionMethod = Literal["convex", "rrf"]
-Normalization = Literal["minmax", "zscore", "theoretical"]
-Metric = Literal["cosine", "ip", "l2"]
 Side = Literal["bm25", "vector"]
-
-FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
-NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
-METRICS: tuple[str, ...] = get_args(Metric)
 
 #: Defaults of the database and the pipeline; docs/fusion.md gives the evidence.
 DEFAULT_FUSION: FusionMethod = "convex"
@@ -123,8 +130,9 @@ DEFAULT_CANDIDATE_DEPTH = 100
 FillMissing = Callable[[str, Sequence[Hashable]], Sequence[float | None]]
 
 
-class FusedHit(NamedTuple):
-    """One fused result. Side fields are ``None`` when that side has nothing to say.
+class Explain(NamedTuple):
+    """How a fused score came about. Side fields are ``None`` when that side has nothing
+    to say.
 
     ``bm25_score`` / ``vector_distance`` are the raw values as given (or as filled in by
     ``fill_missing``; ``vector_distance`` is a similarity when the caller passed
@@ -133,12 +141,9 @@ class FusedHit(NamedTuple):
     ``bm25_norm`` / ``vector_norm`` are the per-side parts before weighting (the normalised
     score for convex fusion, ``1 / (k + rank)`` for RRF).
 
-    Memory: a tuple of eight fields, about 140 bytes plus the key. Immutable, so it may be
-    shared between threads.
+    Immutable, so it may be shared between threads.
     """
 
-    key: Hashable
-    score: float
     bm25_score: float | None
     vector_distance: float | None
     bm25_rank: int | None
@@ -147,28 +152,22 @@ class FusedHit(NamedTuple):
     vector_norm: float | None
 
 
+FusedHit = NamedTuple(  # type: ignore[misc]  # the key and score, then Explain's fields
+    "FusedHit", [("key", Hashable), ("score", float), *Explain.__annotations__.items()])
+FusedHit.__doc__ = """One fused result: ``key``, ``score``, then the fields of :class:`Explain`
+(``hit[2:]`` is the explain record).
+
+Memory: a tuple of eight fields, about 140 bytes plus the key. Immutable, so it may be
+shared between threads.
+"""
+FusedHit.__module__ = __name__
+
+
 # --- validation ----------------------------------------------------------------------------
 
 
 def _choice(name: str, value: object, valid: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in valid:
-        raise InvalidArgumentError(
-            f"{name} must be one of {', '.join(repr(v) for v in valid)}; got {value!r}"
-        )
-    return value
-
-
-def _weight(fusion_weight: object) -> float:
-    if isinstance(fusion_weight, bool) or not isinstance(fusion_weight, (int, float, np.number)):
-        raise InvalidTypeError(
-            f"fusion_weight must be a number in [0, 1]; got {type(fusion_weight).__name__}"
-        )
-    w = float(fusion_weight)  # type: ignore[arg-type]
-    if math.isnan(w) or not 0.0 <= w <= 1.0:
-        raise InvalidArgumentError(
-            f"fusion_weight must be in [0, 1] (0 = BM25 only, 1 = vector only); got {w!r}"
-        )
-    return w
+    return check_choice(name, value, valid)
 
 
 def _top_k(top_k: object) -> int | None:
@@ -481,6 +480,21 @@ def fuse(
     )
     if fill_missing is not None and not callable(fill_missing):
         raise InvalidTypeError("fill_missing must be callable or None")
+    return _fuse(bm25, dense, FusionSpec._trusted(w, method, normalization, k), top, metric,
+                 higher_is_better, fill_missing)
+
+
+def _fuse(
+    bm25: Iterable[tuple[Hashable, float]] | None,
+    dense: Iterable[tuple[Hashable, float]] | None,
+    spec: FusionSpec,
+    top: int | None,
+    metric: str,
+    higher_is_better: bool,
+    fill_missing: FillMissing | None,
+) -> list[FusedHit]:
+    """:func:`fuse` with validated options."""
+    w, method, normalization, k = spec.weight, spec.method, spec.normalization, spec.rrf_k
 
     # Internally a distance d becomes -d for every metric: min-max, z-score and ranks are
     # unchanged by the affine map to the metric's similarity (1 - d for cosine), and -d keeps
@@ -636,6 +650,98 @@ def _fill(
         sim[i] = fv if to_sim is None else float(to_sim(np.array([fv]))[0])
         filled = True
     return filled
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """How two result lists are fused: a small value validated once, where it is made (the
+    CLI, the Python call), and passed down to every query it applies to.
+
+    :param weight: weight of the vector side in [0, 1] (0 = BM25 only, 1 = vector only).
+    :param method: ``"convex"`` or ``"rrf"``.
+    :param normalization: ``"minmax"``, ``"zscore"`` or ``"theoretical"`` (convex only).
+    :param rrf_k: the RRF constant.
+    :raises InvalidArgumentError, InvalidTypeError: as :func:`validate_fusion_args`.
+
+    >>> FusionSpec(weight=1).weight
+    1.0
+
+    Frozen, so safe to share between threads.
+    """
+
+    weight: float = DEFAULT_FUSION_WEIGHT
+    method: FusionMethod = DEFAULT_FUSION
+    normalization: Normalization = DEFAULT_NORMALIZATION
+    rrf_k: float = DEFAULT_RRF_K
+
+    def __post_init__(self) -> None:
+        w, m, n, _mt, k, _top = validate_fusion_args(
+            fusion_weight=self.weight, method=self.method, normalization=self.normalization,
+            rrf_k=self.rrf_k)
+        for name, value in (("weight", w), ("method", m), ("normalization", n), ("rrf_k", k)):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def _trusted(cls, weight: float, method: str, normalization: str, rrf_k: float
+                 ) -> FusionSpec:
+        """A spec from values :func:`validate_fusion_args` returned (no second check)."""
+        spec = object.__new__(cls)
+        for name, value in (("weight", weight), ("method", method),
+                            ("normalization", normalization), ("rrf_k", rrf_k)):
+            object.__setattr__(spec, name, value)
+        return spec
+
+    def fuse(self, bm25: Sequence[tuple[Hashable, float]] | None,
+             dense: Sequence[tuple[Hashable, float]] | None, *, top_k: int, metric: str
+             ) -> list[FusedHit]:
+        """Fuse an index's BM25 list and vector list (distances); ``None`` for a side that
+        did not run. A single side skips the fusion machinery (:func:`fuse_one_side`) and
+        returns exactly what :func:`fuse` would.
+
+        Complexity: O(n log n) for n candidates.
+        """
+        if bm25 is None or dense is None:
+            if bm25 is None and dense is None:
+                return []
+            return fuse_one_side(bm25 if dense is None else dense,  # type: ignore[arg-type]
+                                 "bm25" if dense is None else "vector", self,
+                                 top_k=top_k, metric=metric)
+        return _fuse(bm25, dense, self, top_k, metric, False, None)
+
+
+def fuse_one_side(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: FusionSpec, *,
+                  top_k: int | None, metric: str = "cosine") -> list[FusedHit]:
+    """``fuse(pairs, None)`` (``side="bm25"``) or ``fuse(None, pairs)`` (``side="vector"``,
+    distances) for an index's own result list - unique keys, finite scores, as the indexes
+    return them - without the two-sided union: the same hits, scores and order.
+
+    Complexity: O(n log n).
+
+    >>> spec = FusionSpec()
+    >>> fuse_one_side([(1, 3.0), (2, 1.0)], "bm25", spec, top_k=2) == fuse([(1, 3.0), (2, 1.0)], None)
+    True
+    """
+    n = len(pairs)
+    if not n:
+        return []
+    keys = [p[0] for p in pairs]
+    raw = np.fromiter((p[1] for p in pairs), np.float64, n)
+    sim = raw if side == "bm25" else -raw
+    ranks = _competition_ranks(sim)
+    if spec.method == "rrf":
+        norm = rrf_terms(ranks, spec.rrf_k)
+    else:
+        lowest = 0.0 if side == "bm25" else (-2.0 if metric == "cosine" else None)
+        norm = _normalize(sim, spec.normalization, lowest)
+    order = np.lexsort((_key_ranks(keys), ranks, -norm))
+    if top_k is not None:
+        order = order[:top_k]
+    o = order.tolist()
+    cols = [a[order].tolist() for a in (norm, raw, ranks)]
+    if side == "bm25":
+        return [FusedHit(keys[i], sc, r, None, rk, None, sc, None)
+                for i, sc, r, rk in zip(o, *cols)]
+    return [FusedHit(keys[i], sc, None, r, None, rk, None, sc) for i, sc, r, rk in zip(o, *cols)]
 
 
 def fused_pairs(hits: Sequence[FusedHit]) -> list[tuple[Hashable, float]]:

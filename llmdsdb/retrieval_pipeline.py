@@ -28,18 +28,20 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from llmdsdb._validate import INT64_MAX, INT64_MIN, METRICS, as_int, check_choice, check_int, utf8
+from llmdsdb._validate import vector as _vector
+from llmdsdb._validate import vectors as _vectors
 from llmdsdb.errors import (
-    DimensionError,
     DocumentNotFoundError,
     DuplicateIdError,
     InvalidArgumentError,
     InvalidTypeError,
-    NonFiniteError,
-    ZeroVectorError,
+    QueryError,
 )
 from llmdsdb.fusion import (
     DEFAULT_CANDIDATE_DEPTH,
@@ -48,25 +50,151 @@ from llmdsdb.fusion import (
     DEFAULT_NORMALIZATION,
     FusedHit,
     FusionMethod,
+    FusionSpec,
     Normalization,
-    fuse,
-    validate_fusion_args,
 )
 from llmdsdb.hnsw import HNSW
 from llmdsdb.inverted_index import InvertedIndex
 from llmdsdb.token_lru import TokenLRU
+from llmdsdb.vector_segment import VectorSegment
 
-__all__ = ["RetrievalPipeline"]
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_METRICS = ("cosine", "ip", "l2")
-_MAX_NORM = float(np.sqrt(np.finfo(np.float32).max)) / 4
+__all__ = ["HybridQuery", "HybridSearcher", "QueryPlan", "RetrievalPipeline", "make_query"]
 
 
-def _as_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
-    return int(value)
+# --- the one hybrid query path -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HybridQuery:
+    """One validated query: text (None: no text side), vector (float32 of shape (dim,) or
+    None), ``top_k`` and the fusion spec (validated where it was made). ``filter`` is kept
+    for metadata filters to come; it must be None today.
+
+    Frozen, so safe to share between threads.
+    """
+
+    text: str | None
+    vector: np.ndarray | None
+    top_k: int
+    fusion: FusionSpec
+    filter: None = None
+
+
+def make_query(text: object, vector: object, top_k: object, fusion: FusionSpec, *,
+               dim: int | None, metric: str, max_top_k: int | None = None,
+               max_text_bytes: int | None = None) -> HybridQuery:
+    """Validate one query's arguments (the fusion spec is validated already).
+
+    Complexity: O(len(text) + dim).
+
+    :raises InvalidTypeError: text not a str (or None), a non-numeric vector.
+    :raises QueryError: ``top_k`` not an int in [1, ``max_top_k``], a text over
+        ``max_text_bytes``.
+    :raises DimensionError, NonFiniteError, ZeroVectorError: a bad vector (the one rule of
+        :mod:`llmdsdb._validate`).
+    """
+    if text is not None:
+        if not isinstance(text, str):
+            raise InvalidTypeError(f"query must be a str or None, not {type(text).__name__}")
+        if max_text_bytes is not None:
+            nb = len(utf8(text, "query")) if len(text) <= max_text_bytes else 4 * len(text)
+            if nb > max_text_bytes:
+                raise QueryError(f"query is {nb} bytes; the limit is {max_text_bytes}")
+    vec = None if vector is None else _vector(vector, dim=dim, metric=metric, what="vector")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1 \
+            or (max_top_k is not None and top_k > max_top_k):
+        bound = f"in [1, {max_top_k}]" if max_top_k is not None else "a positive int"
+        raise QueryError(f"top_k must be {bound}, got {top_k!r}")
+    return HybridQuery(text, vec, int(top_k), fusion)
+
+
+class QueryPlan(NamedTuple):
+    """What runs for a query: the text side (None: not run), the vector side (None: not
+    run) and the candidates taken from each side."""
+
+    text: str | None
+    vector: np.ndarray | None
+    depth: int
+
+
+def plan(q: HybridQuery, candidates: int) -> QueryPlan:
+    """Which sides run: a side runs when its input is present and its weight is not zero,
+    or when the other side is absent (a blank text counts as absent).
+
+    Complexity: O(len(text)).
+    """
+    w = q.fusion.weight
+    has_text = q.text is not None and bool(q.text.strip())
+    has_vec = q.vector is not None
+    return QueryPlan(q.text if has_text and (w < 1.0 or not has_vec) else None,
+                     q.vector if has_vec and (w > 0.0 or not has_text) else None,
+                     max(q.top_k, candidates))
+
+
+class HybridSearcher:
+    """The hybrid query path, shared by :class:`RetrievalPipeline` (indexes in memory) and
+    :class:`~llmdsdb.db.Database` (indexes over LMDB): plans each query once, asks the text
+    index (BM25) and the vector index (a :class:`~llmdsdb.vector_segment.VectorSegment` or
+    anything with the :class:`~llmdsdb.hnsw.HNSW` search interface) for candidates, and fuses
+    them with the query's spec (a single side skips the fusion). ``search_many`` returns
+    exactly what ``search`` returns per query.
+
+    Thread-safe while the indexes are not written (the indexes' own rule).
+    Memory: O(1) (it holds references to the indexes).
+    """
+
+    def __init__(self, text_index: Any, vector_index: Any, *, metric: str,
+                 candidates: int = DEFAULT_CANDIDATE_DEPTH) -> None:
+        self.text_index = text_index
+        self.vector_index = vector_index
+        self.metric = metric
+        self.candidates = candidates
+
+    @staticmethod
+    def _side(plans: list[QueryPlan], field: int, idx: Any, run_one: Callable,
+              run_many: Callable) -> dict[int, list]:
+        """Candidates of one side for the queries that run it, ``min(depth, len(idx))``
+        each; the queries of one depth go to the index in one call (the indexes return
+        exactly their per-query answers)."""
+        rows = [i for i, p in enumerate(plans) if p[field] is not None]
+        out: dict[int, list] = {i: [] for i in rows}
+        n = len(idx) if idx is not None else 0
+        if not rows or not n:
+            return out
+        by_depth: dict[int, list[int]] = {}
+        for i in rows:
+            by_depth.setdefault(min(plans[i].depth, n), []).append(i)
+        for depth, group in by_depth.items():
+            if len(group) == 1:
+                out[group[0]] = run_one(plans[group[0]][field], depth)
+            else:
+                out.update(zip(group, run_many([plans[i][field] for i in group], depth)))
+        return out
+
+    def search_many(self, queries: Sequence[HybridQuery]) -> list[list[FusedHit]]:
+        """The fused hits of each query, best first.
+
+        Complexity: per query, the text index's search + the vector index's search +
+        O(c log c) to fuse c candidates.
+        """
+        plans = [plan(q, self.candidates) for q in queries]
+        bm, vx = self.text_index, self.vector_index
+        sparse = self._side(plans, 0, bm, lambda t, k: bm.search(t, top_k=k),
+                            lambda ts, k: bm.search_many(ts, top_k=k))
+        dense = self._side(plans, 1, vx, lambda v, k: vx.search(v, k),
+                           lambda vs, k: vx.search_many(np.stack(vs), k))
+        out: list[list[FusedHit]] = []
+        for i, q in enumerate(queries):
+            b, d = sparse.get(i), dense.get(i)
+            if not b and not d:
+                out.append([])
+                continue
+            out.append(q.fusion.fuse(b, d, top_k=q.top_k, metric=self.metric))
+        return out
+
+    def search(self, query: HybridQuery) -> list[FusedHit]:
+        """:meth:`search_many` for one query. Complexity: as there."""
+        return self.search_many([query])[0]
 
 
 class RetrievalPipeline:
@@ -106,30 +234,25 @@ class RetrievalPipeline:
         *,
         metric: str = "cosine",
         candidates: int = DEFAULT_CANDIDATE_DEPTH,
+        fresh_max_vectors: int | None = None,
     ) -> None:
-        dim = _as_int(embedding_dim, "embedding_dim")
-        if dim < 1:
-            raise InvalidArgumentError(f"embedding_dim must be >= 1, got {dim}")
-        budget = _as_int(token_budget, "token_budget")
-        if budget < 0:
-            raise InvalidArgumentError(f"token_budget must be >= 0 (0 disables the cache), got {budget}")
-        depth = _as_int(candidates, "candidates")
-        if depth < 1:
-            raise InvalidArgumentError(f"candidates must be >= 1, got {depth}")
-        if metric not in _METRICS:
-            raise InvalidArgumentError(
-                f"metric must be one of {', '.join(repr(m) for m in _METRICS)}; got {metric!r}"
-            )
+        dim = check_int("embedding_dim", embedding_dim, 1)
+        budget = check_int("token_budget (0 disables the cache)", token_budget, 0)
+        depth = check_int("candidates", candidates, 1)
+        check_choice("metric", metric, METRICS)
         self.embedding_dim = dim
         self.metric = metric
         self.candidates = depth
         self.token_budget = budget
         # Both indexes validate their own arguments (M, ef, seed, tokenizer) here.
         self._bm25 = InvertedIndex(tokenizer=tokenizer)
-        self._hnsw = HNSW(
+        self._vectors = VectorSegment(HNSW(
             dim, M=hnsw_M, ef_construction=hnsw_ef_construction, ef_search=hnsw_ef_search,
             seed=seed, metric=metric,  # type: ignore[arg-type]
-        )
+        ), fresh_max_vectors=None if fresh_max_vectors is None
+            else check_int("fresh_max_vectors", fresh_max_vectors, 0))
+        self._searcher = HybridSearcher(self._bm25, self._vectors, metric=metric,
+                                        candidates=depth)
         self._docs: set[int] = set()
         self._cache: TokenLRU[bytes, tuple[FusedHit, ...]] | None = (
             TokenLRU(budget, _cost) if budget > 0 else None
@@ -149,11 +272,12 @@ class RetrievalPipeline:
             is not a real-valued vector.
         :raises DuplicateIdError: the id is already indexed.
         :raises DimensionError: the embedding has the wrong shape.
-        :raises NonFiniteError: the embedding holds NaN or an infinity.
+        :raises NonFiniteError: the embedding holds NaN or an infinity, or (ip, l2) its norm
+            is too large for float32 distances.
         :raises ZeroVectorError: an all-zero embedding under the cosine metric.
 
-        Complexity: O(|doc|) for BM25 + O(log n x ef_construction) expected for HNSW; clears
-        the result cache.
+        Complexity: O(|doc|) for BM25 + O(dim) amortised for the vector segment (its fresh
+        part moves into the graph in batches); clears the result cache.
         """
         self.add_documents([doc_id], [text], None if embedding is None else [embedding])
 
@@ -171,7 +295,7 @@ class RetrievalPipeline:
         :raises DuplicateIdError: an id is already indexed or repeats in the batch.
         :raises: the errors of :meth:`add_document` for each item.
 
-        Complexity: O(total text + n log n x ef_construction) expected, vectorised per batch.
+        Complexity: O(total text + n·dim) amortised, vectorised per batch.
         """
         if isinstance(doc_ids, (str, bytes)) or isinstance(texts, (str, bytes)):
             raise InvalidTypeError("doc_ids and texts must be sequences, not a single string")
@@ -180,10 +304,7 @@ class RetrievalPipeline:
         if len(ids) != len(txts):
             raise InvalidArgumentError(f"{len(ids)} doc ids but {len(txts)} texts")
         for i, (d, t) in enumerate(zip(ids, txts)):
-            v = _as_int(d, f"doc_ids[{i}]")
-            if not _INT64_MIN <= v <= _INT64_MAX:
-                raise InvalidArgumentError(f"doc_ids[{i}] = {v} is outside the int64 range")
-            ids[i] = v
+            ids[i] = check_int(f"doc_ids[{i}]", d, INT64_MIN, INT64_MAX)
             if not isinstance(t, str):
                 raise InvalidTypeError(f"texts[{i}] must be str, not {type(t).__name__}")
         seen: set[int] = set()
@@ -199,7 +320,7 @@ class RetrievalPipeline:
         self._bm25.add_documents(ids, txts)
         if vec_ids:
             try:
-                self._hnsw.add_many(vecs, vec_ids)
+                self._vectors.add_many(vecs, np.array(vec_ids, np.int64))
             except BaseException:
                 for d in ids:  # keep the two indexes in step
                     self._bm25.remove_document(d)
@@ -212,14 +333,14 @@ class RetrievalPipeline:
 
         :raises DocumentNotFoundError: when ``doc_id`` is not in the pipeline.
 
-        Complexity: O(terms of the document) + O(1) for the graph (a tombstone).
+        Complexity: O(terms of the document) + O(1) for the vector segment (a tombstone).
         """
-        d = _as_int(doc_id, "doc_id")
+        d = as_int(doc_id, "doc_id")
         if d not in self._docs:
             raise DocumentNotFoundError(f"no document with id {d}")
         self._bm25.remove_document(d)
-        if d in self._hnsw:
-            self._hnsw.delete(d)
+        if d in self._vectors:
+            self._vectors.delete(d)
         self._docs.discard(d)
         self._written()
 
@@ -232,61 +353,23 @@ class RetrievalPipeline:
         self, embeddings: Sequence[np.ndarray | None] | np.ndarray | None, ids: list[int]
     ) -> tuple[list[int], np.ndarray]:
         """Validate the embeddings of a batch; returns (ids that have one, (m, dim) array)."""
-        n, dim = len(ids), self.embedding_dim
+        n, dim, metric = len(ids), self.embedding_dim, self.metric
         if embeddings is None:
             return [], np.zeros((0, dim), np.float32)
         if isinstance(embeddings, np.ndarray):
-            if embeddings.ndim != 2 or embeddings.shape != (n, dim):
-                raise DimensionError(
-                    f"embeddings must have shape ({n}, {dim}), got {embeddings.shape}"
-                )
-            rows: list[object] = list(embeddings)
-        elif isinstance(embeddings, (str, bytes)) or not isinstance(embeddings, Iterable):
+            if embeddings.ndim == 2 and embeddings.shape[0] != n:
+                raise InvalidArgumentError(f"{n} documents but {embeddings.shape[0]} embeddings")
+            return list(ids), _vectors(embeddings, dim=dim, metric=metric, what="embeddings")
+        if isinstance(embeddings, (str, bytes)) or not isinstance(embeddings, Iterable):
             raise InvalidTypeError("embeddings must be an array, a sequence of vectors or None")
-        else:
-            rows = list(embeddings)
-            if len(rows) != n:
-                raise InvalidArgumentError(f"{n} documents but {len(rows)} embeddings")
-        vec_ids: list[int] = []
-        out: list[np.ndarray] = []
-        for d, row in zip(ids, rows):
-            if row is None:
-                continue
-            out.append(self._vector(row, f"embedding of doc {d}"))
-            vec_ids.append(d)
-        arr = np.stack(out) if out else np.zeros((0, dim), np.float32)
-        return vec_ids, arr
-
-    def _vector(self, value: object, what: str) -> np.ndarray:
-        """A validated float64 vector of shape (dim,)."""
-        try:
-            a = np.asarray(value)
-        except (TypeError, ValueError) as exc:
-            raise InvalidTypeError(f"{what} must be a numeric vector: {exc}") from None
-        if a.dtype.kind not in "fiu":
-            raise InvalidTypeError(f"{what} must hold real numbers, not dtype {a.dtype}")
-        if a.ndim != 1 or a.shape[0] != self.embedding_dim:
-            raise DimensionError(
-                f"{what}: expected dim {self.embedding_dim}, got shape {a.shape}"
-            )
-        a64 = a.astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(a64))
-        if bad.size:
-            raise NonFiniteError(f"{what}: non-finite value at index {int(bad[0])}")
-        scale = float(np.abs(a64).max()) if a64.size else 0.0
-        if self.metric == "cosine":
-            if scale == 0.0:
-                raise ZeroVectorError(f"{what}: zero-norm vector has no direction under cosine")
-        elif scale > 0.0:
-            # The graph computes ip / l2 distances in float32: squared norms must stay finite
-            # (the same limit HNSW applies, checked here so that nothing changes on failure).
-            norm = scale * float(np.linalg.norm(a64 / scale))
-            if norm > _MAX_NORM:
-                raise NonFiniteError(
-                    f"{what}: norm {norm:.3g} is too large for float32 distances "
-                    f"(limit {_MAX_NORM:.3g}); rescale the vectors"
-                )
-        return a64
+        rows = list(embeddings)
+        if len(rows) != n:
+            raise InvalidArgumentError(f"{n} documents but {len(rows)} embeddings")
+        pairs = [(d, _vector(row, dim=dim, metric=metric, what=f"embedding of doc {d}"))
+                 for d, row in zip(ids, rows) if row is not None]
+        if not pairs:
+            return [], np.zeros((0, dim), np.float32)
+        return [d for d, _ in pairs], np.stack([v for _, v in pairs])
 
     # --- searching -------------------------------------------------------------------------
 
@@ -339,42 +422,17 @@ class RetrievalPipeline:
 
         Complexity: as :meth:`search`.
         """
-        w, method, norm, _m, _k, top = validate_fusion_args(
-            fusion_weight=fusion_weight, method=fusion, normalization=normalization,
-            top_k=top_k,
-        )
-        assert top is not None
-        if query is not None and not isinstance(query, str):
-            raise InvalidTypeError(f"query must be str or None, not {type(query).__name__}")
-        qvec = None if query_embedding is None else self._vector(query_embedding, "query_embedding")
-        text = query if query is not None and query.strip() else None
+        spec = FusionSpec(fusion_weight, fusion, normalization)
+        q = make_query(query, query_embedding, top_k, spec, dim=self.embedding_dim,
+                       metric=self.metric)
         self._searches += 1
-
-        key = _cache_key(text, qvec, top, w, method, norm, self.candidates)
+        key = _cache_key(q, self.candidates)
         cache = self._cache
         if cache is not None:
             got = cache.get(key)
             if got is not None:
                 return list(got)
-
-        n_docs = len(self._docs)
-        use_b = text is not None and (w < 1.0 or qvec is None)
-        use_d = qvec is not None and (w > 0.0 or text is None)
-        depth = max(top, self.candidates)
-        bm25 = None
-        dense = None
-        if use_b and n_docs:
-            bm25 = self._bm25.search(text, top_k=min(depth, n_docs))  # type: ignore[arg-type]
-        elif use_b:
-            bm25 = []
-        if use_d and len(self._hnsw):
-            dense = self._hnsw.search(qvec, k=min(depth, len(self._hnsw)))
-        elif use_d:
-            dense = []
-        hits = fuse(
-            bm25, dense, fusion_weight=w, method=method,  # type: ignore[arg-type]
-            normalization=norm, top_k=top, metric=self.metric,  # type: ignore[arg-type]
-        ) if (bm25 is not None or dense is not None) else []
+        hits = self._searcher.search(q)
         if cache is not None and _cost(hits) <= cache.token_budget:  # else too big to cache
             cache.put(key, tuple(hits))
         return hits
@@ -409,7 +467,7 @@ class RetrievalPipeline:
                      "evictions": 0}
         return {
             "documents": len(self._docs),
-            "documents_with_embedding": len(self._hnsw),
+            "documents_with_embedding": len(self._vectors),
             "embedding_dim": self.embedding_dim,
             "metric": self.metric,
             "candidates": self.candidates,
@@ -417,7 +475,7 @@ class RetrievalPipeline:
             "writes": self._generation,
             "cache": cache,
             "bm25": bm._asdict() if hasattr(bm, "_asdict") else dict(bm),
-            "hnsw": self._hnsw.stats(),
+            "hnsw": self._vectors.stats(),
         }
 
     def _check(self) -> None:
@@ -425,11 +483,11 @@ class RetrievalPipeline:
         assert len(self._bm25) == len(self._docs)
         for d in self._docs:
             assert d in self._bm25
-        assert len(self._hnsw) <= len(self._docs)
+        assert len(self._vectors) <= len(self._docs)
         if self._cache is not None:
             assert self._cache.total_tokens() <= self.token_budget
             self._cache._check()
-        for idx in (self._bm25, self._hnsw):
+        for idx in (self._bm25, self._vectors):
             chk: Callable[[], None] | None = getattr(idx, "_check", None)
             if chk is not None:
                 chk()
@@ -439,22 +497,20 @@ def _cost(hits: Sequence[FusedHit]) -> int:
     return 1 + len(hits)
 
 
-def _cache_key(
-    text: str | None, qvec: np.ndarray | None, top_k: int, w: float, method: str, norm: str,
-    depth: int,
-) -> bytes:
+def _cache_key(q: HybridQuery, depth: int) -> bytes:
     """A stable 16-byte digest of everything that determines a result (never Python's
-    salted ``hash``)."""
+    salted ``hash``); a blank text is the same query as no text."""
+    text = q.text if q.text is not None and q.text.strip() else None
+    f = q.fusion
     h = hashlib.blake2b(digest_size=16)
-    h.update(struct.pack("<qdq", top_k, w, depth))
-    h.update(method.encode() + b"\0" + norm.encode() + b"\0")
+    h.update(struct.pack("<qdqd", q.top_k, f.weight, depth, f.rrf_k))
+    h.update(f.method.encode() + b"\0" + f.normalization.encode() + b"\0")
     if text is None:
         h.update(b"\0")
     else:
         h.update(b"\1" + text.encode("utf-8", "surrogatepass") + b"\0")
-    if qvec is None:
+    if q.vector is None:
         h.update(b"\0")
     else:
-        h.update(b"\1" + np.ascontiguousarray(qvec, dtype="<f8").tobytes())
+        h.update(b"\1" + np.ascontiguousarray(q.vector, dtype="<f4").tobytes())
     return h.digest()
-

@@ -53,8 +53,29 @@ def test_lower_layers_do_not_import_cli_or_db(name: str) -> None:
 
 
 def test_lmdb_only_in_storage_modules() -> None:
-    allowed = {"pages.py", "db.py", "backup.py", "cli.py", "storage.py"}
+    allowed = {"backup.py", "cli.py", "storage.py"}
     for path in PKG.glob("*.py"):
         if path.name in allowed:
             continue
         assert "lmdb" not in {m.split(".")[0] for m in _imports(path)}, path.name
+
+
+@pytest.mark.parametrize("module", ["llmdsdb", "llmdsdb.inverted_index",
+                                    "llmdsdb.retrieval_pipeline", "llmdsdb.vector_segment",
+                                    "llmdsdb.pages", "llmdsdb.hnsw"])
+def test_in_memory_layers_load_no_lmdb(module: str) -> None:
+    # DESIGN.md: the in-memory indexes and the pipeline sit below the storage layer; the
+    # LMDB page store lives in llmdsdb.lmdb_pages, loaded only by the database
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print('lmdb' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False", f"importing {module} loads lmdb"
+
+
+def test_lmdb_page_store_still_reachable_from_pages() -> None:
+    from llmdsdb import lmdb_pages, pages
+
+    assert pages.LmdbPageStore is lmdb_pages.LmdbPageStore

@@ -1,0 +1,352 @@
+"""The vector segment: an HNSW graph plus an exactly searched *fresh* part, as one index.
+
+Adding a document must leave it searchable when the call returns, but an HNSW insert costs
+far more than the rest of an ingest (see tools/bench/bench_db.py). New vectors therefore go
+to the fresh part first - an append to a float32 array - and move into the graph in one
+batch when the fresh part outgrows its limit (or on :meth:`VectorSegment.merge`, which
+``Database.optimize()`` calls). A query asks the graph and scans the fresh part exactly,
+and merges the two lists. This is how hnswlib's brute-force index sits beside its HNSW
+index behind one interface, and how Chroma's persistent segment composes its buffer.
+
+:class:`VectorSegment` has the search interface of :class:`~llmdsdb.hnsw.HNSW`
+(``search``, ``search_many``, ``add_many``, ``delete``, ``flush``, ``len``, ``in``), so
+the hybrid searcher does not know which it holds. Whether the graph answers a query exactly
+or by walking it is decided by the graph's size alone (:data:`EXACT_MAX_COMPONENTS`),
+never by the call shape: :meth:`VectorSegment.search_many` returns exactly what
+:meth:`VectorSegment.search` returns for each query.
+
+Persistence goes through the :class:`~llmdsdb.pages.PageStore` meta API only (no
+transaction is touched here): ``fresh/dir`` (msgpack ``{rows, dim, metric}``) and
+``fresh/<b>`` (msgpack ``{ids: int64 LE bytes, vecs: float32 LE bytes}`` for rows
+``b*1024 ..``, id -1 = deleted row), as ``storage/FORMAT.md`` (version 1) describes.
+
+Invariant: every live vector is in exactly one of the graph and the fresh part; in the
+fresh part ``pos[i] == row`` exactly for the live rows, and ``live`` counts them.
+
+Not thread-safe for writes; searches from several threads are safe while nothing is
+written (the database's reader/writer lock arranges that).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from llmdsdb._native import _core
+from llmdsdb._validate import vectors as _check_vectors
+from llmdsdb.errors import CorruptionError
+from llmdsdb.hnsw import HNSW
+from llmdsdb.pages import PageStore
+
+__all__ = ["FRESH_BLOCK", "FRESH_MAX_COMPONENTS", "FreshVectors",
+           "VectorSegment"]
+
+#: Rows per persisted block of the fresh part.
+FRESH_BLOCK = 1024
+#: Default size of the fresh part, in vector components (rows x dim): ~10,000 vectors of
+#: 384 dimensions (16 MB of float32), which one exact scan searches in about a millisecond.
+FRESH_MAX_COMPONENTS = 4_000_000
+_FRESH_DIR = "fresh/dir"
+_METRIC_CODE = {"cosine": 0, "l2": 1, "ip": 2}  # as llmdsdb/_native/native.h numbers them
+
+
+def _unpack(raw: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(bytes(raw), raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CorruptionError(f"{what}: malformed record ({exc})") from exc
+
+
+class FreshVectors:
+    """Recently added vectors, searched exactly. Rows are never moved until they leave for
+    the graph: a deleted row keeps its place (``alive`` False), so a flush rewrites only the
+    blocks that changed. For cosine the rows are stored normalised.
+
+    Not thread-safe for writes. Memory: rows x (4·dim + 9) bytes.
+    """
+
+    def __init__(self, dim: int, metric: str) -> None:
+        self.dim = dim
+        self.metric = metric
+        self.ids = np.empty(0, np.int64)
+        self.alive = np.empty(0, bool)
+        self.vecs = np.empty((0, dim), np.float32)
+        self.sq = np.empty(0, np.float32)
+        self.n = 0
+        self.pos: dict[int, int] = {}
+        self.dirty: set[int] = set()
+        self.stored_blocks = 0
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def __contains__(self, vec_id: object) -> bool:
+        return vec_id in self.pos
+
+    def _prep(self, vecs: np.ndarray) -> np.ndarray:
+        v = np.ascontiguousarray(vecs, dtype=np.float32)
+        if self.metric == "cosine":
+            v64 = v.astype(np.float64)  # norms in float64: float32 squares may overflow
+            norms = np.sqrt(np.einsum("ij,ij->i", v64, v64))
+            v = (v64 / norms[:, None]).astype(np.float32)
+        return v
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * len(self.ids), 256)
+        n = self.n
+        ids2, alive2 = np.full(cap, -1, np.int64), np.zeros(cap, bool)
+        v2, sq2 = np.zeros((cap, self.dim), np.float32), np.zeros(cap, np.float32)
+        ids2[:n], alive2[:n], v2[:n], sq2[:n] = self.ids[:n], self.alive[:n], self.vecs[:n], \
+            self.sq[:n]
+        self.ids, self.alive, self.vecs, self.sq = ids2, alive2, v2, sq2
+
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Append rows (validated vectors, ids not present). Complexity: O(k·dim) amortised."""
+        k = len(ids)
+        if not k:
+            return
+        need = self.n + k
+        if need > len(self.ids):
+            self._grow(need)
+        v = self._prep(vecs)
+        self.ids[self.n : need] = ids
+        self.alive[self.n : need] = True
+        self.vecs[self.n : need] = v
+        self.sq[self.n : need] = np.einsum("ij,ij->i", v, v)
+        for j, i in enumerate(np.asarray(ids).tolist()):
+            self.pos[i] = self.n + j
+        self.dirty.update(range(self.n // FRESH_BLOCK, (need - 1) // FRESH_BLOCK + 1))
+        self.n = need
+
+    def delete(self, vec_id: int) -> bool:
+        """Tombstone a row; False when ``vec_id`` is not here. Complexity: O(1)."""
+        row = self.pos.pop(vec_id, None)
+        if row is None:
+            return False
+        self.alive[row] = False
+        self.dirty.add(row // FRESH_BLOCK)
+        return True
+
+    def take_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live rows (ids, vectors) - then the part is empty. Complexity: O(n·dim)."""
+        keep = self.alive[: self.n]
+        ids, vecs = self.ids[: self.n][keep].copy(), self.vecs[: self.n][keep].copy()
+        stored = self.stored_blocks
+        self.__init__(self.dim, self.metric)  # type: ignore[misc]
+        self.stored_blocks = stored
+        self.dirty = set(range(stored))  # the next flush deletes the stored blocks
+        return ids, vecs
+
+    def search_many(self, Q: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """Exact ``k`` nearest live rows of each query (float32 (nq, dim)), distances as
+        HNSW reports them; ties to the earlier row. The graph's exact scan kernel
+        (``_core.exact_topk``) does the work, so a row's answer does not depend on the other
+        rows of the call.
+
+        Complexity: O(nq · n · dim).
+        """
+        n, live = self.n, len(self.pos)
+        if not live:
+            return [[] for _ in range(len(Q))]
+        Qp = self._prep(Q)
+        kk = min(k, live)
+        out_i = np.empty((len(Qp), kk), np.int64)
+        out_d = np.empty((len(Qp), kk), np.float32)
+        skip = None if live == n else (~self.alive[:n]).view(np.uint8)
+        _core.exact_topk(self.vecs[:n], Qp, _METRIC_CODE[self.metric], skip, out_i, out_d)
+        ids = self.ids[out_i]
+        return [list(zip(r, d)) for r, d in zip(ids.tolist(), out_d.tolist())]
+
+    # -- persistence through the PageStore meta API -----------------------------------------
+
+    def flush(self, store: PageStore) -> None:
+        """Write the changed blocks and the directory. Complexity: O(changed blocks)."""
+        if not self.dirty:
+            return
+        nb = (self.n + FRESH_BLOCK - 1) // FRESH_BLOCK
+        for b in sorted(self.dirty):
+            if b < nb:
+                s, e = b * FRESH_BLOCK, min(self.n, (b + 1) * FRESH_BLOCK)
+                ids = np.where(self.alive[s:e], self.ids[s:e], -1)
+                # float32 rows do not compress: skip the envelope's zstd attempt
+                store.put_meta(f"fresh/{b}", msgpack.packb({
+                    "ids": ids.astype("<i8").tobytes(),
+                    "vecs": self.vecs[s:e].astype("<f4").tobytes()}, use_bin_type=True),
+                    compress=False)
+        for b in range(nb, self.stored_blocks):
+            store.delete_meta(f"fresh/{b}")
+        store.put_meta(_FRESH_DIR, msgpack.packb({"rows": self.n, "dim": self.dim,
+                                                  "metric": self.metric}, use_bin_type=True))
+        self.stored_blocks = nb
+        self.dirty = set()
+
+    @classmethod
+    def open(cls, store: PageStore, dim: int, metric: str) -> FreshVectors:
+        """Load from the store (empty when never written). Complexity: O(n·dim)."""
+        seg = cls(dim, metric)
+        raw = store.get_meta(_FRESH_DIR)
+        if raw is None:
+            return seg
+        d = _unpack(raw, "idxmeta/fresh/dir")
+        if not isinstance(d, dict) or d.get("dim") != dim or not isinstance(d.get("rows"), int):
+            raise CorruptionError("idxmeta/fresh/dir: malformed or of another dimension")
+        n = d["rows"]
+        nb = (n + FRESH_BLOCK - 1) // FRESH_BLOCK
+        ids = np.full(n, -1, np.int64)
+        vecs = np.zeros((n, dim), np.float32)
+        for b in range(nb):
+            s, e = b * FRESH_BLOCK, min(n, (b + 1) * FRESH_BLOCK)
+            rb = store.get_meta(f"fresh/{b}")
+            blk = _unpack(rb, f"idxmeta/fresh/{b}") if rb is not None else None
+            if (not isinstance(blk, dict) or not isinstance(blk.get("ids"), bytes)
+                    or not isinstance(blk.get("vecs"), bytes)
+                    or len(blk["ids"]) != 8 * (e - s) or len(blk["vecs"]) != 4 * dim * (e - s)):
+                raise CorruptionError(f"idxmeta/fresh/{b}: missing or malformed block")
+            ids[s:e] = np.frombuffer(blk["ids"], "<i8")
+            vecs[s:e] = np.frombuffer(blk["vecs"], "<f4").reshape(e - s, dim)
+        seg.ids, seg.vecs, seg.n, seg.alive = ids, vecs, n, ids >= 0
+        seg.sq = np.einsum("ij,ij->i", vecs, vecs).astype(np.float32)
+        live = np.flatnonzero(seg.alive)
+        seg.pos = dict(zip(ids[live].tolist(), live.tolist()))
+        seg.stored_blocks = nb
+        return seg
+
+    def _check(self) -> None:
+        live = np.flatnonzero(self.alive[: self.n])
+        assert len(live) == len(self.pos)
+        assert all(self.pos[int(self.ids[r])] == r for r in live.tolist())
+
+
+class VectorSegment:
+    """The graph and the fresh part behind the search interface of
+    :class:`~llmdsdb.hnsw.HNSW` (module docstring).
+
+    :param graph: the HNSW graph (empty or loaded).
+    :param fresh: the fresh part (default: empty).
+    :param fresh_max_vectors: rows the fresh part may hold before it is merged into the
+        graph (None: :data:`FRESH_MAX_COMPONENTS` / dim, at least 2048; 0: no fresh part).
+
+    Not thread-safe for writes; concurrent searches are safe while nothing is written.
+    Memory: the graph's, plus the fresh part's rows x (4·dim + 9) bytes.
+    """
+
+    def __init__(self, graph: HNSW, fresh: FreshVectors | None = None, *,
+                 fresh_max_vectors: int | None = None) -> None:
+        self.graph = graph
+        self.dim = graph.dim
+        self.metric = graph.metric
+        self.fresh = fresh if fresh is not None else FreshVectors(graph.dim, graph.metric)
+        self.fresh_limit = (fresh_max_vectors if fresh_max_vectors is not None
+                            else max(2048, FRESH_MAX_COMPONENTS // max(graph.dim, 1)))
+
+    @classmethod
+    def open(cls, store: PageStore, *, fresh_max_vectors: int | None = None,
+             **graph_overrides: Any) -> VectorSegment:
+        """Load the graph and the fresh part from ``store``. Complexity: O(n·dim)."""
+        graph = HNSW.open(store, **graph_overrides)
+        return cls(graph, FreshVectors.open(store, graph.dim, graph.metric),
+                   fresh_max_vectors=fresh_max_vectors)
+
+    def __len__(self) -> int:
+        """Live vectors in the graph and the fresh part. Complexity: O(1)."""
+        return len(self.graph) + len(self.fresh)
+
+    def __contains__(self, vec_id: object) -> bool:
+        """Whether ``vec_id`` is live here. Complexity: O(1)."""
+        return vec_id in self.fresh or vec_id in self.graph
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def add_many(self, vecs: np.ndarray, ids: np.ndarray) -> None:
+        """Add validated vectors (float32 (k, dim)) under new ids: to the fresh part, which
+        moves into the graph in one batch once it holds more than its limit.
+
+        Complexity: O(k·dim) amortised; a merge costs the graph inserts of the fresh part.
+        """
+        ids = np.asarray(ids, np.int64)
+        if not len(ids):
+            return
+        if self.fresh_limit > 0:
+            self.fresh.add(ids, vecs)
+        else:
+            self.graph.add_many(vecs, ids)
+        if self.fresh.n > self.fresh_limit:
+            self.merge()
+
+    def delete(self, vec_id: int) -> None:
+        """Delete a vector (a tombstone in either part). Complexity: O(1)."""
+        if not self.fresh.delete(vec_id):
+            self.graph.delete(vec_id)
+
+    def merge(self) -> int:
+        """Move every fresh vector into the graph; returns how many moved.
+
+        Complexity: O(f · log n · ef_construction) for f fresh vectors.
+        """
+        ids, vecs = self.fresh.take_all()
+        if len(ids):
+            self.graph.add_many(vecs, ids)
+        return len(ids)
+
+    def flush(self, store: PageStore) -> None:
+        """Write the graph's changed pages and the fresh part's changed blocks to ``store``.
+
+        Complexity: O(changed pages and blocks).
+        """
+        self.graph.flush()
+        self.fresh.flush(store)
+
+    # -- search ----------------------------------------------------------------------------
+
+    def search(self, query: np.ndarray, k: int = 10, ef: int | None = None
+               ) -> list[tuple[int, float]]:
+        """The ``k`` nearest live vectors: ``[(vec_id, distance), ...]``, nearest first;
+        the graph's list and the fresh part's exact list merged.
+
+        :param ef: the graph's pool size (default its ``ef_search``; at least ``k``).
+
+        Complexity: O(log n + ef·M·dim) (graph) or O(n·dim) (exact) + O(fresh·dim).
+        """
+        return self.search_many(np.asarray(query)[None, :] if np.ndim(query) == 1 else query,
+                                k, ef)[0]
+
+    def search_many(self, queries: np.ndarray, k: int = 10, ef: int | None = None
+                    ) -> list[list[tuple[int, float]]]:
+        """:meth:`search` for each row of ``queries``: exactly the per-query results. The
+        graph decides between its exact scan and its graph walk by its size alone (see
+        :meth:`llmdsdb.hnsw.HNSW.search`), and the fresh part scans every row with the same
+        kernel for one query or many, so a query's hits never depend on the call shape.
+
+        Complexity: that of :meth:`search` per query.
+        """
+        Q = _check_vectors(queries, dim=self.dim, metric=self.metric, what="queries")
+        graph = (self.graph.search_many(Q, k, ef) if len(self.graph)
+                 else [[] for _ in range(len(Q))])
+        if not len(self.fresh):
+            return graph
+        out = []
+        for g, f in zip(graph, self.fresh.search_many(Q, k)):
+            both = g + f if g else f
+            if g:
+                both.sort(key=lambda p: p[1])
+            out.append(both[:k])
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """The graph's statistics, ``count`` = all live vectors, ``fresh`` = those in the
+        fresh part. Complexity: O(levels)."""
+        out = dict(self.graph.stats())
+        out["graph_count"] = len(self.graph)
+        out["fresh"] = len(self.fresh)
+        out["count"] = len(self)
+        return out
+
+    def _check(self) -> None:
+        """Invariants of both parts; no id in both."""
+        self.graph._check()
+        self.fresh._check()
+        assert not any(i in self.graph for i in self.fresh.pos)
+        assert math.isfinite(self.fresh_limit)

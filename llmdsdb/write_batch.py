@@ -1,0 +1,246 @@
+"""Write batches: recorded write calls, and applying them inside one LMDB write transaction.
+
+A write call (``add``, ``upsert``, ``delete``, or every call inside ``with db.batch():``) is
+validated when it is made and recorded as an :class:`Op`; :func:`apply` then runs the
+recorded operations in one write transaction, in three steps, each its own function:
+
+1. :func:`write_documents` - the ``docs`` / ``ids`` records, gathering the index work
+   (:class:`IndexWork`: adds keyed by internal id, so a document added and removed inside
+   one batch never reaches an index);
+2. :func:`store_config` - the configuration, with the first batch and when the first
+   embeddings fix the dimension;
+3. :func:`update_indexes` - postings, the vector segment, their pages and the allocator.
+
+Invariant: after :func:`apply` returns, the transaction holds the documents, the indexes'
+pages and records, the allocator state and ``next_id`` of the batch - all or nothing, since
+the caller commits or aborts the whole transaction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from llmdsdb.documents import next_id, set_next_id, u64key
+from llmdsdb.errors import ConfigConflictError, DimensionError, DuplicateIdError
+from llmdsdb.index_state import Indexes, graph_overrides
+from llmdsdb.options import Config, Explicit
+from llmdsdb.records import decode_record
+
+__all__ = ["BatchState", "IndexWork", "Op", "apply"]
+
+
+class Op(NamedTuple):
+    """One recorded write call: ``rows`` are :class:`~llmdsdb.records.Row` for add / upsert,
+    ``(id, key)`` pairs for delete, empty for merge."""
+
+    kind: Literal["add", "upsert", "delete", "merge"]
+    rows: tuple
+
+
+@dataclass
+class BatchState:
+    """Calls recorded by ``with db.batch():`` (validated, not yet written)."""
+
+    ops: list[Op] = field(default_factory=list)
+    # key -> content hash after the recorded ops (None: deleted by them)
+    overlay: dict[bytes, str | None] = field(default_factory=dict)
+    dim: int | None = None
+    changes: int = 0
+
+    def record(self, op: Op, changes: int) -> None:
+        """Record a validated call. Complexity: O(rows)."""
+        self.ops.append(op)
+        if op.kind == "delete":
+            for _, k in op.rows:
+                self.overlay[k] = None
+        else:
+            for r in op.rows:
+                self.overlay[r.key] = r.hash
+                if self.dim is None and r.emb is not None:
+                    self.dim = r.emb.shape[0]
+        self.changes += changes
+
+    def savepoint(self) -> tuple:
+        """What :meth:`rollback` restores (a nested ``batch()``). Complexity: O(overlay)."""
+        return len(self.ops), dict(self.overlay), self.dim, self.changes
+
+    def rollback(self, saved: tuple) -> None:
+        """Drop the calls recorded since ``saved``. Complexity: O(overlay)."""
+        del self.ops[saved[0]:]
+        self.overlay, self.dim, self.changes = saved[1], saved[2], saved[3]
+
+
+@dataclass
+class IndexWork:
+    """What a batch does to the indexes, gathered while the documents are written."""
+
+    add_text: dict[int, str] = field(default_factory=dict)
+    add_emb: dict[int, np.ndarray] = field(default_factory=dict)
+    removed: list[int] = field(default_factory=list)
+    removed_emb: list[int] = field(default_factory=list)
+    dim: int | None = None
+    merge: bool = False
+
+    def remove(self, iid: int, had_emb: bool) -> None:
+        """A document leaves (deleted or replaced). Complexity: O(1)."""
+        if iid in self.add_text:  # added earlier in this batch: it never reaches an index
+            del self.add_text[iid]
+            self.add_emb.pop(iid, None)
+        else:
+            self.removed.append(iid)
+            if had_emb:
+                self.removed_emb.append(iid)
+
+
+def _delete_docs(txn: Any, rows: tuple, work: IndexWork) -> int:
+    n = 0
+    for _id, k in rows:
+        raw = txn.get("ids", k)
+        if raw is None:
+            continue
+        rec = decode_record(txn.get("docs", raw) or b"\xc0", f"docs/{int.from_bytes(raw, 'big')}")
+        txn.delete("ids", k)
+        txn.delete("docs", raw)
+        work.remove(int.from_bytes(raw, "big"), rec["emb"] is not None)
+        n += 1
+    return n
+
+
+def _put_docs(txn: Any, op: Op, work: IndexWork, counter: list[int]) -> int:
+    n = 0
+    for r in op.rows:
+        raw = txn.get("ids", r.key)
+        if raw is not None:
+            if op.kind == "add":
+                raise DuplicateIdError(f"add: id {r.id!r} already exists")
+            rec = decode_record(txn.get("docs", raw) or b"\xc0",
+                                f"docs/{int.from_bytes(raw, 'big')}")
+            if rec["hash"] == r.hash:
+                continue
+            txn.delete("docs", raw)
+            work.remove(int.from_bytes(raw, "big"), rec["emb"] is not None)
+        if r.emb is not None:
+            if work.dim is None:
+                work.dim = r.emb.shape[0]
+            elif r.emb.shape[0] != work.dim:
+                raise DimensionError(f"{op.kind}: expected dimension {work.dim}, "
+                                     f"got {r.emb.shape[0]}")
+        iid = counter[0]
+        counter[0] += 1
+        kb = u64key(iid)
+        txn.put("docs", kb, r.record, compress=False)
+        txn.put("ids", r.key, kb)
+        work.add_text[iid] = r.text
+        if r.emb is not None:
+            work.add_emb[iid] = r.emb
+        n += 1
+    return n
+
+
+def write_documents(txn: Any, ops: list[Op], dim: int | None) -> tuple[list[int], IndexWork]:
+    """Step 1: write the documents of ``ops``; returns each op's count and the index work.
+
+    Complexity: O(rows · log n).
+
+    :raises DuplicateIdError: an added id exists. :raises DimensionError: mixed dimensions.
+    """
+    work = IndexWork(dim=dim, merge=any(op.kind == "merge" for op in ops))
+    first = next_id(txn)
+    counter = [first]
+    results: list[int] = []
+    for op in ops:
+        if op.kind == "merge":
+            results.append(-1)  # filled in by update_indexes
+        elif op.kind == "delete":
+            results.append(_delete_docs(txn, op.rows, work))
+        else:
+            results.append(_put_docs(txn, op, work, counter))
+    if counter[0] != first:
+        set_next_id(txn, counter[0])
+    return results, work
+
+
+def store_config(txn: Any, config: Config, explicit: Explicit, dim: int | None) -> Config:
+    """Step 2: write the configuration when it is not stored yet or the batch fixes the
+    dimension; returns the configuration the batch runs with.
+
+    Complexity: O(1).
+
+    :raises ConfigConflictError: another handle stored a conflicting configuration first.
+    :raises DimensionError: it stored another dimension first.
+    """
+    if config.stored and config.dim == dim:
+        return config
+    stored = Config.read(txn)
+    if stored is not None:
+        merged = config.adopt(stored, explicit)
+        if not config.stored and merged.public() | {"dim": None} != config.public() | {"dim": None}:
+            raise ConfigConflictError("another handle stored a different configuration while "
+                                      "this batch was validated; run the call again")
+        if merged.dim not in (None, dim):
+            raise DimensionError(f"expected dimension {merged.dim}, got {dim}")
+        config = merged
+    return config.write(txn, dim)
+
+
+def update_indexes(store: Any, ix: Indexes, work: IndexWork, options: Any,
+                   results: list[int]) -> None:
+    """Step 3: apply the index work to the in-memory indexes and write their pages (the
+    indexes are created with the first documents / embeddings).
+
+    Complexity: O(postings of the changed documents) + the vector segment's inserts.
+    """
+    from llmdsdb.analysis import Analyzer
+    from llmdsdb.hnsw import HNSW
+    from llmdsdb.inverted_index import InvertedIndex
+    from llmdsdb.vector_segment import VectorSegment
+
+    cfg = ix.config
+    if ix.bm25 is None:
+        ix.bm25 = InvertedIndex(Analyzer.from_dict(cfg.analyzer), store=store,
+                                cache_bytes=options.cache_bytes)
+    if ix.vectors is None and work.dim is not None:
+        # ml = 1/ln M (the paper's recommendation) rather than the seed API's 1/ln 2: at equal
+        # recall it built 1.8-2.7x faster on SciFact, siftsmall and fmnist (docs/tuning.md,
+        # tools/bench/results/hnsw_ml_ln2.md). The graph stores its ml, so reopening keeps it.
+        graph = HNSW(work.dim, M=cfg.hnsw_M, ef_construction=cfg.hnsw_ef_construction,
+                     ml=1.0 / math.log(cfg.hnsw_M), seed=cfg.hnsw_seed, metric=cfg.metric,
+                     store=store, **graph_overrides(options))
+        ix.vectors = VectorSegment(graph, fresh_max_vectors=options.fresh_max_vectors)
+    for iid in work.removed:
+        ix.bm25.remove_document(iid)
+    for iid in work.removed_emb:
+        ix.vectors.delete(iid)
+    if work.add_text:
+        ix.bm25.add_documents(list(work.add_text), list(work.add_text.values()))
+    if work.add_emb:
+        ids = np.fromiter(work.add_emb, dtype=np.int64, count=len(work.add_emb))
+        ix.vectors.add_many(np.stack(list(work.add_emb.values())), ids)
+    if work.merge:
+        moved = ix.vectors.merge() if ix.vectors is not None else 0
+        results[:] = [moved if r == -1 else r for r in results]
+    ix.bm25.flush()
+    if ix.vectors is not None:
+        ix.vectors.flush(store)
+    store.save_allocator()
+
+
+def apply(txn: Any, store: Any, ix: Indexes, ops: list[Op], explicit: Explicit,
+          options: Any) -> list[int]:
+    """Run ``ops`` in the write transaction ``txn`` (the store bound to it); ``ix`` is
+    brought up to the new state (the caller reloads it from disk when the transaction
+    aborts). Returns each op's count.
+
+    Complexity: that of the three steps.
+    """
+    with store.bound(txn):
+        results, work = write_documents(txn, ops, ix.config.dim)
+        if not any(results) and ix.config.stored and not work.merge:
+            return results  # nothing changed (the generation still counts the batch)
+        ix.config = store_config(txn, ix.config, explicit, work.dim)
+        update_indexes(store, ix, work, options, results)
+    return results
