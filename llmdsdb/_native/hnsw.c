@@ -13,9 +13,10 @@
  * chosen by the heuristic of Algorithm 4 (a candidate is kept when it is closer to the new
  * node than to every neighbour kept before it), back-links appended, and a row that
  * overflows is re-chosen from its entries plus the new node by the same heuristic. With
- * g->locks set (threaded insert) every row is read and written under its node's spin lock
- * and a node that raises the top layer holds the global lock for its whole insert, as in
- * hnswlib; with one thread the result depends only on the insertion order.
+ * g->locks set (threaded insert) every row is written under its node's spin lock with
+ * atomic stores and read without a lock by atomic loads (see read_row), and a node that
+ * raises the top layer holds the global lock for its whole insert, as in hnswlib; with one
+ * thread the result depends only on the insertion order.
  *
  * Safety: every id read from a row or row map is checked before it indexes anything
  * (0 <= id < n, -1 only as padding, a row map entry inside its layer); a violation returns
@@ -44,10 +45,11 @@ hnsw_ctx *hnsw_ctx_new(size_t nodes, int32_t m0, int32_t dim) {
     c->row = malloc((size_t)m0 * sizeof(int32_t));
     c->sel = malloc((size_t)m0 * sizeof(int32_t));
     c->sel2 = malloc((size_t)m0 * sizeof(int32_t));
+    c->fresh = malloc((size_t)m0 * sizeof(int32_t));
     c->q = malloc((size_t)dim * sizeof(float));
     c->qd = malloc((size_t)dim * sizeof(double));
     if (!c->mark || !c->cand || !c->res || !c->tmp || !c->tmp2 || !c->row || !c->sel ||
-        !c->sel2 || !c->q || !c->qd) {
+        !c->sel2 || !c->fresh || !c->q || !c->qd) {
         hnsw_ctx_free(c);
         return NULL;
     }
@@ -65,6 +67,7 @@ void hnsw_ctx_free(hnsw_ctx *c) {
     free(c->row);
     free(c->sel);
     free(c->sel2);
+    free(c->fresh);
     free(c->q);
     free(c->qd);
     free(c);
@@ -156,16 +159,27 @@ static inline int32_t *row_ptr(const hnsw_graph *g, int level, int32_t i) {
     return g->ladj[level - 1] + (size_t)r * (size_t)g->m;
 }
 
-/* A row to read: the row itself, or under a threaded insert a copy taken under its lock. */
+/* A row to read: the row itself, or during a threaded insert a copy taken id by id with
+ * relaxed atomic loads and no lock. A row being rewritten may then mix old and new ids;
+ * each is still a whole id, checked like any other, and a search tolerates a stale or
+ * repeated neighbour (it is visited once). Only writers take the node's lock, so readers
+ * never bounce lock cache lines between threads. */
 static inline const int32_t *read_row(const hnsw_graph *g, hnsw_ctx *c, int level, int32_t i) {
     int32_t *r = row_ptr(g, level, i);
     if (!r || !g->locks)
         return r;
     int w = level ? g->m : g->m0;
-    lock_node(g, i);
-    memcpy(c->row, r, (size_t)w * sizeof(int32_t));
-    unlock_node(g, i);
+    for (int j = 0; j < w; j++)
+        c->row[j] = __atomic_load_n(&r[j], __ATOMIC_RELAXED);
     return c->row;
+}
+
+/* Store one id of a row (atomic under a threaded insert: readers take no lock). */
+static inline void store_id(const hnsw_graph *g, int32_t *slot, int32_t v) {
+    if (g->locks)
+        __atomic_store_n(slot, v, __ATOMIC_RELAXED);
+    else
+        *slot = v;
 }
 
 static inline const float *vec(const hnsw_graph *g, int32_t i) {
@@ -246,10 +260,10 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
         const int32_t *row = read_row(g, c, level, -top.id);
         if (!row)
             return NATIVE_ECORRUPT;
-        if (row[0] >= 0 && row[0] < g->n) {
-            __builtin_prefetch(&mark[row[0]]);
-            prefetch_vec(g, row[0]);
-        }
+        /* two passes: first the unvisited neighbours (checked, marked, their vectors
+         * prefetched, so the memory loads overlap), then their distances */
+        int32_t *fresh = c->fresh;
+        int nf = 0;
         for (int j = 0; j < w; j++) {
             int32_t nb = row[j];
             if (nb < 0) {
@@ -259,15 +273,14 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
             }
             if (nb >= g->n)
                 return NATIVE_ECORRUPT;
-            if (j + 1 < w) {
-                int32_t nx = row[j + 1];
-                if (nx >= 0 && nx < g->n)
-                    __builtin_prefetch(&mark[nx]);
-                prefetch_vec(g, nx);
-            }
             if (mark[nb] == e)
                 continue;
             mark[nb] = e;
+            fresh[nf++] = nb;
+            prefetch_vec(g, nb);
+        }
+        for (int j = 0; j < nf; j++) {
+            int32_t nb = fresh[j];
             float d = native_dist(g->metric, q, vec(g, nb), dim);
             if (nr < ef || d < lb) {
                 if ((st = grow(&c->cand, &c->cand_cap, nc + 1)) != NATIVE_OK)
@@ -350,7 +363,9 @@ static int select_heuristic(const hnsw_graph *g, const native_pair *cand, size_t
 }
 
 static inline void mark_dirty(const hnsw_graph *g, int level, int32_t i) {
-    if (level == 0 && g->dirty)
+    /* read first: a store per back-link would bounce the flags' cache line between
+     * threads, though almost every flag is already set */
+    if (level == 0 && g->dirty && !__atomic_load_n(&g->dirty[i / g->block], __ATOMIC_RELAXED))
         __atomic_store_n(&g->dirty[i / g->block], 1, __ATOMIC_RELAXED);
 }
 
@@ -376,7 +391,7 @@ static int link_back(const hnsw_graph *g, hnsw_ctx *c, int32_t s, int32_t x, int
         cnt++;
     }
     if (cnt < mmax) {
-        row[cnt] = x;
+        store_id(g, &row[cnt], x);
     } else {
         const float *vs = vec(g, s);
         native_pair *t = c->tmp2;
@@ -393,9 +408,8 @@ static int link_back(const hnsw_graph *g, hnsw_ctx *c, int32_t s, int32_t x, int
             t[j + 1] = p;
         }
         int ns = select_heuristic(g, t, (size_t)mmax + 1, mmax, c->sel2);
-        memcpy(row, c->sel2, (size_t)ns * sizeof(int32_t));
-        for (int j = ns; j < mmax; j++)
-            row[j] = -1;
+        for (int j = 0; j < mmax; j++)
+            store_id(g, &row[j], j < ns ? c->sel2[j] : -1);
     }
     mark_dirty(g, level, s);
 done:
@@ -448,11 +462,9 @@ int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_to
         int w = level ? g->m : g->m0;
         lock_node(g, x);
         int32_t *row = row_ptr(g, level, x);
-        if (row) {
-            memcpy(row, c->sel, (size_t)ns * sizeof(int32_t));
-            for (int j = ns; j < w; j++)
-                row[j] = -1;
-        }
+        if (row)
+            for (int j = 0; j < w; j++)
+                store_id(g, &row[j], j < ns ? c->sel[j] : -1);
         unlock_node(g, x);
         if (!row) {
             st = NATIVE_ECORRUPT;

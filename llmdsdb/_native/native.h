@@ -199,7 +199,7 @@ typedef struct hnsw_ctx {
     uint16_t epoch;
     native_pair *cand, *res, *tmp, *tmp2;
     size_t cand_cap, res_cap, tmp_cap;
-    int32_t *row, *sel, *sel2;
+    int32_t *row, *sel, *sel2, *fresh;
     float *q;
     double *qd;
     struct hnsw_ctx *next; /* free-list link of the owner's pool */

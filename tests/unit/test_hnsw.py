@@ -477,3 +477,20 @@ def test_version_and_stats_name_the_kernels_instruction_set() -> None:
     out = CliRunner().invoke(cli, ["--version"]).output
     assert f"compiled kernels: {isa};" in out and "HnswGraph" in out
     assert HNSW(3).stats()["kernel_isa"] in {"avx512", "avx2", "scalar"}
+
+
+def test_python_threads_search_one_index_concurrently(built: HNSW, data: np.ndarray) -> None:
+    """The kernels release the GIL and take per-thread scratch from a pool: Python threads
+    searching at once get what one thread gets."""
+    import concurrent.futures
+
+    Q = data[:64] + 0.02
+    want = [built.search(q, 10, ef=40, exact=False) for q in Q]
+    want_many = built.search_many(Q, 10, ef=40, exact=False, threads=1)
+
+    def job(i: int) -> tuple[list, list]:
+        return [built.search(q, 10, ef=40, exact=False) for q in Q], built.search_many(Q, 10, ef=40, exact=False, threads=2)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        for singles, many in ex.map(job, range(8)):
+            assert singles == want and many == want_many == want
