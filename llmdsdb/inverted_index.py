@@ -887,13 +887,13 @@ class InvertedIndex:
         return _EXHAUSTIVE if postings <= EXHAUSTIVE_MAX_POSTINGS else _PRUNED
 
     def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """This thread's zeroed float64 accumulator and int32 touched list (length >= n)
+        """This thread's zeroed int64 accumulator and int32 touched list (length >= n)
         for the exhaustive kernel, which leaves the accumulator zeroed."""
         tls = self._tls
         acc = getattr(tls, "acc", None)
         if acc is None or len(acc) < n:
             m = n + (n >> 3) + 16
-            acc = tls.acc = np.zeros(m, dtype=np.float64)
+            acc = tls.acc = np.zeros(m, dtype=np.int64)
             tls.touched = np.zeros(m, dtype=np.int32)
         return acc, tls.touched
 

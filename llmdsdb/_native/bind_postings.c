@@ -460,10 +460,10 @@ static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
     }
     int st;
     if (threads == 1 && (mode == NATIVE_BM25_PRUNED || acc != Py_None)) {
-        double *ap = NULL;
+        int64_t *ap = NULL;
         int32_t *tp = NULL;
         if (mode == NATIVE_BM25_EXHAUSTIVE) {
-            if (views_get(&vw, acc, 'f', 8, 1, "acc") < 0)
+            if (views_get(&vw, acc, 'i', 8, 1, "acc") < 0)
                 goto done;
             ap = LAST(&vw)->buf;
             Py_ssize_t alen = LAST(&vw)->len / 8;

@@ -3,23 +3,20 @@
  *
  * A posting (doc d, tf) of a term with weight idf and query count qtf contributes
  *     c = ((tf * (k1 + 1)) / (norm[d] + tf)) * idf   [* qtf when qtf != 1]
- * (the operations and their order are those of llmdsdb.inverted_index, so float64 results
- * are bit-identical to it) and a document's score is the sum of its terms' contributions
- * taken in the query's term order, starting from 0.0. Both modes form that same sum:
+ * with norm[d] = k1 * (1 - b + b * dl / avgdl), and a document's score is the sum of its
+ * terms' contributions, added in 64-bit fixed point (see make_fixed) so that every order
+ * of evaluation gives the same score to the last bit. Two modes:
  *
  *  - exhaustive: term after term, every posting added into a dense accumulator (a list of
- *    the touched documents makes the final selection and the reset proportional to them);
- *  - pruned: document-at-a-time MaxScore with block-max bounds (Turtle & Flood 1995; Ding &
- *    Suel 2011). Terms sorted by their upper bound split into non-essential ones (whose
- *    bounds together cannot lift a document into the top k) and essential ones, which
- *    produce the candidates; a candidate looks up the non-essential terms, best bound
- *    first, and is dropped as soon as its partial score plus the bound of the block that
- *    could hold it plus the bounds of the terms left cannot reach the k-th score. Only
- *    blocks a candidate falls in are decoded.
+ *    the touched documents makes the final selection and the reset proportional to them
+ *    when they are few);
+ *  - pruned: block-max MaxScore over windows of documents (Turtle & Flood 1995; Ding &
+ *    Suel 2011; the window shape of Lucene's MaxScoreBulkScorer): see topk_pruned.
  *
- * Bounds and scores are formed by different operations, so every pruning test keeps a
- * relative margin of 1e-9: rounding can never drop a document that belongs in the top k.
- * Ties: the lower doc number first (documents are numbered in insertion order).
+ * Bounds and scores are formed by different operations, so every bound keeps a relative
+ * margin of 1e-9 and one fixed-point unit: rounding can never drop a document that belongs
+ * in the top k. Ties: the lower doc number first (documents are numbered in insertion
+ * order).
  */
 #include "native.h"
 
@@ -30,10 +27,6 @@
 
 #define SLACK 1e-9
 
-static inline int above(double bound, double theta) {
-    return bound * (1 + SLACK) + SLACK >= theta;
-}
-
 static inline double contrib(int32_t tf, double norm, double kp1, double idf, double qtf) {
     double t = (double)tf;
     double c = (t * kp1) / (norm + t);
@@ -43,10 +36,59 @@ static inline double contrib(int32_t tf, double norm, double kp1, double idf, do
     return c;
 }
 
+/* ---- exact sums: 64-bit fixed point -------------------------------------------------------
+ *
+ * A contribution c (a double, formed as above) enters every sum as round(c * S), S = 2^e a
+ * power of two chosen per query from the sum U of its terms' bounds so that any score stays
+ * below 2^61 (e = 60 - ceil(log2 U), clamped to [0, 60]): integer sums are exact, so every
+ * evaluation order -- term at a time, document at a time, window by window -- gives the same
+ * score, bit for bit, and a score is within m / (2 S) of the real-valued sum (~1e-16 here).
+ * Each contribution is also capped so that no sum can overflow even with a wrong bound.
+ */
+
+typedef struct {
+    double scale, inv;
+    int64_t cap;
+} fixedpt;
+
+static fixedpt make_fixed(const native_bm25_query *q) {
+    double u = 0.0;
+    for (int32_t i = 0; i < q->m; i++)
+        u += q->ub[i] >= 0.0 ? q->ub[i] : INFINITY; /* NaN / negative: no usable bound */
+    int e = 32;
+    if (u > 0.0 && isfinite(u)) {
+        int ex;
+        frexp(u, &ex); /* u < 2^ex */
+        e = 60 - ex;
+        e = e < 0 ? 0 : e > 60 ? 60 : e;
+    }
+    fixedpt f;
+    f.scale = ldexp(1.0, e);
+    f.inv = ldexp(1.0, -e);
+    f.cap = INT64_MAX / (2 * (int64_t)q->m + 2);
+    return f;
+}
+
+static inline int64_t fix(double c, const fixedpt *f) {
+    double x = c * f->scale;
+    if (!(x > 0.0))
+        return 0;
+    if (x >= (double)f->cap)
+        return f->cap;
+    return (int64_t)(x + 0.5);
+}
+
+/* A bound of fix(c) for every c <= u (u formed by other operations than c: margin). */
+static inline int64_t fix_bound(double u, const fixedpt *f) {
+    if (u != u || u >= (double)f->cap * f->inv)
+        return f->cap;
+    return fix(u * (1.0 + SLACK) + SLACK * f->inv, f) + 1;
+}
+
 /* ---- top-k heap: the worst hit at the root (lowest score, then highest doc) ----------- */
 
 typedef struct {
-    double s;
+    int64_t s;
     int32_t d;
 } hit;
 
@@ -69,7 +111,7 @@ static void heap_down(hit *h, int64_t n, int64_t i) {
 }
 
 /* Offer (s, d); returns 1 when the heap is full afterwards (its root is then the k-th). */
-static inline int heap_offer(hit *h, int64_t *n, int64_t k, double s, int32_t d) {
+static inline int heap_offer(hit *h, int64_t *n, int64_t k, int64_t s, int32_t d) {
     hit x = {s, d};
     if (*n < k) {
         int64_t i = (*n)++;
@@ -95,11 +137,12 @@ static int cmp_best(const void *a, const void *b) {
     return worse(y, x) ? -1 : worse(x, y) ? 1 : 0;
 }
 
-static void heap_emit(hit *h, int64_t n, int32_t *docs, double *scores, int64_t *nout) {
+static void heap_emit(hit *h, int64_t n, const fixedpt *f, int32_t *docs, double *scores,
+                      int64_t *nout) {
     qsort(h, (size_t)n, sizeof(hit), cmp_best);
     for (int64_t i = 0; i < n; i++) {
         docs[i] = h[i].d;
-        scores[i] = h[i].s;
+        scores[i] = (double)h[i].s * f->inv;
     }
     *nout = n;
 }
@@ -140,31 +183,33 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
     if (n != row[1] || (*docs)[0] != row[2] || (*docs)[n - 1] != row[3] ||
         (*docs)[n - 1] >= c->ndocs)
         return NATIVE_ECORRUPT;
-    int32_t tmax = 0;
-    for (int64_t j = 0; j < n; j++)
+    int32_t tmax = 0, tmin = INT32_MAX;
+    for (int64_t j = 0; j < n; j++) {
         tmax = (*tfs)[j] > tmax ? (*tfs)[j] : tmax;
-    if (tmax > row[4] || (*tfs)[0] < 1)
+        tmin = (*tfs)[j] < tmin ? (*tfs)[j] : tmin;
+    }
+    if (tmax > row[4] || tmin < 1)
         return NATIVE_ECORRUPT;
     return n;
 }
 
 static int check_list(const native_bm25_ctx *c, int32_t li) {
-    if (li < 0 || li >= c->nlists)
-        return NATIVE_EINVAL;
-    return NATIVE_OK;
+    return li < 0 || li >= c->nlists ? NATIVE_EINVAL : NATIVE_OK;
 }
 
 /* ---- exhaustive ------------------------------------------------------------------------ */
 
 static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
-                           double *acc, int32_t *touched, int32_t *out_d, double *out_s,
+                           int64_t *acc, int32_t *touched, int32_t *out_d, double *out_s,
                            int64_t *nout) {
     const double kp1 = c->k1 + 1.0;
     const double *norm = c->norm;
+    const fixedpt f = make_fixed(q);
     int64_t nt = 0;
     int st = NATIVE_OK;
+    const int64_t kk = k < c->ndocs ? k : c->ndocs;
     int32_t *dbuf = malloc(sizeof(int32_t) * 2 * (size_t)c->block_cap);
-    hit *heap = malloc(sizeof(hit) * (size_t)(k < c->ndocs ? k : c->ndocs) + sizeof(hit));
+    hit *heap = malloc(sizeof(hit) * (size_t)kk + sizeof(hit));
     if (!dbuf || !heap) {
         free(dbuf);
         free(heap);
@@ -185,55 +230,70 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
             }
             for (int64_t j = 0; j < n; j++) {
                 int32_t doc = d[j];
-                double v = contrib(t[j], norm[doc], kp1, idf, qtf);
-                double a = acc[doc];
+                int64_t v = fix(contrib(t[j], norm[doc], kp1, idf, qtf), &f);
+                int64_t a = acc[doc];
                 /* branch-free: whether a doc is new is a coin toss for the predictor */
                 touched[nt] = doc;
-                nt += (a == 0.0) & (v > 0.0);
+                nt += (a == 0) & (v > 0);
                 acc[doc] = a + v;
             }
         }
     }
     int64_t nh = 0;
-    const int64_t kk = k < c->ndocs ? k : c->ndocs;
     if (st == NATIVE_OK) {
         if (nt * 8 < c->ndocs) {
             for (int64_t j = 0; j < nt; j++)
                 heap_offer(heap, &nh, kk, acc[touched[j]], touched[j]);
         } else {
             /* in doc order: a later doc with the k-th score loses the tie */
-            double thr = 0.0; /* 0 until the heap is full, then the k-th score */
+            int64_t thr = 0; /* 0 until the heap is full, then the k-th score */
             for (int64_t dd = 0; dd < c->ndocs; dd++) {
-                double s = acc[dd];
+                int64_t s = acc[dd];
                 if (s > thr && heap_offer(heap, &nh, kk, s, (int32_t)dd))
                     thr = heap[0].s;
             }
         }
-        heap_emit(heap, nh, out_d, out_s, nout);
+        heap_emit(heap, nh, &f, out_d, out_s, nout);
     }
     if (nt * 8 < c->ndocs) {
         for (int64_t j = 0; j < nt; j++)
-            acc[touched[j]] = 0.0;
+            acc[touched[j]] = 0;
     } else {
-        memset(acc, 0, sizeof(double) * (size_t)c->ndocs);
+        memset(acc, 0, sizeof(int64_t) * (size_t)c->ndocs);
     }
     free(dbuf);
     free(heap);
     return st;
 }
 
-/* ---- pruned: block-max MaxScore, document at a time ------------------------------------ */
+/* ---- pruned: block-max MaxScore over windows of documents ------------------------------
+ *
+ * The documents are taken in windows of WIN doc numbers (Lucene's MaxScoreBulkScorer has
+ * the same shape). For a window, each term's bound is the largest block bound among its
+ * blocks overlapping the window (0 when it has none): a window whose bounds add up to no
+ * more than theta (the k-th score so far) is skipped without decoding anything. Otherwise
+ * the terms sorted by window bound split into non-essential ones (their bounds together
+ * cannot exceed theta) and essential ones; the essential terms' postings in the window are
+ * added term at a time into a window accumulator, and each document they touch then looks
+ * up the non-essential terms, best bound first, until its score plus the bound of the
+ * block that could hold it plus the bounds left cannot exceed theta. A document equal to
+ * theta loses the tie to the earlier document, so bounds <= theta prune.
+ */
+
+#define WIN 4096
 
 typedef struct {
     const native_plist *L;
-    double idf, qtf, w, ub;
+    double idf, qtf, w;
     int32_t *dbuf, *tbuf;
     const int32_t *d, *t; /* the loaded block */
-    int64_t bi;           /* index of the loaded block, -1 before the first */
+    int64_t bi;           /* index of the loaded block */
     int64_t n, j;         /* its postings, position */
-    int32_t doc;          /* current doc, INT32_MAX when exhausted */
+    int32_t doc;          /* current doc, DONE when exhausted */
     int32_t prev_last;    /* last doc of the block loaded before (blocks must ascend) */
-    int64_t sbi;          /* skip-row pointer of the block bound lookups */
+    int64_t wbi;          /* first block whose last doc >= the window start */
+    int64_t lbi;          /* first block whose last doc >= the last looked-up doc */
+    int64_t wub;          /* bound in this window */
 } cursor;
 
 #define DONE INT32_MAX
@@ -265,12 +325,12 @@ static inline int cur_next(const native_bm25_ctx *c, cursor *u) {
     return cur_load(c, u, u->bi + 1);
 }
 
-/* Move to the first posting with doc >= target (target > current doc). */
+/* Move to the first posting with doc >= target, decoding only the block that can hold it. */
 static int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t target) {
     if (u->doc >= target)
         return NATIVE_OK;
     const int64_t *skip = u->L->skip;
-    if (u->d[u->n - 1] < target) {
+    if (u->bi < 0 || u->d[u->n - 1] < target) {
         int64_t bi = u->bi + 1;
         while (bi < u->L->nb && skip[6 * bi + 3] < target)
             bi++;
@@ -278,7 +338,7 @@ static int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t target) {
         if (st != NATIVE_OK || u->doc >= target)
             return st;
     }
-    /* target lies within the loaded block: binary search after j */
+    /* target lies within the loaded block, after position j */
     int64_t lo = u->j + 1, hi = u->n - 1;
     while (lo < hi) {
         int64_t mid = (lo + hi) / 2;
@@ -292,20 +352,41 @@ static int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t target) {
     return NATIVE_OK;
 }
 
-/* Bound of u's contribution to doc target (>= the current doc): 0 when no block of u can
- * hold it, else the max bound of the block whose range holds it. */
-static inline double cur_block_ub(const native_bm25_ctx *c, cursor *u, int32_t target) {
-    const int64_t *skip = u->L->skip;
-    int64_t nb = u->L->nb;
-    while (u->sbi < nb && skip[6 * u->sbi + 3] < target)
-        u->sbi++;
-    if (u->sbi >= nb || skip[6 * u->sbi + 2] > target)
-        return 0.0;
-    const int64_t *row = skip + 6 * u->sbi;
+static inline int64_t block_ub(const native_bm25_ctx *c, const cursor *u, int64_t bi,
+                               const fixedpt *f) {
+    const int64_t *row = u->L->skip + 6 * bi;
     double mt = (double)row[4];
-    double nrm = c->k1 * (1.0 - c->b + c->b * ((double)row[5] / c->avgdl));
-    double ub = u->w * mt * (c->k1 + 1.0) / (mt + nrm);
-    return ub == ub ? ub : INFINITY;
+    double den = mt + c->k1 * (1.0 - c->b + c->b * ((double)row[5] / c->avgdl));
+    if (!(mt >= 1.0) || !(den > 0.0))
+        return f->cap; /* a damaged row bounds nothing; loading the block will tell */
+    return fix_bound(u->w * mt * (c->k1 + 1.0) / den, f);
+}
+
+/* The largest block bound of u among its blocks overlapping [lo, hi). */
+static int64_t window_ub(const native_bm25_ctx *c, cursor *u, int32_t lo, int32_t hi,
+                         const fixedpt *f) {
+    const int64_t *skip = u->L->skip;
+    const int64_t nb = u->L->nb;
+    while (u->wbi < nb && skip[6 * u->wbi + 3] < lo)
+        u->wbi++;
+    int64_t best = 0;
+    for (int64_t b = u->wbi; b < nb && skip[6 * b + 2] < hi; b++) {
+        int64_t x = block_ub(c, u, b, f);
+        best = x > best ? x : best;
+    }
+    return best;
+}
+
+/* Bound of u at doc d (d never decreases between calls): 0 when no block can hold d. */
+static inline int64_t lookup_ub(const native_bm25_ctx *c, cursor *u, int32_t d,
+                                const fixedpt *f) {
+    const int64_t *skip = u->L->skip;
+    const int64_t nb = u->L->nb;
+    while (u->lbi < nb && skip[6 * u->lbi + 3] < d)
+        u->lbi++;
+    if (u->lbi >= nb || skip[6 * u->lbi + 2] > d)
+        return 0;
+    return block_ub(c, u, u->lbi, f);
 }
 
 static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
@@ -314,16 +395,17 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
     const double kp1 = c->k1 + 1.0;
     const double *norm = c->norm;
     const int64_t kk = k < c->ndocs ? k : c->ndocs;
+    const fixedpt f = make_fixed(q);
     int st = NATIVE_OK;
     size_t cap = (size_t)c->block_cap;
     cursor *cur = calloc((size_t)m, sizeof(cursor));
     int32_t *ord = malloc(sizeof(int32_t) * (size_t)m);
-    int32_t *mark = malloc(sizeof(int32_t) * (size_t)m);
-    double *val = malloc(sizeof(double) * (size_t)m);
-    double *pre = malloc(sizeof(double) * ((size_t)m + 1));
+    int64_t *pre = malloc(sizeof(int64_t) * ((size_t)m + 1));
     int32_t *bufs = malloc(sizeof(int32_t) * 2 * cap * (size_t)m);
     hit *heap = malloc(sizeof(hit) * (size_t)kk + sizeof(hit));
-    if (!cur || !ord || !mark || !val || !pre || !bufs || !heap) {
+    int64_t *wsc = calloc(WIN, sizeof(int64_t));
+    uint64_t *bits = calloc(WIN / 64, sizeof(uint64_t));
+    if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits) {
         st = NATIVE_ENOMEM;
         goto out;
     }
@@ -335,103 +417,121 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
         u->idf = q->idf[i];
         u->qtf = q->qtf[i];
         u->w = q->idf[i] * q->qtf[i];
-        u->ub = q->ub[i] == q->ub[i] ? q->ub[i] : INFINITY;
         u->dbuf = bufs + 2 * cap * (size_t)i;
         u->tbuf = u->dbuf + cap;
         u->prev_last = -1;
         u->bi = -1;
-        if ((st = cur_load(c, u, 0)) != NATIVE_OK)
-            goto out;
-        mark[i] = -1;
+        u->doc = u->L->nb > 0 ? -1 : DONE; /* -1: nothing loaded yet */
         ord[i] = i;
     }
-    /* terms by ascending bound (insertion sort: queries have few terms) */
-    for (int32_t i = 1; i < m; i++) {
-        int32_t x = ord[i], j = i;
-        while (j > 0 && cur[ord[j - 1]].ub > cur[x].ub) {
-            ord[j] = ord[j - 1];
-            j--;
-        }
-        ord[j] = x;
-    }
-    pre[0] = 0.0;
-    for (int32_t r = 0; r < m; r++)
-        pre[r + 1] = pre[r] + cur[ord[r]].ub;
-    double theta = -INFINITY;
-    int32_t ne = 0; /* ord[0..ne) are non-essential */
+    int64_t theta = -1; /* the k-th score once the heap is full */
     int64_t nh = 0;
-    for (;;) {
-        int32_t cand = DONE;
-        for (int32_t r = ne; r < m; r++)
-            if (cur[ord[r]].doc < cand)
-                cand = cur[ord[r]].doc;
-        if (cand == DONE)
-            break;
-        double part = 0.0;
+    int64_t lo = 0;
+    while (lo < c->ndocs) {
+        int64_t hi = lo + WIN < c->ndocs ? lo + WIN : c->ndocs;
+        int64_t total = 0;
+        for (int32_t i = 0; i < m; i++) {
+            cur[i].wub = window_ub(c, cur + i, (int32_t)lo, (int32_t)hi, &f);
+            total += cur[i].wub; /* m bounds of at most cap each: no overflow */
+        }
+        if (total <= theta || total == 0) {
+            /* nothing here can enter: go on at the next block start past the window */
+            int64_t next = c->ndocs;
+            for (int32_t i = 0; i < m; i++) {
+                const int64_t *skip = cur[i].L->skip;
+                int64_t b = cur[i].wbi;
+                while (b < cur[i].L->nb && skip[6 * b + 3] < hi)
+                    b++;
+                if (b < cur[i].L->nb) {
+                    int64_t s = skip[6 * b + 2] > hi ? skip[6 * b + 2] : hi;
+                    next = s < next ? s : next;
+                }
+            }
+            lo = next > hi ? next : hi;
+            continue;
+        }
+        /* terms by ascending window bound (insertion sort: queries have few terms) */
+        for (int32_t i = 1; i < m; i++) {
+            int32_t x = ord[i], j = i;
+            while (j > 0 && cur[ord[j - 1]].wub > cur[x].wub) {
+                ord[j] = ord[j - 1];
+                j--;
+            }
+            ord[j] = x;
+        }
+        pre[0] = 0;
+        for (int32_t r = 0; r < m; r++)
+            pre[r + 1] = pre[r] + cur[ord[r]].wub;
+        int32_t ne = 0;
+        while (ne < m && pre[ne + 1] <= theta)
+            ne++;
+        /* essential terms, term at a time, into the window accumulator */
         for (int32_t r = ne; r < m; r++) {
-            int32_t i = ord[r];
-            cursor *u = cur + i;
-            if (u->doc == cand) {
-                double v = contrib(u->t[u->j], norm[cand], kp1, u->idf, u->qtf);
-                val[i] = v;
-                mark[i] = cand;
-                part += v;
+            cursor *u = cur + ord[r];
+            if (u->doc < lo && (st = cur_advance(c, u, (int32_t)lo)) != NATIVE_OK)
+                goto out;
+            while (u->doc < hi) {
+                int64_t off = u->doc - lo;
+                wsc[off] += fix(contrib(u->t[u->j], norm[u->doc], kp1, u->idf, u->qtf), &f);
+                bits[off >> 6] |= (uint64_t)1 << (off & 63);
                 if ((st = cur_next(c, u)) != NATIVE_OK)
                     goto out;
             }
         }
-        int pruned = 0;
-        for (int32_t r = ne - 1; r >= 0; r--) {
-            if (!above(part + pre[r + 1], theta)) {
-                pruned = 1;
-                break;
-            }
-            int32_t i = ord[r];
-            cursor *u = cur + i;
-            if (u->doc > cand)
-                continue; /* already past: absent */
-            double bub = cur_block_ub(c, u, cand);
-            if (bub == 0.0)
-                continue;
-            if (!above(part + bub + pre[r], theta)) {
-                pruned = 1;
-                break;
-            }
-            if ((st = cur_advance(c, u, cand)) != NATIVE_OK)
-                goto out;
-            if (u->doc == cand) {
-                double v = contrib(u->t[u->j], norm[cand], kp1, u->idf, u->qtf);
-                val[i] = v;
-                mark[i] = cand;
-                part += v;
+        /* the documents they touched, in doc order */
+        for (int64_t wi = 0; wi < WIN / 64; wi++) {
+            uint64_t word = bits[wi];
+            bits[wi] = 0;
+            while (word) {
+                int64_t off = wi * 64 + __builtin_ctzll(word);
+                word &= word - 1;
+                int32_t d = (int32_t)(lo + off);
+                int64_t s = wsc[off];
+                wsc[off] = 0;
+                if (s + pre[ne] <= theta)
+                    continue;
+                int pruned = 0;
+                for (int32_t r = ne - 1; r >= 0; r--) {
+                    if (s + pre[r + 1] <= theta) {
+                        pruned = 1;
+                        break;
+                    }
+                    cursor *u = cur + ord[r];
+                    if (u->doc > d)
+                        continue; /* already past d: absent */
+                    int64_t bub = lookup_ub(c, u, d, &f);
+                    if (bub == 0)
+                        continue;
+                    if (s + bub + pre[r] <= theta) {
+                        pruned = 1;
+                        break;
+                    }
+                    if ((st = cur_advance(c, u, d)) != NATIVE_OK)
+                        goto out;
+                    if (u->doc == d)
+                        s += fix(contrib(u->t[u->j], norm[d], kp1, u->idf, u->qtf), &f);
+                }
+                if (!pruned && s > 0 && (nh < kk || s > heap[0].s) &&
+                    heap_offer(heap, &nh, kk, s, d))
+                    theta = heap[0].s;
             }
         }
-        if (pruned)
-            continue;
-        double s = 0.0;
-        for (int32_t i = 0; i < m; i++)
-            if (mark[i] == cand)
-                s += val[i];
-        if (s > 0.0 && (nh < kk || s > heap[0].s) && heap_offer(heap, &nh, kk, s, cand)) {
-            theta = heap[0].s;
-            while (ne < m && !above(pre[ne + 1], theta))
-                ne++;
-        }
+        lo = hi;
     }
-    heap_emit(heap, nh, out_d, out_s, nout);
+    heap_emit(heap, nh, &f, out_d, out_s, nout);
 out:
     free(cur);
     free(ord);
-    free(mark);
-    free(val);
     free(pre);
     free(bufs);
     free(heap);
+    free(wsc);
+    free(bits);
     return st;
 }
 
 int native_bm25_topk(const native_bm25_ctx *c, const native_bm25_query *q, int mode, int64_t k,
-                     double *acc, int32_t *touched, int32_t *docs, double *scores,
+                     int64_t *acc, int32_t *touched, int32_t *docs, double *scores,
                      int64_t *nout) {
     *nout = 0;
     if (k < 1 || c->block_cap < 1 || c->block_cap > NATIVE_MAX_BLOCK_POSTINGS)
@@ -461,10 +561,10 @@ typedef struct {
 
 static void *batch_worker(void *arg) {
     batch_job *b = arg;
-    double *acc = NULL;
+    int64_t *acc = NULL;
     int32_t *touched = NULL;
     if (b->mode == NATIVE_BM25_EXHAUSTIVE) {
-        acc = calloc((size_t)b->c->ndocs + 1, sizeof(double));
+        acc = calloc((size_t)b->c->ndocs + 1, sizeof(int64_t));
         touched = malloc(sizeof(int32_t) * ((size_t)b->c->ndocs + 1));
         if (!acc || !touched) {
             int zero = 0;

@@ -114,12 +114,12 @@ typedef struct {
 
 enum { NATIVE_BM25_EXHAUSTIVE = 0, NATIVE_BM25_PRUNED = 1 };
 
-/* Top k documents of a query by BM25 (score desc, then doc number asc), exact: each score
- * is summed in term order, so both modes give bit-identical results. acc (ndocs doubles,
- * zero) and touched (ndocs int32) are scratch for the exhaustive mode (may be NULL for
- * pruned); acc is zero again on return. Writes *nout <= k hits to docs/scores. */
+/* Top k documents of a query by BM25 (score desc, then doc number asc), exact: scores are
+ * summed in 64-bit fixed point, so every mode gives bit-identical results. acc (ndocs
+ * int64, zero) and touched (ndocs int32) are scratch for the exhaustive mode (may be NULL
+ * for pruned); acc is zero again on return. Writes *nout <= k hits to docs/scores. */
 int native_bm25_topk(const native_bm25_ctx *c, const native_bm25_query *q, int mode, int64_t k,
-                     double *acc, int32_t *touched, int32_t *docs, double *scores,
+                     int64_t *acc, int32_t *touched, int32_t *docs, double *scores,
                      int64_t *nout);
 /* native_bm25_topk for nq queries on up to nthreads threads (own scratch each); query i
  * writes docs/scores[i * k ..] and nout[i]. Returns the first failing status. */

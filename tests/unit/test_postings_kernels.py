@@ -109,7 +109,7 @@ def _lists(rng: np.random.Generator, ndocs: int, nterms: int, damage: bool) -> l
 
 def _search(lists, queries, ndocs, k, mode, threads=1):
     norm = np.full(ndocs, 0.9)
-    acc = np.zeros(ndocs)
+    acc = np.zeros(ndocs, dtype=np.int64)
     touched = np.zeros(ndocs, dtype=np.int32)
     got = _core.bm25_search(lists, queries, norm, k, 1.2, 0.75, 7.0, 8, mode, threads, acc,
                             touched)
@@ -171,8 +171,8 @@ def test_kernel_refuses_bad_arguments() -> None:
         _core.bm25_search(lists, [(q[0].astype(np.int64),) + q[1:]], norm, 3, 1.2, 0.75,
                           1.0, 8, 1)
     with pytest.raises(InvalidArgumentError):  # scratch too short
-        _core.bm25_search(lists, [q], norm, 3, 1.2, 0.75, 1.0, 8, 0, 1, np.zeros(3),
-                          np.zeros(3, np.int32))
+        _core.bm25_search(lists, [q], norm, 3, 1.2, 0.75, 1.0, 8, 0, 1,
+                          np.zeros(3, np.int64), np.zeros(3, np.int32))
     with pytest.raises(InvalidArgumentError):
         _core.bm25_search(lists, [q], norm, 0, 1.2, 0.75, 1.0, 8, 1)
     # a block with more postings than block_cap is corrupt for this index

@@ -1,8 +1,13 @@
-"""BM25 benchmark: llmdsdb.InvertedIndex vs bm25s, rank_bm25 and SQLite FTS5.
+"""BM25 benchmark: llmdsdb.InvertedIndex vs tantivy, bm25s, rank_bm25 and SQLite FTS5.
 
 SciFact (BEIR, 5,183 abstracts, 300 test queries; title + text indexed as
 tools/bench/common does): nDCG@10, build docs/s, single-thread queries/s (query string ->
 top-10 ids, all 300 queries, warm-up pass then median of 5 passes), bytes per posting.
+tantivy (tantivy-py, Lucene's design in Rust: block-max WAND over bit-packed blocks) runs
+with the closest analyzer it offers (simple tokenizer, lowercase, its English stop words,
+the Snowball English stemmer), term frequencies without positions, one segment, and
+``count=False`` so that its top-k can prune; it has no batch call, so its one-query-per-call
+figure stands in both comparisons.
 
 Scale run (``--scale N``, default 1,000,000 documents): a synthetic corpus drawn from
 SciFact's word and document-length distributions (each document: a length drawn from the
@@ -12,7 +17,9 @@ latency, peak memory, pruned vs exhaustive speed-up; beside bm25s. Each system b
 own subprocess so that peak RSS is its own; a third process then loads both built indexes
 and interleaves their warm query passes (CPU time, best of five rounds), which is the query
 speed comparison: the two build processes run one after the other, and the load on this
-shared machine moved bm25s's own speed by 40 % between such runs.
+shared machine moved bm25s's own speed by 40 % between such runs. That third process also
+times each system's first pass right after loading (nothing decoded or cached: what a CLI
+query meets) before the warm rounds.
 
 Usage (from the repository root)::
 
@@ -97,6 +104,58 @@ def bm25s_retrieve(ret, stemmer, queries: list[str]):
     return ret.retrieve(qt, k=K, show_progress=False, n_threads=1)
 
 
+_TANTIVY_CLEAN = re.compile(r"[^\w]+")
+
+
+def tantivy_analyzer():
+    import tantivy
+
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.stopword("english"))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def build_tantivy(texts: list[str], path: str | None = None):
+    """A tantivy index of ``texts`` (doc ids 0..n-1 as the integer field ``id``), one
+    writer thread, committed and merged."""
+    import tantivy
+
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("body", stored=False, tokenizer_name="en_stop_stem", index_option="freq")
+    sb.add_integer_field("id", stored=True, fast=True)
+    index = tantivy.Index(sb.build(), path=path)
+    index.register_tokenizer("en_stop_stem", tantivy_analyzer())
+    w = index.writer(heap_size=1 << 30, num_threads=1)
+    for i, t in enumerate(texts):
+        w.add_document(tantivy.Document(id=i, body=t))
+    w.commit()
+    w.wait_merging_threads()
+    index.reload()
+    return index
+
+
+def open_tantivy(path: str):
+    import tantivy
+
+    index = tantivy.Index.open(path)
+    index.register_tokenizer("en_stop_stem", tantivy_analyzer())
+    return index
+
+
+def tantivy_search(index, searcher, q: str):
+    """tantivy's top-K hits (score, DocAddress) for a query string: punctuation removed
+    and lowercased so that its query parser reads plain words (a disjunction)."""
+    text = _TANTIVY_CLEAN.sub(" ", q).lower().strip()
+    if not text:
+        return []
+    return searcher.search(index.parse_query(text, ["body"]), K, count=False).hits
+
+
 CPU_TIMES: dict[str, list[float]] = {}
 
 
@@ -131,9 +190,15 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
     def b_bm25s():
         built["bm25s"] = build_bm25s(texts)
 
-    build_t = interleaved({"llmdsdb": b_ours, "bm25s": b_bm25s}, max(3, repeat - 2))
+    def b_tantivy():
+        built["tantivy"] = build_tantivy(texts)
+
+    build_t = interleaved({"llmdsdb": b_ours, "bm25s": b_bm25s, "tantivy": b_tantivy},
+                          max(3, repeat - 2))
     idx: InvertedIndex = built["ours"]  # type: ignore[assignment]
     ret = built["bm25s"]
+    tv = built["tantivy"]
+    tv_searcher = tv.searcher()
 
     def bm25s_one(q: str):
         return bm25s_retrieve(ret, stemmer, [q])[0][0]
@@ -153,6 +218,11 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
     ndcg_bm25s = common.mean_ndcg(
         {qid: [sf.doc_ids[d] for d in res[i]] for i, qid in enumerate(sf.query_ids)}, sf.qrels
     )
+    tv_runs = {
+        qid: [sf.doc_ids[tv_searcher.doc(a)["id"][0]] for _, a in tantivy_search(tv, tv_searcher, q)]
+        for qid, q in zip(sf.query_ids, queries)
+    }
+    ndcg_tantivy = common.mean_ndcg(tv_runs, sf.qrels)
     same_batch = idx.search_many(queries, K) == [idx.search(q, K) for q in queries]
     same_modes = all(
         idx.search(q, K, mode="pruned") == idx.search(q, K, mode="exhaustive") for q in queries
@@ -163,6 +233,9 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
         "llmdsdb search mode=pruned": lambda: [idx.search(q, K, mode="pruned") for q in queries],
         "bm25s (one query per call)": lambda: [bm25s_one(q) for q in queries],
         "bm25s (all queries in one call)": bm25s_all,
+        "tantivy (one query per call)": lambda: [
+            tantivy_search(tv, tv_searcher, q) for q in queries
+        ],
     }
     q_t = interleaved(fns, repeat)
     st = idx.stats()
@@ -172,13 +245,16 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
     b_ours = statistics.median(build_t["llmdsdb"])
     b_peer = statistics.median(build_t["bm25s"])
     rows = []
+    b_tv = statistics.median(build_t["tantivy"])
     for name, ts in q_t.items():
-        ours = name.startswith("llmdsdb")
+        sysname = name.split()[0]
+        ndcg = {"llmdsdb": ndcg_ours, "bm25s": ndcg_bm25s, "tantivy": ndcg_tantivy}[sysname]
+        b_sys = {"llmdsdb": b_ours, "bm25s": b_peer, "tantivy": b_tv}[sysname]
         rows.append({
             "system": name,
-            "ndcg@10": ndcg_ours if ours else ndcg_bm25s,
-            "build_s": b_ours if ours else b_peer,
-            "build_docs_per_s": len(texts) / (b_ours if ours else b_peer),
+            "ndcg@10": ndcg,
+            "build_s": b_sys,
+            "build_docs_per_s": len(texts) / b_sys,
             "qps": len(queries) / statistics.median(ts),
             "qps_cpu": len(queries) / statistics.median(CPU_TIMES[name]),
         })
@@ -207,8 +283,18 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
         "cpu_one_query_per_call_vs_bm25s_all_queries": rows[0]["qps_cpu"] / rows[4]["qps_cpu"],
         "cpu_build_vs_bm25s": statistics.median(CPU_TIMES["bm25s"])
         / statistics.median(CPU_TIMES["llmdsdb"]),
+        "one_query_per_call_vs_tantivy":
+            qps["llmdsdb search (one query per call)"] / qps["tantivy (one query per call)"],
+        "search_many_vs_tantivy":
+            qps["llmdsdb search_many (all queries in one call)"]
+            / qps["tantivy (one query per call)"],
+        "cpu_one_query_per_call_vs_tantivy": rows[0]["qps_cpu"] / rows[5]["qps_cpu"],
+        "cpu_search_many_vs_tantivy": rows[1]["qps_cpu"] / rows[5]["qps_cpu"],
+        "build_vs_tantivy": b_tv / b_ours,
     }
-    details["build_cpu_s"] = {k: statistics.median(CPU_TIMES[k]) for k in ("llmdsdb", "bm25s")}
+    details["build_cpu_s"] = {
+        k: statistics.median(CPU_TIMES[k]) for k in ("llmdsdb", "bm25s", "tantivy")
+    }
     return rows, {"details": details, "ratios": ratios}
 
 
@@ -417,6 +503,26 @@ def scale_child(system: str, n_docs: int, save_dir: Path) -> dict:
         del cold
         with open(save_dir / "llmdsdb.pages", "wb") as f:  # for the interleaved duel
             pickle.dump(idx.store, f, protocol=pickle.HIGHEST_PROTOCOL)
+    elif system == "tantivy":
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        tv_dir = save_dir / "tantivy"
+        tv_dir.mkdir()
+        tv = build_tantivy(texts_all, str(tv_dir))
+        out["build_s"] = time.perf_counter() - t0
+        out["build_cpu_s"] = time.process_time() - c0
+        print(f"tantivy build {out['build_s']:.1f} s", file=sys.stderr, flush=True)
+        del texts_all
+        gc.collect()
+        searcher = tv.searcher()
+        cpu_tv: list[float] = []
+        for _ in range(3):
+            c0 = time.process_time()
+            for q in queries:
+                tantivy_search(tv, searcher, q)
+            cpu_tv.append(time.process_time() - c0)
+        out["qps_cpu_first_pass"] = len(queries) / cpu_tv[0]
+        out["qps_cpu"] = len(queries) / min(cpu_tv[1:])
     else:
         import bm25s
         import Stemmer
@@ -479,10 +585,31 @@ def duel_child(save_dir: Path, rounds: int = 5) -> dict:
     import Stemmer
 
     queries = common.load_scifact().queries
-    with open(save_dir / "llmdsdb.pages", "rb") as f:
-        ours = InvertedIndex.open(pickle.load(f))
-    ret = bm25s.BM25.load(str(save_dir / "bm25s"), show_progress=False)
+    first: dict[str, float] = {}
+
+    def first_pass(name: str, load, run) -> object:
+        # load, then one pass with nothing decoded or cached (CPU time, load included)
+        c0 = time.process_time()
+        obj = load()
+        run(obj)
+        first[name] = len(queries) / (time.process_time() - c0)
+        return obj
+
+    def load_ours() -> InvertedIndex:
+        with open(save_dir / "llmdsdb.pages", "rb") as f:
+            return InvertedIndex.open(pickle.load(f))
+
     stemmer = Stemmer.Stemmer("english")
+    ours = first_pass("ours", load_ours, lambda o: [o.search(q, K) for q in queries])
+    ret = first_pass(
+        "bm25s", lambda: bm25s.BM25.load(str(save_dir / "bm25s"), show_progress=False),
+        lambda r: [bm25s_retrieve(r, stemmer, [q]) for q in queries],
+    )
+    tv = first_pass(
+        "tantivy", lambda: open_tantivy(str(save_dir / "tantivy")),
+        lambda t: [tantivy_search(t, t.searcher(), q) for q in queries],
+    )
+    tv_searcher = tv.searcher()
 
     def ours_single() -> object:
         return [ours.search(q, K) for q in queries]
@@ -496,8 +623,11 @@ def duel_child(save_dir: Path, rounds: int = 5) -> dict:
     def peer_many() -> object:
         return bm25s_retrieve(ret, stemmer, queries)
 
+    def tantivy_single() -> object:
+        return [tantivy_search(tv, tv_searcher, q) for q in queries]
+
     modes = {"ours_single": ours_single, "bm25s_single": peer_single,
-             "ours_many": ours_many, "bm25s_many": peer_many}
+             "ours_many": ours_many, "bm25s_many": peer_many, "tantivy_single": tantivy_single}
     for fn in modes.values():  # warm-up: every term decoded and cached once
         fn()
     best = dict.fromkeys(modes, math.inf)
@@ -507,6 +637,7 @@ def duel_child(save_dir: Path, rounds: int = 5) -> dict:
             fn()
             best[name] = min(best[name], time.process_time() - c0)
     out = {f"qps_cpu_{name}": len(queries) / t for name, t in best.items()}
+    out.update({f"qps_cpu_first_pass_after_load_{name}": v for name, v in first.items()})
     out["rounds"] = rounds
     out["load_average_1min_at_end"] = os.getloadavg()[0]
     return out
@@ -515,7 +646,7 @@ def duel_child(save_dir: Path, rounds: int = 5) -> dict:
 def scale(args: argparse.Namespace) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_bm25_") as tmp:
-        for system in ("llmdsdb", "bm25s", "duel"):
+        for system in ("llmdsdb", "bm25s", "tantivy", "duel"):
             proc = subprocess.run(
                 [sys.executable, __file__, "--scale-child", system, str(args.scale), tmp],
                 stdout=subprocess.PIPE,
@@ -527,9 +658,22 @@ def scale(args: argparse.Namespace) -> None:
                 raise SystemExit(f"{system} child failed")
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    ours, peer, duel = rows
-    rows = [ours, peer]
+    ours, peer, tv, duel = rows
+    rows = [ours, peer, tv]
     ratios = {
+        "interleaved_cpu_one_query_per_call_vs_tantivy":
+            duel["qps_cpu_ours_single"] / duel["qps_cpu_tantivy_single"],
+        "interleaved_cpu_search_many_vs_tantivy":
+            duel["qps_cpu_ours_many"] / duel["qps_cpu_tantivy_single"],
+        "fresh_process_first_pass_after_load_vs_bm25s":
+            duel["qps_cpu_first_pass_after_load_ours"]
+            / duel["qps_cpu_first_pass_after_load_bm25s"],
+        "fresh_process_first_pass_after_load_vs_tantivy":
+            duel["qps_cpu_first_pass_after_load_ours"]
+            / duel["qps_cpu_first_pass_after_load_tantivy"],
+        "reopened_process_vs_building_process_warm_cpu":
+            duel["qps_cpu_ours_single"] / ours["qps_cpu"],
+        "build_vs_tantivy": ours["build_docs_per_s"] / tv["build_docs_per_s"],
         "interleaved_cpu_one_query_per_call": duel["qps_cpu_ours_single"] / duel["qps_cpu_bm25s_single"],
         "interleaved_cpu_search_many_vs_all_queries_in_one_call":
             duel["qps_cpu_ours_many"] / duel["qps_cpu_bm25s_many"],
@@ -576,6 +720,8 @@ def scale(args: argparse.Namespace) -> None:
         "llmdsdb: " + json.dumps({k: v for k, v in ours.items() if k not in cols}),
         "",
         "bm25s: " + json.dumps({k: v for k, v in peer.items() if k not in cols}),
+        "",
+        "tantivy: " + json.dumps({k: v for k, v in tv.items() if k not in cols}),
         "",
         "Interleaved warm passes (both indexes in one process, loaded from the builds above): "
         + json.dumps(duel),
