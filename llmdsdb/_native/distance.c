@@ -202,35 +202,6 @@ const char *native_dist_isa(void) { return dist_isa; }
 
 /* ---- exact top-k --------------------------------------------------------------------- */
 
-/* Max-heap on (d, id): the root is the worst hit kept. */
-static void heap_sift_down(native_pair *h, size_t n, size_t i) {
-    native_pair x = h[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && native_pair_lt(h[c], h[c + 1]))
-            c++;
-        if (!native_pair_lt(x, h[c]))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = x;
-}
-
-static void heap_sift_up(native_pair *h, size_t i) {
-    native_pair x = h[i];
-    while (i) {
-        size_t p = (i - 1) / 2;
-        if (!native_pair_lt(h[p], x))
-            break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = x;
-}
-
 size_t native_topk_scan(const float *vecs, size_t n, size_t dim, const float *q, int metric,
                         const uint8_t *skip, size_t k, native_pair *heap, native_pair *out) {
     size_t m = 0;
@@ -241,19 +212,13 @@ size_t native_topk_scan(const float *vecs, size_t n, size_t dim, const float *q,
             continue;
         native_pair p = {native_dist(metric, q, vecs + i * dim, dim), (int32_t)i};
         if (m < k) {
-            heap[m] = p;
-            heap_sift_up(heap, m++);
-        } else if (native_pair_lt(p, heap[0])) {
-            heap[0] = p;
-            heap_sift_down(heap, m, 0);
+            native_heap_push(heap, &m, p);
+        } else if (native_pair_lt(p, heap[0])) { /* replaces the worst hit kept */
+            native_heap_pop(heap, &m);
+            native_heap_push(heap, &m, p);
         }
     }
-    /* pop the worst to the back: out ends up nearest first */
-    for (size_t j = m; j > 0; j--) {
-        out[j - 1] = heap[0];
-        heap[0] = heap[j - 1];
-        heap_sift_down(heap, j - 1, 0);
-    }
+    native_heap_drain(heap, m, out);
     return m;
 }
 

@@ -93,47 +93,6 @@ static uint16_t next_epoch(hnsw_ctx *c) {
     return c->epoch;
 }
 
-/* ---- max-heap on (d, id) ------------------------------------------------------------- */
-
-static inline void heap_push(native_pair *h, size_t *n, native_pair x) {
-    size_t i = (*n)++;
-    while (i) {
-        size_t p = (i - 1) / 2;
-        if (!native_pair_lt(h[p], x))
-            break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = x;
-}
-
-static inline void heap_pop(native_pair *h, size_t *n) {
-    native_pair x = h[--(*n)];
-    size_t m = *n, i = 0;
-    if (!m)
-        return;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= m)
-            break;
-        if (c + 1 < m && native_pair_lt(h[c], h[c + 1]))
-            c++;
-        if (!native_pair_lt(x, h[c]))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = x;
-}
-
-/* Drain a max-heap into out nearest first (out may alias nothing in h). */
-static void heap_drain(native_pair *h, size_t n, native_pair *out) {
-    while (n) {
-        out[n - 1] = h[0];
-        heap_pop(h, &n);
-    }
-}
-
 /* ---- rows ------------------------------------------------------------------------------ */
 
 static inline void lock_node(const hnsw_graph *g, int32_t i) {
@@ -157,6 +116,16 @@ static inline int32_t *row_ptr(const hnsw_graph *g, int level, int32_t i) {
     if (r < 0 || r >= g->lcount[level - 1])
         return NULL;
     return g->ladj[level - 1] + (size_t)r * (size_t)g->m;
+}
+
+/* Ids before the row's padding, each checked (0 <= id < n; padding is -1 and only
+ * padding follows it); -1 when the row is corrupt. */
+static inline int row_len(const hnsw_graph *g, const int32_t *row, int w) {
+    int j = 0;
+    for (; j < w && row[j] != -1; j++)
+        if (row[j] < 0 || row[j] >= g->n)
+            return -1;
+    return j;
 }
 
 /* A row to read: the row itself, or during a threaded insert a copy taken id by id with
@@ -205,17 +174,11 @@ static int greedy(const hnsw_graph *g, hnsw_ctx *c, const float *q, int from, in
         while (changed) {
             changed = 0;
             const int32_t *row = read_row(g, c, level, *cur);
-            if (!row)
+            int len = row ? row_len(g, row, g->m) : -1;
+            if (len < 0)
                 return NATIVE_ECORRUPT;
-            for (int j = 0; j < g->m; j++) {
+            for (int j = 0; j < len; j++) {
                 int32_t nb = row[j];
-                if (nb < 0) {
-                    if (nb != -1)
-                        return NATIVE_ECORRUPT;
-                    break;
-                }
-                if (nb >= g->n)
-                    return NATIVE_ECORRUPT;
                 float d = native_dist(g->metric, q, vec(g, nb), dim);
                 if (d < *curd) {
                     *curd = d;
@@ -252,27 +215,21 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
         native_pair top = c->cand[0];
         if (-top.d > lb && nr >= ef)
             break;
-        heap_pop(c->cand, &nc);
+        native_heap_pop(c->cand, &nc);
         /* the next node to expand is likely the new top: fetch its row while this one's
          * neighbours are scored (rows live apart from vectors, so nothing else brings it) */
         if (nc && level == 0)
             __builtin_prefetch(g->adj0 + (size_t)(-c->cand[0].id) * (size_t)g->m0);
         const int32_t *row = read_row(g, c, level, -top.id);
-        if (!row)
+        int len = row ? row_len(g, row, w) : -1;
+        if (len < 0)
             return NATIVE_ECORRUPT;
-        /* two passes: first the unvisited neighbours (checked, marked, their vectors
-         * prefetched, so the memory loads overlap), then their distances */
+        /* two passes: first the unvisited neighbours (marked, their vectors prefetched, so
+         * the memory loads overlap), then their distances */
         int32_t *fresh = c->fresh;
         int nf = 0;
-        for (int j = 0; j < w; j++) {
+        for (int j = 0; j < len; j++) {
             int32_t nb = row[j];
-            if (nb < 0) {
-                if (nb != -1)
-                    return NATIVE_ECORRUPT;
-                break;
-            }
-            if (nb >= g->n)
-                return NATIVE_ECORRUPT;
             if (mark[nb] == e)
                 continue;
             mark[nb] = e;
@@ -285,11 +242,11 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
             if (nr < ef || d < lb) {
                 if ((st = grow(&c->cand, &c->cand_cap, nc + 1)) != NATIVE_OK)
                     return st;
-                heap_push(c->cand, &nc, (native_pair){-d, -nb});
+                native_heap_push(c->cand, &nc, (native_pair){-d, -nb});
                 if (!skip_deleted || !g->deleted[nb]) {
-                    heap_push(c->res, &nr, (native_pair){d, nb});
+                    native_heap_push(c->res, &nr, (native_pair){d, nb});
                     if (nr > ef)
-                        heap_pop(c->res, &nr);
+                        native_heap_pop(c->res, &nr);
                 }
                 if (nr)
                     lb = c->res[0].d;
@@ -321,7 +278,7 @@ int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
             return st;
         if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
             return st;
-        heap_drain(c->res, nr, c->tmp);
+        native_heap_drain(c->res, nr, c->tmp);
         size_t want = k < live ? k : live;
         if (nr >= want) {
             size_t m = nr < k ? nr : k;
@@ -380,16 +337,14 @@ static int link_back(const hnsw_graph *g, hnsw_ctx *c, int32_t s, int32_t x, int
         st = NATIVE_ECORRUPT;
         goto done;
     }
-    int cnt = 0;
-    while (cnt < mmax && row[cnt] != -1) {
-        if (row[cnt] < 0 || row[cnt] >= g->n) {
-            st = NATIVE_ECORRUPT;
-            goto done;
-        }
-        if (row[cnt] == x)
-            goto done;
-        cnt++;
+    int cnt = row_len(g, row, mmax);
+    if (cnt < 0) {
+        st = NATIVE_ECORRUPT;
+        goto done;
     }
+    for (int j = 0; j < cnt; j++)
+        if (row[j] == x)
+            goto done;
     if (cnt < mmax) {
         store_id(g, &row[cnt], x);
     } else {
@@ -454,7 +409,7 @@ int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_to
             goto out;
         if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
             goto out;
-        heap_drain(c->res, nr, c->tmp);
+        native_heap_drain(c->res, nr, c->tmp);
         for (size_t i = 0; i < nr; i++) /* drop x itself (a concurrent back-link) */
             if (c->tmp[i].id != x)
                 c->tmp[nc++] = c->tmp[i];

@@ -161,6 +161,46 @@ static inline int native_pair_lt(native_pair a, native_pair b) {
     return a.d < b.d || (a.d == b.d && a.id < b.id);
 }
 
+/* Max-heap of pairs on (d, id) in h[0..*n): the root is the largest. */
+static inline void native_heap_push(native_pair *h, size_t *n, native_pair x) {
+    size_t i = (*n)++;
+    while (i) {
+        size_t p = (i - 1) / 2;
+        if (!native_pair_lt(h[p], x))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = x;
+}
+
+static inline void native_heap_pop(native_pair *h, size_t *n) {
+    native_pair x = h[--(*n)];
+    size_t m = *n, i = 0;
+    if (!m)
+        return;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= m)
+            break;
+        if (c + 1 < m && native_pair_lt(h[c], h[c + 1]))
+            c++;
+        if (!native_pair_lt(x, h[c]))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+/* Drain a max-heap of n pairs into out, smallest first. */
+static inline void native_heap_drain(native_pair *h, size_t n, native_pair *out) {
+    while (n) {
+        out[n - 1] = h[0];
+        native_heap_pop(h, &n);
+    }
+}
+
 /* Exact k nearest of q among rows 0..n-1 of vecs (n x dim, row stride dim), skipping rows
  * with skip[i] != 0 (skip may be NULL). heap is scratch of k pairs. Writes the hits nearest
  * first to out (ties: lower id first) and returns their number (<= k). */
