@@ -183,3 +183,41 @@ def test_badinput_accepted_edge_cases(tmp_path):
         assert db.search("") == [] and db.search(" \t\n ") == []
         assert [r.id for r in db.search("bell")] == ["ctrl"]
         assert db.check() == []
+
+
+# --- issue 13, finding 2: one vector rule, applied before anything is written -------------
+
+# finite in float32, but its norm (~6e18) is above what the graph's float32 arithmetic holds
+TOO_LARGE = np.full(DIM, 3e18, dtype=np.float32)
+JUST_BELOW = np.full(DIM, 2.3e18, dtype=np.float32)  # norm ~4.6e18 * 0.998
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_vector_the_graph_cannot_hold_is_refused_by_every_layer(tmp_path, metric):
+    from llmdsdb._validate import MAX_VECTOR_NORM
+    from llmdsdb.hnsw import HNSW
+    from llmdsdb.retrieval_pipeline import RetrievalPipeline
+
+    assert float(np.linalg.norm(TOO_LARGE.astype(np.float64))) > MAX_VECTOR_NORM
+    assert float(np.linalg.norm(JUST_BELOW.astype(np.float64))) <= MAX_VECTOR_NORM
+    with llmdsdb.open(str(tmp_path / "db"), metric=metric, fresh_max_vectors=4) as db:
+        db.add(["a"], ["x"], embeddings=[GOOD])
+        before = dump(db)
+        for call in (lambda: db.add(["b"], ["y"], embeddings=[TOO_LARGE]),
+                     lambda: db.upsert(["a"], ["x"], embeddings=TOO_LARGE[None, :]),
+                     lambda: db.search(vector=TOO_LARGE)):
+            with pytest.raises(NonFiniteError):
+                call()
+        assert dump(db) == before
+        # the same rule in the index and the pipeline: refused there too, accepted below it
+        with pytest.raises(NonFiniteError):
+            HNSW(DIM, metric=metric).add(TOO_LARGE, 1)
+        with pytest.raises(NonFiniteError):
+            RetrievalPipeline(embedding_dim=DIM, metric=metric).add_document(1, "t", TOO_LARGE)
+        HNSW(DIM, metric=metric).add(JUST_BELOW, 1)
+        db.add(["c"], ["z"], embeddings=[JUST_BELOW])
+        # nothing wedged: vector search, the merge into the graph and later writes work
+        assert db.search(vector=GOOD, fusion_weight=1.0, top_k=2)
+        db.add([f"n{i}" for i in range(6)], ["w"] * 6, embeddings=np.tile(GOOD, (6, 1)))
+        assert db.optimize() >= 0 and db.search(vector=JUST_BELOW, top_k=1)
+        assert db.check() == []

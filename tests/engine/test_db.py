@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import llmdsdb
+from llmdsdb.analysis import Analyzer
 from llmdsdb.errors import (
     ClosedError,
     ConfigConflictError,
@@ -590,3 +591,72 @@ def test_aborted_first_batch_fixes_nothing(path, monkeypatch):
         assert db.dim == 5 and db.check() == []
     with llmdsdb.open(path) as db:
         assert db.dim == 5 and db.count() == 1
+
+
+# --- issue 13, finding 5: a damaged LMDB key is reported, never a silent miss ---------------
+
+
+def _flip_in_file(path: str, needle: bytes, at: int) -> None:
+    """Flip one bit of ``needle`` in data.mdb, in place (as a bad sector or a stray write
+    would: the key keeps its slot in its B-tree page); every copy, since LMDB may keep an
+    old copy of the page."""
+    data = os.path.join(path, "data.mdb")
+    with open(data, "r+b") as f:
+        raw = bytearray(f.read())
+        assert raw.count(needle) >= 1
+        start = 0
+        while (i := raw.find(needle, start)) >= 0:
+            raw[i + at] ^= 0x40
+            start = i + 1
+        f.seek(0)
+        f.write(raw)
+
+
+@pytest.mark.parametrize("victim", [0, 7, 15])  # first, middle and last key of the table
+def test_a_flipped_byte_in_an_id_key_is_reported_not_a_silent_miss(path, victim):
+    from llmdsdb.errors import CorruptionError
+
+    ids = [f"doc-key-{i:04d}" for i in range(16)]
+    with llmdsdb.open(path) as db:
+        db.add(ids, [f"text number {i} marker{i}" for i in range(16)])
+    name = ids[victim]
+    _flip_in_file(path, b"\x03" + name.encode(), 1 + 8)  # "doc-key-0..." -> "doc-key-p..."
+    with llmdsdb.open(path) as db:
+        # search still finds the document by its text ...
+        assert [r.id for r in db.search(f"marker{victim}", top_k=1)] == [name]
+        # ... so a lookup by its id must not answer "no such document"
+        with pytest.raises(CorruptionError, match="damaged"):
+            db.get(name)
+        with pytest.raises(CorruptionError):
+            name in db  # noqa: B015
+        with pytest.raises(CorruptionError):
+            db.upsert([name], ["replacement"])  # would write a second document of that id
+        assert db.get(ids[(victim + 8) % 16]).id == ids[(victim + 8) % 16]  # others fine
+        assert any("is not mapped to it" in p for p in db.check())
+
+
+# --- issue 13, finding 8: an explicit setting that conflicts with the stored one -----------
+
+
+@pytest.mark.parametrize(("explicit", "stored"), [
+    ({"metric": "cosine"}, {"metric": "l2"}),
+    ({"hnsw_M": 8}, {"hnsw_M": 12}),
+    ({"hnsw_ef_construction": 50}, {"hnsw_ef_construction": 60}),
+    ({"dim": 4}, {}),
+    ({"analyzer": Analyzer(stem=False)}, {}),
+])
+def test_an_explicit_setting_another_handle_stored_differently_is_a_conflict(
+        path, explicit, stored):
+    early = llmdsdb.open(path, **explicit)  # nothing stored yet: the arguments are accepted
+    try:
+        with llmdsdb.open(path, **stored) as creator:
+            _fill(creator)  # stores its configuration (dim 8)
+        for call in (lambda: early.search("fox", vector=unit_vectors(1, 8, 1)[0]),
+                     lambda: early.add(["late"], ["x"], embeddings=unit_vectors(1, 8, 2))):
+            with pytest.raises(ConfigConflictError):
+                call()
+        assert "late" not in early
+    finally:
+        early.close()
+    with pytest.raises(ConfigConflictError):  # and at open, as before
+        llmdsdb.open(path, **explicit)
