@@ -106,6 +106,17 @@ class Filter:
         """
         raise NotImplementedError
 
+    def _canon(self) -> tuple[object, ...]:
+        """The node's value under the filter's typing rule: ``1`` and ``1.0`` alike, ``True``
+        and ``1`` apart (plain dataclass equality would merge them, since ``True == 1``)."""
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._canon() == other._canon()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._canon()))
+
 
 def _same(a: object, b: object) -> bool:
     """Equality of scalars under the filter's typing rule (bool apart from numbers)."""
@@ -131,7 +142,7 @@ def _key(v: Scalar) -> tuple[int, object]:
     return (2, v)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Eq(Filter):
     """``field == value`` (any element, when the stored value is a list)."""
 
@@ -143,11 +154,14 @@ class Eq(Filter):
             return False
         return any(_same(x, self.value) for x in _elements(metadata[self.field]))
 
+    def _canon(self) -> tuple[object, ...]:
+        return (self.field, _key(self.value))
+
     def fields(self) -> frozenset[str]:
         return frozenset((self.field,))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class In(Filter):
     """``field`` equals one of ``values`` (sorted, distinct)."""
 
@@ -161,11 +175,14 @@ class In(Filter):
         return any(isinstance(x, (str, int, float)) and _key(x) in keys
                    for x in _elements(metadata[self.field]))
 
+    def _canon(self) -> tuple[object, ...]:
+        return (self.field, tuple(_key(v) for v in self.values))
+
     def fields(self) -> frozenset[str]:
         return frozenset((self.field,))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Range(Filter):
     """``lo <(=) field <(=) hi`` over numbers; ``None`` bounds are open."""
 
@@ -187,11 +204,14 @@ class Range(Filter):
             return False
         return not (self.hi is not None and (x > self.hi or (x == self.hi and not self.hi_incl)))
 
+    def _canon(self) -> tuple[object, ...]:
+        return (self.field, self.lo, self.lo_incl, self.hi, self.hi_incl)
+
     def fields(self) -> frozenset[str]:
         return frozenset((self.field,))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Exists(Filter):
     """The field is present (``present=True``) or absent."""
 
@@ -201,11 +221,14 @@ class Exists(Filter):
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         return (self.field in metadata) == self.present
 
+    def _canon(self) -> tuple[object, ...]:
+        return (self.field, self.present)
+
     def fields(self) -> frozenset[str]:
         return frozenset((self.field,))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Not(Filter):
     """The child does not hold."""
 
@@ -214,11 +237,14 @@ class Not(Filter):
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         return not self.child.matches(metadata)
 
+    def _canon(self) -> tuple[object, ...]:
+        return (self.child,)
+
     def fields(self) -> frozenset[str]:
         return self.child.fields()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class And(Filter):
     """Every child holds (two or more children)."""
 
@@ -227,11 +253,14 @@ class And(Filter):
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         return all(c.matches(metadata) for c in self.children)
 
+    def _canon(self) -> tuple[object, ...]:
+        return self.children
+
     def fields(self) -> frozenset[str]:
         return frozenset().union(*(c.fields() for c in self.children))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Or(Filter):
     """Some child holds (two or more children)."""
 
@@ -239,6 +268,9 @@ class Or(Filter):
 
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         return any(c.matches(metadata) for c in self.children)
+
+    def _canon(self) -> tuple[object, ...]:
+        return self.children
 
     def fields(self) -> frozenset[str]:
         return frozenset().union(*(c.fields() for c in self.children))

@@ -152,6 +152,10 @@ def test_canonical_examples() -> None:
     assert parse_filter({"$and": [{"a": 1}, {"$and": [{"b": 2}, {"a": 1}]}]}) == \
         And((Eq("a", 1), Eq("b", 2)))
     assert parse_filter({"a": {"$ne": "x"}}) == Not(Eq("a", "x"))
+    # True == 1 in Python, but not in a filter: the two clauses must both stay
+    both = parse_filter({"$and": [{"a": 0}, {"a": False}]})
+    assert both == And((Eq("a", 0), Eq("a", False))) and Eq("a", 0) != Eq("a", False)
+    assert not both.matches({"a": 0}) and Eq("a", 1) == Eq("a", 1.0)
 
 
 def test_semantics_examples() -> None:
