@@ -949,30 +949,8 @@ class Txn:
         try:
             cur = self._txn.cursor()
             found = cur.set_range(full)
-            for ok in (found, cur.prev() if found else cur.last()):
-                fk = bytes(cur.key()) if ok else b""
-                if fk[:1] == h:
-                    out.append((fk[1:], decode_value(cur.value(), key_desc=self._desc(db, fk[1:]),
-                                                     kind=kind)))
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"seek {db}") from exc
-        return out
-
-    def around(self, db: str, key: bytes | str) -> list[tuple[bytes, bytes]]:
-        """The entries of ``db`` just below ``key`` and at or above it (at most two,
-        verified values): where a damaged key would sit if ``key`` was damaged, for the
-        document layer's key-integrity check on a miss.
-
-        Complexity: O(log n).
-        """
-        h = self._handle(db)
-        full = h + _as_key(key)
-        kind = _KIND_OF_DB[db]
-        out: list[tuple[bytes, bytes]] = []
-        try:
-            cur = self._txn.cursor()
-            found = cur.set_range(full)
-            for ok in (found, cur.prev() if found else cur.last()):
+            for step in range(2):
+                ok = found if step == 0 else (cur.prev() if found else cur.last())
                 fk = bytes(cur.key()) if ok else b""
                 if fk[:1] == h:
                     out.append((fk[1:], decode_value(cur.value(), key_desc=self._desc(db, fk[1:]),
