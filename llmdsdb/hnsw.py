@@ -249,7 +249,6 @@ class HNSW:
 
     def _register_upper(self, nodes: np.ndarray, levels: np.ndarray) -> None:
         """Give each node a row in every upper layer up to its level."""
-        self._g = None
         top = int(levels.max()) if levels.size else 0
         while len(self._ladj) < top:
             self._add_level()
@@ -262,6 +261,7 @@ class HNSW:
             c1 = c0 + sel.size
             if c1 + 1 > self._ladj[i].shape[0]:
                 ncap = max(c1, 2 * (self._ladj[i].shape[0] - 1))
+                self._g = None  # the kernels' views are of the old array
                 adj = np.full((ncap + 1, self.M), -1, np.int32)
                 adj[:c0] = self._ladj[i][:c0]
                 self._ladj[i] = adj
@@ -271,6 +271,8 @@ class HNSW:
             self._lrow[i][sel] = np.arange(c0, c1, dtype=np.int32)
             self._lnodes[i][c0:c1] = sel
             self._lcount[i] = c1
+        if self._g is not None:  # same arrays, more rows in use
+            self._g.set_counts(self._lcount)
 
     def _graph(self) -> Any:
         """The kernels' handle on the current arrays (made again after any is replaced)."""

@@ -586,6 +586,28 @@ static PyObject *graph_insert(GraphObject *self, PyObject *const *args, Py_ssize
     return Py_BuildValue("(ii)", (int)top.entry, (int)top.max_level);
 }
 
+/* set_counts(counts): the rows in use of each upper layer (a list of ints, one per layer,
+ * each within its array), after the caller registered new nodes in arrays it kept. */
+static PyObject *graph_set_counts(GraphObject *self, PyObject *arg) {
+    if (!self->ready || !PyList_Check(arg) || PyList_GET_SIZE(arg) != self->g.nlevels) {
+        PyErr_SetString(native_InvalidArgumentError, "set_counts: one count per upper layer");
+        return NULL;
+    }
+    int32_t tmp[128];
+    for (int i = 0; i < self->g.nlevels; i++) {
+        Py_ssize_t c = PyLong_AsSsize_t(PyList_GET_ITEM(arg, i));
+        if (c == -1 && PyErr_Occurred())
+            return NULL;
+        if (c < 0 || c > self->ladj[i].shape[0]) {
+            PyErr_SetString(native_InvalidArgumentError, "set_counts: count beyond the layer's rows");
+            return NULL;
+        }
+        tmp[i] = (int32_t)c;
+    }
+    memcpy(self->lcount, tmp, (size_t)self->g.nlevels * sizeof(int32_t));
+    Py_RETURN_NONE;
+}
+
 /* _set_epoch(e): set the visited-stamp epoch of every pooled scratch (tests of the wrap). */
 static PyObject *graph_set_epoch(GraphObject *self, PyObject *arg) {
     long e = PyLong_AsLong(arg);
@@ -636,6 +658,8 @@ static PyMethodDef graph_methods[] = {
      "search_many(Q, n, entry, max_level, live, k, ef, exact, threads, out_ids, out_d)"},
     {"insert", (PyCFunction)(void (*)(void))graph_insert, METH_FASTCALL,
      "insert(start, stop, entry, max_level, efc, threads, dirty) -> (entry, max_level)"},
+    {"set_counts", (PyCFunction)graph_set_counts, METH_O,
+     "set_counts(counts): rows in use of each upper layer"},
     {"_set_epoch", (PyCFunction)graph_set_epoch, METH_O, "set every scratch's visited epoch"},
     {"_epochs", (PyCFunction)graph_epochs, METH_NOARGS, "the pooled scratches' epochs"},
     {"scratch_bytes", (PyCFunction)graph_scratch_bytes, METH_NOARGS,

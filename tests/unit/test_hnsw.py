@@ -494,3 +494,25 @@ def test_python_threads_search_one_index_concurrently(built: HNSW, data: np.ndar
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         for singles, many in ex.map(job, range(8)):
             assert singles == want and many == want_many == want
+
+
+def test_single_adds_keep_the_kernel_handle(data: np.ndarray) -> None:
+    """An add that replaces no array keeps the kernels' handle (and its scratch): a stream
+    of single adds does not rebuild per-index state each time."""
+    h = HNSW(16, M=8, ef_construction=32, seed=4)
+    h.add_many(data[:200], np.arange(200), threads=1)
+
+    def arrays() -> list[int]:
+        return [h._vecs.ctypes.data, *(a.ctypes.data for a in h._ladj)]
+
+    kept = 0
+    for i in range(200, 250):
+        g, before = h._graph(), arrays()
+        h.add(data[i], i)
+        if arrays() == before:
+            assert h._g is g
+            kept += 1
+    assert kept >= 40
+    h._check()
+    ids, _ = h.search_many_arrays(data[200:250], 1, ef=32, exact=False)
+    assert ids[:, 0].tolist() == list(range(200, 250))
