@@ -45,8 +45,17 @@ So the target is always the whole old database or the whole new one (in the fall
 gap it is absent and the next run puts the old one back), and debris is only ever
 ``.NAME.llmdsdb-restore-*`` / ``.NAME.llmdsdb-old-*`` beside it, removed by the next run.
 Two restores into the same parent directory are serialised by an ``flock`` on that
-directory. Stop the processes using the target before restoring over it: a process that has
-the old database open keeps reading the old (deleted) file.
+directory.
+
+A restore refuses to replace a database that any process has open (this process, another
+process holding LMDB's lock file, or a writer holding the write lock; see
+:func:`llmdsdb.storage.holders`), checked before copying and again just before the swap:
+such a process would go on reading, and writing into, the old, deleted file, and its
+acknowledged batches would be lost. It also refuses a backup that is its own target or lies
+inside it (the swap would delete it), and :func:`backup` refuses a destination inside the
+database directory. A full disk (or any other ``OSError``) is a
+:class:`~llmdsdb.errors.StorageError` carrying the ``errno`` and a hint; the old database
+stays as it was.
 """
 
 from __future__ import annotations

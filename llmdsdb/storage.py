@@ -13,10 +13,26 @@ LMDB safe to use from Python (see ``RELIABILITY.md`` §0-§1 and ``storage/FORMA
   kind, flags, CRC-32 and length, optionally zstd-compressed. LMDB has no checksums of its own,
   so a flipped bit inside a value is reported as :class:`~llmdsdb.errors.CorruptionError`
   naming the key instead of being returned silently.
+* **A directory that lost its data file is refused**: ``lock.mdb`` (or a write lock file
+  naming a writer) without ``data.mdb`` raises :class:`~llmdsdb.errors.CorruptionError`
+  instead of silently starting a new, empty database; a ``data.mdb`` or ``lock.mdb`` with
+  more than one hard link (one file, two lock tables) raises
+  :class:`~llmdsdb.errors.InvalidPathError`. Creating a new database is serialised by the
+  write lock, so two processes creating one path at the same instant both succeed.
 * **One :class:`Environment` per real path per process** (a second open shares it, reference
   counted; py-lmdb refuses a second handle and LMDB's fcntl locks break with two), with fork
   detection: an environment used in a forked child raises :class:`~llmdsdb.errors.ClosedError`
-  and the child may open its own.
+  and the child may open its own. An ``os.register_at_fork`` handler drops inherited
+  environments in the child without any LMDB call and without taking a lock a parent thread
+  may have held.
+* **The map is never resized under a live transaction of the process** (LMDB's rule for
+  ``mdb_env_set_mapsize``): every transaction holds the shared side of a readers-writer
+  guard, every resize (growth, ``set_mapsize(0)`` after ``MDB_MAP_RESIZED`` from another
+  process, a larger ``map_size_bytes`` from a second handle) the exclusive side. Readers
+  run concurrently; a pending resize holds back new transactions until it is done.
+* **A structural check that cannot crash the caller**: :func:`check_structure_in_subprocess`
+  walks every page of the file with LMDB in a child process (a damaged page header trips
+  an assertion that aborts the process that reads it).
 * **Writes are serialised across processes by a lock file** (``llmdsdb.lock``, ``flock``) taken
   with a timeout before the LMDB write transaction begins (LMDB's own writer mutex waits
   forever); a second writer gets :class:`~llmdsdb.errors.LockTimeoutError` naming the holder.
@@ -59,9 +75,9 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
-import json
 import signal
 import stat as stat_mod
 import struct
@@ -108,10 +124,10 @@ __all__ = [
     "check_format",
     "check_lmdb_file",
     "check_structure_in_subprocess",
-    "holders",
     "decode_value",
     "encode_value",
     "from_u64key",
+    "holders",
     "id_key",
     "is_hashed_id_key",
     "meta_key",
@@ -564,8 +580,8 @@ def check_structure_in_subprocess(path: str | os.PathLike[str], *, lock: bool = 
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                               check=False)
     except subprocess.TimeoutExpired:
-        return [f"{data}: the structural walk did not finish in {timeout_s:g} s (a cycle "
-                f"in the page tree?); restore from a backup"]
+        return [(f"{data}: the structural walk did not finish in {timeout_s:g} s (a cycle "
+                 f"in the page tree?); restore from a backup")]
     except OSError as exc:
         raise StorageError(f"cannot start the structural check of {p}: "
                            f"{exc.strerror or exc}") from exc
@@ -575,8 +591,8 @@ def check_structure_in_subprocess(path: str | os.PathLike[str], *, lock: bool = 
         except ValueError:
             name = f"signal {-proc.returncode}"
         said = proc.stderr.strip().splitlines()[-1:] or [""]
-        return [f"{data} is damaged: reading it through LMDB kills the process ({name}"
-                f"{': ' + said[0] if said[0] else ''}); restore from a backup"]
+        return [(f"{data} is damaged: reading it through LMDB kills the process ({name}"
+                 f"{': ' + said[0] if said[0] else ''}); restore from a backup")]
     lines = proc.stdout.strip().splitlines()
     try:
         out = json.loads(lines[-1]) if lines else None
@@ -1285,27 +1301,31 @@ class Environment:
         with _REGISTRY_LOCK:
             env = _REGISTRY.get(real)
             if env is not None and env._pid != os.getpid():
-                # Inherited through fork: py-lmdb skips native cleanup in a child, and closing
-                # the inherited handle lets the child open its own.
+                # Inherited through fork (the at-fork handler normally dropped it already).
                 env._forget_after_fork()
                 env = None
-            if env is not None and not env._closed:
-                if env.readonly != readonly or env.durability != durability:
-                    raise InvalidArgumentError(
-                        f"{p} is already open in this process with readonly={env.readonly}, "
-                        f"durability={env.durability!r}; close it first")
-                env._refs += 1
-                if map_size_bytes and map_size_bytes > env.map_size_bytes and not readonly:
-                    with contextlib.suppress(StorageError), env._guard.exclusive("open"):
-                        env._set_mapsize(map_size_bytes)
+            if env is None or env._closed:
+                env = cls(_token=_OPEN_TOKEN)
+                env._open_new(p, create=create, durability=durability, readonly=readonly,
+                              map_size_bytes=map_size_bytes,
+                              lock_timeout_s=float(lock_timeout_s), max_readers=max_readers,
+                              max_map_size_bytes=max_map_size_bytes)
+                _REGISTRY[real] = env
+                env._real = real
                 return env
-            env = cls(_token=_OPEN_TOKEN)
-            env._open_new(p, create=create, durability=durability, readonly=readonly,
-                          map_size_bytes=map_size_bytes, lock_timeout_s=float(lock_timeout_s),
-                          max_readers=max_readers, max_map_size_bytes=max_map_size_bytes)
-            _REGISTRY[real] = env
-            env._real = real
-            return env
+            if env.readonly != readonly or env.durability != durability:
+                raise InvalidArgumentError(
+                    f"{p} is already open in this process with readonly={env.readonly}, "
+                    f"durability={env.durability!r}; close it first")
+            env._refs += 1
+        # A larger map asked for by this handle: grown like any growth, under the exclusive
+        # side, and outside the registry lock (waiting for other threads' transactions must
+        # not hold up opens of other databases).
+        if map_size_bytes and not readonly and not env._guard.depth():
+            with contextlib.suppress(StorageError), env._guard.exclusive("open"):
+                if not env._closed and map_size_bytes > int(env._env.info()["map_size"]):
+                    env._set_mapsize(map_size_bytes)
+        return env
 
     def _open_new(self, p: str, *, create: bool, durability: str, readonly: bool,
                   map_size_bytes: int | None, lock_timeout_s: float, max_readers: int,

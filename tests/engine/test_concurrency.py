@@ -8,12 +8,12 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
+from dbtestutil import dump
 
 import llmdsdb
 from llmdsdb.errors import LockTimeoutError
-
-from dbtestutil import dump
 
 PER_BATCH = 5
 N_BATCHES = 30
@@ -142,3 +142,102 @@ def test_second_writer_waits_for_the_lock_then_times_out(path):
         if locker.poll() is None:
             locker.kill()
         locker.wait()
+
+
+# --- map growth under readers: two handles in one process, and another process ------------
+
+GROWING_READERS = r"""
+import sys, threading
+import numpy as np
+import llmdsdb
+
+path, n_batches = sys.argv[1], int(sys.argv[2])
+h1 = llmdsdb.open(path, map_size_bytes=1 << 16)
+h2 = llmdsdb.open(path, map_size_bytes=1 << 16)  # shares h1's environment
+stop = threading.Event()
+errors, reads = [], [0]
+
+def reader(db):
+    q = np.ones(8, np.float32)
+    while not stop.is_set():
+        try:
+            n = db.count()
+            assert (n - 1) % 10 == 0, f"{n} documents: a partial batch"
+            hits = db.search("seed shared", vector=q, top_k=5)
+            assert hits and hits[0].id == "seed", hits
+            assert db.get("seed").text == "seed shared text"
+            reads[0] += 1
+        except BaseException as exc:
+            errors.append(f"reader: {exc!r}")
+            stop.set()
+
+def writer():  # grows the map in this process while the readers run
+    rng = np.random.default_rng(1)
+    try:
+        for i in range(n_batches):
+            h1.add([f"a{i}-{j}" for j in range(10)], [("alpha%d " % j) * 150 for j in range(10)],
+                   embeddings=rng.standard_normal((10, 8)).astype(np.float32) * 0.01)
+    except BaseException as exc:
+        errors.append(f"writer: {exc!r}")
+
+threads = [threading.Thread(target=reader, args=(db,)) for db in (h1, h2, h2)]
+for t in threads:
+    t.start()
+print("ready", flush=True)
+w = threading.Thread(target=writer)
+w.start()
+w.join()
+sys.stdin.readline()  # the other process's writer has finished too
+stop.set()
+for t in threads:
+    t.join()
+assert not errors, errors
+n = h2.count()
+assert n == 1 + 10 * n_batches + 10 * n_batches, n
+assert h1.check() == []
+print("reads", reads[0], "map", h1.stats()["storage"]["map_size_bytes"], flush=True)
+h2.close()
+h1.close()
+"""
+
+GROWING_WRITER = r"""
+import sys
+import numpy as np
+import llmdsdb
+
+path, n_batches = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(2)
+with llmdsdb.open(path, map_size_bytes=1 << 16) as db:
+    for i in range(n_batches):
+        db.add([f"b{i}-{j}" for j in range(10)], [("beta%d " % j) * 150 for j in range(10)],
+               embeddings=rng.standard_normal((10, 8)).astype(np.float32) * 0.01)
+    print("map", db.stats()["storage"]["map_size_bytes"], flush=True)
+"""
+
+
+def test_map_grows_under_readers_of_two_handles_and_another_process(tmp_path):
+    path = str(tmp_path / "db")
+    with llmdsdb.open(path, map_size_bytes=1 << 16, dim=8) as db:
+        db.add(["seed"], ["seed shared text"], embeddings=np.ones((1, 8), np.float32))
+    n_batches = 25
+    readers = subprocess.Popen([sys.executable, "-c", GROWING_READERS, path, str(n_batches)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert readers.stdout.readline().strip() == "ready", readers.stderr.read()
+        other = subprocess.run([sys.executable, "-c", GROWING_WRITER, path, str(n_batches)],
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert other.returncode == 0, other.stderr
+        readers.stdin.write("done\n")
+        readers.stdin.flush()
+        out, err = readers.communicate(timeout=120)
+    finally:
+        if readers.poll() is None:
+            readers.kill()
+            readers.wait()
+    assert readers.returncode == 0, f"exit {readers.returncode}\n{err[-3000:]}"
+    words = out.split()
+    assert words[0] == "reads" and int(words[1]) > 0
+    with llmdsdb.open(path, readonly=True) as db:
+        assert db.count() == 1 + 20 * n_batches and db.check() == []
+        assert db.stats()["storage"]["map_size_bytes"] > 1 << 20  # it did grow, many times

@@ -15,15 +15,14 @@ import textwrap
 import pytest
 
 import llmdsdb
+from llmdsdb import storage
 from llmdsdb.backup import read_manifest
 from llmdsdb.errors import (
     BackupError,
     CorruptionError,
     InvalidPathError,
     ReadOnlyError,
-    StorageError,
 )
-from llmdsdb import storage
 from llmdsdb.storage import Environment
 
 
@@ -95,7 +94,8 @@ def test_readonly_error_does_not_advise_readonly_when_it_was_given(tmp_path):
     make_db(p)
     lock = p / "lock.mdb"
     # root ignores file modes; an immutable lock file refuses even root's write access
-    if subprocess.run(["chattr", "+i", str(lock)], capture_output=True).returncode != 0:
+    if subprocess.run(["chattr", "+i", str(lock)], capture_output=True,
+                      check=False).returncode != 0:
         pytest.skip("chattr +i is not available here")
     try:
         with pytest.raises(ReadOnlyError) as info:
@@ -239,7 +239,7 @@ def test_restore_on_a_full_disk_is_a_storage_error_and_keeps_the_old_database(tm
     limit = info.size_bytes // 2  # the file-size limit stands in for a full file system
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(FULL_DISK_RESTORE), str(bk),
                            str(target), str(limit)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("StorageError 27 "), proc.stdout + proc.stderr  # EFBIG
     assert "no space left" in proc.stdout

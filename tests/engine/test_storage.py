@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import zlib
 
 import lmdb
@@ -26,6 +27,7 @@ from llmdsdb.errors import (
     LockTimeoutError,
     MapFullError,
     ReadOnlyError,
+    StorageError,
 )
 from llmdsdb.storage import (
     DB_NAMES,
@@ -610,3 +612,64 @@ def test_copy_to_wraps_os_errors(env, tmp_path, monkeypatch):
     monkeypatch.setattr(storage.os, "fsync", failing_fsync)
     with pytest.raises(StorageError, match="copy is incomplete"):
         env.copy_to(str(tmp_path / "copy"))
+
+
+# --- the map guard: resizes never run under a live transaction of the process ------------
+
+
+def _wait_until(pred, what: str) -> None:
+    for _ in range(10_000):  # ~10 s at most; returns as soon as it holds
+        if pred():
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def test_readers_hold_transactions_at_the_same_time(env):
+    env.run_write(lambda t: t.put("docs", u64key(1), b"x"))
+    inside = [threading.Event(), threading.Event()]
+    seen = []
+
+    def reader(me: int) -> None:
+        with env.read() as txn:
+            inside[me].set()
+            assert inside[1 - me].wait(30), "the other reader never got in: reads serialised"
+            seen.append(txn.get("docs", u64key(1)))
+
+    ts = [threading.Thread(target=reader, args=(i,)) for i in (0, 1)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert seen == [b"x", b"x"]
+
+
+def test_growth_waits_for_live_transactions_and_nested_ones_do_not_wait(env):
+    env.run_write(lambda t: t.put("docs", u64key(1), b"x" * 3000))
+    before = env.map_size_bytes
+    in_read, released, grown = threading.Event(), threading.Event(), []
+
+    def reader() -> None:
+        with env.read() as txn:
+            in_read.set()
+            _wait_until(lambda: env._guard._pending == 1, "the growth is pending")
+            with env.read() as nested:  # a nested transaction does not wait for it
+                assert nested.get("docs", u64key(1)) == b"x" * 3000
+            assert txn.get("docs", u64key(1)) == b"x" * 3000
+            released.set()
+
+    def grower() -> None:
+        in_read.wait(30)
+        grown.append((env._grow(), released.is_set()))
+
+    ts = [threading.Thread(target=reader), threading.Thread(target=grower)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert grown == [(2 * before, True)]  # grown only after the reader's transaction ended
+    assert env.map_size_bytes == 2 * before
+    with env.read() as txn:
+        assert txn.get("docs", u64key(1)) == b"x" * 3000
+        with pytest.raises(StorageError, match="holds a transaction"):
+            env._grow()  # never waits for itself
