@@ -22,27 +22,25 @@ chunk pages of 1,024 docs. The term dictionary is kept in meta records sharded b
 the term into :data:`N_SHARDS` records, so that :meth:`InvertedIndex.flush` rewrites only
 the shards of terms that changed.
 
-**Top-k.** ``mode="exhaustive"`` adds every query term's per-posting contributions into a
-dense per-thread accumulator with ``np.add.at`` (sequential, so each document's sum is built
-in query-term order), then keeps the documents at or above the k-th best score of the first
-term's documents. ``mode="pruned"`` runs MaxScore with block-max bounds: query terms are
-taken in decreasing order of their upper bound; the first terms (while their lists hold at
-most N/8 postings) seed the accumulator, and the complete scores of the seed's best
-:data:`SEED_DOCS` x k documents give theta, a lower bound of the final k-th score. Terms
-are then added in full while the bounds of the terms left could still lift an unseen
-document into the top k (the *essential* terms); the next term's list is walked against the
-accumulator, adding only where a document can still reach theta, and the few survivors are
-looked up in the remaining terms (decoding only the blocks that hold them), a candidate
-being dropped as soon as its score plus the block-max bound of the current term and the
-bounds of the later terms cannot reach theta. Scores are summed in the same term order in
-every mode, so all modes return bit-identical results (tested). ``mode="auto"`` (the
-default) picks exhaustive up to :data:`DENSE_MAX_DOCS` documents.
-Decoded whole-term postings are cached with each posting's BM25 contribution (idf x tf
-part) until the next write (``cache_bytes``, LRU, 12 bytes per posting), so scoring a cached
-term is one ``np.add.at``; a term read for the first time is decoded with one vectorised
-:func:`~llmdsdb.codec.decode_postings_many` call for all its blocks. The budget must hold
-the working set of the query terms, or long lists are decoded and re-weighted on every
-query (the profiled cause of slow queries at 1M documents).
+**Top-k** runs in the compiled kernels (llmdsdb/_native/bm25.c, GIL released).
+``mode="exhaustive"`` adds every posting of every query term into a dense per-thread
+accumulator; ``mode="pruned"`` runs block-max MaxScore over windows of 4,096 doc numbers: a
+window whose block bounds (from the skip rows) cannot beat the k-th score so far is skipped
+without decoding, the terms whose bounds together could lift a document into the top k (the
+*essential* ones) are added into a window accumulator, and each document they touch looks
+up the other terms, best bound first, only while its score plus the bound of the block that
+could hold it plus the bounds left can still beat the k-th score -- only the blocks a
+candidate falls in are decoded. ``mode="auto"`` (the default) picks exhaustive for queries
+whose terms hold at most :data:`EXHAUSTIVE_MAX_POSTINGS` postings. Contributions are summed
+in 64-bit fixed point (a power-of-two scale per query, ~1e-16 relative), so every mode and
+every evaluation order returns bit-identical scores (tested), within 1e-12 of the float
+formula.
+
+**Memory.** A flushed term is read as its verified compressed blocks back to back
+(:func:`~llmdsdb.codec.join_postings`, ~1.8 bytes a posting) and cached in the store's
+:class:`~llmdsdb.pages.PageCache` (TinyLFU, its stats show these entries); the kernels
+decode the blocks a query needs each time (~2 ns a posting), which costs less than keeping
+decoded arrays (8 bytes a posting) would save.
 
 **Removal** marks the document dead (a tombstone: its postings stay until a rebuild) and
 decrements df of its terms, so N, avgdl and df always describe live documents only.
@@ -215,10 +213,10 @@ class InvertedIndex:
 
     Memory: the term dictionary (a dict entry plus a (blocks, 6) int64 skip array per term,
     ~48 bytes per block), four arrays of 8-21 bytes per document, the word memo, postings not
-    yet flushed, the store's decoded-page cache, and one float64 accumulator per searching
-    thread (8 bytes per document).
-    Not thread-safe: one writer, and no search concurrent with a write; searches on their
-    own only fill caches.
+    yet flushed, the page cache of postings lists (the store's, or ``cache_bytes``), and an
+    int64 accumulator plus an int32 list per searching thread (12 bytes per document).
+    Not thread-safe for writes: one writer, and no search concurrent with a write;
+    searches from several threads run in parallel (the kernel releases the GIL).
     """
 
     def __init__(

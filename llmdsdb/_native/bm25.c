@@ -293,6 +293,7 @@ typedef struct {
     int32_t prev_last;    /* last doc of the block loaded before (blocks must ascend) */
     int64_t wbi;          /* first block whose last doc >= the window start */
     int64_t lbi;          /* first block whose last doc >= the last looked-up doc */
+    int64_t lbi_ub;       /* its bound (-1: not computed yet) */
     int64_t wub;          /* bound in this window */
 } cursor;
 
@@ -338,8 +339,13 @@ static int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t target) {
         if (st != NATIVE_OK || u->doc >= target)
             return st;
     }
-    /* target lies within the loaded block, after position j */
-    int64_t lo = u->j + 1, hi = u->n - 1;
+    int64_t lo = u->j + 1, hi = u->n - 1, step = 1;
+    while (lo + step < hi && u->d[lo + step] < target) {
+        lo += step + 1;
+        step <<= 1;
+    }
+    if (lo + step < hi)
+        hi = lo + step;
     while (lo < hi) {
         int64_t mid = (lo + hi) / 2;
         if (u->d[mid] < target)
@@ -382,11 +388,17 @@ static inline int64_t lookup_ub(const native_bm25_ctx *c, cursor *u, int32_t d,
                                 const fixedpt *f) {
     const int64_t *skip = u->L->skip;
     const int64_t nb = u->L->nb;
-    while (u->lbi < nb && skip[6 * u->lbi + 3] < d)
-        u->lbi++;
+    if (u->lbi < nb && skip[6 * u->lbi + 3] < d) {
+        do
+            u->lbi++;
+        while (u->lbi < nb && skip[6 * u->lbi + 3] < d);
+        u->lbi_ub = -1;
+    }
     if (u->lbi >= nb || skip[6 * u->lbi + 2] > d)
         return 0;
-    return block_ub(c, u, u->lbi, f);
+    if (u->lbi_ub < 0)
+        u->lbi_ub = block_ub(c, u, u->lbi, f);
+    return u->lbi_ub;
 }
 
 static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
@@ -422,6 +434,7 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
         u->prev_last = -1;
         u->bi = -1;
         u->doc = u->L->nb > 0 ? -1 : DONE; /* -1: nothing loaded yet */
+        u->lbi_ub = -1;
         ord[i] = i;
     }
     int64_t theta = -1; /* the k-th score once the heap is full */
