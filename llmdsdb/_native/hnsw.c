@@ -26,6 +26,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,10 +97,16 @@ static uint16_t next_epoch(hnsw_ctx *c) {
 /* ---- rows ------------------------------------------------------------------------------ */
 
 static inline void lock_node(const hnsw_graph *g, int32_t i) {
-    if (g->locks)
-        while (__atomic_test_and_set(&g->locks[i], __ATOMIC_ACQUIRE))
-            while (__atomic_load_n(&g->locks[i], __ATOMIC_RELAXED))
-                ;
+    if (!g->locks)
+        return;
+    /* held for a few dozen distance computations at most; on a busy machine the holder
+     * may be descheduled, so after a short spin the waiter gives its time slice away */
+    for (unsigned spins = 0; __atomic_test_and_set(&g->locks[i], __ATOMIC_ACQUIRE);) {
+        while (__atomic_load_n(&g->locks[i], __ATOMIC_RELAXED)) {
+            if (++spins > 64)
+                sched_yield();
+        }
+    }
 }
 
 static inline void unlock_node(const hnsw_graph *g, int32_t i) {

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from llmdsdb._native import _core
 from llmdsdb.errors import CorruptionError, DimensionError, InvalidArgumentError
-from llmdsdb.hnsw import NODES_PER_PAGE, HNSW
+from llmdsdb.hnsw import HNSW, NODES_PER_PAGE
 from llmdsdb.pages import MemoryPageStore
 
 EXPECTED = (CorruptionError, InvalidArgumentError)

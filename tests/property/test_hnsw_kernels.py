@@ -127,7 +127,7 @@ class RefHNSW:
         self.M = M
         self.efc = efc
         self.code = CODE[metric]
-        self.rows: list[dict[int, list[int]]] = [dict() for _ in range(int(levels.max(initial=0)) + 1)]
+        self.rows: list[dict[int, list[int]]] = [{} for _ in range(int(levels.max(initial=0)) + 1)]
         self.entry = -1
         self.max_level = -1
 

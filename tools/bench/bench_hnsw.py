@@ -179,28 +179,18 @@ def builds(X: np.ndarray, metric: str, ml: float, repeat: int) -> tuple[HNSW, ob
     """Both libraries at one and two threads, in alternation; the one-thread builds are
     kept for the query runs."""
     best = {"ours_1": math.inf, "ours_2": math.inf, "hnswlib_1": math.inf, "hnswlib_2": math.inf}
-    ours = peer = None
-    recall_2: dict[str, float] = {}
-    for r in range(repeat):
-        for name in best:
+    kept: dict[str, object] = {}  # the first build of each kind
+    for _ in range(repeat):
+        for name, so_far in list(best.items()):
             gc.collect()
             lib, th = name.split("_")
-            if lib == "ours":
-                idx, s = build_ours(X, metric, ml, int(th))
-            else:
-                idx, s = build_peer(X, metric, int(th))
-            best[name] = min(best[name], s)
-            if r == 0 and th == "1":
-                if lib == "ours":
-                    ours = idx
-                else:
-                    peer = idx
-            elif r == 0:
-                recall_2[name] = idx  # type: ignore[assignment]
+            idx, s = build_ours(X, metric, ml, int(th)) if lib == "ours" else build_peer(X, metric, int(th))
+            best[name] = min(so_far, s)
+            kept.setdefault(name, idx)
             del idx
     n = len(X)
     print("  build vec/s: " + ", ".join(f"{k} {n / v:,.0f}" for k, v in best.items()), flush=True)
-    return ours, peer, {"best_s": best, "threads2_index": recall_2}
+    return kept.pop("ours_1"), kept.pop("hnswlib_1"), {"best_s": best, "threads2_index": kept}
 
 
 def run_set(ds: dict, efs: list[int], repeat: int, build_repeat: int, ml: float, nsingle: int) -> dict:
