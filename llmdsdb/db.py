@@ -158,6 +158,11 @@ class Database:
 
         Complexity: O(1) (waits for running searches).
         """
+        if os.getpid() != self._pid:
+            # A forked child: its locks may be held by parent threads that do not exist
+            # here (waiting would hang); the environment was dropped at the fork.
+            self._closed = True
+            return
         with self._write_lock, self._rw.write():
             if self._closed:
                 return

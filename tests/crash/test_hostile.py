@@ -248,6 +248,46 @@ def test_fork_while_another_thread_is_inside_a_transaction(tmp_path, mode):
 
 
 
+FORK_DURING_SEARCHES = r"""
+import faulthandler, os, sys, threading
+import llmdsdb
+
+path = sys.argv[1]
+db = llmdsdb.open(path)
+db.add([f"d{i}" for i in range(200)], [f"hello world {i}" for i in range(200)])
+stop = threading.Event()
+
+def searches():
+    while not stop.is_set():
+        db.search("hello world", top_k=50)
+
+t = threading.Thread(target=searches)
+t.start()
+hung = 0
+for _ in range(5):  # most forks land inside a search, which holds the handle's lock
+    pid = os.fork()
+    if pid == 0:
+        faulthandler.dump_traceback_later(20, exit=True)
+        db.close()  # the inherited handle: must not wait for the parent thread's lock
+        with llmdsdb.open(path, readonly=True) as mine:
+            ok = mine.count() == 200
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    hung += os.waitstatus_to_exitcode(status) != 0
+stop.set()
+t.join()
+db.close()
+print("children that failed:", hung, flush=True)
+sys.exit(1 if hung else 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_closing_an_inherited_handle_in_a_forked_child_does_not_hang(tmp_path):
+    proc = run_child(FORK_DURING_SEARCHES, str(tmp_path / "db"), timeout=150)
+    assert_survived(proc)
+    assert "children that failed: 0" in proc.stdout
+
 # --- check() on a file with one damaged page header -------------------------------------------
 
 RAW_WALK = r"""
