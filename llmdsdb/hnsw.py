@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from llmdsdb._native import _core
+from llmdsdb._validate import MAX_VECTOR_NORM
+from llmdsdb._validate import as_int as _as_int
 from llmdsdb.errors import (
     ConfigConflictError,
     CorruptionError,
@@ -91,18 +93,12 @@ _MAX_LEVEL = 30
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Vector norms above this are refused under l2 and ip: squared distances in float32 must
 #: stay finite.
-_NORM_LIMIT = math.sqrt(_FLOAT32_MAX) / 4
+_NORM_LIMIT = MAX_VECTOR_NORM  # the one vector rule of llmdsdb._validate
 
 _PAGE = struct.Struct("<4sIII")  # magic, block index, node count, crc32 of the payload
 _VEC_MAGIC = b"HNV1"
 _NODE_MAGIC = b"HNN1"
 _FORMAT_VERSION = 1
-
-
-def _as_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
-    return int(value)
 
 
 def _threads(threads: object) -> int:
@@ -548,8 +544,11 @@ class HNSW:
         self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None,
         threads: int | None = None,
     ) -> list[list[tuple[int, float]]]:
-        """:meth:`search` for each row of ``queries`` (float array (n, dim)), run on
-        ``threads`` threads (default: the machine's cores); same answers as :meth:`search`.
+        """:meth:`search` for each row of ``queries`` (float array (n, dim)); the same
+        answers as :meth:`search` gives row by row.
+
+        :param threads: threads the queries are spread over (default: the machine's cores);
+            the answers do not depend on it.
 
         Complexity: O(n * (log N + ef * M * dim) / threads) expected.
         """
