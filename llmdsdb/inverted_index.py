@@ -59,6 +59,7 @@ query (or one whose words are all stop words) returns ``[]``; a query of more th
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import zlib
@@ -120,6 +121,7 @@ EXHAUSTIVE_MAX_POSTINGS = 50_000
 #: lists held at once).
 _BATCH_QUERIES = 256
 _EXHAUSTIVE, _PRUNED = 0, 1  # kernel modes (llmdsdb/_native/native.h)
+_INSTANCES = itertools.count()
 #: Documents analysed and appended per internal step of add_documents (bounds memory).
 ADD_BATCH = 20_000
 #: The word -> term id memo is cleared when it grows past this.
@@ -287,6 +289,7 @@ class InvertedIndex:
         self._pending_lists: dict[int, tuple[Any, ...]] = {}
         self.cache_bytes = cache_bytes
         self._own_cache: PageCache | None = None
+        self._instance = next(_INSTANCES)  # tells this object's cache entries from others'
         self._tls = threading.local()  # per-thread scoring accumulator
         self._written_config = False
 
@@ -904,9 +907,10 @@ class InvertedIndex:
         Flushed terms are cached in the store's page cache (the one TinyLFU
         :class:`~llmdsdb.pages.PageCache` of a database, so visible in its stats; a store
         without one gets a cache of ``cache_bytes`` owned by this index) under the key
-        ``-1 - last page id``: a page id names immutable bytes until it is freed, and a
-        term's last page changes whenever the term does. The entry also records the term id,
-        block count and first page, checked on every hit. Compressed, an entry costs
+        ``-1 - last page id`` (no real page has a negative id), with the index object, term
+        id, block count, first page and last block's count, checked on every hit: a term's
+        postings only grow at its end, so these name its content even when a freed page id
+        is handed out again. Compressed, an entry costs
         ~1.8 bytes a posting; decoding the blocks a query needs costs ~2 ns a posting,
         so caching decoded arrays (8 bytes a posting) would buy little and hold 4x less."""
         sk = self._skip[tid]
@@ -920,16 +924,18 @@ class InvertedIndex:
                 hit = self._pending_lists[tid] = (None, offs, sk, docs, tfs)
             return hit
         pages = sk[:, _PAGE]
-        first, last = int(pages[0]), int(pages[-1])
-        key = -1 - last
+        key = -1 - int(pages[-1])
+        # what the entry must describe: this index object's term, with this many blocks,
+        # this first page and this many postings in the last block (a term only grows at
+        # its end, so these fix its content even if a freed page id comes back)
+        ident = (self._instance, tid, len(sk), int(pages[0]), int(sk[-1, _CNT]))
         if cache is not None:
             ent = cache.get(key, None, epoch=epoch)
-            if ent is not None and ent[0] == (tid, len(sk), first):
+            if ent is not None and ent[0] == ident:
                 return (ent[1], ent[2], sk, None, None)
         buf, offs = join_postings(list(map(self._store.get, pages.tolist())))
         if cache is not None:
-            cache.put(key, ((tid, len(sk), first), buf, offs), len(buf) + offs.nbytes + 256,
-                      epoch=epoch)
+            cache.put(key, (ident, buf, offs), len(buf) + offs.nbytes + 256, epoch=epoch)
         return (buf, offs, sk, None, None)
 
     def _cache_ctx(self) -> tuple[PageCache | None, int | None]:

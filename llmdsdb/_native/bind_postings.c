@@ -79,8 +79,10 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
         return NULL;
     native_block_hdr h;
     int st;
-    Py_BEGIN_ALLOW_THREADS st = native_postings_header(v.buf, (size_t)v.len, 1, &h);
-    Py_END_ALLOW_THREADS if (st != NATIVE_OK) {
+    Py_BEGIN_ALLOW_THREADS
+    st = native_postings_header(v.buf, (size_t)v.len, 1, &h);
+    Py_END_ALLOW_THREADS
+    if (st != NATIVE_OK) {
         PyBuffer_Release(&v);
         return raise_status(st, "postings block", h.why);
     }
@@ -92,8 +94,10 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
         PyBuffer_Release(&v);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS st = native_postings_unpack(&h, (int32_t *)dp, (int32_t *)tp);
-    Py_END_ALLOW_THREADS PyBuffer_Release(&v);
+    Py_BEGIN_ALLOW_THREADS
+    st = native_postings_unpack(&h, (int32_t *)dp, (int32_t *)tp);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&v);
     if (st != NATIVE_OK) {
         Py_DECREF(docs);
         Py_DECREF(tfs);
@@ -168,8 +172,10 @@ static PyObject *py_decode_many(PyObject *self, PyObject *arg) {
     int64_t total = 0;
     int st;
     const char *why = NULL;
-    Py_BEGIN_ALLOW_THREADS st = parse_all(vs, nb, hs, &total, &why);
-    Py_END_ALLOW_THREADS PyObject *docs = NULL, *tfs = NULL, *counts = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    st = parse_all(vs, nb, hs, &total, &why);
+    Py_END_ALLOW_THREADS
+    PyObject *docs = NULL, *tfs = NULL, *counts = NULL;
     if (st != NATIVE_OK) {
         raise_status(st, "postings block", why);
         goto fail;
@@ -180,14 +186,16 @@ static PyObject *py_decode_many(PyObject *self, PyObject *arg) {
     counts = tfs ? new_bytearray(8 * nb, &cp) : NULL;
     if (!counts)
         goto fail;
-    Py_BEGIN_ALLOW_THREADS int64_t off = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t off = 0;
     for (Py_ssize_t i = 0; i < nb && st == NATIVE_OK; i++) {
         st = native_postings_unpack(&hs[i], (int32_t *)dp + off, (int32_t *)tp + off);
         why = hs[i].why;
         ((int64_t *)cp)[i] = hs[i].n;
         off += hs[i].n;
     }
-    Py_END_ALLOW_THREADS if (st != NATIVE_OK) {
+    Py_END_ALLOW_THREADS
+    if (st != NATIVE_OK) {
         raise_status(st, "postings block", why);
         goto fail;
     }
@@ -223,7 +231,8 @@ static PyObject *py_join(PyObject *self, PyObject *arg) {
     int st = NATIVE_OK;
     native_block_hdr h;
     h.why = NULL;
-    Py_BEGIN_ALLOW_THREADS int64_t *o = (int64_t *)op;
+    Py_BEGIN_ALLOW_THREADS
+    int64_t *o = (int64_t *)op;
     int64_t pos = 0;
     for (Py_ssize_t i = 0; i < nb; i++) {
         o[i] = pos;
@@ -233,7 +242,8 @@ static PyObject *py_join(PyObject *self, PyObject *arg) {
         pos += vs[i].len;
     }
     o[nb] = pos;
-    Py_END_ALLOW_THREADS release_blocks(vs, nb);
+    Py_END_ALLOW_THREADS
+    release_blocks(vs, nb);
     if (st != NATIVE_OK) {
         Py_DECREF(buf);
         Py_DECREF(offs);
@@ -247,8 +257,10 @@ static PyObject *py_crc32(PyObject *self, PyObject *arg) {
     if (get_buf(arg, &v, 'b', 1, 0, "data") < 0)
         return NULL;
     uint32_t c;
-    Py_BEGIN_ALLOW_THREADS c = native_crc32(0, v.buf, (size_t)v.len);
-    Py_END_ALLOW_THREADS PyBuffer_Release(&v);
+    Py_BEGIN_ALLOW_THREADS
+    c = native_crc32(0, v.buf, (size_t)v.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&v);
     return PyLong_FromUnsignedLong(c);
 }
 
@@ -291,19 +303,32 @@ static void views_release(views *vw) {
 
 #define LAST(vw) (&(vw)->v[(vw)->n - 1])
 
+/* PySequence_Fast(seq) and a zeroed array of its length (+1) of itemsize-byte records;
+ * NULL with an exception set. */
+static PyObject *seq_items(PyObject *seq, const char *msg, size_t itemsize, Py_ssize_t *n,
+                           void **items) {
+    PyObject *fast = PySequence_Fast(seq, msg);
+    if (!fast)
+        return NULL;
+    *n = PySequence_Fast_GET_SIZE(fast);
+    *items = PyMem_Calloc((size_t)*n + 1, itemsize);
+    if (!*items) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return fast;
+}
+
 /* lists: sequence of (buf or None, offs int64, skip int64 (nb, 6), docs or None, tfs or None).
  */
 static int parse_lists(PyObject *seq, views *vw, native_plist **out, Py_ssize_t *n) {
-    PyObject *fast = PySequence_Fast(seq, "lists must be a sequence");
+    Py_ssize_t nl;
+    native_plist *ls;
+    PyObject *fast = seq_items(seq, "lists must be a sequence", sizeof(native_plist), &nl,
+                               (void **)&ls);
     if (!fast)
         return -1;
-    Py_ssize_t nl = PySequence_Fast_GET_SIZE(fast);
-    native_plist *ls = PyMem_Calloc((size_t)nl + 1, sizeof(native_plist));
-    if (!ls) {
-        Py_DECREF(fast);
-        PyErr_NoMemory();
-        return -1;
-    }
     for (Py_ssize_t i = 0; i < nl; i++) {
         PyObject *t = PySequence_Fast_GET_ITEM(fast, i);
         PyObject *buf, *offs, *skip, *docs, *tfs;
@@ -356,16 +381,12 @@ fail:
 
 /* queries: sequence of (list idx int32, idf f64, qtf f64, ub f64), all of one length. */
 static int parse_queries(PyObject *seq, views *vw, native_bm25_query **out, Py_ssize_t *n) {
-    PyObject *fast = PySequence_Fast(seq, "queries must be a sequence");
+    Py_ssize_t nq;
+    native_bm25_query *qs;
+    PyObject *fast = seq_items(seq, "queries must be a sequence", sizeof(native_bm25_query),
+                               &nq, (void **)&qs);
     if (!fast)
         return -1;
-    Py_ssize_t nq = PySequence_Fast_GET_SIZE(fast);
-    native_bm25_query *qs = PyMem_Calloc((size_t)nq + 1, sizeof(native_bm25_query));
-    if (!qs) {
-        Py_DECREF(fast);
-        PyErr_NoMemory();
-        return -1;
-    }
     for (Py_ssize_t i = 0; i < nq; i++) {
         PyObject *t = PySequence_Fast_GET_ITEM(fast, i);
         PyObject *li, *idf, *qtf, *ub;
@@ -476,12 +497,14 @@ static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
             }
         }
         /* one thread: the caller's scratch, queries in turn */
-        Py_BEGIN_ALLOW_THREADS st = NATIVE_OK;
+        Py_BEGIN_ALLOW_THREADS
+        st = NATIVE_OK;
         for (Py_ssize_t i = 0; i < nq && st == NATIVE_OK; i++)
             st = native_bm25_topk(&c, &qs[i], mode, kk, ap, tp, od + i * kk, os + i * kk, on + i);
         Py_END_ALLOW_THREADS
     } else {
-        Py_BEGIN_ALLOW_THREADS st = native_bm25_batch(&c, qs, nq, mode, kk, threads, od, os, on);
+        Py_BEGIN_ALLOW_THREADS
+        st = native_bm25_batch(&c, qs, nq, mode, kk, threads, od, os, on);
         Py_END_ALLOW_THREADS
     }
     if (st != NATIVE_OK) {

@@ -572,6 +572,12 @@ typedef struct {
     int status;   /* first failure (atomic compare-and-swap) */
 } batch_job;
 
+/* Record st as the batch's status unless an earlier failure is there already. */
+static void batch_fail(batch_job *b, int st) {
+    int zero = 0;
+    __atomic_compare_exchange_n(&b->status, &zero, st, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
 static void *batch_worker(void *arg) {
     batch_job *b = arg;
     int64_t *acc = NULL;
@@ -580,9 +586,7 @@ static void *batch_worker(void *arg) {
         acc = calloc((size_t)b->c->ndocs + 1, sizeof(int64_t));
         touched = malloc(sizeof(int32_t) * ((size_t)b->c->ndocs + 1));
         if (!acc || !touched) {
-            int zero = 0;
-            __atomic_compare_exchange_n(&b->status, &zero, NATIVE_ENOMEM, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST);
+            batch_fail(b, NATIVE_ENOMEM);
             free(acc);
             free(touched);
             return NULL;
@@ -594,11 +598,8 @@ static void *batch_worker(void *arg) {
             break;
         int st = native_bm25_topk(b->c, b->qs + i, b->mode, b->k, acc, touched,
                                   b->docs + i * b->k, b->scores + i * b->k, b->nout + i);
-        if (st != NATIVE_OK) {
-            int zero = 0;
-            __atomic_compare_exchange_n(&b->status, &zero, st, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST);
-        }
+        if (st != NATIVE_OK)
+            batch_fail(b, st);
     }
     free(acc);
     free(touched);
