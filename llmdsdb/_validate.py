@@ -22,10 +22,10 @@ llmdsdb.errors.NonFiniteError: v: vector norm 1e+19 (row 0) is too large for flo
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Sequence
-from typing import Literal, get_args
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal, get_args
 
 from llmdsdb.errors import (
     DimensionError,
@@ -34,6 +34,9 @@ from llmdsdb.errors import (
     NonFiniteError,
     ZeroVectorError,
 )
+
+if TYPE_CHECKING:  # numpy is imported by the vector rules only: the int and choice rules
+    import numpy as np  # serve the pure structures too, which need no numpy
 
 __all__ = [
     "DURABILITIES", "FUSION_METHODS", "INT64_MAX", "INT64_MIN", "MAX_DIM", "MAX_VECTOR_NORM", "METRICS",
@@ -57,19 +60,31 @@ MAX_DIM = 65536
 #: Largest norm of an ``ip`` / ``l2`` vector: the graph computes squared norms and dot
 #: products in float32, whose largest finite value is ~3.4e38; a quarter of its square root
 #: (~4.6e18) keeps ``|a|^2 + |b|^2 + 2|a||b|`` finite for any two accepted vectors.
-MAX_VECTOR_NORM = math.sqrt(float(np.finfo(np.float32).max)) / 4
+MAX_VECTOR_NORM = math.sqrt(3.4028234663852886e38) / 4  # float32's largest finite value
+
+
+def _is_bool(value: object) -> bool:
+    """A Python bool or a numpy bool (without importing numpy)."""
+    t = type(value)
+    return t is bool or (t.__module__ == "numpy" and t.__name__ in ("bool", "bool_"))
 
 
 def as_int(value: object, what: str) -> int:
-    """``value`` as an int; bools and non-integers are refused.
+    """``value`` as an int (anything with ``__index__``, numpy integers too); bools and
+    non-integers are refused.
 
     Complexity: O(1).
 
-    :raises InvalidTypeError: when ``value`` is not an int (or numpy integer).
+    :raises InvalidTypeError: when ``value`` is not an integer.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
-    return int(value)
+    if type(value) is int:
+        return value  # type: ignore[return-value]
+    if _is_bool(value):
+        raise InvalidTypeError(f"{what} must be an int, not bool")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}") from None
 
 
 def check_int(what: str, value: object, lo: int, hi: int | None = None) -> int:
@@ -106,7 +121,7 @@ def as_bool(what: str, value: object) -> bool:
 
     :raises InvalidTypeError: otherwise.
     """
-    if not isinstance(value, (bool, np.bool_)):
+    if not _is_bool(value):
         raise InvalidTypeError(f"{what} must be a bool, not {type(value).__name__}")
     return bool(value)
 
@@ -119,7 +134,7 @@ def fusion_weight(value: object) -> float:
     :raises InvalidTypeError: when it is not a number.
     :raises InvalidArgumentError: when it is NaN or outside [0, 1].
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidTypeError(
             f"fusion_weight must be a number in [0, 1]; got {type(value).__name__}")
     w = float(value)  # type: ignore[arg-type]
@@ -144,6 +159,8 @@ def utf8(s: str, what: str) -> bytes:
 
 
 def _numeric_array(x: object, what: str) -> np.ndarray:
+    import numpy as np
+
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged nested lists
@@ -158,6 +175,8 @@ def _numeric_array(x: object, what: str) -> np.ndarray:
 
 def _norms(a64: np.ndarray) -> np.ndarray:
     """Row norms in float64, scaled so that 1e200 does not overflow when squared."""
+    import numpy as np
+
     ss = np.einsum("ij,ij->i", a64, a64)
     if ss.size and np.isfinite(ss).all() and ss.min() > 1e-290:
         return np.sqrt(ss)
@@ -182,6 +201,8 @@ def vectors(x: object, *, dim: int | None, metric: str, what: str) -> np.ndarray
     :raises NonFiniteError: NaN, an infinity (also from float32 overflow) or a norm too large.
     :raises ZeroVectorError: a zero vector under cosine.
     """
+    import numpy as np
+
     a = _numeric_array(x, what)
     if a.ndim != 2:
         raise DimensionError(f"{what} must be a 2-D array (n, dim), got shape {a.shape}")

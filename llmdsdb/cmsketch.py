@@ -36,7 +36,6 @@ True
 from __future__ import annotations
 
 import math
-import operator
 import struct
 import zlib
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from llmdsdb._validate import as_int as _as_int
 from llmdsdb.errors import (
     CorruptionError,
     FormatVersionError,
@@ -175,13 +175,6 @@ def _bases(items: Any) -> np.ndarray:
         if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iub":
             return _bases(arr)
     return np.fromiter((_base(x) for x in items), dtype=np.uint64, count=n)
-
-
-def _as_int(value: object, what: str) -> int:
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}") from None
 
 
 class CountMinSketch:

@@ -282,70 +282,31 @@ class Database:
 
         Complexity: O(n) overall, O(chunk) per read transaction.
         """
-        from llmdsdb.documents import docs_after
-        from llmdsdb.records import decode_record, document
+        from llmdsdb.documents import iter_documents
 
-        after = -1
-        while True:
-            chunk: list[Document] = []
-            with self._reading_docs() as txn:
-                for iid, raw in docs_after(txn, after):
-                    chunk.append(document(decode_record(raw, f"docs/{iid}")))
-                    after = iid
-                    if len(chunk) >= ITER_CHUNK:
-                        break
-            yield from chunk
-            if len(chunk) < ITER_CHUNK:
-                return
+        return iter_documents(self._reading_docs, ITER_CHUNK)
 
     # --- write calls ------------------------------------------------------------------------
 
     def _sync_config(self) -> None:
-        """Adopt the stored configuration when this handle may not know it yet (another
-        handle created the database, or fixed its dimension, after this one opened it), so
-        that write calls validate against the right metric and dimension.
+        """Adopt the configuration another handle stored since this one opened (see
+        :func:`llmdsdb.index_state.adopt_stored`), so that write calls validate against the
+        right metric and dimension."""
+        from llmdsdb.index_state import adopt_stored
 
-        Complexity: O(1); a read only while the dimension is not fixed.
-
-        :raises ConfigConflictError: when an explicit argument of :func:`open` disagrees
-            with what the other handle stored.
-        """
-        c = self._ix.config
-        if c.stored and c.dim is not None:
-            return  # the configuration can no longer change
-        with self._env.read() as txn:
-            stored = Config.read(txn)
-        if stored is None or (c.stored and stored.dim is None):
-            return
-        new = c.adopt(stored, self._explicit)
-        with self._rw.write():
-            self._ix.config = new
-            self._dirty = True  # the indexes are reloaded with the configuration
+        new = adopt_stored(self._env, self._ix.config, self._explicit)
+        if new is not None:
+            with self._rw.write():
+                self._ix.config = new
+                self._dirty = True  # the indexes are reloaded with the configuration
 
     def _rows(self, name: str, ids: object, texts: object, embeddings: object,
               metadata: object) -> list:
-        from llmdsdb import documents, records
-
-        keys = records.check_ids(name, ids, documents.id_key, unique=True)
-        dim = self._ix.config.dim
-        if dim is None and self._batch is not None:
-            dim = self._batch.dim
-        embs = records.validate_embeddings(name, embeddings, len(keys), dim,
-                                           self._ix.config.metric)
-        return records.build_rows(name, ids, texts, embs, metadata, keys=keys)  # type: ignore[arg-type]
+        return self._wb.validate_rows(name, ids, texts, embeddings, metadata,
+                                      self._ix.config, self._batch)
 
     def _current_hashes(self, keys: list[bytes]) -> dict[bytes, str | None]:
-        """Content hash of each key as the next batch will see it (committed state plus the
-        calls recorded in the open batch)."""
-        from llmdsdb.documents import current_hashes
-
-        overlay = self._batch.overlay if self._batch is not None else {}
-        out = {k: overlay[k] for k in keys if k in overlay}
-        todo = [k for k in keys if k not in overlay]
-        if todo:
-            with self._env.read() as txn:
-                out.update(current_hashes(txn, todo))
-        return out
+        return self._wb.current_hashes(self._env, self._batch, keys)
 
     def validate(self, ids: Sequence[str], texts: Sequence[str],
                  embeddings: np.ndarray | Sequence[np.ndarray | None] | None = None,
@@ -555,7 +516,7 @@ class Database:
         from llmdsdb.retrieval_pipeline import HybridSearcher, make_query
 
         self._check_open()
-        spec = FusionSpec(fusion_weight, fusion, normalization)
+        spec = FusionSpec.of(fusion_weight, fusion, normalization)
         explain = as_bool("explain", explain)
         if filter is not None:
             raise InvalidArgumentError("filter is not supported yet (metadata filters come "
@@ -594,16 +555,13 @@ class Database:
 
         Complexity: O(1) plus the indexes' stats().
         """
+        from llmdsdb.index_state import index_stats
+
         with self._reading() as (txn, ix):
             out: dict[str, Any] = {
                 "path": self._path, "generation": self._env.generation(txn),
                 "documents": txn.count("docs"), "pages": txn.count("pages"),
-                "config": self.config, "readonly": self.readonly,
-                "bm25": _as_dict(ix.bm25.stats()) if ix.bm25 is not None else None,
-                "hnsw": _as_dict(ix.vectors.graph.stats()) if ix.vectors is not None else None,
-                "fresh_vectors": len(ix.vectors.fresh) if ix.vectors is not None else 0,
-            }
-            out["terms"] = (out["bm25"] or {}).get("num_terms")
+                "config": self.config, "readonly": self.readonly, **index_stats(ix)}
         out["storage"] = self._env.stat()
         out["bytes_on_disk"] = out["storage"].get("bytes_on_disk")
         out["cache"] = self._cache.stats()
@@ -680,19 +638,6 @@ def _pairs(queries: object, vectors: object) -> tuple[list, list]:
         if q is None and v is None:
             raise QueryError("give a query text, a vector, or both")
     return qs, vs
-
-
-def _as_dict(stats: object) -> dict:
-    """A stats record (a dict, a NamedTuple or a dataclass) as a dict."""
-    import dataclasses
-
-    if isinstance(stats, Mapping):
-        return dict(stats)
-    if hasattr(stats, "_asdict"):
-        return dict(stats._asdict())  # type: ignore[attr-defined]
-    if dataclasses.is_dataclass(stats):
-        return dataclasses.asdict(stats)  # type: ignore[arg-type]
-    return {"value": stats}
 
 
 def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose

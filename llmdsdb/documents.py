@@ -18,15 +18,17 @@ record whose id maps back to it, and vice versa; ``next_id`` is above every inte
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from llmdsdb.errors import CorruptionError
 from llmdsdb.fusion import Explain
-from llmdsdb.records import SearchResult, decode_record, record_id
+from llmdsdb.records import Document, SearchResult, decode_record, document, record_id
 from llmdsdb.storage import from_u64key, id_key, u64key
 
-__all__ = ["contains", "current_hashes", "docs_after", "id_key", "lookup", "next_id",
+__all__ = ["contains", "current_hashes", "docs_after", "id_key", "iter_documents", "lookup",
+           "next_id",
            "search_results", "set_next_id", "u64key", "verify_miss"]
 
 META_NEXT_ID = b"next_id"
@@ -155,3 +157,24 @@ def search_results(txn: Any, hits: list, explain: bool) -> list[SearchResult]:
         out.append(SearchResult(record_id(raw, f"docs/{iid}"), float(h[1]),
                                 explain=Explain._make(h[2:]) if explain else None, raw=raw))
     return out
+
+
+def iter_documents(reading: Callable[[], AbstractContextManager[Any]], chunk: int
+                   ) -> Iterator[Document]:
+    """Every document in internal id order, read ``chunk`` documents per read transaction
+    (``reading()`` opens one), so a long iteration never pins an old snapshot.
+
+    Complexity: O(n) overall, O(chunk) per read transaction.
+    """
+    after = -1
+    while True:
+        got: list[Document] = []
+        with reading() as txn:
+            for iid, raw in docs_after(txn, after):
+                got.append(document(decode_record(raw, f"docs/{iid}")))
+                after = iid
+                if len(got) >= chunk:
+                    break
+        yield from got
+        if len(got) < chunk:
+            return

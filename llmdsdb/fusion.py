@@ -60,6 +60,7 @@ FusedHit(key=2, score=0.75, bm25_score=7.0, vector_distance=0.1, bm25_rank=2, ve
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -484,6 +485,100 @@ def fuse(
                  higher_is_better, fill_missing)
 
 
+class _Placed(NamedTuple):
+    """One side's values placed on the union of candidates (NaN / rank 0: not retrieved)."""
+
+    side: _SideData | None
+    raw: np.ndarray
+    sim: np.ndarray
+    rank: np.ndarray
+    at: np.ndarray  # union rows the side retrieved
+    rows: np.ndarray  # the matching rows of the side's own list
+
+
+def _union(b: _SideData | None, d: _SideData | None, use_b: bool, use_d: bool
+           ) -> tuple[list[Hashable], dict[Hashable, int]]:
+    """Candidates retrieved by a side that is used (BM25's first). Explain data of the other
+    side is still attached where that side retrieved the key."""
+    first = b if use_b and b is not None else d
+    assert first is not None
+    keys = list(first.keys)
+    index = {key: i for i, key in enumerate(keys)}
+    if first is b and use_d and d is not None:
+        for key in d.keys:
+            if key not in index:
+                index[key] = len(keys)
+                keys.append(key)
+    return keys, index
+
+
+def _place(side: _SideData | None, n: int, index: dict[Hashable, int], first: bool) -> _Placed:
+    raw, sim, rank = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
+    if side is None or not side.keys:
+        empty = np.zeros(0, np.int64)
+        return _Placed(side, raw, sim, rank, empty, empty)
+    if first:
+        pos = np.arange(len(side.keys))  # the union starts with this side's keys
+    else:
+        get = index.get
+        pos = np.array([get(key, -1) for key in side.keys], dtype=np.int64)
+    rows = np.flatnonzero(pos >= 0)
+    at = pos[rows]
+    raw[at], sim[at], rank[at] = side.raw[rows], side.sim[rows], side.ranks[rows]
+    return _Placed(side, raw, sim, rank, at, rows)
+
+
+def _convex_part(name: str, p: _Placed, used: bool, lowest: float | None, normalization: str,
+                 keys: list[Hashable], fill_missing: FillMissing | None,
+                 to_sim: Callable[[np.ndarray], np.ndarray] | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised values with NaN where missing, the side's part of the score)."""
+    n = len(keys)
+    norm = np.full(n, np.nan)
+    if p.side is not None and used and fill_missing is not None and _fill(
+            name, fill_missing, keys, p.raw, p.sim, to_sim):
+        # Filled values join the side's candidates before normalising.
+        present = ~np.isnan(p.sim)
+        norm[present] = _normalize(p.sim[present], normalization, lowest)
+        side_norm = norm[present]
+    elif p.side is not None and p.side.keys:
+        # Normalise over the side's whole list (an unused side too, for explain).
+        side_norm = _normalize(p.side.sim, normalization, lowest)
+        norm[p.at] = side_norm[p.rows]
+    else:
+        side_norm = np.zeros(0)
+    return norm, np.where(np.isnan(norm), _missing_value(side_norm), norm)
+
+
+def _ordered(keys: list[Hashable], score: np.ndarray, pb: _Placed, pd: _Placed,
+             b_norm: np.ndarray, d_norm: np.ndarray, use_b: bool, use_d: bool,
+             top: int | None) -> list[FusedHit]:
+    """The hits best first. Ties (exact, or made by normalising values closer than float
+    resolution) go to the better of the two ranks, then the better worse rank, then key
+    order. Neutral between the sides: at w = 0.5, RRF ties "BM25 rank r only" with "vector
+    rank r only" often."""
+    n = len(keys)
+    big = np.iinfo(np.int64).max
+    rb = np.where(pb.rank > 0, pb.rank, big) if use_b else np.full(n, big)
+    rv = np.where(pd.rank > 0, pd.rank, big) if use_d else np.full(n, big)
+    best, worst = np.minimum(rb, rv), np.maximum(rb, rv)
+    order = np.lexsort((_key_ranks(keys), worst, best, -score))
+    if top is not None:
+        order = order[:top]
+    # One conversion per column, then plain Python (NaN and rank 0 mean "no value").
+    isnan = math.isnan
+    cols = [a[order].tolist() for a in (score, pb.raw, pd.raw, pb.rank, pd.rank, b_norm, d_norm)]
+    return [
+        FusedHit(
+            keys[i], sc,
+            None if isnan(br) else br, None if isnan(dr) else dr,
+            bk or None, dk or None,
+            None if isnan(bn) else bn, None if isnan(dn) else dn,
+        )
+        for i, sc, br, dr, bk, dk, bn, dn in zip(order.tolist(), *cols)
+    ]
+
+
 def _fuse(
     bm25: Iterable[tuple[Hashable, float]] | None,
     dense: Iterable[tuple[Hashable, float]] | None,
@@ -494,7 +589,6 @@ def _fuse(
     fill_missing: FillMissing | None,
 ) -> list[FusedHit]:
     """:func:`fuse` with validated options."""
-    w, method, normalization, k = spec.weight, spec.method, spec.normalization, spec.rrf_k
 
     # Internally a distance d becomes -d for every metric: min-max, z-score and ranks are
     # unchanged by the affine map to the metric's similarity (1 - d for cosine), and -d keeps
@@ -505,116 +599,35 @@ def _fuse(
 
     b = _read_side(bm25, "bm25", lambda v: v) if bm25 is not None else None
     d = _read_side(dense, "dense", dense_to_sim) if dense is not None else None
-
-    # Which sides decide the ranking. None = not queried: the other side takes all weight.
     if b is None and d is None:
         return []
-    if b is None:
-        wv = 1.0
-    elif d is None:
-        wv = 0.0
-    else:
-        wv = w
+    # Which sides decide the ranking. None = not queried: the other side takes all weight.
+    wv = 1.0 if b is None else (0.0 if d is None else spec.weight)
     use_b, use_d = b is not None and wv < 1.0, d is not None and wv > 0.0
-
-    # Union of candidates: retrieved by a side that is used. Explain data of the other side
-    # is still attached where that side retrieved the key.
-    if use_b and b is not None:
-        keys = list(b.keys)
-        index = {key: i for i, key in enumerate(keys)}
-        if use_d and d is not None:
-            for key in d.keys:
-                if key not in index:
-                    index[key] = len(keys)
-                    keys.append(key)
-    else:
-        assert d is not None
-        keys = list(d.keys)
-        index = {key: i for i, key in enumerate(keys)}
+    keys, index = _union(b, d, use_b, use_d)
     n = len(keys)
     if n == 0:
         return []
-
-    b_raw, b_sim, b_rank = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
-    d_raw, d_sim, d_rank = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, np.int64)
-    where: list[tuple[np.ndarray, np.ndarray]] = []  # per side: (union rows, side rows)
-    for side, raw, sim, rank in ((b, b_raw, b_sim, b_rank), (d, d_raw, d_sim, d_rank)):
-        if side is None or not side.keys:
-            where.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
-            continue
-        if side is b and use_b:
-            pos = np.arange(len(side.keys))  # the union starts with the BM25 keys
-        else:
-            get = index.get
-            pos = np.array([get(key, -1) for key in side.keys], dtype=np.int64)
-        rows = np.flatnonzero(pos >= 0)
-        at = pos[rows]
-        raw[at], sim[at], rank[at] = side.raw[rows], side.sim[rows], side.ranks[rows]
-        where.append((at, rows))
-
-    if method == "rrf":
-        b_part = np.where(b_rank > 0, rrf_terms(np.maximum(b_rank, 1), k), 0.0)
-        d_part = np.where(d_rank > 0, rrf_terms(np.maximum(d_rank, 1), k), 0.0)
-        b_norm = np.where(b_rank > 0, b_part, np.nan)
-        d_norm = np.where(d_rank > 0, d_part, np.nan)
+    pb = _place(b, n, index, use_b)
+    pd = _place(d, n, index, False)
+    if spec.method == "rrf":
+        k = spec.rrf_k
+        b_part = np.where(pb.rank > 0, rrf_terms(np.maximum(pb.rank, 1), k), 0.0)
+        d_part = np.where(pd.rank > 0, rrf_terms(np.maximum(pd.rank, 1), k), 0.0)
+        b_norm = np.where(pb.rank > 0, b_part, np.nan)
+        d_norm = np.where(pd.rank > 0, d_part, np.nan)
     else:
-        lowest_b = 0.0
-        if metric != "cosine":
-            lowest_d = None  # ip and l2 similarities have no lower bound
-        else:
-            lowest_d = -1.0 if higher_is_better else -2.0
-        parts = []
-        for name, side, raw, sim, used, lowest, (at, rows) in (
-            ("bm25", b, b_raw, b_sim, use_b, lowest_b, where[0]),
-            ("vector", d, d_raw, d_sim, use_d, lowest_d, where[1]),
-        ):
-            norm = np.full(n, np.nan)
-            if side is not None and used and fill_missing is not None and _fill(
-                name, fill_missing, keys, raw, sim, dense_to_sim if name == "vector" else None
-            ):
-                # Filled values join the side's candidates before normalising.
-                present = ~np.isnan(sim)
-                norm[present] = _normalize(sim[present], normalization, lowest)
-                side_norm = norm[present]
-            elif side is not None and side.keys:
-                # Normalise over the side's whole list (an unused side too, for explain).
-                side_norm = _normalize(side.sim, normalization, lowest)
-                norm[at] = side_norm[rows]
-            else:
-                side_norm = np.zeros(0)
-            parts.append((norm, np.where(np.isnan(norm), _missing_value(side_norm), norm)))
-        (b_norm, b_part), (d_norm, d_part) = parts
-
+        # ip and l2 similarities have no lower bound
+        lowest_d = None if metric != "cosine" else (-1.0 if higher_is_better else -2.0)
+        b_norm, b_part = _convex_part("bm25", pb, use_b, 0.0, spec.normalization, keys,
+                                      fill_missing, None)
+        d_norm, d_part = _convex_part("vector", pd, use_d, lowest_d, spec.normalization, keys,
+                                      fill_missing, dense_to_sim)
     if use_b and use_d:
         score = wv * d_part + (1.0 - wv) * b_part
-    elif use_b:
-        score = b_part.copy()
     else:
-        score = d_part.copy()
-
-    # Ties (exact, or made by normalising values closer than float resolution) go to the
-    # better of the two ranks, then the better worse rank, then key order. Neutral between
-    # the sides: at w = 0.5, RRF ties "BM25 rank r only" with "vector rank r only" often.
-    big = np.iinfo(np.int64).max
-    rb = np.where(b_rank > 0, b_rank, big) if use_b else np.full(n, big)
-    rv = np.where(d_rank > 0, d_rank, big) if use_d else np.full(n, big)
-    best, worst = np.minimum(rb, rv), np.maximum(rb, rv)
-    order = np.lexsort((_key_ranks(keys), worst, best, -score))
-    if top is not None:
-        order = order[:top]
-
-    # One conversion per column, then plain Python (NaN and rank 0 mean "no value").
-    isnan = math.isnan
-    cols = [a[order].tolist() for a in (score, b_raw, d_raw, b_rank, d_rank, b_norm, d_norm)]
-    return [
-        FusedHit(
-            keys[i], sc,
-            None if isnan(br) else br, None if isnan(dr) else dr,
-            bk or None, dk or None,
-            None if isnan(bn) else bn, None if isnan(dn) else dn,
-        )
-        for i, sc, br, dr, bk, dk, bn, dn in zip(order.tolist(), *cols)
-    ]
+        score = (b_part if use_b else d_part).copy()
+    return _ordered(keys, score, pb, pd, b_norm, d_norm, use_b, use_d, top)
 
 
 def _fill(
@@ -682,6 +695,19 @@ class FusionSpec:
             object.__setattr__(self, name, value)
 
     @classmethod
+    def of(cls, weight: object, method: object, normalization: object) -> FusionSpec:
+        """``FusionSpec(weight, method, normalization)``, the same value for the same
+        arguments (a query's spec is made per call; validating it once per distinct value
+        keeps that off the per-query cost).
+
+        Complexity: O(1).
+        """
+        try:
+            return _spec_of(weight, method, normalization)
+        except TypeError:  # unhashable arguments: let the constructor say what is wrong
+            return cls(weight, method, normalization)  # type: ignore[arg-type]
+
+    @classmethod
     def _trusted(cls, weight: float, method: str, normalization: str, rrf_k: float
                  ) -> FusionSpec:
         """A spec from values :func:`validate_fusion_args` returned (no second check)."""
@@ -709,6 +735,11 @@ class FusionSpec:
         return _fuse(bm25, dense, self, top_k, metric, False, None)
 
 
+@functools.lru_cache(maxsize=64, typed=True)
+def _spec_of(weight: object, method: object, normalization: object) -> FusionSpec:
+    return FusionSpec(weight, method, normalization)  # type: ignore[arg-type]
+
+
 def fuse_one_side(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: FusionSpec, *,
                   top_k: int | None, metric: str = "cosine") -> list[FusedHit]:
     """``fuse(pairs, None)`` (``side="bm25"``) or ``fuse(None, pairs)`` (``side="vector"``,
@@ -724,6 +755,9 @@ def fuse_one_side(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: Fus
     n = len(pairs)
     if not n:
         return []
+    fast = _one_side_sorted(pairs, side, spec, top_k)
+    if fast is not None:
+        return fast
     keys = [p[0] for p in pairs]
     raw = np.fromiter((p[1] for p in pairs), np.float64, n)
     sim = raw if side == "bm25" else -raw
@@ -742,6 +776,50 @@ def fuse_one_side(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: Fus
         return [FusedHit(keys[i], sc, r, None, rk, None, sc, None)
                 for i, sc, r, rk in zip(o, *cols)]
     return [FusedHit(keys[i], sc, None, r, None, rk, None, sc) for i, sc, r, rk in zip(o, *cols)]
+
+
+def _one_side_sorted(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: FusionSpec,
+                     top_k: int | None) -> list[FusedHit] | None:
+    """:func:`fuse_one_side` in plain Python for the common case - a list already best
+    first, as the indexes return it, min-max / theoretical (BM25) / RRF - with the same
+    float operations as the numpy path, so the same scores; None when it does not apply."""
+    if spec.method != "rrf" and (spec.normalization == "zscore" or (
+            spec.normalization == "theoretical" and side == "vector")):
+        return None
+    sims = [float(p[1]) for p in pairs] if side == "bm25" else [-float(p[1]) for p in pairs]
+    n = len(sims)
+    for i in range(1, n):
+        if not sims[i - 1] >= sims[i]:  # also refuses NaN
+            return None
+    k = n if top_k is None else min(top_k, n)
+    end = k
+    while end < n and sims[end] == sims[k - 1]:  # ties with the k-th: order them by key
+        end += 1
+    try:
+        head = sorted(range(end), key=lambda i: (-sims[i], pairs[i][0]))[:k]  # type: ignore[operator]
+    except TypeError:
+        return None  # keys not mutually comparable
+    ranks = [0] * end
+    for i in range(end):
+        ranks[i] = ranks[i - 1] if i and sims[i] == sims[i - 1] else i + 1
+    if spec.method == "rrf":
+        kk = float(spec.rrf_k)
+        norm = [1.0 / (kk + ranks[i]) for i in head]
+    else:
+        lo, hi = sims[-1], sims[0]
+        if spec.normalization == "theoretical":
+            lo = min(0.0, lo)  # BM25's lowest possible score
+        span = hi - lo
+        if not span > 0.0 or not math.isfinite(span):
+            norm = [1.0] * len(head)
+        else:
+            norm = [min(1.0, max(0.0, (sims[i] - lo) / span)) for i in head]
+    out = []
+    for i, sc in zip(head, norm):
+        key, raw = pairs[i][0], float(pairs[i][1])
+        out.append(FusedHit(key, sc, raw, None, ranks[i], None, sc, None) if side == "bm25"
+                   else FusedHit(key, sc, None, raw, None, ranks[i], None, sc))
+    return out
 
 
 def fused_pairs(hits: Sequence[FusedHit]) -> list[tuple[Hashable, float]]:

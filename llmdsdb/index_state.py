@@ -13,7 +13,7 @@ from typing import Any
 
 from llmdsdb.options import Config, Explicit, Options
 
-__all__ = ["Indexes", "graph_overrides", "load"]
+__all__ = ["Indexes", "adopt_stored", "graph_overrides", "index_stats", "load"]
 
 
 @dataclass
@@ -62,3 +62,43 @@ def load(store: Any, txn: Any, gen: int, config: Config, explicit: Explicit,
             ix.vectors = VectorSegment.open(store, fresh_max_vectors=options.fresh_max_vectors,
                                             **graph_overrides(options))
     return ix
+
+
+def adopt_stored(env: Any, config: Config, explicit: Explicit) -> Config | None:
+    """The configuration a handle must adopt when another handle created the database, or
+    fixed its dimension, after this one opened it; None when nothing changed.
+
+    Complexity: O(1); a read only while the dimension is not fixed.
+
+    :raises ConfigConflictError: when an explicit argument of :func:`llmdsdb.open`
+        disagrees with what the other handle stored.
+    """
+    if config.stored and config.dim is not None:
+        return None  # the configuration can no longer change
+    with env.read() as txn:
+        stored = Config.read(txn)
+    if stored is None or (config.stored and stored.dim is None):
+        return None
+    return config.adopt(stored, explicit)
+
+
+def _as_dict(stats: object) -> dict:
+    """A stats record (a dict, a NamedTuple or a dataclass) as a dict."""
+    import dataclasses
+
+    if isinstance(stats, dict):
+        return dict(stats)
+    if hasattr(stats, "_asdict"):
+        return dict(stats._asdict())  # type: ignore[attr-defined]
+    if dataclasses.is_dataclass(stats):
+        return dataclasses.asdict(stats)  # type: ignore[arg-type]
+    return {"value": stats}
+
+
+def index_stats(ix: Indexes) -> dict[str, Any]:
+    """The indexes' part of ``Database.stats()``: ``bm25``, ``terms``, ``hnsw`` (the
+    graph) and ``fresh_vectors``. Complexity: O(1) plus the indexes' stats()."""
+    bm = _as_dict(ix.bm25.stats()) if ix.bm25 is not None else None
+    return {"bm25": bm, "terms": (bm or {}).get("num_terms"),
+            "hnsw": _as_dict(ix.vectors.graph.stats()) if ix.vectors is not None else None,
+            "fresh_vectors": len(ix.vectors.fresh) if ix.vectors is not None else 0}

@@ -31,12 +31,12 @@ mask agree with the slabs; ``used`` equals the number of live ids.
 
 from __future__ import annotations
 
-import operator
 import struct
 import zlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from llmdsdb._validate import as_int as _as_int
 from llmdsdb.errors import (
     CorruptionError,
     DoubleFreeError,
@@ -82,17 +82,6 @@ class PageStats(NamedTuple):
     def used_bytes(self) -> int:
         """``used * page_size``."""
         return self.used * self.page_size
-
-
-def _as_int(value: object, what: str) -> int:
-    if type(value) is int:
-        return value  # type: ignore[return-value]
-    if isinstance(value, bool):
-        raise InvalidTypeError(f"{what} must be an int, not bool")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}") from None
 
 
 class PagedAllocator:

@@ -198,6 +198,21 @@ def record_id(raw: bytes, key_desc: str) -> str:
 
     :raises CorruptionError: when the record has no str id.
     """
+    if raw[:4] == b"\x85\xa2id":  # a record this module packed: {"id": <str>, ...}
+        h = raw[4]
+        if 0xA0 <= h <= 0xBF:
+            start, size = 5, h - 0xA0
+        elif h == 0xD9:
+            start, size = 6, raw[5]
+        elif h == 0xDA:
+            start, size = 7, int.from_bytes(raw[5:7], "big")
+        else:
+            start, size = 0, -1
+        if size >= 0 and start + size <= len(raw):
+            try:
+                return bytes(raw[start:start + size]).decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # the careful path below reports it
     try:
         up = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(raw) + 1)
         up.feed(raw)

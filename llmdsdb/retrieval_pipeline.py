@@ -1,12 +1,23 @@
-"""End-to-end hybrid retrieval in memory: BM25 + HNSW candidates, fused, with a result cache.
+"""Hybrid retrieval: the one query path (BM25 + vector candidates, fused), and the in-memory
+:class:`RetrievalPipeline` built on it.
+
+:class:`HybridSearcher` is the hybrid query path of the whole project: a query
+(:class:`HybridQuery`: text, vector, top_k, a :class:`~llmdsdb.fusion.FusionSpec` validated
+where it was made) is planned once (:func:`plan`: which sides run, how many candidates each),
+each side's index is asked for its candidates, and the lists are fused (a single side skips
+the fusion machinery and gets the same scores). :class:`~llmdsdb.db.Database` runs it over
+its LMDB-backed indexes, :class:`RetrievalPipeline` over indexes in memory, so the two give
+the same ids and scores for the same documents, and ``search_many`` gives each query exactly
+what ``search`` gives it.
 
 :class:`RetrievalPipeline` keeps an :class:`~llmdsdb.inverted_index.InvertedIndex` over the
-text of every document and an :class:`~llmdsdb.hnsw.HNSW` graph over the embeddings of the
-documents that have one. A query takes up to ``max(top_k, candidates)`` candidates from each
-side, fuses them with :func:`llmdsdb.fusion.fuse` (the same code the database uses; see
-``docs/fusion.md`` for why min-max convex fusion at weight 0.5 is the default), and caches
-the fused list in a :class:`~llmdsdb.token_lru.TokenLRU` keyed by a stable digest of the
-query and its options. Any write clears the cache.
+text of every document and a :class:`~llmdsdb.vector_segment.VectorSegment` (an
+:class:`~llmdsdb.hnsw.HNSW` graph plus exactly searched fresh vectors) over the embeddings
+of the documents that have one. A query takes up to ``max(top_k, candidates)`` candidates
+from each side and fuses them (see ``docs/fusion.md`` for why min-max convex fusion at
+weight 0.5 is the default); the fused list is cached in a
+:class:`~llmdsdb.token_lru.TokenLRU` keyed by a stable digest of the query and its options.
+Any write clears the cache.
 
 Invariant (checked by :meth:`RetrievalPipeline._check`): the inverted index holds exactly
 the pipeline's documents, the graph exactly those with an embedding, and the cache holds at

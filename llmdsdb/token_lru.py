@@ -28,11 +28,11 @@ exceeds the budget.
 
 from __future__ import annotations
 
-import operator
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, ItemsView, Iterator, MutableMapping, ValuesView
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from llmdsdb._validate import as_int as _as_int
 from llmdsdb.errors import (
     BudgetExceededError,
     EmptyError,
@@ -90,15 +90,6 @@ class _ValuesView(ValuesView):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[Any]:
         for e in self._mapping._od.values():  # type: ignore[attr-defined]
             yield e[0]
-
-
-def _as_int(value: object, what: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidTypeError(f"{what} must be an int, not bool")
-    try:
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}") from None
 
 
 class TokenLRU(MutableMapping[K, V], Generic[K, V]):

@@ -30,7 +30,7 @@ from llmdsdb.index_state import Indexes, graph_overrides
 from llmdsdb.options import Config, Explicit
 from llmdsdb.records import decode_record
 
-__all__ = ["BatchState", "IndexWork", "Op", "apply"]
+__all__ = ["BatchState", "IndexWork", "Op", "apply", "current_hashes", "validate_rows"]
 
 
 class Op(NamedTuple):
@@ -72,6 +72,40 @@ class BatchState:
         """Drop the calls recorded since ``saved``. Complexity: O(overlay)."""
         del self.ops[saved[0]:]
         self.overlay, self.dim, self.changes = saved[1], saved[2], saved[3]
+
+
+def validate_rows(name: str, ids: object, texts: object, embeddings: object, metadata: object,
+                  config: Config, batch: BatchState | None) -> list:
+    """The :class:`~llmdsdb.records.Row` of a write call, every argument checked against the
+    configuration (the dimension the open batch fixes counts).
+
+    Complexity: O(total size of the call).
+    """
+    from llmdsdb import records
+    from llmdsdb.documents import id_key
+
+    keys = records.check_ids(name, ids, id_key, unique=True)
+    dim = config.dim if config.dim is not None or batch is None else batch.dim
+    embs = records.validate_embeddings(name, embeddings, len(keys), dim, config.metric)
+    return records.build_rows(name, ids, texts, embs, metadata, keys=keys)  # type: ignore[arg-type]
+
+
+def current_hashes(env: Any, batch: BatchState | None, keys: list[bytes]
+                   ) -> dict[bytes, str | None]:
+    """Content hash of each key as the next batch will see it: the committed state plus the
+    calls recorded in the open batch.
+
+    Complexity: O(k log n).
+    """
+    from llmdsdb import documents
+
+    overlay = batch.overlay if batch is not None else {}
+    out = {k: overlay[k] for k in keys if k in overlay}
+    todo = [k for k in keys if k not in overlay]
+    if todo:
+        with env.read() as txn:
+            out.update(documents.current_hashes(txn, todo))
+    return out
 
 
 @dataclass

@@ -10,10 +10,17 @@ For each system, in separate processes:
   at a time - BM25 (FTS), vector and hybrid where the system has them - nDCG@10 and
   queries per second; peak RSS of that process; bytes on disk.
 
+* **BM25 per call** (``--bm25-per-call``, one process): ``Database.search`` BM25-only
+  (``fusion_weight=0``) on the first 1,400 SciFact documents, the 300 test queries one call
+  each, against bm25s one query per ``retrieve`` call and against the bare inverted index
+  of the same database (the candidates the database asks it for), passes interleaved; the
+  difference to the bare index is the database layer's overhead per query.
+
 Run from the repository root::
 
     python tools/bench/bench_db.py            # full run
     python tools/bench/bench_db.py --quick    # 1,000 documents, 100 queries, ours only
+    python tools/bench/bench_db.py --bm25-per-call   # needs bm25s (the [bench] extra)
 """
 
 from __future__ import annotations
@@ -270,6 +277,70 @@ def _median_dict(runs: list[dict]) -> dict:
     return out
 
 
+def bm25_per_call(args: argparse.Namespace) -> None:
+    """Database-level BM25-only queries, one per call, against bm25s and the bare index, in
+    one process with passes interleaved (see the module docstring)."""
+    import statistics
+
+    import Stemmer
+    from bench_bm25 import bm25s_retrieve, build_bm25s
+
+    import llmdsdb
+
+    sf = load_scifact()
+    n = args.bm25_docs
+    texts = [sf.texts[i] for i in range(n)]
+    queries = list(sf.queries)
+    root = tempfile.mkdtemp(prefix="bench_db-bm25-")
+    stemmer = Stemmer.Stemmer("english")
+    try:
+        db = llmdsdb.open(os.path.join(root, "db"), durability="nosync")
+        db.add([sf.doc_ids[i] for i in range(n)], texts)
+        ret = build_bm25s(texts)
+        depth = 100  # what Database.search asks the index for at top_k=10 (fusion depth)
+
+        def ours() -> None:
+            for q in queries:
+                db.search(q, top_k=10, fusion_weight=0.0)
+
+        def bare() -> None:
+            with db._reading() as (_txn, ix):
+                for q in queries:
+                    ix.bm25.search(q, top_k=depth)
+
+        def peer() -> None:
+            for q in queries:
+                bm25s_retrieve(ret, stemmer, [q])
+
+        passes: dict[str, list[float]] = {"ours": [], "bare_index": [], "bm25s": []}
+        fns = {"ours": ours, "bare_index": bare, "bm25s": peer}
+        for fn in fns.values():  # warm-up
+            fn()
+        for _ in range(args.rounds or 7):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                passes[name].append((time.perf_counter() - t0) / len(queries))
+        us = {k: statistics.median(v) * 1e6 for k, v in passes.items()}
+        res = {"docs": n, "queries": len(queries), "passes": args.rounds or 7,
+               "us_per_query": us, "qps": {k: 1e6 / v for k, v in us.items()},
+               "ours_vs_bm25s": us["bm25s"] / us["ours"],
+               "db_overhead_us_per_query": us["ours"] - us["bare_index"]}
+        db.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(res, indent=2))
+    rows = [{"system": k, "us/query (median of passes)": us[k], "q/s": 1e6 / us[k]}
+            for k in ("ours", "bare_index", "bm25s")]
+    body = (f"{n} SciFact documents, {len(queries)} test queries one per call, top-10, "
+            f"BM25 only (fusion_weight=0); median of {res['passes']} interleaved passes.\n\n"
+            + table(rows) + f"\nDatabase.search vs bm25s per call: "
+            f"{res['ours_vs_bm25s']:.2f}x; database layer over the bare index search "
+            f"(top-{depth} candidates): {res['db_overhead_us_per_query']:.0f} us per query.\n")
+    write_result("bench_db_bm25_per_call", "python tools/bench/bench_db.py --bm25-per-call",
+                 body, res)
+
+
 def child(spec_json: str) -> None:
     s = json.loads(spec_json)
     fn = PHASES[(s["system"], s["phase"])]
@@ -294,11 +365,17 @@ def main() -> None:
     ap.add_argument("--normalization", default="minmax")
     ap.add_argument("--rounds", type=int, default=None,
                     help="interleaved rounds per system (default 3, --quick 1)")
+    ap.add_argument("--bm25-per-call", action="store_true",
+                    help="Database BM25-only queries one per call vs bm25s and the bare index")
+    ap.add_argument("--bm25-docs", type=int, default=1400)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--name", default=None, help="result file name")
     args = ap.parse_args()
     if args.child:
         child(args.child)
+        return
+    if args.bm25_per_call:
+        bm25_per_call(args)
         return
     sf = load_scifact()
     if args.rounds is None:
