@@ -422,27 +422,19 @@ class Database:
         """
         with self._write_lock:
             self._check_writable()
-            outer = self._batch
-            if outer is not None:
-                saved = outer.savepoint()
-                try:
+            if self._batch is not None:  # nested: a savepoint of the outer batch
+                with self._batch.savepoint():
                     yield self
-                except BaseException:
-                    if self._batch is outer:
-                        outer.rollback(saved)
-                    raise
                 return
             state = self._batch = self._wb.BatchState()
             try:
                 yield self
             finally:
                 self._batch = None
-            if self._closed:
-                if state.ops and state.changes:
+            if state.ops and state.changes:
+                if self._closed:
                     raise ClosedError(f"database {self._path} was closed inside batch(); "
                                       "its calls were not written")
-                return
-            if state.ops and state.changes:
                 self._execute(state.ops)
 
     def _execute(self, ops: list) -> list[int]:

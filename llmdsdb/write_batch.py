@@ -19,6 +19,8 @@ the caller commits or aborts the whole transaction.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -64,14 +66,17 @@ class BatchState:
                     self.dim = r.emb.shape[0]
         self.changes += changes
 
-    def savepoint(self) -> tuple:
-        """What :meth:`rollback` restores (a nested ``batch()``). Complexity: O(overlay)."""
-        return len(self.ops), dict(self.overlay), self.dim, self.changes
-
-    def rollback(self, saved: tuple) -> None:
-        """Drop the calls recorded since ``saved``. Complexity: O(overlay)."""
-        del self.ops[saved[0]:]
-        self.overlay, self.dim, self.changes = saved[1], saved[2], saved[3]
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested ``batch()`` block: the calls recorded inside it are dropped when an
+        exception leaves it. Complexity: O(overlay) to open."""
+        saved = len(self.ops), dict(self.overlay), self.dim, self.changes
+        try:
+            yield
+        except BaseException:
+            del self.ops[saved[0]:]
+            self.overlay, self.dim, self.changes = saved[1], saved[2], saved[3]
+            raise
 
 
 def validate_rows(name: str, ids: object, texts: object, embeddings: object, metadata: object,
