@@ -90,10 +90,10 @@ def test_search_equals_search_many_across_the_exact_graph_threshold(tmp_path, mo
     dim = 8
     # the graph scans exactly up to 40 vectors here (40 * 8 floats), walks itself above
     monkeypatch.setattr(hnsw, "EXACT_COMPONENTS", 40 * dim)
+    rng = np.random.default_rng(7)
     emb = unit_vectors(400, dim, 8)
-    # each batch of 25 brings its own words (b<batch>w<0..4>), shared with the queries
-    texts = [f"b{i // 25}w{i % 5} b{i // 25}w{(i * 3) % 5} common" for i in range(400)]
-    queries = [f"b{j}w{j % 5} common" for j in range(0, 16, 2)]
+    texts = [" ".join(rng.choice(WORDS, 5)) for _ in range(400)]
+    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(8)]
     qvecs = unit_vectors(8, dim, 9)
     with llmdsdb.open(str(tmp_path / "db"), fresh_max_vectors=16, hnsw_ef_construction=40
                       ) as db:
