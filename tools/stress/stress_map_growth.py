@@ -6,7 +6,7 @@ many times while the scenario runs):
 
 ``two-handles``
     Two ``Database`` handles on one path in one process (they share one LMDB environment).
-    A writer thread on the first adds batches until the map reaches 8 MiB; two reader
+    A writer thread on the first adds batches until the map reaches 2 MiB; two reader
     threads on the second handle and one on the first search, count and ``get()`` random
     documents that are already committed, comparing each text with the text that was
     written (a wrong result, not only an exception, is a failure). At the end the handle
@@ -45,7 +45,7 @@ N_PER_BATCH = 10
 def text_of(doc_id: str) -> str:
     """The text every writer stores for ``doc_id`` (so any reader can check a result)."""
     s = sum(map(ord, doc_id))
-    return f"{doc_id} shared " + " ".join(f"w{(k * 31 + s) % 997}" for k in range(150))
+    return f"{doc_id} shared " + " ".join(f"w{(k * 31 + s) % 997}" for k in range(60))
 
 
 # --- the processes ---------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def child_two_handles(path: str) -> dict:
         rng = np.random.default_rng(0)
         i = 0
         try:
-            while db1.stats()["storage"]["map_size_bytes"] < 8 << 20 and not stop.is_set():
+            while db1.stats()["storage"]["map_size_bytes"] < 2 << 20 and not stop.is_set():
                 ids = [f"w{i}-{j}" for j in range(N_PER_BATCH)]
                 db1.add(ids, [text_of(d) for d in ids],
                         embeddings=rng.standard_normal((N_PER_BATCH, 8)).astype(np.float32)
