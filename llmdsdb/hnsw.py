@@ -45,12 +45,12 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmdsdb._native import _core
-from llmdsdb._validate import MAX_VECTOR_NORM
+from llmdsdb._validate import MAX_VECTOR_NORM, Metric
 from llmdsdb._validate import as_int as _as_int
 from llmdsdb.errors import (
     ConfigConflictError,
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HNSW", "NODES_PER_PAGE", "Metric"]
 
-Metric = Literal["cosine", "l2", "ip"]
+# Metric: the one alias, from llmdsdb._validate (re-exported here)
 _METRICS = ("cosine", "l2", "ip")
 _METRIC_CODE = {"cosine": 0, "l2": 1, "ip": 2}  # as llmdsdb/_native/native.h numbers them
 

@@ -92,6 +92,7 @@ from typing import Literal, Self, TypeVar
 import lmdb
 import zstandard
 
+from llmdsdb._validate import DURABILITIES, check_choice
 from llmdsdb.errors import (
     ClosedError,
     CorruptionError,
@@ -1276,9 +1277,7 @@ class Environment:
         :raises InvalidArgumentError: for a bad option, or when the path is already open in
             this process with a different ``readonly``/``durability``.
         """
-        if durability not in _DURABILITY:
-            raise InvalidArgumentError(f"durability must be one of 'sync', 'metasync', "
-                                       f"'nosync', got {durability!r}")
+        check_choice("durability", durability, DURABILITIES)
         if map_size_bytes is not None and (
                 not isinstance(map_size_bytes, int) or map_size_bytes < 1 << 16):
             raise InvalidArgumentError(f"map_size_bytes must be an int >= 65536, got "
