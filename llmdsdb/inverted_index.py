@@ -70,8 +70,8 @@ from typing import Any, NamedTuple
 import msgpack
 import numpy as np
 
-from llmdsdb.analysis import _SEPARATORS, Analyzer
 from llmdsdb._native import _core
+from llmdsdb.analysis import _SEPARATORS, Analyzer
 from llmdsdb.codec import (
     decode_arrays,
     decode_postings,

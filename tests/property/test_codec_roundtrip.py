@@ -3,6 +3,10 @@ CorruptionError."""
 
 from __future__ import annotations
 
+import struct
+import zlib
+
+import codec_reference as ref
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +16,7 @@ from llmdsdb.codec import (
     decode_postings_many,
     encode_postings,
     encode_postings_many,
+    join_postings,
 )
 from llmdsdb.errors import CorruptionError
 
@@ -84,13 +89,6 @@ def test_decode_many_refuses_damage(
 
 
 # --- the compiled decoder against the numpy decoder it replaced (tests/codec_reference.py) ---
-
-import struct  # noqa: E402
-import zlib  # noqa: E402
-
-import codec_reference as ref  # noqa: E402
-
-from llmdsdb.codec import join_postings  # noqa: E402
 
 
 def _fix_crc(body: bytes) -> bytes:

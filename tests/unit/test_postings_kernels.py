@@ -54,11 +54,11 @@ def test_fuzz_decoders() -> None:
     while time.monotonic() < end:
         blocks = [_block(rng) for _ in range(int(rng.integers(1, 4)))]
         blocks[int(rng.integers(0, len(blocks)))] = _mutate(rng, blocks[0])
-        for fn in (lambda: decode_postings(blocks[0]), lambda: decode_postings_many(blocks),
-                   lambda: join_postings(blocks)):
+        for fn, arg in ((decode_postings, blocks[0]), (decode_postings_many, blocks),
+                        (join_postings, blocks)):
             runs += 1
             try:
-                out = fn()
+                out = fn(arg)
             except CorruptionError:
                 continue
             decoded += 1
@@ -214,7 +214,7 @@ def test_search_threads_agree_and_run_concurrently() -> None:
 
 
 def test_corrupt_page_is_corruption_error_at_query_time() -> None:
-    texts, queries = _corpus(2000, 8)
+    texts, _ = _corpus(2000, 8)
     idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=16)
     idx.add_documents(range(len(texts)), texts)
     idx.flush()

@@ -236,6 +236,8 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
         "tantivy (one query per call)": lambda: [
             tantivy_search(tv, tv_searcher, q) for q in queries
         ],
+        "llmdsdb search_many threads=2": lambda: idx.search_many(queries, K, threads=2),
+        "llmdsdb search, 2 Python threads": lambda: _two_threads(idx, queries),
     }
     q_t = interleaved(fns, repeat)
     st = idx.stats()
@@ -291,11 +293,30 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
         "cpu_one_query_per_call_vs_tantivy": rows[0]["qps_cpu"] / rows[5]["qps_cpu"],
         "cpu_search_many_vs_tantivy": rows[1]["qps_cpu"] / rows[5]["qps_cpu"],
         "build_vs_tantivy": b_tv / b_ours,
+        "wall_search_many_threads2_vs_threads1":
+            qps["llmdsdb search_many threads=2"]
+            / qps["llmdsdb search_many (all queries in one call)"],
+        "wall_two_python_threads_vs_one":
+            qps["llmdsdb search, 2 Python threads"] / qps["llmdsdb search (one query per call)"],
     }
     details["build_cpu_s"] = {
         k: statistics.median(CPU_TIMES[k]) for k in ("llmdsdb", "bm25s", "tantivy")
     }
     return rows, {"details": details, "ratios": ratios}
+
+
+def _two_threads(idx: InvertedIndex, queries: list[str]) -> None:
+    """The queries split between two Python threads calling search (the kernel releases
+    the GIL): wall time against one thread shows how much runs in parallel."""
+    import threading
+
+    half = len(queries) // 2
+    ts = [threading.Thread(target=lambda qs=qs: [idx.search(q, K) for q in qs])
+          for qs in (queries[:half], queries[half:])]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
 
 
 def run_rank_bm25(sf: common.SciFact) -> dict:
@@ -638,6 +659,15 @@ def duel_child(save_dir: Path, rounds: int = 5) -> dict:
             best[name] = min(best[name], time.process_time() - c0)
     out = {f"qps_cpu_{name}": len(queries) / t for name, t in best.items()}
     out.update({f"qps_cpu_first_pass_after_load_{name}": v for name, v in first.items()})
+    # threads: wall time of search_many on one and on two kernel threads, interleaved
+    wall = {1: math.inf, 2: math.inf}
+    for _ in range(rounds):
+        for n, best_n in wall.items():
+            t0 = time.perf_counter()
+            ours.search_many(queries, K, threads=n)
+            wall[n] = min(best_n, time.perf_counter() - t0)
+    out["qps_wall_ours_many_threads1"] = len(queries) / wall[1]
+    out["qps_wall_ours_many_threads2"] = len(queries) / wall[2]
     out["rounds"] = rounds
     out["load_average_1min_at_end"] = os.getloadavg()[0]
     return out
@@ -671,6 +701,8 @@ def scale(args: argparse.Namespace) -> None:
         "fresh_process_first_pass_after_load_vs_tantivy":
             duel["qps_cpu_first_pass_after_load_ours"]
             / duel["qps_cpu_first_pass_after_load_tantivy"],
+        "wall_search_many_threads2_vs_threads1":
+            duel["qps_wall_ours_many_threads2"] / duel["qps_wall_ours_many_threads1"],
         "reopened_process_vs_building_process_warm_cpu":
             duel["qps_cpu_ours_single"] / ours["qps_cpu"],
         "build_vs_tantivy": ours["build_docs_per_s"] / tv["build_docs_per_s"],
