@@ -225,9 +225,7 @@ class Database:
 
     @contextmanager
     def _reading_docs(self) -> Iterator[Any]:
-        """A read transaction for the document layer only: the indexes are not brought up
-        to date, so a lookup after another process's commit does not reload the graph
-        (O(n)) it does not use."""
+        """A read transaction for the document layer only (no index reload, no lock)."""
         self._check_open()
         with self._env.read() as txn:
             yield txn
@@ -300,13 +298,8 @@ class Database:
                 self._ix.config = new
                 self._dirty = True  # the indexes are reloaded with the configuration
 
-    def _rows(self, name: str, ids: object, texts: object, embeddings: object,
-              metadata: object) -> list:
-        return self._wb.validate_rows(name, ids, texts, embeddings, metadata,
-                                      self._ix.config, self._batch)
-
-    def _current_hashes(self, keys: list[bytes]) -> dict[bytes, str | None]:
-        return self._wb.current_hashes(self._env, self._batch, keys)
+    def _rows(self, name: str, *args: object) -> list:
+        return self._wb.validate_rows(name, *args, self._ix.config, self._batch)
 
     def validate(self, ids: Sequence[str], texts: Sequence[str],
                  embeddings: np.ndarray | Sequence[np.ndarray | None] | None = None,
@@ -347,7 +340,7 @@ class Database:
             self._check_writable()
             self._sync_config()
             rows = self._rows("add", ids, texts, embeddings, metadata)
-            current = self._current_hashes([r.key for r in rows])
+            current = self._wb.current_hashes(self._env, self._batch, [r.key for r in rows])
             for r in rows:
                 if current[r.key] is not None:
                     raise DuplicateIdError(f"add: id {r.id!r} already exists (use upsert)")
@@ -370,7 +363,7 @@ class Database:
             self._check_writable()
             self._sync_config()
             rows = self._rows("upsert", ids, texts, embeddings, metadata)
-            current = self._current_hashes([r.key for r in rows])
+            current = self._wb.current_hashes(self._env, self._batch, [r.key for r in rows])
             changed = sum(1 for r in rows if current[r.key] != r.hash)
             return self._submit(self._wb.Op("upsert", tuple(rows)), changed)
 
@@ -387,7 +380,7 @@ class Database:
             self._check_writable()
             keys = records.check_ids("delete", ids, documents.id_key, unique=False)
             pairs = list({k: (i, k) for i, k in zip(ids, keys)}.values())  # type: ignore[call-overload]
-            current = self._current_hashes([k for _, k in pairs])
+            current = self._wb.current_hashes(self._env, self._batch, [k for _, k in pairs])
             n = sum(1 for _, k in pairs if current[k] is not None)
             return self._submit(self._wb.Op("delete", tuple(pairs)), n)
 
