@@ -453,7 +453,11 @@ class HNSW:
         for j, v in enumerate(ids.tolist()):
             self._id_map[v] = n0 + j
         self._live += n
-        self._dirty_vec.update(range(n0 // NODES_PER_PAGE, (n0 + n - 1) // NODES_PER_PAGE + 1))
+        # the new nodes' pages: vectors, and rows pages (which also hold ids, norms, levels
+        # and flags, so they change even where the kernel wrote no row)
+        blocks = range(n0 // NODES_PER_PAGE, (n0 + n - 1) // NODES_PER_PAGE + 1)
+        self._dirty_vec.update(blocks)
+        self._dirty_node.update(blocks)
 
     def _link(self, start: int, stop: int, threads: int) -> None:
         """Link the stored nodes ``start .. stop-1`` into the graph (the C insert)."""

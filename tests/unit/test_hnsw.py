@@ -516,3 +516,21 @@ def test_single_adds_keep_the_kernel_handle(data: np.ndarray) -> None:
     h._check()
     ids, _ = h.search_many_arrays(data[200:250], 1, ef=32, exact=False)
     assert ids[:, 0].tolist() == list(range(200, 250))
+
+
+def test_first_node_after_compacting_to_empty_reaches_its_page() -> None:
+    """The entry node of an empty graph gets no row from the kernel, but its rows page (ids,
+    flags) must still be written: found by the state machine (stale page after reopen)."""
+    st = MemoryPageStore()
+    h = HNSW(6, M=4, ef_construction=24, seed=0, store=st)
+    v = np.array([0, 0, 0, 0, 0, 1.0], np.float32)
+    h.add(v, 4)
+    h.delete(4)
+    h.flush()
+    h = HNSW.open(st)
+    assert h.compact() == 1 and len(h) == 0
+    h.add_many(v[None, :], [11])
+    h.flush()
+    g = HNSW.open(st)
+    g._check()
+    assert len(g) == 1 and g.search(v, 5, exact=False) == h.search(v, 5, exact=False) == [(11, 0.0)]
