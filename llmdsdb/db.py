@@ -43,7 +43,6 @@ from typing import Any, Self
 
 import numpy as np
 
-from llmdsdb._rwlock import RWLock
 from llmdsdb._validate import Durability, FusionMethod, Metric, Normalization, as_bool
 from llmdsdb.errors import (
     ClosedError,
@@ -82,15 +81,12 @@ class Database:
 
     def __init__(self, path: str, options: Options, explicit: Explicit) -> None:
         from llmdsdb import write_batch
-        from llmdsdb.index_state import Indexes
-        from llmdsdb.lmdb_pages import LmdbPageStore
-        from llmdsdb.pages import PageCache
+        from llmdsdb.index_state import IndexHolder
         from llmdsdb.storage import Environment
 
         self._path, self._options, self._explicit = path, options, explicit
         self._wb = write_batch
         self._write_lock = threading.RLock()  # one write call (or batch block) at a time
-        self._rw = RWLock()  # read side: a search; write side: index state changes
         self._pid = os.getpid()
         self._closed = True
         self._env = Environment.open(
@@ -98,18 +94,13 @@ class Database:
             map_size_bytes=options.map_size_bytes, lock_timeout_s=options.lock_timeout_s,
             create=not options.readonly)
         try:
-            self._cache = PageCache(options.cache_bytes)
-            self._store_cls = LmdbPageStore
-            self._store = LmdbPageStore(self._env, self._cache)
             self._batch: Any = None
             with self._env.read() as txn:
                 config = Config.defaults(explicit).adopt(Config.read(txn), explicit)
-            self._ix = Indexes(config)
-            self._dirty = True  # in-memory indexes may differ from the committed state
+            self._state = IndexHolder(self._env, config, explicit, options)
             self._closed = False
-            self._env.on_abort.append(self._on_abort)
-            with self._rw.write(), self._env.read() as txn:
-                self._refresh(txn)
+            with self._state.rw.write(), self._env.read() as txn:
+                self._state.refresh(txn)
         except BaseException:
             self._env.close()
             raise
@@ -119,7 +110,7 @@ class Database:
     @property
     def config(self) -> dict:
         """The configuration: dim, metric, analyzer, hnsw_M, hnsw_ef_construction. Complexity: O(1)."""
-        return self._ix.config.public()
+        return self._state.ix.config.public()
 
     @property
     def options(self) -> Options:
@@ -139,7 +130,7 @@ class Database:
     @property
     def dim(self) -> int | None:
         """The embedding dimension (None until the first embeddings are added). Complexity: O(1)."""
-        return self._ix.config.dim
+        return self._state.ix.config.dim
 
     def _check_open(self) -> None:
         if self._closed:
@@ -163,16 +154,12 @@ class Database:
             # here (waiting would hang); the environment was dropped at the fork.
             self._closed = True
             return
-        with self._write_lock, self._rw.write():
+        with self._write_lock, self._state.rw.write():
             if self._closed:
                 return
             self._closed = True
             self._batch = None
-            if self._on_abort in self._env.on_abort:
-                self._env.on_abort.remove(self._on_abort)
-            self._ix.bm25 = self._ix.vectors = None
-            self._cache.clear()
-            self._store.close()
+            self._state.close()
             if os.getpid() == self._pid:
                 self._env.close()
 
@@ -186,42 +173,15 @@ class Database:
         state = "closed" if self._closed else ("readonly" if self.readonly else "open")
         return f"<Database {self._path!r} {state}>"
 
-    # --- the in-memory index state (changed only under the write side of self._rw) ---------
-
-    def _on_abort(self, *args: object) -> None:
-        self._dirty = True
-        self._cache.clear()
-
-    def _refresh(self, txn: Any) -> None:
-        """Make the in-memory indexes reflect the snapshot of ``txn``."""
-        gen = self._env.generation(txn)
-        if gen != self._ix.gen or self._dirty:
-            self._load_indexes(txn, gen)
-
-    def _load_indexes(self, txn: Any, gen: int) -> None:
-        from llmdsdb.index_state import load
-
-        self._ix.bm25 = self._ix.vectors = None
-        self._cache.clear()
-        self._store.close()  # unhook the old store from the environment
-        self._store = self._store_cls(self._env, self._cache)
-        self._ix = load(self._store, txn, gen, self._ix.config, self._explicit, self._options)
-        self._dirty = False
+    # --- the in-memory index state (index_state.IndexHolder) --------------------------------
 
     @contextmanager
     def _reading(self) -> Iterator[tuple[Any, Any]]:
-        """A read transaction and the indexes as of its snapshot, under the read side of the
-        lock (the write side, to reload them first, when they are stale)."""
+        """A read transaction and the indexes as of its snapshot (see
+        :meth:`~llmdsdb.index_state.IndexHolder.reading`)."""
         self._check_open()
-        with self._rw.read(), self._env.read() as txn:
-            if self._env.generation(txn) == self._ix.gen and not self._dirty:
-                with self._store.bound(txn):
-                    yield txn, self._ix
-                return
-        with self._rw.write(), self._env.read() as txn:
-            self._refresh(txn)
-            with self._store.bound(txn):
-                yield txn, self._ix
+        with self._state.reading() as got:
+            yield got
 
     @contextmanager
     def _reading_docs(self) -> Iterator[Any]:
@@ -292,14 +252,12 @@ class Database:
         right metric and dimension."""
         from llmdsdb.index_state import adopt_stored
 
-        new = adopt_stored(self._env, self._ix.config, self._explicit)
+        new = adopt_stored(self._env, self._state.ix.config, self._explicit)
         if new is not None:
-            with self._rw.write():
-                self._ix.config = new
-                self._dirty = True  # the indexes are reloaded with the configuration
+            self._state.adopt(new)
 
     def _rows(self, name: str, *args: object) -> list:
-        return self._wb.validate_rows(name, *args, self._ix.config, self._batch)
+        return self._wb.validate_rows(name, *args, self._state.ix.config, self._batch)
 
     def validate(self, ids: Sequence[str], texts: Sequence[str],
                  embeddings: np.ndarray | Sequence[np.ndarray | None] | None = None,
@@ -431,35 +389,13 @@ class Database:
                 self._execute(state.ops)
 
     def _execute(self, ops: list) -> list[int]:
-        """Run ``ops`` in one write transaction (re-run from scratch after a map grow),
-        holding the write side of the lock while it runs."""
-        new_gen = [-1]
-        with self._rw.write():
-            cfg_before = self._ix.config  # the batch may fix the dimension: undone on abort
-
-            def fn(txn: Any) -> list[int]:
-                gen = self._env.generation(txn)
-                if self._dirty or gen != self._ix.gen:  # a re-run after a map grow, too
-                    self._ix.config = cfg_before
-                    self._load_indexes(txn, gen)
-                self._dirty = True  # from here on the in-memory indexes run ahead of the disk
-                results = self._apply(txn, ops)
-                new_gen[0] = txn.bump_generation()
-                return results
-
-            try:
-                results = self._env.run_write(fn)
-            except BaseException:
-                self._dirty = True
-                self._ix.config = cfg_before
-                self._cache.clear()
-                raise
-            self._ix.gen = new_gen[0]
-            self._dirty = False
-        return results
+        """Run ``ops`` in one write transaction (see
+        :meth:`~llmdsdb.index_state.IndexHolder.writing`)."""
+        return self._state.writing(lambda txn: self._apply(txn, ops))
 
     def _apply(self, txn: Any, ops: list) -> list[int]:
-        return self._wb.apply(txn, self._store, self._ix, ops, self._explicit, self._options)
+        st = self._state
+        return self._wb.apply(txn, st.store, st.ix, ops, self._explicit, self._options)
 
     # --- search -----------------------------------------------------------------------------
 
@@ -549,7 +485,7 @@ class Database:
                 "config": self.config, "readonly": self.readonly, **index_stats(ix)}
         out["storage"] = self._env.stat()
         out["bytes_on_disk"] = out["storage"].get("bytes_on_disk")
-        out["cache"] = self._cache.stats()
+        out["cache"] = self._state.cache.stats()
         return out
 
     def check(self) -> list[str]:
@@ -570,14 +506,15 @@ class Database:
         problems = self._env.check_structure()
         if problems:
             return problems
-        with self._rw.write(), self._env.read() as txn:
+        st = self._state
+        with st.rw.write(), self._env.read() as txn:
             try:
-                self._refresh(txn)
-                ix, err = self._ix, None
+                st.refresh(txn)
+                ix, err = st.ix, None
             except LlmdsdbError as exc:
-                self._dirty = True
+                st.dirty = True
                 ix, err = None, str(exc)
-            return check_database(txn, self._store, ix, err)
+            return check_database(txn, st.store, ix, err)
 
     def _check(self) -> None:
         """Invariant (for tests): :meth:`check` finds nothing."""

@@ -8,12 +8,14 @@ writer has committed, and discards it when a write of its own aborts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from llmdsdb.options import Config, Explicit, Options
 
-__all__ = ["Indexes", "adopt_stored", "graph_overrides", "index_stats", "load"]
+__all__ = ["IndexHolder", "Indexes", "adopt_stored", "graph_overrides", "index_stats", "load"]
 
 
 @dataclass
@@ -102,3 +104,122 @@ def index_stats(ix: Indexes) -> dict[str, Any]:
     return {"bm25": bm, "terms": (bm or {}).get("num_terms"),
             "hnsw": _as_dict(ix.vectors.graph.stats()) if ix.vectors is not None else None,
             "fresh_vectors": len(ix.vectors.fresh) if ix.vectors is not None else 0}
+
+
+class IndexHolder:
+    """The in-memory indexes of one database handle, kept at the generation of the
+    transactions that use them, and the readers-writer lock that guards them.
+
+    :meth:`reading` gives a search its own read transaction and the indexes of that
+    snapshot under the read side (reloading them first, under the write side, when another
+    writer has committed); :meth:`writing` runs a write transaction under the write side and
+    reloads the indexes when it aborts. A reload replaces the :class:`Indexes` (and the page
+    store, so its allocator state goes with them); it never patches the one readers use.
+
+    Thread-safe: that is what the lock is for. Memory: the indexes and the page cache.
+    """
+
+    def __init__(self, env: Any, config: Config, explicit: Explicit, options: Options) -> None:
+        from llmdsdb._rwlock import RWLock
+        from llmdsdb.lmdb_pages import LmdbPageStore
+        from llmdsdb.pages import PageCache
+
+        self.env, self.explicit, self.options = env, explicit, options
+        self.rw = RWLock()  # read side: a search; write side: any change of the state below
+        self.cache = PageCache(options.cache_bytes)
+        self.store_cls = LmdbPageStore
+        self.store = LmdbPageStore(env, self.cache)
+        self.ix = Indexes(config)
+        self.dirty = True  # the in-memory indexes may differ from the committed state
+        env.on_abort.append(self.on_abort)
+
+    def on_abort(self, *args: object) -> None:
+        """The environment's abort hook: reload before the next use. Complexity: O(1)."""
+        self.dirty = True
+        self.cache.clear()
+
+    def refresh(self, txn: Any) -> None:
+        """Make the indexes reflect the snapshot of ``txn`` (write side held).
+
+        Complexity: O(1) when they do; a reload otherwise (see :func:`load`).
+        """
+        gen = self.env.generation(txn)
+        if gen != self.ix.gen or self.dirty:
+            self.load(txn, gen)
+
+    def load(self, txn: Any, gen: int) -> None:
+        """Replace the indexes by those of ``txn``'s snapshot (write side held).
+
+        Complexity: that of :func:`load`.
+        """
+        self.ix.bm25 = self.ix.vectors = None
+        self.cache.clear()
+        self.store.close()  # unhook the old store from the environment
+        self.store = self.store_cls(self.env, self.cache)
+        self.ix = load(self.store, txn, gen, self.ix.config, self.explicit, self.options)
+        self.dirty = False
+
+    @contextmanager
+    def reading(self) -> Iterator[tuple[Any, Indexes]]:
+        """A read transaction and the indexes as of its snapshot, the store bound to it.
+
+        Complexity: O(1) plus a reload when another writer committed.
+        """
+        with self.rw.read(), self.env.read() as txn:
+            if self.env.generation(txn) == self.ix.gen and not self.dirty:
+                with self.store.bound(txn):
+                    yield txn, self.ix
+                return
+        with self.rw.write(), self.env.read() as txn:
+            self.refresh(txn)
+            with self.store.bound(txn):
+                yield txn, self.ix
+
+    def adopt(self, config: Config) -> None:
+        """Run with ``config`` from now on (the indexes reload with it). Complexity: O(1)."""
+        with self.rw.write():
+            self.ix.config = config
+            self.dirty = True
+
+    def writing(self, apply: Callable[[Any], list[int]]) -> list[int]:
+        """``apply(txn)`` in one write transaction (run again from scratch after a map
+        grow), the write side held; the indexes follow the commit, or are reloaded from the
+        last committed state when it aborts.
+
+        Complexity: that of ``apply`` plus the commit.
+        """
+        new_gen = [-1]
+        with self.rw.write():
+            cfg_before = self.ix.config  # the batch may fix the dimension: undone on abort
+
+            def fn(txn: Any) -> list[int]:
+                gen = self.env.generation(txn)
+                if self.dirty or gen != self.ix.gen:  # a re-run after a map grow, too
+                    self.ix.config = cfg_before
+                    self.load(txn, gen)
+                self.dirty = True  # from here on the in-memory indexes run ahead of the disk
+                results = apply(txn)
+                new_gen[0] = txn.bump_generation()
+                return results
+
+            try:
+                results = self.env.run_write(fn)
+            except BaseException:
+                self.dirty = True
+                self.ix.config = cfg_before
+                self.cache.clear()
+                raise
+            self.ix.gen = new_gen[0]
+            self.dirty = False
+        return results
+
+    def close(self) -> None:
+        """Drop the indexes and unhook from the environment (write side held by the caller).
+
+        Complexity: O(1).
+        """
+        if self.on_abort in self.env.on_abort:
+            self.env.on_abort.remove(self.on_abort)
+        self.ix.bm25 = self.ix.vectors = None
+        self.cache.clear()
+        self.store.close()

@@ -344,14 +344,14 @@ def test_check_detects_a_page_the_allocator_does_not_match(path):
 
 
 def test_document_reads_do_not_reload_the_indexes_after_another_commit(path, monkeypatch):
-    import llmdsdb.db as dbmod
+    from llmdsdb.index_state import IndexHolder
 
     with llmdsdb.open(path) as writer, llmdsdb.open(path) as reader:
         _fill(writer)
         assert reader.search("fox")  # the reader's indexes are loaded
         loads = []
-        real = dbmod.Database._load_indexes
-        monkeypatch.setattr(dbmod.Database, "_load_indexes",
+        real = IndexHolder.load
+        monkeypatch.setattr(IndexHolder, "load",
                             lambda self, txn, gen: (loads.append(gen), real(self, txn, gen)))
         writer.add(["late"], ["a late fox"], embeddings=unit_vectors(1, 8, 9))
         assert reader.get("late").text == "a late fox" and "late" in reader
