@@ -157,6 +157,10 @@ def _duration(seconds: float) -> str:
 @click.option("--skip-bad", is_flag=True, help="Skip and count bad lines instead of stopping.")
 @click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]),
               help="Vector metric when the database is created (default cosine).")
+@click.option("--embedder", metavar="NAME",
+              help="Embed records that bring no vector with this embedder ('minilm' needs "
+              "the [embed] extra; 'hashing' needs nothing). The database remembers it: "
+              "'llmdsdb query' then runs hybrid search from text alone.")
 @click.option("--progress/--no-progress", default=None,
               help="Show the progress line (default: only when stderr is a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary.")
@@ -164,7 +168,7 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
            text_fields: tuple[str, ...], text_template: str | None, text_separator: str,
            embedding_field: str | None, metadata_fields: tuple[str, ...],
            embeddings_file: str | None, batch_size: int, skip_bad: bool, metric: str | None,
-           progress: bool | None, quiet: bool) -> None:
+           embedder: str | None, progress: bool | None, quiet: bool) -> None:
     """Add or update documents in the database at PATH from FILE... (JSONL, CSV/TSV,
     .txt/.md files or directories of them; .gz is read too).
 
@@ -188,7 +192,7 @@ def ingest(path: str, files: tuple[str, ...], id_field: str | None,
     try:
         result = run_ingest(path, files, spec=spec, embeddings_file=embeddings_file,
                             batch_size=batch_size, bad_rows="skip" if skip_bad else "raise",
-                            metric=metric, on_progress=bar.update)
+                            metric=metric, embedder=embedder, on_progress=bar.update)
     finally:
         bar.done()
     if not quiet:
@@ -249,17 +253,20 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
     """
     from llmdsdb.ingest_io import read_query_vector
 
-    if mode is None:
-        mode = "hybrid" if text is not None and vector_file else (
-            "vector" if vector_file else "bm25")
-    if mode in ("bm25", "hybrid") and text is None:
-        raise click.UsageError(f"--mode {mode} needs the query TEXT")
-    if mode in ("vector", "hybrid") and not vector_file:
-        raise click.UsageError(f"--mode {mode} needs --vector-file")
-    vec = read_query_vector(vector_file) if vector_file and mode != "bm25" else None
-    q = text if mode != "vector" else None
-    weight = fusion_weight if mode == "hybrid" else (1.0 if mode == "vector" else 0.0)
     with _open_existing(path) as db:
+        # a database with an embedder embeds TEXT itself: hybrid from text alone
+        embeds = db.config.get("embedder") is not None
+        if mode is None:
+            mode = "hybrid" if text is not None and (vector_file or embeds) else (
+                "vector" if vector_file or (embeds and text is not None) else "bm25")
+        if mode in ("bm25", "hybrid") and text is None:
+            raise click.UsageError(f"--mode {mode} needs the query TEXT")
+        if mode in ("vector", "hybrid") and not vector_file and not embeds:
+            raise click.UsageError(f"--mode {mode} needs --vector-file (this database has "
+                                   "no embedder to embed TEXT)")
+        vec = read_query_vector(vector_file) if vector_file and mode != "bm25" else None
+        q = text if mode != "vector" or vec is None else None
+        weight = fusion_weight if mode == "hybrid" else (1.0 if mode == "vector" else 0.0)
         hits = db.search(query=q, vector=vec, top_k=top_k, fusion_weight=weight,
                          fusion=fusion, normalization=normalization, explain=explain)
     if as_json:

@@ -85,6 +85,7 @@ class Database:
         from llmdsdb.storage import Environment
 
         self._path, self._options, self._explicit = path, options, explicit
+        self._embedder_obj = options.embedder
         self._wb = write_batch
         self._write_lock = threading.RLock()  # one write call (or batch block) at a time
         self._pid = os.getpid()
@@ -256,6 +257,35 @@ class Database:
         if new is not None:
             self._state.adopt(new)
 
+    def embedder(self) -> Any:
+        """The embedder of this database (the one given to :func:`open`, else the one its
+        stored identity names, loaded on first use), or None when it has none.
+
+        :raises MissingDependencyError: when the stored embedder's extra is not installed.
+        :raises ConfigConflictError: when the stored identity names a callable embedder
+            this handle was not given.
+
+        Complexity: O(1) once loaded (loading a neural model takes seconds).
+        """
+        ident = self._state.ix.config.embedder
+        if ident is None:
+            return None
+        if self._embedder_obj is None:
+            from llmdsdb.embedders import embedder_for
+
+            self._embedder_obj = embedder_for(ident)
+        return self._embedder_obj
+
+    def _embed(self, texts: object, embeddings: object) -> object:
+        """``embeddings``, or the texts embedded when none were given and the database has
+        an embedder (bad texts are left for the row check to report)."""
+        if embeddings is not None or self._state.ix.config.embedder is None:
+            return embeddings
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence) \
+                or not all(isinstance(t, str) for t in texts) or not texts:
+            return embeddings
+        return self.embedder().embed_documents(list(texts))
+
     def _rows(self, name: str, *args: object) -> list:
         return self._wb.validate_rows(name, *args, self._state.ix.config, self._batch)
 
@@ -297,7 +327,7 @@ class Database:
         with self._write_lock:
             self._check_writable()
             self._sync_config()
-            rows = self._rows("add", ids, texts, embeddings, metadata)
+            rows = self._rows("add", ids, texts, self._embed(texts, embeddings), metadata)
             current = self._wb.current_hashes(self._env, self._batch, [r.key for r in rows])
             for r in rows:
                 if current[r.key] is not None:
@@ -320,7 +350,7 @@ class Database:
         with self._write_lock:
             self._check_writable()
             self._sync_config()
-            rows = self._rows("upsert", ids, texts, embeddings, metadata)
+            rows = self._rows("upsert", ids, texts, self._embed(texts, embeddings), metadata)
             current = self._wb.current_hashes(self._env, self._batch, [r.key for r in rows])
             changed = sum(1 for r in rows if current[r.key] != r.hash)
             return self._submit(self._wb.Op("upsert", tuple(rows)), changed)
@@ -443,6 +473,9 @@ class Database:
             raise InvalidArgumentError("filter is not supported yet (metadata filters come "
                                        "with a later version); pass filter=None")
         qs, vs = _pairs(queries, vectors)
+        if spec.weight > 0 and self._state.ix.config.embedder is not None:
+            vs = [self.embedder().embed_query(q) if v is None and isinstance(q, str)
+                  and q.strip() else v for q, v in zip(qs, vs)]
         with self._reading() as (txn, ix):
             # validated against the configuration of this snapshot: another handle may have
             # created the database (fixing its metric and dimension) after this one opened
@@ -486,6 +519,8 @@ class Database:
         out["storage"] = self._env.stat()
         out["bytes_on_disk"] = out["storage"].get("bytes_on_disk")
         out["cache"] = self._state.cache.stats()
+        if self._embedder_obj is not None and hasattr(self._embedder_obj, "stats"):
+            out["embedder"] = self._embedder_obj.stats()
         return out
 
     def check(self) -> list[str]:
@@ -577,6 +612,7 @@ def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
     map_size_bytes: int | None = None,
     lock_timeout_s: float = 30.0,
     fresh_max_vectors: int | None = None,
+    embedder: Any = None,
 ) -> Database:
     """Open (creating it when absent) the database in directory ``path``.
 
@@ -587,6 +623,15 @@ def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
     call that sees it when another handle stores a conflicting configuration later. ``dim``
     may be left None: the first embeddings added fix it. The other options are runtime only
     (see :class:`Options`).
+
+    ``embedder`` (a name from :func:`llmdsdb.embedders.available_embedders`, such as
+    ``"minilm"`` or ``"hashing"``, or an :class:`~llmdsdb.embedders.Embedder`) makes the
+    database embed for you: ``add``/``upsert`` without ``embeddings=`` embed the texts, and
+    a text query also runs the vector side (hybrid) unless ``fusion_weight=0``. Its identity
+    is stored with the first vectors; later handles reuse it without the argument, and a
+    different embedder - or one on a database whose vectors the caller made - is a
+    :class:`~llmdsdb.errors.ConfigConflictError`. Vectors passed explicitly to an embedder
+    database are taken to come from that model (only their dimension can be checked).
 
     :raises InvalidPathError: when ``path`` is a symlink, a regular file or a FIFO.
     :raises CorruptionError: when it holds a damaged or foreign database.
@@ -610,5 +655,5 @@ def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
         hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search,
         cache_bytes=cache_bytes, durability=durability, readonly=readonly,
         map_size_bytes=map_size_bytes, lock_timeout_s=lock_timeout_s,
-        fresh_max_vectors=fresh_max_vectors)
+        fresh_max_vectors=fresh_max_vectors, embedder=embedder)
     return Database(p, options, explicit)

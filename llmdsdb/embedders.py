@@ -59,6 +59,7 @@ __all__ = [
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
     "available_embedders",
+    "embedder_for",
     "get_embedder",
     "register_embedder",
 ]
@@ -454,3 +455,37 @@ register_embedder("hashing", HashingEmbedder)
 register_embedder("minilm", lambda **kw: SentenceTransformerEmbedder("minilm", **kw))
 register_embedder("all-MiniLM-L6-v2", lambda **kw: SentenceTransformerEmbedder("minilm", **kw))
 register_embedder("sentence-transformers", SentenceTransformerEmbedder)
+
+
+def embedder_for(identity: Mapping[str, Any]) -> Embedder:
+    """Rebuild the built-in embedder a stored identity names, and check it makes the same
+    vectors (same model file, dimension and normalisation).
+
+    :raises ConfigConflictError: when the identity names an embedder that cannot be
+        rebuilt from it (a caller's function, a model no longer on disk, another file).
+    :raises MissingDependencyError: when its extra is not installed.
+
+    Complexity: that of loading the embedder.
+    """
+    want = EmbedderIdentity.from_dict(identity)
+    label = want.model.split("@sha256:", 1)[0]
+    try:
+        if want.name == "hashing":
+            obj: Embedder = HashingEmbedder(want.dim)
+        elif want.name == "minilm":
+            obj = SentenceTransformerEmbedder("minilm", normalize=want.normalized)
+        elif want.name == "sentence-transformers":
+            obj = SentenceTransformerEmbedder(label, normalize=want.normalized)
+        else:
+            raise ConfigConflictError(
+                f"this database's vectors come from embedder {want.name!r} (model "
+                f"{want.model}), which llmdsdb cannot rebuild by itself: open it with "
+                "embedder= set to that embedder"
+            )
+    except InvalidArgumentError as exc:
+        if isinstance(exc, ConfigConflictError):
+            raise
+        raise ConfigConflictError(f"this database's embedder {want.name!r} (model "
+                                  f"{want.model}) cannot be loaded: {exc}") from exc
+    want.check_same(obj.identity(), "open")
+    return obj

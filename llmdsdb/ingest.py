@@ -141,6 +141,7 @@ def ingest(
     batch_size: int = 1000,
     bad_rows: BadRowPolicy = "raise",
     metric: str | None = None,
+    embedder: object = None,
     on_progress: Callable[[IngestProgress], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> IngestResult:
@@ -158,6 +159,8 @@ def ingest(
     :param bad_rows: ``"raise"`` stops at the first bad record (:class:`BadRowError`);
         ``"skip"`` leaves it out and counts it.
     :param metric: the vector metric when the database is created.
+    :param embedder: an embedder name or object for :func:`llmdsdb.open` (records without
+        vectors are then embedded; see :mod:`llmdsdb.embedders`); only with a path.
     :param on_progress: called with an :class:`IngestProgress` after every batch.
     :param clock: the time source for ``elapsed_s``.
     :returns: an :class:`IngestResult`.
@@ -187,6 +190,9 @@ def ingest(
                 "they must match one to one"
             )
     owned = not _is_database(target)
+    if not owned and embedder is not None:
+        raise InvalidArgumentError("embedder= goes with a path; an open database already has "
+                                   "its embedder (llmdsdb.open(path, embedder=...))")
     path = None if not owned else Path(target)  # type: ignore[arg-type]
     if path is not None:
         _check_target(path)
@@ -209,9 +215,7 @@ def ingest(
         for batch in _batches(iter_records(files, spec, embeddings=rows), batch_size, bad,
                               counts):
             if db is None:
-                import llmdsdb.db as dbmod
-
-                db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
+                db = _open(path, metric, embedder)
                 _check_embeddings_dim(db, rows)  # type: ignore[arg-type]
             _write(db, batch, bad, counts)  # type: ignore[arg-type]
             if on_progress is not None:
@@ -223,9 +227,7 @@ def ingest(
                 f"{examples[0]}"
             )
         if db is None:  # no records at all: still create the database, as asked
-            import llmdsdb.db as dbmod
-
-            db = dbmod.open(path, metric=metric) if metric else dbmod.open(path)
+            db = _open(path, metric, embedder)
         count, gen = db.count(), db.generation  # type: ignore[union-attr]
     except BaseException as exc:
         if owned and db is not None:
@@ -241,6 +243,17 @@ def ingest(
             db.close()  # type: ignore[union-attr]
     return IngestResult(counts.read, counts.written, counts.read - counts.bad - counts.written,
                         counts.bad, counts.batches, tuple(examples), count, gen)
+
+
+def _open(path: Path | None, metric: str | None, embedder: object) -> Database:
+    import llmdsdb.db as dbmod
+
+    kwargs: dict[str, object] = {}
+    if metric:
+        kwargs["metric"] = metric
+    if embedder is not None:
+        kwargs["embedder"] = embedder
+    return dbmod.open(path, **kwargs)  # type: ignore[arg-type]
 
 
 def _is_database(obj: object) -> bool:

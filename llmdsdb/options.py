@@ -58,7 +58,7 @@ HNSW_SEED = 0x11D5DB
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 META_CONFIG = b"config"
 #: The stored settings, in the order :func:`llmdsdb.open` names them.
-_STORED = ("dim", "metric", "analyzer", "hnsw_M", "hnsw_ef_construction")
+_STORED = ("dim", "metric", "analyzer", "hnsw_M", "hnsw_ef_construction", "embedder")
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ class Options:
     lock_timeout_s: float = 30.0
     hnsw_ef_search: int | None = None
     fresh_max_vectors: int | None = None
+    #: the embedder object given to :func:`llmdsdb.open` (its identity is configuration)
+    embedder: Any = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class Explicit:
     analyzer: dict | None = None
     hnsw_M: int | None = None
     hnsw_ef_construction: int | None = None
+    #: :meth:`llmdsdb.embedders.EmbedderIdentity.as_dict` of the embedder given
+    embedder: dict | None = None
 
     def items(self) -> list[tuple[str, Any]]:
         """The named values as ``(name, value)`` pairs. Complexity: O(1)."""
@@ -125,6 +129,9 @@ class Config:
     hnsw_ef_construction: int
     hnsw_seed: int = HNSW_SEED
     stored: bool = False
+    #: the identity of the embedder whose vectors the database holds (None: vectors, if
+    #: any, are the caller's own)
+    embedder: dict | None = None
 
     @classmethod
     def defaults(cls, explicit: Explicit) -> Config:
@@ -139,7 +146,8 @@ class Config:
                    analyzer=explicit.analyzer if explicit.analyzer is not None
                    else Analyzer().to_dict(),
                    hnsw_M=explicit.hnsw_M or 16,
-                   hnsw_ef_construction=explicit.hnsw_ef_construction or 200)
+                   hnsw_ef_construction=explicit.hnsw_ef_construction or 200,
+                   embedder=explicit.embedder)
 
     @classmethod
     def read(cls, txn: Any) -> Config | None:
@@ -161,7 +169,8 @@ class Config:
         try:
             return cls(dim=rec["dim"], metric=rec["metric"], analyzer=rec["analyzer"],
                        hnsw_M=rec["hnsw_M"], hnsw_ef_construction=rec["hnsw_ef_construction"],
-                       hnsw_seed=rec.get("hnsw_seed", HNSW_SEED), stored=True)
+                       hnsw_seed=rec.get("hnsw_seed", HNSW_SEED), stored=True,
+                       embedder=rec.get("embedder"))
         except KeyError as exc:
             raise CorruptionError(f"meta/config: missing field {exc}") from None
 
@@ -174,6 +183,8 @@ class Config:
         rec = {"v": RECORD_VERSION, "dim": dim, "metric": self.metric, "analyzer": self.analyzer,
                "hnsw_M": self.hnsw_M, "hnsw_ef_construction": self.hnsw_ef_construction,
                "hnsw_seed": self.hnsw_seed}
+        if self.embedder is not None:  # absent, not None, so v1 records stay byte-identical
+            rec["embedder"] = self.embedder
         txn.put("meta", META_CONFIG, msgpack.packb(rec, use_bin_type=True))
         return dataclasses.replace(self, dim=dim, stored=True)
 
@@ -188,14 +199,23 @@ class Config:
         """
         if stored is None:
             return self
-        for name, value in explicit.items():
+        # the embedder first: its conflict explains a dimension conflict too
+        for name, value in sorted(explicit.items(), key=lambda kv: kv[0] != "embedder"):
             have = getattr(stored, name)
             if name == "dim" and have is None:
                 continue  # the dimension is not fixed yet: the argument will fix it
+            if name == "embedder" and have is None and stored.dim is None:
+                continue  # no vectors yet: this embedder will make them
+            if name == "embedder" and have != value:
+                raise ConfigConflictError(_embedder_conflict(have, value))
             if have != value:
                 raise ConfigConflictError(
                     f"{name}={value!r} conflicts with the stored configuration "
                     f"({name}={have!r}); the stored configuration wins: omit the argument")
+        if stored.dim is None and stored.embedder is None and self.embedder is not None:
+            # not in meta/config yet: the next batch writes it
+            return dataclasses.replace(stored, dim=self.dim, embedder=self.embedder,
+                                       stored=False)
         if stored.dim is None and self.dim is not None:
             return dataclasses.replace(stored, dim=self.dim)
         return stored
@@ -204,14 +224,46 @@ class Config:
         """The configuration as :attr:`Database.config` shows it. Complexity: O(1)."""
         return {"dim": self.dim, "metric": self.metric, "analyzer": self.analyzer,
                 "hnsw_M": self.hnsw_M, "hnsw_ef_construction": self.hnsw_ef_construction,
-                "hnsw_seed": self.hnsw_seed}
+                "hnsw_seed": self.hnsw_seed, "embedder": self.embedder}
+
+
+def _embedder_conflict(have: dict | None, value: dict) -> str:
+    if have is None:
+        return (f"embedder {value['name']!r} given, but this database's vectors were added "
+                "by the caller, not by an embedder: their model is unknown, so vectors of "
+                "the two cannot be mixed. Pass query vectors yourself, or re-embed the "
+                "database with this embedder")
+    return (f"embedder {value['name']!r} (model {value['model']}, dim {value['dim']}) "
+            f"conflicts with the database's embedder {have['name']!r} (model "
+            f"{have['model']}, dim {have['dim']}): vectors of different models cannot be "
+            "mixed. Open it without embedder= (its own embedder is used), or re-embed it")
+
+
+def resolve_embedder(embedder: object, dim: int | None) -> tuple[Any, dict | None]:
+    """The embedder object and identity for :func:`llmdsdb.open`'s ``embedder=`` (a
+    registered name or an :class:`~llmdsdb.embedders.Embedder`).
+
+    :raises InvalidArgumentError: for an unknown name, or a ``dim`` the embedder does not
+        make.
+    """
+    if embedder is None:
+        return None, None
+    from llmdsdb.embedders import get_embedder
+
+    obj = get_embedder(embedder)  # type: ignore[arg-type]
+    ident = obj.identity().as_dict()
+    if dim is not None and dim != ident["dim"]:
+        raise InvalidArgumentError(f"dim={dim} but embedder {ident['name']!r} makes "
+                                   f"{ident['dim']}-dimensional vectors; omit dim")
+    return obj, ident
 
 
 def parse_open_args(path: object, *, dim: object, metric: object, analyzer: object,
                     hnsw_M: object, hnsw_ef_construction: object, hnsw_ef_search: object,
                     cache_bytes: object, durability: object, readonly: object,
                     map_size_bytes: object, lock_timeout_s: object,
-                    fresh_max_vectors: object) -> tuple[str, Options, Explicit]:
+                    fresh_max_vectors: object, embedder: object = None
+                    ) -> tuple[str, Options, Explicit]:
     """Validate the arguments of :func:`llmdsdb.open`: the path, the runtime options and the
     explicit configuration.
 
@@ -219,13 +271,16 @@ def parse_open_args(path: object, *, dim: object, metric: object, analyzer: obje
 
     :raises InvalidTypeError, InvalidArgumentError: for a bad argument.
     """
+    dim = None if dim is None else check_int("dim", dim, 1, MAX_DIM)
+    emb_obj, emb_id = resolve_embedder(embedder, dim)
     explicit = Explicit(
-        dim=None if dim is None else check_int("dim", dim, 1, MAX_DIM),
+        dim=emb_id["dim"] if emb_id is not None else dim,
         metric=None if metric is None else check_choice("metric", metric, METRICS),  # type: ignore[arg-type]
         analyzer=None if analyzer is None else _analyzer_dict(analyzer),
         hnsw_M=None if hnsw_M is None else check_int("hnsw_M", hnsw_M, 2, 256),
         hnsw_ef_construction=None if hnsw_ef_construction is None
         else check_int("hnsw_ef_construction", hnsw_ef_construction, 1, 4096),
+        embedder=emb_id,
     )
     if isinstance(lock_timeout_s, bool) or not isinstance(lock_timeout_s, (int, float)) \
             or not 0 <= lock_timeout_s < math.inf:
@@ -244,6 +299,7 @@ def parse_open_args(path: object, *, dim: object, metric: object, analyzer: obje
         else check_int("hnsw_ef_search", hnsw_ef_search, 1, 4096),
         fresh_max_vectors=None if fresh_max_vectors is None
         else check_int("fresh_max_vectors", fresh_max_vectors, 0, 2**31),
+        embedder=emb_obj,
     )
     return os.fspath(path), options, explicit
 
