@@ -21,6 +21,20 @@ Run from the repository root::
     python tools/bench/bench_db.py            # full run
     python tools/bench/bench_db.py --quick    # 1,000 documents, 100 queries, ours only
     python tools/bench/bench_db.py --bm25-per-call   # needs bm25s (the [bench] extra)
+    python tools/bench/bench_db.py --synthetic 100000   # synthetic ingest vs Chroma
+
+* **Synthetic ingest** (``--synthetic N``): N documents generated from a seed (texts of
+  20-60 words drawn from a fixed 5,000-word vocabulary, Zipf-like; unit vectors of 384
+  dimensions from a normal distribution), ``Database.upsert`` in batches of ``--batch``
+  (``durability="sync"``; ``db.optimize()`` at the end merges whatever the fresh part still
+  holds, and its time counts) against Chroma's ``PersistentClient`` (``add`` of the same
+  documents, embeddings and batches; its clock stops after one query returns), each in its
+  own process, the order alternating between rounds. ``--fresh-limits`` adds llmdsdb runs
+  at other ``fresh_max_vectors`` (0: vectors join the graph in the write that adds them).
+  After each of our ingests the same process checks that ``search`` and ``search_many``
+  return identical hits (ids and scores) for a sample of hybrid and vector queries; then a
+  new process opens the database and runs one hybrid query (cold open -> first result,
+  with the time spent loading the vector segment).
 """
 
 from __future__ import annotations
@@ -237,6 +251,243 @@ def query_lance(path: str, qidx: list[int]) -> dict:
     return out
 
 
+# --- synthetic ingest (--synthetic) --------------------------------------------------------
+
+SYNTH_DIM = 384
+SYNTH_VOCAB = 5000
+
+
+def synth_vocab(seed: int = 7) -> list[str]:
+    """A fixed vocabulary of distinct pronounceable words (deterministic)."""
+    rng = np.random.default_rng(seed)
+    cons, vow = list("bcdfghjklmnprstvwz"), list("aeiou")
+    words: list[str] = []
+    seen: set[str] = set()
+    while len(words) < SYNTH_VOCAB:
+        n = int(rng.integers(2, 5))
+        w = "".join(cons[rng.integers(len(cons))] + vow[rng.integers(len(vow))]
+                    for _ in range(n))
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    return words
+
+
+def synth_batch(start: int, stop: int, seed: int = 11) -> tuple[list[str], list[str],
+                                                                 np.ndarray]:
+    """Documents ``start .. stop-1`` of the synthetic collection: (ids, texts, unit vectors).
+    Each block of 1,000 documents has its own seed, so any batch size gives the same data."""
+    vocab = synth_vocab()
+    ranks = np.arange(1, SYNTH_VOCAB + 1)
+    p = 1.0 / ranks
+    p /= p.sum()
+    ids, texts, vecs = [], [], []
+    for blk in range(start // 1000, (stop - 1) // 1000 + 1):
+        rng = np.random.default_rng([seed, blk])
+        lo, hi = blk * 1000, blk * 1000 + 1000
+        lens = rng.integers(20, 61, size=1000)
+        words = rng.choice(SYNTH_VOCAB, size=int(lens.sum()), p=p)
+        v = rng.standard_normal((1000, SYNTH_DIM)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        offs = np.concatenate([[0], np.cumsum(lens)])
+        for j in range(max(lo, start), min(hi, stop)):
+            r = j - lo
+            ids.append(f"doc{j}")
+            texts.append(" ".join(vocab[w] for w in words[offs[r]:offs[r + 1]]))
+            vecs.append(v[r])
+    return ids, texts, np.asarray(vecs, np.float32).reshape(-1, SYNTH_DIM)
+
+
+def synth_queries(nq: int, seed: int = 99) -> tuple[list[str], np.ndarray]:
+    """Query texts (2-5 vocabulary words) and unit query vectors."""
+    vocab = synth_vocab()
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(vocab[w] for w in rng.integers(0, 500, size=int(rng.integers(2, 6))))
+             for _ in range(nq)]
+    v = rng.standard_normal((nq, SYNTH_DIM)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return texts, v
+
+
+def synth_ingest_ours(path: str, n: int, batch: int, fresh: int | None,
+                      n_check: int) -> dict:
+    import llmdsdb
+
+    t0 = time.perf_counter()
+    gen_s = 0.0
+    db = llmdsdb.open(path, durability="sync", fresh_max_vectors=fresh)
+    for s in range(0, n, batch):
+        g0 = time.perf_counter()
+        ids, texts, vecs = synth_batch(s, min(n, s + batch))
+        gen_s += time.perf_counter() - g0  # the generator's time is not the database's
+        db.upsert(ids, texts, embeddings=vecs)
+    fresh_left = db.stats()["fresh_vectors"]
+    t1 = time.perf_counter()
+    moved = db.optimize()
+    opt_s = time.perf_counter() - t1
+    qt, qv = synth_queries(1)
+    db.search(qt[0], vector=qv[0], top_k=10)
+    dt = time.perf_counter() - t0 - gen_s
+    out = {"docs": db.count(), "seconds": dt, "docs_per_s": db.count() / dt,
+           "fresh_vectors_before_optimize": fresh_left, "optimize_s": opt_s,
+           "optimize_moved": moved, "fresh_max_vectors": fresh,
+           "graph_count": (db.stats().get("hnsw") or {}).get("count"),
+           "fresh_vectors_after": db.stats()["fresh_vectors"]}
+    # search and search_many: identical hits (ids and scores) for every sampled query
+    qt, qv = synth_queries(n_check)
+    mism = 0
+    for kind, texts_, vecs_, w in (("hybrid", qt, qv, 0.5), ("vector", None, qv, 1.0),
+                                   ("bm25", qt, None, 0.0)):
+        many = db.search_many(texts_, vecs_, top_k=10, fusion_weight=w)
+        for i in range(n_check):
+            one = db.search(None if texts_ is None else texts_[i],
+                            vector=None if vecs_ is None else vecs_[i], top_k=10,
+                            fusion_weight=w)
+            if [(r.id, r.score) for r in one] != [(r.id, r.score) for r in many[i]]:
+                mism += 1
+    out["search_vs_search_many"] = {"queries": 3 * n_check, "mismatches": mism}
+    db.close()
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def synth_cold_ours(path: str) -> dict:
+    """A new process: open, one hybrid query; the vector segment's load timed apart."""
+    import llmdsdb
+    from llmdsdb import vector_segment
+
+    loads: list[float] = []
+    orig = vector_segment.VectorSegment.open.__func__
+
+    def timed_open(cls, *a, **kw):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return orig(cls, *a, **kw)
+        finally:
+            loads.append(time.perf_counter() - t)
+
+    vector_segment.VectorSegment.open = classmethod(timed_open)  # type: ignore[method-assign]
+    qt, qv = synth_queries(1, seed=5)
+    t0 = time.perf_counter()
+    db = llmdsdb.open(path, readonly=True)
+    t_open = time.perf_counter() - t0
+    hits = db.search(qt[0], vector=qv[0], top_k=10)
+    total = time.perf_counter() - t0
+    db.close()
+    return {"cold_open_first_result_s": total, "open_s": t_open,
+            "first_query_s": total - t_open, "vector_segment_load_s": sum(loads),
+            "vector_segment_loads": len(loads), "hits": len(hits),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def synth_ingest_chroma(path: str, n: int, batch: int) -> dict:
+    import chromadb
+
+    t0 = time.perf_counter()
+    gen_s = 0.0
+    client = chromadb.PersistentClient(path=path)
+    col = client.create_collection("synthetic", metadata={"hnsw:space": "cosine"})
+    for s in range(0, n, batch):
+        g0 = time.perf_counter()
+        ids, texts, vecs = synth_batch(s, min(n, s + batch))
+        gen_s += time.perf_counter() - g0
+        col.add(ids=ids, documents=texts, embeddings=vecs)
+    _qt, qv = synth_queries(1)
+    col.query(query_embeddings=qv[:1], n_results=10)
+    cnt = col.count()
+    dt = time.perf_counter() - t0 - gen_s
+    return {"docs": cnt, "seconds": dt, "docs_per_s": cnt / dt, "peak_rss_mb": peak_rss_mb()}
+
+
+def synth_cold_chroma(path: str) -> dict:
+    import chromadb
+
+    _qt, qv = synth_queries(1, seed=5)
+    t0 = time.perf_counter()
+    col = chromadb.PersistentClient(path=path).get_collection("synthetic")
+    col.query(query_embeddings=qv[:1], n_results=10)
+    return {"cold_open_first_result_s": time.perf_counter() - t0,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def synthetic(args: argparse.Namespace) -> None:
+    """The synthetic ingest comparison (module docstring)."""
+    n, batch = args.synthetic, args.batch
+    variants: list[tuple[str, str, int | None]] = [("ours", "ours", None)]
+    for f in [x for x in (args.fresh_limits or "").split(",") if x.strip()]:
+        variants.append((f"ours-fresh{int(f)}", "ours", int(f)))
+    if "chroma" in args.systems.split(","):
+        variants.append(("chroma", "chroma", None))
+    rounds = args.rounds or 1
+    root = tempfile.mkdtemp(prefix="bench_db-synth-", dir=args.tmpdir)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    res: dict = {"docs": n, "batch": batch, "dim": SYNTH_DIM, "rounds": rounds,
+                 "check_queries": args.check_queries, "runs": []}
+
+    def child_run(spec: dict) -> dict:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=3600, env=env)
+        if proc.returncode != 0:
+            return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1],
+                    "stderr": proc.stderr[-2000:]}
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    try:
+        for r in range(rounds):
+            order = variants if r % 2 == 0 else variants[::-1]
+            for name, system, fresh in order:
+                path = os.path.join(root, f"{name}-{r}")
+                ing = child_run({"system": system, "phase": "synth_ingest", "path": path,
+                                 "n": n, "batch": batch, "fresh": fresh,
+                                 "n_check": args.check_queries})
+                print(r, name, "ingest", json.dumps(ing)[:500], flush=True)
+                cold = (child_run({"system": system, "phase": "synth_cold", "path": path})
+                        if "error" not in ing else {})
+                print(r, name, "cold", json.dumps(cold)[:500], flush=True)
+                res["runs"].append({"round": r, "variant": name, "ingest": ing, "cold": cold,
+                                    "bytes_on_disk": dir_bytes(path)})
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    summary: dict = {}
+    for name, _s, _f in variants:
+        runs = [x for x in res["runs"] if x["variant"] == name]
+        summary[name] = {"ingest": _median_dict([x["ingest"] for x in runs]),
+                         "cold": _median_dict([x["cold"] for x in runs]),
+                         "bytes_on_disk": float(np.median([x["bytes_on_disk"] for x in runs]))}
+    res["summary"] = summary
+    rows = []
+    for name, _s, _f in variants:
+        ing, cold = summary[name]["ingest"], summary[name]["cold"]
+        chk = ing.get("search_vs_search_many", {})
+        rows.append({
+            "system": name, "ingest docs/s": ing.get("docs_per_s", ing.get("error")),
+            "of which optimize (s)": ing.get("optimize_s", "-"),
+            "ingest / chroma": (ing["docs_per_s"] / summary["chroma"]["ingest"]["docs_per_s"]
+                                if "chroma" in summary and "docs_per_s" in ing
+                                and "docs_per_s" in summary["chroma"]["ingest"] else "-"),
+            "search vs search_many mismatches": (f"{chk['mismatches']:.0f} of "
+                                                 f"{chk['queries']:.0f}" if chk else "-"),
+            "cold open->1st (s)": cold.get("cold_open_first_result_s", "-"),
+            "vector segment load (s)": cold.get("vector_segment_load_s", "-"),
+            "bytes on disk": summary[name]["bytes_on_disk"],
+        })
+    body = (f"{n:,} synthetic documents (20-60 words from a 5,000-word vocabulary, Zipf-like) "
+            f"with {SYNTH_DIM}-d unit embeddings, batches of {batch}; llmdsdb: "
+            "`Database.upsert`, durability \"sync\", `db.optimize()` at the end (counted), "
+            "one hybrid query; Chroma: `PersistentClient` `add`, one query. Each ingest in "
+            "its own process, order alternating over "
+            f"{rounds} round(s), medians shown; the generator's time is excluded. "
+            "Cold open -> first result: a new process opens the database (ours readonly) and "
+            "runs one hybrid query (Chroma: one vector query); 'vector segment load' is "
+            "the part of it spent reading the HNSW graph and the fresh part.\n\n"
+            + table(rows))
+    cmd = "python " + " ".join(["tools/bench/bench_db.py"] + sys.argv[1:])
+    p = write_result(args.name or f"bench_db_synthetic_{n}", cmd, body, res)
+    print(body)
+    print("written", p)
+
+
 PHASES = {
     ("ours", "ingest"): ingest_ours, ("ours", "query"): query_ours,
     ("chroma", "ingest"): ingest_chroma, ("chroma", "query"): query_chroma,
@@ -343,6 +594,16 @@ def bm25_per_call(args: argparse.Namespace) -> None:
 
 def child(spec_json: str) -> None:
     s = json.loads(spec_json)
+    if s["phase"] == "synth_ingest":
+        res = (synth_ingest_ours(s["path"], s["n"], s["batch"], s["fresh"], s["n_check"])
+               if s["system"] == "ours" else synth_ingest_chroma(s["path"], s["n"], s["batch"]))
+        print(json.dumps(res))
+        return
+    if s["phase"] == "synth_cold":
+        res = synth_cold_ours(s["path"]) if s["system"] == "ours" else \
+            synth_cold_chroma(s["path"])
+        print(json.dumps(res))
+        return
     fn = PHASES[(s["system"], s["phase"])]
     if s["phase"] == "ingest" and s["system"] == "ours":
         res = fn(s["path"], s["docs"], s["batch"], s.get("optimize", False))
@@ -368,6 +629,13 @@ def main() -> None:
     ap.add_argument("--bm25-per-call", action="store_true",
                     help="Database BM25-only queries one per call vs bm25s and the bare index")
     ap.add_argument("--bm25-docs", type=int, default=1400)
+    ap.add_argument("--synthetic", type=int, default=None, metavar="N",
+                    help="synthetic ingest of N documents (384-d) vs Chroma")
+    ap.add_argument("--fresh-limits", default="",
+                    help="with --synthetic: extra llmdsdb runs at these fresh_max_vectors")
+    ap.add_argument("--check-queries", type=int, default=50,
+                    help="with --synthetic: queries per mode for search vs search_many")
+    ap.add_argument("--tmpdir", default=None, help="where the databases are written")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--name", default=None, help="result file name")
     args = ap.parse_args()
@@ -376,6 +644,9 @@ def main() -> None:
         return
     if args.bm25_per_call:
         bm25_per_call(args)
+        return
+    if args.synthetic:
+        synthetic(args)
         return
     sf = load_scifact()
     if args.rounds is None:
