@@ -50,6 +50,8 @@ from llmdsdb.errors import (
     InvalidArgumentError,
     InvalidTypeError,
     LlmdsdbError,
+    MissingSideError,
+    MissingSideWarning,
     QueryError,
     ReadOnlyError,
 )
@@ -440,8 +442,19 @@ class Database:
         An empty or whitespace-only query (with no vector) returns no results. A hit's
         ``text`` and ``metadata`` are decoded when first read.
 
+        Scores (higher is better): when both sides run, the fused score (convex: in [0, 1];
+        ``explain`` holds each side's raw score); when one side runs, that side's own score
+        and no fusion parts - the BM25 score for text, and for vectors the cosine similarity
+        (metric cosine), the dot product (ip) or minus the squared L2 distance (l2).
+
+        A side the database lacks is never silently empty: a query that needs only it raises
+        :class:`~llmdsdb.errors.MissingSideError`; a hybrid query runs on the other side and
+        warns (:class:`~llmdsdb.errors.MissingSideWarning`).
+
         :raises QueryError: when neither side is given, the query is too long or top_k is out
             of [1, 1000].
+        :raises MissingSideError: a vector-only query on a database with no vectors, a
+            text-only query on one with no text.
         :raises DimensionError, NonFiniteError, ZeroVectorError: on a bad vector.
 
         Complexity: O(|query| · postings scored) + O(log n · ef) (graph) + O(top_k log n).
@@ -483,6 +496,7 @@ class Database:
             qq = [make_query(q, v, top_k, spec, dim=cfg.dim, metric=cfg.metric,
                              max_top_k=MAX_TOP_K, max_text_bytes=MAX_QUERY_BYTES)
                   for q, v in zip(qs, vs)]
+            qq = _present_sides(qq, ix, txn.count("docs"))
             hits = HybridSearcher(ix.bm25, ix.vectors, metric=cfg.metric).search_many(qq)
             return [search_results(txn, h, explain) for h in hits]
 
@@ -576,6 +590,49 @@ class Database:
         return info
 
 
+def _present_sides(queries: list, ix: Any, documents: int) -> list:
+    """The queries with a side the database lacks taken out: a query that needs only that
+    side raises :class:`MissingSideError`; a hybrid query runs on the other side with a
+    :class:`MissingSideWarning` naming the missing one. An empty database has nothing to
+    miss (its queries return no hits).
+
+    Complexity: O(len(queries)).
+    """
+    import dataclasses
+    import warnings
+
+    from llmdsdb.retrieval_pipeline import plan
+
+    if not documents:
+        return queries
+    no_vec = ix.vectors is None or len(ix.vectors) == 0
+    no_text = ix.bm25 is None or ix.bm25._avgdl() == 0.0
+    if not (no_vec or no_text):
+        return queries
+    out = []
+    for q in queries:
+        p = plan(q, 1)
+        lack_vec, lack_text = p.vector is not None and no_vec, p.text is not None and no_text
+        if lack_vec and (p.text is None or no_text):
+            raise MissingSideError(
+                f"vector query on a database with no vectors ({documents:,} documents, none "
+                "with an embedding); query by text, or add embeddings first")
+        if lack_text and p.vector is None:
+            raise MissingSideError(
+                f"text query on a database with no text ({documents:,} documents, all with "
+                "empty text); query by vector instead")
+        if lack_vec or lack_text:
+            side = "vector" if lack_vec else "text"
+            warnings.warn(f"hybrid query on a database with no {'vectors' if lack_vec else 'text'}"
+                          f": the {side} side was skipped, results are "
+                          f"{'BM25' if lack_vec else 'vector'} only", MissingSideWarning,
+                          stacklevel=4)
+            q = dataclasses.replace(q, vector=None) if lack_vec else \
+                dataclasses.replace(q, text=None)
+        out.append(q)
+    return out
+
+
 def _pairs(queries: object, vectors: object) -> tuple[list, list]:
     """The (query, vector) pairs of a search_many call."""
     n = None
@@ -588,7 +645,7 @@ def _pairs(queries: object, vectors: object) -> tuple[list, list]:
             raise InvalidArgumentError(f"{n} queries but {len(seq)} vectors")
         n = len(seq)
     if n is None:
-        raise QueryError("give queries, vectors, or both")
+        raise QueryError("give a query text, a vector, or both")
     qs = list(queries) if queries is not None else [None] * n  # type: ignore[call-overload]
     vs = list(vectors) if vectors is not None else [None] * n  # type: ignore[call-overload]
     for q, v in zip(qs, vs):

@@ -35,6 +35,8 @@ __all__ = [
     "LockTimeoutError",
     "MapFullError",
     "MissingDependencyError",
+    "MissingSideError",
+    "MissingSideWarning",
     "NonFiniteError",
     "NotFoundError",
     "OutOfPagesError",
@@ -80,6 +82,16 @@ class DuplicateIdError(InvalidArgumentError):
 
 class QueryError(InvalidArgumentError):
     """A query cannot be run as given (empty, too long, too many terms, bad top_k)."""
+
+
+class MissingSideError(QueryError):
+    """A query needs a side the database does not have: a vector query on a database that
+    holds no vectors, a text query on one whose documents have no text."""
+
+
+class MissingSideWarning(UserWarning):
+    """A hybrid query ran on one side only because the database lacks the other (the
+    message names the missing side)."""
 
 
 class FilterError(QueryError):

@@ -30,8 +30,8 @@ most ``token_budget`` tokens, none of them older than the last write.
 >>> p.add_document(3, "a mat for the hall")
 >>> [d for d, _ in p.search("cat mat", np.array([0.9, 0.1, 0.0]), top_k=3)]
 [1, 3, 2]
->>> p.search("cat mat", fusion_weight=0.0, top_k=1)  # BM25 only
-[(1, 1.0)]
+>>> [(d, round(s, 3)) for d, s in p.search("cat mat", fusion_weight=0.0, top_k=1)]  # BM25
+[(1, 0.894)]
 """
 
 from __future__ import annotations
@@ -142,6 +142,27 @@ def plan(q: HybridQuery, candidates: int) -> QueryPlan:
                      max(q.top_k, candidates))
 
 
+def own_scores(hits: Sequence[FusedHit], metric: str) -> list[FusedHit]:
+    """The hits of a one-sided query with the side's own score instead of a normalised one:
+    the BM25 score for text; for vectors the similarity - cosine similarity (``1 - d``) under
+    cosine, the dot product under ip, minus the squared L2 distance under l2 (higher is better
+    for all three). The explain keeps the raw side value and rank; the normalised parts are
+    None (no fusion took place). The order is the side's own (fusion kept it).
+
+    Complexity: O(len(hits)).
+    """
+    out = []
+    for h in hits:
+        if h.bm25_score is not None:
+            out.append(FusedHit(h.key, float(h.bm25_score), h.bm25_score, None, h.bm25_rank,
+                                None, None, None))
+        else:
+            d = float(h.vector_distance)
+            sim = 1.0 - d if metric == "cosine" else -d
+            out.append(FusedHit(h.key, sim, None, d, None, h.vector_rank, None, None))
+    return out
+
+
 class HybridSearcher:
     """The hybrid query path, shared by :class:`RetrievalPipeline` (indexes in memory) and
     :class:`~llmdsdb.db.Database` (indexes over LMDB): plans each query once, asks the text
@@ -200,7 +221,10 @@ class HybridSearcher:
             if not b and not d:
                 out.append([])
                 continue
-            out.append(q.fusion.fuse(b, d, top_k=q.top_k, metric=self.metric))
+            hits = q.fusion.fuse(b, d, top_k=q.top_k, metric=self.metric)
+            if b is None or d is None:  # one side ran: its own score, no fusion fields
+                hits = own_scores(hits, self.metric)
+            out.append(hits)
         return out
 
     def search(self, query: HybridQuery) -> list[FusedHit]:
@@ -394,7 +418,9 @@ class RetrievalPipeline:
         fusion: FusionMethod = DEFAULT_FUSION,
         normalization: Normalization = DEFAULT_NORMALIZATION,
     ) -> list[tuple[int, float]]:
-        """The ``top_k`` best documents as ``(doc_id, fused_score)``, best first.
+        """The ``top_k`` best documents as ``(doc_id, score)``, best first: the fused score when
+        both sides ran, else the side's own score (BM25 score; cosine similarity, dot
+        product or minus the squared L2 distance - see :func:`own_scores`).
 
         ``fusion_weight`` weighs the vector side: 0.0 is pure BM25, 1.0 pure vector. An empty
         (or whitespace) query, or no ``query_embedding``, falls back to the side present;

@@ -231,13 +231,20 @@ class PipelineMachine(RuleBasedStateMachine):
         cos = {d: float(e @ q / np.linalg.norm(e) / np.linalg.norm(q)) for d, e in embedded.items()}
         sims = [cos[d] for d, _ in got]
         assert all(a >= b - 1e-5 for a, b in itertools.pairwise(sims))
+        # a vector-only query scores each hit by its cosine similarity (issue 16)
+        assert all(abs(s - cos[d]) < 1e-4 for d, s in got)
 
     @rule(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3), vec=VEC,
           w=st.floats(0.0, 1.0))
     def search_hybrid(self, words, vec, w) -> None:
         got = self.pipe.search(" ".join(words), np.array(vec), top_k=50, fusion_weight=w)
         assert {d for d, _ in got} <= set(self.model)
-        assert all(0.0 <= s <= 1.0 for _, s in got)
+        if 0.0 < w < 1.0:  # fused: a convex mix of min-max parts
+            assert all(0.0 <= s <= 1.0 for _, s in got)
+        elif w == 0.0:  # BM25 only: raw BM25 scores
+            assert all(s >= 0.0 for _, s in got)
+        else:  # vector only: cosine similarities
+            assert all(-1.0 - 1e-5 <= s <= 1.0 + 1e-5 for _, s in got)
 
     @invariant()
     def check(self) -> None:
