@@ -76,9 +76,9 @@ class Options:
       or an OS crash recent batches may be lost and, unless the filesystem keeps write
       order, the file may be damaged (only for data you can rebuild).
 
-    ``cache_bytes`` bounds the decoded-page cache and, separately, the inverted index's
-    cache of decoded whole postings lists (the query path's working set), so a process holds
-    at most about twice ``cache_bytes`` of decoded data.
+    ``cache_bytes`` bounds the one page cache (TinyLFU over an LRU), which holds the graph's
+    decoded pages and the inverted index's postings lists (as their verified compressed
+    blocks, decoded by the C kernels at query time); ``stats()["cache"]`` reports it.
 
     In every mode a process crash (``kill -9``) loses no committed batch; ``writemap`` is
     never used. Frozen, so safe to share between threads.
