@@ -425,13 +425,22 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
             raise BackupError(f"{target}: backup destination exists and is not an empty "
                               "directory")
     parent = target.parent
-    if not parent.is_dir():
-        raise BackupError(f"{parent}: the destination's parent directory does not exist")
 
     source = path.path if isinstance(path, Database) else os.fspath(path)
     if _inside(target, Path(os.path.abspath(source))):
         raise BackupError(f"{target}: a backup inside the database directory {source} would "
                           "be deleted by a restore over that database; put it elsewhere")
+    if not isinstance(path, Database):
+        sst = _lstat(Path(source))
+        if sst is None or not stat.S_ISDIR(sst.st_mode) or \
+                not (Path(source) / DATA_FILE).exists():
+            raise InvalidPathError(f"{source}: no database here")
+    if not parent.is_dir():  # like ingest, create the missing parent folders
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackupError(f"{parent}: cannot create the destination's parent directory "
+                              f"({exc.strerror or exc})") from None
     try:
         return _backup(path, source, target, parent)
     except OSError as exc:
@@ -634,8 +643,8 @@ def _check_restore_target(target: Path, force: bool) -> bool:
     if not any(os.scandir(target)):
         return False
     if not force:
-        raise BackupError(f"{target}: restore target is not empty; use --force "
-                          "(force=True) to replace the database there")
+        raise BackupError(f"{target}: restore target is not empty; pass force=True to "
+                          "replace the database there")
     if not (target / DATA_FILE).exists():
         raise BackupError(f"{target}: not an llmdsdb database (no {DATA_FILE}); "
                           "refusing to replace it even with --force")

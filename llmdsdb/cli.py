@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +27,7 @@ from llmdsdb._version import __version__
 from llmdsdb.errors import (
     InvalidPathError,
     LlmdsdbError,
+    MissingSideWarning,
 )
 
 __all__ = ["cli", "main"]
@@ -143,7 +145,7 @@ def _duration(seconds: float) -> str:
               "fields with a space, e.g. --text-field title --text-field text.")
 @click.option("--text-template", metavar="TEMPLATE",
               help="Build the text from fields instead, e.g. '{title}: {text}'.")
-@click.option("--text-separator", default=" ", show_default=True,
+@click.option("--text-separator", default=" ", show_default="a space",
               help="Separator between several --text-field values.")
 @click.option("--embedding-field", metavar="NAME", help="Field holding the vector as a list "
               "of numbers (default: 'embedding' when present).")
@@ -216,11 +218,27 @@ def _n(count: int, noun: str) -> str:
 # --- query -------------------------------------------------------------------------------------
 
 
-def _explain_dict(ex: Any) -> dict[str, Any] | None:
+def _explain_dict(ex: Any, mode: str = "hybrid") -> dict[str, Any] | None:
+    """The explain record as JSON; a one-sided query has no fusion parts (``*_norm``) and
+    no fields of the side that did not run."""
     if ex is None:
         return None
-    return {k: (None if v is None else (int(v) if "rank" in k else float(v)))
-            for k, v in ex._asdict().items()}
+    out = {k: (None if v is None else (int(v) if "rank" in k else float(v)))
+           for k, v in ex._asdict().items()}
+    if mode != "hybrid":
+        keep = "bm25_" if mode == "bm25" else "vector_"
+        out = {k: v for k, v in out.items() if k.startswith(keep) and not k.endswith("_norm")}
+    return out
+
+
+def _score_name(mode: str, fusion: str, metric: str) -> str:
+    """What the score column holds: the BM25 score, the vector similarity of the metric, or
+    the fused score."""
+    if mode == "bm25":
+        return "bm25"
+    if mode == "vector":
+        return {"cosine": "cosine", "ip": "dot", "l2": "-l2sq"}.get(metric, "similarity")
+    return "fused" if fusion == "convex" else "rrf"
 
 
 @cli.command(epilog="\b\nExample:\n"
@@ -256,48 +274,60 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
     with _open_existing(path) as db:
         # a database with an embedder embeds TEXT itself: hybrid from text alone
         embeds = db.config.get("embedder") is not None
+        given_mode = mode
         if mode is None:
             mode = "hybrid" if text is not None and (vector_file or embeds) else (
                 "vector" if vector_file or (embeds and text is not None) else "bm25")
         if mode in ("bm25", "hybrid") and text is None:
-            raise click.UsageError(f"--mode {mode} needs the query TEXT")
+            raise click.UsageError(
+                "give the query TEXT, --vector-file, or both" if given_mode is None
+                else f"--mode {mode} needs the query TEXT")
         if mode in ("vector", "hybrid") and not vector_file and not embeds:
             raise click.UsageError(f"--mode {mode} needs --vector-file (this database has "
                                    "no embedder to embed TEXT)")
         vec = read_query_vector(vector_file) if vector_file and mode != "bm25" else None
         q = text if mode != "vector" or vec is None else None
         weight = fusion_weight if mode == "hybrid" else (1.0 if mode == "vector" else 0.0)
-        hits = db.search(query=q, vector=vec, top_k=top_k, fusion_weight=weight,
-                         fusion=fusion, normalization=normalization, explain=explain)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MissingSideWarning)
+            hits = db.search(query=q, vector=vec, top_k=top_k, fusion_weight=weight,
+                             fusion=fusion, normalization=normalization, explain=explain)
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
+        if any(issubclass(w.category, MissingSideWarning) for w in caught):
+            mode = "bm25" if vec is not None else "vector"  # the side that actually ran
+        score_name = _score_name(mode, fusion, db.config.get("metric") or "cosine")
     if as_json:
-        out = {
-            "query": q, "mode": mode, "top_k": top_k, "fusion": fusion,
-            "fusion_weight": weight, "normalization": normalization,
-            "results": [{"rank": i, "id": h.id, "score": float(h.score), "text": h.text,
-                         "metadata": h.metadata,
-                         "explain": _explain_dict(h.explain) if explain else None}
-                        for i, h in enumerate(hits, 1)],
-        }
+        out: dict[str, Any] = {"query": q, "mode": mode, "top_k": top_k, "score": score_name}
+        if mode == "hybrid":
+            out.update(fusion=fusion, fusion_weight=weight, normalization=normalization)
+        out["results"] = [{"rank": i, "id": h.id, "score": float(h.score), "text": h.text,
+                           "metadata": h.metadata,
+                           "explain": _explain_dict(h.explain, mode) if explain else None}
+                          for i, h in enumerate(hits, 1)]
         click.echo(json.dumps(out, ensure_ascii=False, sort_keys=True))
         return
     if not hits:
         click.echo("no results")
         return
+    id_w = min(max(len(h.id) for h in hits), 24)
+    click.echo(f"{'rank':>4}  {score_name:>{max(9, len(score_name))}}  {'id':<{id_w}}  text")
     for i, h in enumerate(hits, 1):
         snippet = " ".join(h.text.split())
-        if len(snippet) > 100:
-            snippet = snippet[:99] + "…"
-        click.echo(f"{i:>3}. {h.score:9.4f}  {h.id}  {snippet}")
+        if len(snippet) > 80:
+            snippet = snippet[:79] + "…"
+        click.echo(f"{i:>4}  {h.score:>{max(9, len(score_name))}.4f}  {h.id:<{id_w}}  {snippet}")
         if explain and h.explain is not None:
             e = h.explain
             parts = []
             if e.bm25_score is not None:
-                parts.append(f"bm25 {e.bm25_score:.4f} (rank {e.bm25_rank}, norm "
-                             f"{e.bm25_norm if e.bm25_norm is None else round(e.bm25_norm, 4)})")
+                norm = "" if e.bm25_norm is None else f", normalised {e.bm25_norm:.4f}"
+                parts.append(f"bm25 {e.bm25_score:.4f} (rank {e.bm25_rank}{norm})")
             if e.vector_distance is not None:
-                parts.append(f"vector distance {e.vector_distance:.4f} (rank {e.vector_rank},"
-                             f" norm {e.vector_norm if e.vector_norm is None else round(e.vector_norm, 4)})")
-            click.echo("       " + ("; ".join(parts) if parts else "(no side scores)"))
+                norm = "" if e.vector_norm is None else f", normalised {e.vector_norm:.4f}"
+                parts.append(f"vector distance {e.vector_distance:.4f} (rank {e.vector_rank}"
+                             f"{norm})")
+            click.echo("      " + ("; ".join(parts) if parts else "(no side scores)"))
 
 
 # --- stats / verify / export -------------------------------------------------------------------
@@ -444,7 +474,12 @@ def restore_cmd(backup_dir: str, path: str, force: bool) -> None:
     """
     from llmdsdb.backup import restore
 
-    info = restore(backup_dir, path, force=force)
+    from llmdsdb.errors import BackupError
+
+    try:
+        info = restore(backup_dir, path, force=force)
+    except BackupError as exc:  # the command line's name for force=True is --force
+        raise BackupError(str(exc).replace("pass force=True", "use --force")) from None
     what = "replaced the database at" if info.replaced else "restored into"
     click.echo(f"{what} {info.path}: {info.count} documents, generation {info.generation}")
 

@@ -164,18 +164,12 @@ def run_demo(
                     ("vector", {"vector": qvec}),
                     ("hybrid", {"query": query, "vector": qvec, "fusion_weight": 0.5}),
                 ):
-                    hits = db.search(top_k=top_k, explain=True, **kwargs)
+                    hits = db.search(top_k=top_k, **kwargs)
                     echo(f"  {label}:")
-                    for rank, hit in enumerate(hits, 1):
-                        ex = hit.explain
-                        if label == "BM25" and ex is not None and ex.bm25_score is not None:
-                            score = f"bm25 {ex.bm25_score:6.3f}"
-                        elif (label == "vector" and ex is not None
-                              and ex.vector_distance is not None):
-                            score = f"cos  {1.0 - ex.vector_distance:6.3f}"
-                        else:
-                            score = f"fused {hit.score:5.3f}"
-                        echo(f"    {rank}. {score}  {hit.id:<16} {_short(hit.text, 60)}")
+                    name = {"BM25": "bm25 ", "vector": "cos  "}.get(label, "fused")
+                    for rank, hit in enumerate(hits, 1):  # the API's score, as the CLI shows
+                        echo(f"    {rank}. {name} {hit.score:6.3f}  {hit.id:<16} "
+                             f"{_short(hit.text, 60)}")
                     if not hits:
                         echo("    (no results)")
             echo("")

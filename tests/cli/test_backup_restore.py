@@ -80,7 +80,7 @@ def test_backup_from_an_open_database_and_refusals(tmp_path: Path, source: Path)
 def test_restore_refusals_leave_the_target_unchanged(tmp_path: Path, bk: Path) -> None:
     other = build(tmp_path / "other", 5, start=100)
     before = db_digest(other)
-    with pytest.raises(BackupError, match="not empty; use --force"):
+    with pytest.raises(BackupError, match="not empty; pass force=True"):
         restore(bk, other)
     assert db_digest(other) == before
     (tmp_path / "userdir").mkdir()
