@@ -288,6 +288,23 @@ class Database:
             return embeddings
         return self.embedder().embed_documents(list(texts))
 
+    def _kept_vectors(self, ids: object, embeddings: object) -> object:
+        """``embeddings``, or - when None, on a database that holds vectors and has no
+        embedder - the stored vector of each id that has one (None for the others), so an
+        upsert without ``embeddings=`` keeps them. Bad ids are left for the row check.
+
+        Complexity: O(n) document reads when it applies, else O(1).
+        """
+        cfg = self._state.ix.config
+        if embeddings is not None or cfg.dim is None or cfg.embedder is not None \
+                or isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            return embeddings
+        try:
+            kept = [None if d is None else d.embedding for d in map(self.get, ids)]
+        except (LlmdsdbError, TypeError):
+            return embeddings
+        return kept if any(v is not None for v in kept) else embeddings
+
     def _rows(self, name: str, *args: object) -> list:
         return self._wb.validate_rows(name, *args, self._state.ix.config, self._batch)
 
@@ -343,6 +360,12 @@ class Database:
         hash (text, embedding bytes, metadata) is unchanged is skipped, which is what makes
         a repeated ingest cheap and resumable.
 
+        The vector rule: with ``embeddings=None`` (and no embedder on the database) an
+        existing document keeps its stored vector - new text or metadata does not drop it
+        from vector search. To replace a vector pass it in ``embeddings``; to drop one pass
+        ``None`` in its place in an ``embeddings`` list. A database with an embedder embeds
+        the new text instead.
+
         :returns: the number of documents actually written.
         :raises DuplicateIdError: when an id repeats in the call.
         :raises: as :meth:`add` for bad input.
@@ -352,7 +375,8 @@ class Database:
         with self._write_lock:
             self._check_writable()
             self._sync_config()
-            rows = self._rows("upsert", ids, texts, self._embed(texts, embeddings), metadata)
+            rows = self._rows("upsert", ids, texts,
+                              self._embed(texts, self._kept_vectors(ids, embeddings)), metadata)
             current = self._wb.current_hashes(self._env, self._batch, [r.key for r in rows])
             changed = sum(1 for r in rows if current[r.key] != r.hash)
             return self._submit(self._wb.Op("upsert", tuple(rows)), changed)

@@ -92,3 +92,19 @@ def test_search_with_no_arguments_does_not_speak_of_lists(tmp_path) -> None:
         with pytest.raises(QueryError) as ei:
             d.search()
         assert "queries, vectors" not in str(ei.value) and "query text" in str(ei.value)
+
+
+def test_upsert_without_embeddings_keeps_the_stored_vector(tmp_path) -> None:
+    emb = unit_vectors(2, 8, 3)
+    with llmdsdb.open(str(tmp_path / "db"), dim=8) as d:
+        d.add(["a", "b"], ["alpha", "beta"], embeddings=emb)
+        assert d.upsert(["a"], ["alpha"], metadata=[{"tag": "new"}]) == 1
+        got = d.get("a")
+        assert got.metadata == {"tag": "new"} and np.array_equal(got.embedding, emb[0])
+        assert d.search(vector=emb[0], top_k=1)[0].id == "a"
+        assert d.upsert(["a"], ["alpha"], metadata=[{"tag": "new"}]) == 0  # unchanged
+        d.upsert(["a"], ["alpha"], embeddings=[None])  # an explicit None drops it
+        assert d.get("a").embedding is None
+        assert [h.id for h in d.search(vector=emb[0], top_k=2)] == ["b"]
+        d.upsert(["c"], ["gamma"])  # a new document without a vector is fine
+        assert d.get("c").embedding is None
