@@ -1,18 +1,20 @@
 """The storage layer: one LMDB environment per database directory, checksummed values.
 
-Everything the database keeps on disk goes through this module. It owns the rules that make
-LMDB safe to use from Python (see ``RELIABILITY.md`` §0-§1 and ``storage/FORMAT.md``):
+Everything the database keeps on disk goes through this module, the layer's public home. It
+owns the rules that make LMDB safe to use from Python (see ``RELIABILITY.md`` §0-§1 and
+``storage/FORMAT.md``), with the parts that need no environment in their own modules, all
+re-exported here: :mod:`llmdsdb.storage_format` (keys, the value envelope),
+:mod:`llmdsdb.storage_files` (checks of the directory and files, and
+:func:`check_structure_in_subprocess`, a walk that cannot crash the caller),
+:mod:`llmdsdb.storage_txn` (:class:`Txn`) and :mod:`llmdsdb._mapguard` (the map-resize guard).
 
-* **Paths are checked before liblmdb sees them.** A symlink, a regular file or a FIFO where the
-  database directory should be raises :class:`~llmdsdb.errors.InvalidPathError`; a missing
-  directory is created with mode ``0o700``; a ``data.mdb`` of size 0, too short, whose LMDB
-  meta pages are not there (magic ``0xBEEFC0DE``) or that is shorter than the pages its meta
-  page says exist raises :class:`~llmdsdb.errors.CorruptionError` instead of opening as an
-  empty database (size 0) or killing the process with SIGBUS (truncated).
-* **Every value is wrapped in an envelope** (:class:`Envelope`): magic byte, format version,
-  kind, flags, CRC-32 and length, optionally zstd-compressed. LMDB has no checksums of its own,
-  so a flipped bit inside a value is reported as :class:`~llmdsdb.errors.CorruptionError`
-  naming the key instead of being returned silently.
+* **Paths and files are checked before liblmdb sees them**: a symlink, a regular file or a
+  FIFO where the database directory should be raises
+  :class:`~llmdsdb.errors.InvalidPathError`; an empty, foreign or truncated ``data.mdb``
+  raises :class:`~llmdsdb.errors.CorruptionError` instead of opening as an empty database
+  or killing the process with SIGBUS.
+* **Every value is wrapped in a checksummed envelope** (:class:`Envelope`), so a flipped bit
+  inside a value is reported as :class:`~llmdsdb.errors.CorruptionError` naming the key.
 * **A directory that lost its data file is refused**: ``lock.mdb`` (or a write lock file
   naming a writer) without ``data.mdb`` raises :class:`~llmdsdb.errors.CorruptionError`
   instead of silently starting a new, empty database; a ``data.mdb`` or ``lock.mdb`` with
@@ -30,9 +32,6 @@ LMDB safe to use from Python (see ``RELIABILITY.md`` §0-§1 and ``storage/FORMA
   guard, every resize (growth, ``set_mapsize(0)`` after ``MDB_MAP_RESIZED`` from another
   process, a larger ``map_size_bytes`` from a second handle) the exclusive side. Readers
   run concurrently; a pending resize holds back new transactions until it is done.
-* **A structural check that cannot crash the caller**: :func:`check_structure_in_subprocess`
-  walks every page of the file with LMDB in a child process (a damaged page header trips
-  an assertion that aborts the process that reads it).
 * **Writes are serialised across processes by a lock file** (``llmdsdb.lock``, ``flock``) taken
   with a timeout before the LMDB write transaction begins (LMDB's own writer mutex waits
   forever); a second writer gets :class:`~llmdsdb.errors.LockTimeoutError` naming the holder.
@@ -74,24 +73,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import json
 import logging
 import os
-import signal
 import stat as stat_mod
-import struct
-import subprocess
-import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Literal, Self, TypeVar
 
 import lmdb
-import zstandard
 
+from llmdsdb._mapguard import _MapGuard
 from llmdsdb._validate import DURABILITIES, check_choice
 from llmdsdb.errors import (
     ClosedError,
@@ -105,6 +97,46 @@ from llmdsdb.errors import (
     ReadOnlyError,
     StorageError,
 )
+from llmdsdb.storage_files import (
+    _DATA_FILE,
+    _LMDB_LOCK_FILE,
+    _LOCK_FILE,
+    _check_dir,
+    _empty_file,
+    _flock_until,
+    _fsync_dir,
+    _missing_data_file,
+    _other_holders,
+    _read_copy_info,
+    _release_orphan,
+    check_lmdb_file,
+    check_structure_in_subprocess,
+)
+from llmdsdb.storage_format import (
+    _TAG,
+    _TAGS,
+    _U64,
+    DB_NAMES,
+    FORMAT_VERSION,
+    KIND_DOC,
+    KIND_ID,
+    KIND_IDXMETA,
+    KIND_META,
+    KIND_PAGE,
+    KIND_RAW,
+    MAX_KEY_BYTES,
+    MAX_PLAIN_ID_BYTES,
+    MAX_VALUE_BYTES,
+    Envelope,
+    decode_value,
+    encode_value,
+    from_u64key,
+    id_key,
+    is_hashed_id_key,
+    meta_key,
+    u64key,
+)
+from llmdsdb.storage_txn import Txn, _is_map_full, _wrap, check_format
 
 __all__ = [
     "DB_NAMES",
@@ -118,6 +150,8 @@ __all__ = [
     "KIND_RAW",
     "MAX_KEY_BYTES",
     "MAX_MAP_SIZE_BYTES",
+    "MAX_PLAIN_ID_BYTES",
+    "MAX_VALUE_BYTES",
     "Durability",
     "Envelope",
     "Environment",
@@ -140,472 +174,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Durability = Literal["sync", "metasync", "nosync"]
 
-#: On-disk format version written to ``meta/format_version`` and into every envelope.
-#: A database (or a value) with a larger version refuses to open: see storage/FORMAT.md.
-FORMAT_VERSION = 1
-
-#: The tables ("named databases"), in a fixed order. See storage/FORMAT.md. They all live in
-#: LMDB's main database, each key prefixed by a one-byte tag: py-lmdb keeps a named-database
-#: handle only when it was opened in a committed *write* transaction, so LMDB named databases
-#: would make every writable open wait for another process's running write batch.
-DB_NAMES: tuple[str, ...] = ("meta", "docs", "ids", "pages", "idxmeta")
-_TAG: dict[str, bytes] = {"meta": b"\x01", "docs": b"\x02", "ids": b"\x03", "pages": b"\x04",
-                          "idxmeta": b"\x05"}
-_TAGS = frozenset(t[0] for t in _TAG.values())
-#: Tables whose entry count is kept in ``meta/count/<table>`` (``meta`` itself is counted by
-#: a scan: it is small).
-_COUNTED = ("docs", "ids", "pages", "idxmeta")
-
-#: Envelope kinds (one per named database, so a value copied to the wrong place is caught).
-KIND_RAW = 0
-KIND_META = 1
-KIND_DOC = 2
-KIND_ID = 3
-KIND_PAGE = 4
-KIND_IDXMETA = 5
-_KIND_OF_DB = {"meta": KIND_META, "docs": KIND_DOC, "ids": KIND_ID, "pages": KIND_PAGE,
-               "idxmeta": KIND_IDXMETA}
-
-#: Longest key of a table: LMDB's compile-time limit (MDB_MAXKEYSIZE, 511) minus the tag byte.
-#: An empty key is refused too.
-MAX_KEY_BYTES = 510
-#: External ids up to this many UTF-8 bytes are stored as keys as is; longer ones are hashed.
-MAX_PLAIN_ID_BYTES = 400
-
 #: Initial map size for a new database (the map is sparse; it is grown x2 on demand).
 DEFAULT_MAP_SIZE_BYTES = 1 << 30
 #: The map is never grown beyond this without an explicit, larger ``map_size_bytes``.
 MAX_MAP_SIZE_BYTES = 1 << 40
 _DEFAULT_MAX_READERS = 512
-
-_LOCK_FILE = "llmdsdb.lock"
-_DATA_FILE = "data.mdb"
-_LMDB_LOCK_FILE = "lock.mdb"
-
-
-# --------------------------------------------------------------------------------------------
-# keys
-# --------------------------------------------------------------------------------------------
-
-_U64 = struct.Struct(">Q")
-
-
-def u64key(i: int) -> bytes:
-    """Encode an unsigned 64-bit integer as an 8-byte big-endian key (sorts numerically).
-
-    >>> u64key(258)
-    b'\\x00\\x00\\x00\\x00\\x00\\x00\\x01\\x02'
-
-    Complexity: O(1).
-
-    :raises InvalidTypeError: when ``i`` is not an int.
-    :raises InvalidArgumentError: when ``i`` is negative or >= 2**64.
-    """
-    if not isinstance(i, int) or isinstance(i, bool):
-        raise InvalidTypeError(f"a u64 key must be an int, not {type(i).__name__}")
-    if not 0 <= i < 1 << 64:
-        raise InvalidArgumentError(f"a u64 key must be in [0, 2**64), got {i}")
-    return _U64.pack(i)
-
-
-def from_u64key(b: bytes | memoryview) -> int:
-    """Decode a key written by :func:`u64key`.
-
-    Complexity: O(1).
-
-    :raises CorruptionError: when ``b`` is not 8 bytes long.
-    """
-    if len(b) != 8:
-        raise CorruptionError(f"a u64 key must be 8 bytes, got {len(b)}")
-    return _U64.unpack(b)[0]
-
-
-def id_key(external_id: str) -> bytes:
-    """The key of an external document id in the ``ids`` database.
-
-    UTF-8 of the id when it is at most 400 bytes and does not start with NUL; otherwise
-    ``b"\\x00h" + sha256(utf8)`` (34 bytes). The original id is kept in the document record,
-    so a hashed key is never the only copy. Table keys are limited to 510 bytes.
-
-    >>> id_key("doc-1")
-    b'doc-1'
-    >>> len(id_key("x" * 1000)), id_key("x" * 1000)[:2]
-    (34, b'\\x00h')
-
-    Complexity: O(len(external_id)).
-
-    :raises InvalidTypeError: when the id is not a str.
-    :raises InvalidArgumentError: when it is empty or not encodable as UTF-8 (lone surrogates).
-    """
-    if not isinstance(external_id, str):
-        raise InvalidTypeError(f"a document id must be a str, not {type(external_id).__name__}")
-    if not external_id:
-        raise InvalidArgumentError("a document id must be a non-empty string")
-    try:
-        raw = external_id.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgumentError(f"document id {external_id!r} is not valid Unicode") from exc
-    if len(raw) <= MAX_PLAIN_ID_BYTES and raw[0] != 0:
-        return raw
-    return b"\x00h" + hashlib.sha256(raw).digest()
-
-
-def is_hashed_id_key(key: bytes) -> bool:
-    """True when ``key`` came from hashing a long id in :func:`id_key`.
-
-    Complexity: O(1).
-    """
-    return len(key) == 34 and key[:2] == b"\x00h"
-
-
-def meta_key(name: str) -> bytes:
-    """The key of a named record (``meta`` or ``idxmeta``): its UTF-8 bytes.
-
-    Complexity: O(len(name)).
-
-    :raises InvalidArgumentError: when the name is empty or longer than 510 bytes.
-    """
-    if not isinstance(name, str):
-        raise InvalidTypeError(f"a record name must be a str, not {type(name).__name__}")
-    raw = name.encode("utf-8")
-    if not raw or len(raw) > MAX_KEY_BYTES:
-        raise InvalidArgumentError(f"record name must be 1..{MAX_KEY_BYTES} UTF-8 bytes: {name!r}")
-    return raw
-
-
-def _as_key(key: bytes | bytearray | memoryview | str) -> bytes:
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    elif isinstance(key, (bytearray, memoryview)):
-        key = bytes(key)
-    elif not isinstance(key, bytes):
-        raise InvalidTypeError(f"a key must be bytes or str, not {type(key).__name__}")
-    if not key or len(key) > MAX_KEY_BYTES:
-        raise InvalidArgumentError(f"a key must be 1..{MAX_KEY_BYTES} bytes, got {len(key)}")
-    return key
-
-
-# --------------------------------------------------------------------------------------------
-# the value envelope
-# --------------------------------------------------------------------------------------------
-
-_ENV_MAGIC = 0xD5
-_HDR = struct.Struct(">BBBBII")  # magic, version, kind, flags, crc32, payload length
-_HDR_SIZE = _HDR.size  # 12
-_FLAG_ZSTD = 0x01
-_KNOWN_FLAGS = _FLAG_ZSTD
-#: Values above this are refused on write and treated as corrupt on read (LMDB's own limit
-#: is ~4 GiB; nothing we store comes near 1 GiB).
-MAX_VALUE_BYTES = 1 << 30
-_COMPRESS_MIN_BYTES = 256
-_ZSTD_LEVEL = 3
-_ZSTD_MAX_WINDOW = 1 << 27
-
-_tls = threading.local()
-
-
-def _compressor() -> zstandard.ZstdCompressor:
-    c = getattr(_tls, "cctx", None)
-    if c is None:
-        c = _tls.cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True)
-    return c
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    d = getattr(_tls, "dctx", None)
-    if d is None:
-        d = _tls.dctx = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
-    return d
-
-
-class Envelope:
-    """The checksummed wrapper around every stored value.
-
-    Layout (big-endian, 12-byte header then the body)::
-
-        0  u8   magic 0xD5
-        1  u8   format version (1)
-        2  u8   kind (KIND_META=1, KIND_DOC=2, KIND_ID=3, KIND_PAGE=4, KIND_IDXMETA=5, RAW=0)
-        3  u8   flags (bit 0: body is one zstd frame; other bits must be 0)
-        4  u32  CRC-32 (zlib) of bytes 0..3, bytes 8..11 and the body
-        8  u32  payload length (after decompression)
-        12 ...  body: the payload, or its zstd frame (content size in the frame header)
-
-    The CRC covers the stored body, so a corrupt value is caught before it is decompressed;
-    decompression is bounded by the length field (itself checksummed) and the frame's declared
-    content size must equal it, so a hostile value cannot make us allocate more than it says.
-
-    Stateless; the methods are static. Thread-safe (per-thread zstd contexts).
-
-    Memory: none beyond the returned bytes.
-
-    >>> raw = Envelope.encode_value(b"x" * 1000, kind=KIND_DOC)
-    >>> len(raw) < 100, Envelope.decode_value(raw, key_desc="docs/1") == b"x" * 1000
-    (True, True)
-    """
-
-    HEADER_SIZE = _HDR_SIZE
-
-    @staticmethod
-    def encode_value(payload: bytes | bytearray | memoryview, *, kind: int,
-                     compress: bool | None = None) -> bytes:
-        """Wrap ``payload``; compress with zstd when ``compress`` is True, or when it is None
-        (auto), the payload is at least 256 bytes and compression saves at least 1/8.
-
-        Complexity: O(len(payload)).
-
-        :raises InvalidTypeError: when the payload is not bytes-like.
-        :raises InvalidArgumentError: when it exceeds 1 GiB or ``kind`` is not in 0..255.
-        """
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise InvalidTypeError(f"a stored value must be bytes, not {type(payload).__name__}")
-        n = len(payload) if not isinstance(payload, memoryview) else payload.nbytes
-        if n > MAX_VALUE_BYTES:
-            raise InvalidArgumentError(f"a stored value may be at most {MAX_VALUE_BYTES} bytes, "
-                                       f"got {n}; split it")
-        if not 0 <= kind <= 255:
-            raise InvalidArgumentError(f"envelope kind must be 0..255, got {kind}")
-        flags = 0
-        body: bytes | bytearray | memoryview = payload
-        if compress or (compress is None and n >= _COMPRESS_MIN_BYTES):
-            packed = _compressor().compress(payload)
-            if compress or len(packed) <= n - (n >> 3):
-                body, flags = packed, _FLAG_ZSTD
-        head = bytes((_ENV_MAGIC, FORMAT_VERSION, kind, flags))
-        length = struct.pack(">I", n)
-        crc = zlib.crc32(body, zlib.crc32(length, zlib.crc32(head)))
-        return b"".join((head, struct.pack(">I", crc), length, body))
-
-    @staticmethod
-    def decode_value(raw: bytes | bytearray | memoryview, *, key_desc: str,
-                     kind: int | None = None) -> bytes:
-        """Verify and unwrap a value written by :meth:`encode_value`.
-
-        Complexity: O(len(raw)) plus decompression.
-
-        :param key_desc: names the value in error messages (``"pages/page 42"``).
-        :param kind: when given, the envelope's kind must match.
-        :raises CorruptionError: on a bad magic byte, unknown flags, checksum mismatch, a length
-            that does not match, or a zstd frame that does not decompress to the stated length.
-        :raises FormatVersionError: when the value was written by a newer format version.
-        """
-        n = len(raw) if not isinstance(raw, memoryview) else raw.nbytes
-        if n < _HDR_SIZE:
-            raise CorruptionError(f"{key_desc}: stored value is {n} bytes, shorter than the "
-                                  f"{_HDR_SIZE}-byte envelope header; restore from a backup")
-        magic, version, vkind, flags, crc, length = _HDR.unpack_from(raw, 0)
-        if magic != _ENV_MAGIC:
-            raise CorruptionError(f"{key_desc}: bad envelope magic 0x{magic:02x} (not written "
-                                  f"by llmdsdb, or corrupt); restore from a backup")
-        if version > FORMAT_VERSION or version == 0:
-            raise FormatVersionError(f"{key_desc}: value has format version {version}; this "
-                                     f"llmdsdb reads version {FORMAT_VERSION}; upgrade llmdsdb")
-        mv = raw if isinstance(raw, memoryview) else memoryview(raw)
-        body = mv[_HDR_SIZE:]
-        calc = zlib.crc32(body, zlib.crc32(mv[8:12], zlib.crc32(mv[0:4])))
-        if calc != crc:
-            raise CorruptionError(f"{key_desc}: checksum mismatch (stored 0x{crc:08x}, computed "
-                                  f"0x{calc:08x}); the value is corrupt; restore from a backup "
-                                  f"or run `llmdsdb verify`")
-        if kind is not None and vkind != kind:
-            raise CorruptionError(f"{key_desc}: value of kind {vkind} found where kind {kind} "
-                                  f"belongs")
-        if flags & ~_KNOWN_FLAGS:
-            raise CorruptionError(f"{key_desc}: unknown envelope flags 0x{flags:02x}")
-        if length > MAX_VALUE_BYTES:
-            raise CorruptionError(f"{key_desc}: declared length {length} exceeds the limit")
-        if not flags & _FLAG_ZSTD:
-            if len(body) != length:
-                raise CorruptionError(f"{key_desc}: length field {length} != body {len(body)}")
-            return bytes(body)
-        try:
-            declared = zstandard.frame_content_size(body)
-        except zstandard.ZstdError as exc:  # not a zstd frame at all
-            raise CorruptionError(f"{key_desc}: zstd body has no readable frame header: "
-                                  f"{exc}; restore from a backup") from exc
-        if declared != length:
-            raise CorruptionError(f"{key_desc}: zstd frame declares {declared} bytes, the "
-                                  f"envelope {length}")
-        try:
-            out = _decompressor().decompress(body, max_output_size=length)
-        except zstandard.ZstdError as exc:
-            raise CorruptionError(f"{key_desc}: zstd body does not decompress: {exc}") from exc
-        if len(out) != length:
-            raise CorruptionError(f"{key_desc}: decompressed {len(out)} bytes, expected {length}")
-        return out
-
-
-#: Module-level aliases of the :class:`Envelope` methods.
-encode_value = Envelope.encode_value
-decode_value = Envelope.decode_value
-
-
-# --------------------------------------------------------------------------------------------
-# file checks done before liblmdb sees a file
-# --------------------------------------------------------------------------------------------
-
-_MDB_MAGIC = 0xBEEFC0DE
-_P_META = 0x08
-# MDB_page header is 16 bytes on 64-bit; MDB_meta follows (all little-endian on x86/arm).
-_META = struct.Struct("<IIQQ")  # magic, version, address, mapsize   at page offset 16
-_META_PSIZE_OFF = 16 + 24  # mm_dbs[FREE_DBI].md_pad holds the page size
-_META_LAST_OFF = 16 + 24 + 96  # mm_last_pg, mm_txnid
-
-
-def check_lmdb_file(data_path: str) -> dict[str, int]:
-    """Check that ``data_path`` looks like an LMDB data file that liblmdb can map safely.
-
-    Reads only the two meta pages: both must carry the LMDB magic ``0xBEEFC0DE`` and the meta
-    page flag, and the file must be at least as long as the pages the newer meta page says are
-    in use. This catches an empty file (which LMDB would silently open as a new, empty
-    database), a foreign file, and a truncated one (which would crash the process with SIGBUS
-    on the first read of a missing page). It is not a full verification (``python -m lmdb
-    verify`` walks every page).
-
-    Complexity: O(1) (two page reads).
-
-    :returns: ``{"page_size", "last_page", "txnid", "file_bytes"}``.
-    :raises CorruptionError: when the file is empty, foreign or truncated.
-    """
-    try:
-        size = os.stat(data_path).st_size
-        with open(data_path, "rb") as fh:
-            head = fh.read(4096)
-            if size == 0:
-                raise CorruptionError(f"{data_path} is empty (0 bytes): the database was "
-                                      f"truncated; restore from a backup")
-            if len(head) < 48 or _META.unpack_from(head, 16)[0] != _MDB_MAGIC:
-                raise CorruptionError(f"{data_path} is not an LMDB data file (no LMDB magic "
-                                      f"0xBEEFC0DE in the first meta page)")
-            psize = struct.unpack_from("<I", head, _META_PSIZE_OFF)[0]
-            if psize < 512 or psize > 65536 or psize & (psize - 1):
-                raise CorruptionError(f"{data_path}: implausible LMDB page size {psize}")
-            if size < 2 * psize:
-                raise CorruptionError(f"{data_path} is {size} bytes, shorter than its two meta "
-                                      f"pages: truncated; restore from a backup")
-            fh.seek(0)
-            pages = fh.read(2 * psize)
-    except OSError as exc:
-        raise InvalidPathError(f"cannot read {data_path}: {exc.strerror or exc}") from exc
-    best = None
-    for i in range(2):
-        off = i * psize
-        flags = struct.unpack_from("<H", pages, off + 10)[0]
-        magic, version, _addr, _mapsize = _META.unpack_from(pages, off + 16)
-        if magic != _MDB_MAGIC or not flags & _P_META:
-            raise CorruptionError(f"{data_path}: LMDB meta page {i} is damaged (magic "
-                                  f"0x{magic:08x}, flags 0x{flags:04x}); restore from a backup")
-        if version != 1:
-            raise CorruptionError(f"{data_path}: unsupported LMDB data version {version}")
-        last_pg, txnid = struct.unpack_from("<QQ", pages, off + _META_LAST_OFF)
-        if best is None or txnid > best[1]:
-            best = (last_pg, txnid)
-    assert best is not None
-    last_pg, txnid = best
-    if (last_pg + 1) * psize > size:
-        raise CorruptionError(f"{data_path} is {size} bytes but its meta page uses "
-                              f"{(last_pg + 1) * psize}: the file is truncated; restore from a "
-                              f"backup (opening it would crash the process)")
-    return {"page_size": psize, "last_page": last_pg, "txnid": txnid, "file_bytes": size}
-
-
-#: The structural walk run by :func:`check_structure_in_subprocess`: a fresh interpreter
-#: (``-I -S``: no user site, no ``PYTHON*`` variables; py-lmdb's directory is the only
-#: path added) that opens the environment read-only and reads every key and every byte of
-#: every value with a cursor, in key order and then backwards, so that every branch, leaf
-#: and overflow page of the snapshot is visited. It prints one JSON line; liblmdb's
-#: assertions and SIGBUS can only kill this child.
-_WALKER = r"""
-import json, sys, zlib
-sys.path.insert(0, sys.argv[3])
-import lmdb
-path, lock = sys.argv[1], sys.argv[2] == "1"
-try:
-    env = lmdb.open(path, readonly=True, lock=lock, subdir=True, create=False, max_dbs=0,
-                    max_spare_txns=0, readahead=False)
-    for _ in range(16):
-        try:
-            txn = env.begin(buffers=True)
-            break
-        except lmdb.MapResizedError:
-            env.set_mapsize(0)
-    else:
-        raise lmdb.Error("the map keeps being resized")
-    n = crc = 0
-    cur = txn.cursor()
-    ok = cur.first()
-    while ok:
-        crc = zlib.crc32(cur.value(), zlib.crc32(cur.key(), crc))
-        n += 1
-        ok = cur.next()
-    back = 0
-    ok = cur.last()
-    while ok:
-        back += 1
-        ok = cur.prev()
-    txn.abort()
-    env.close()
-    out = {"entries": n, "problems": [] if back == n else
-           [f"a forward walk saw {n} entries, a backward walk {back}"]}
-except lmdb.Error as exc:
-    out = {"entries": None, "problems": [f"{type(exc).__name__}: {exc}"]}
-print(json.dumps(out), flush=True)
-"""
-
-
-def check_structure_in_subprocess(path: str | os.PathLike[str], *, lock: bool = True,
-                                  timeout_s: float | None = None) -> list[str]:
-    """Walk every entry of the LMDB environment in directory ``path`` in a child process,
-    so that a damaged file (a page header that trips an LMDB assertion, which calls
-    ``abort()``; a page beyond the end of the file, SIGBUS) kills only the child. Each
-    problem is one string; an empty list means that liblmdb read every page of the newest
-    snapshot without complaint (it says nothing about the values: their checksums are the
-    in-process checks' job).
-
-    Complexity: O(size of the database), plus ~30 ms to start an interpreter.
-
-    :param lock: False when the environment is opened without LMDB's lock file (a
-        read-only file system).
-    :param timeout_s: kill the walk after this long (default: 60 s plus 1 s per 20 MiB).
-    """
-    p = os.path.abspath(os.fspath(path))
-    data = os.path.join(p, _DATA_FILE)
-    if timeout_s is None:
-        try:
-            timeout_s = 60.0 + os.path.getsize(data) / (20 << 20)
-        except OSError:
-            timeout_s = 60.0
-    lmdb_dir = os.path.dirname(os.path.dirname(os.path.abspath(lmdb.__file__)))
-    cmd = [sys.executable, "-I", "-S", "-c", _WALKER, p, "1" if lock else "0", lmdb_dir]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return [(f"{data}: the structural walk did not finish in {timeout_s:g} s (a cycle "
-                 f"in the page tree?); restore from a backup")]
-    except OSError as exc:
-        raise StorageError(f"cannot start the structural check of {p}: "
-                           f"{exc.strerror or exc}") from exc
-    if proc.returncode < 0:
-        try:
-            name = signal.Signals(-proc.returncode).name
-        except ValueError:
-            name = f"signal {-proc.returncode}"
-        said = proc.stderr.strip().splitlines()[-1:] or [""]
-        return [(f"{data} is damaged: reading it through LMDB kills the process ({name}"
-                 f"{': ' + said[0] if said[0] else ''}); restore from a backup")]
-    lines = proc.stdout.strip().splitlines()
-    try:
-        out = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        out = None
-    if not isinstance(out, dict) or not isinstance(out.get("problems"), list):
-        said = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        return [f"{data}: the structural walk failed: {said[0]}"]
-    return [f"{data}: LMDB structure: {q}" for q in out["problems"]]
-
-
-_FLOCK = struct.Struct("hhqqi4x")  # struct flock (Linux): type, whence, start, len, pid
 
 
 def holders(path: str | os.PathLike[str]) -> list[str]:
@@ -630,546 +203,12 @@ def holders(path: str | os.PathLike[str]) -> list[str]:
         env = _REGISTRY.get(os.path.realpath(p))
         if env is not None and not env.closed:
             return ["this process"]
-    out: list[str] = []
-    try:
-        fd = os.open(os.path.join(p, _LMDB_LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW
-                     | os.O_CLOEXEC)
-    except OSError:
-        fd = -1
-    if fd >= 0:
-        try:
-            got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
-            kind, _, _, _, pid = _FLOCK.unpack(got)
-            if kind != fcntl.F_UNLCK:
-                out.append(f"process {pid}")
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    try:
-        fd = os.open(os.path.join(p, _LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return out
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    except BlockingIOError:
-        try:
-            writer = os.pread(fd, 32, 0).decode("ascii").strip()
-            out.append(f"a writer (process {int(writer)})")
-        except (OSError, ValueError):
-            out.append("a writer")
-    finally:
-        os.close(fd)
-    return out
-
-
-def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
-    """Validate the database directory; create it 0700 when allowed. True when created."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise InvalidPathError(f"cannot access {path}: {exc.strerror or exc}") from exc
-    if st is None:
-        if readonly or not create:
-            raise InvalidPathError(f"no database at {path} (the directory does not exist)")
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=False)
-            return True
-        except FileExistsError:
-            # Another process created it an instant ago (two processes creating one new
-            # database at once): check what is there like any existing directory.
-            st = os.lstat(path)
-        except OSError as exc:
-            raise InvalidPathError(f"cannot create database directory {path}: "
-                                   f"{exc.strerror or exc}") from exc
-    if stat_mod.S_ISLNK(st.st_mode):
-        raise InvalidPathError(f"{path} is a symbolic link; open the real directory "
-                               f"({os.path.realpath(path)}) instead")
-    if not stat_mod.S_ISDIR(st.st_mode):
-        what = ("a regular file" if stat_mod.S_ISREG(st.st_mode) else
-                "a FIFO" if stat_mod.S_ISFIFO(st.st_mode) else
-                "a socket" if stat_mod.S_ISSOCK(st.st_mode) else "not a directory")
-        raise InvalidPathError(f"{path} is {what}; a database is a directory")
-    if not readonly and os.geteuid() != 0 and st.st_uid != os.geteuid():
-        raise InvalidPathError(f"{path} is owned by uid {st.st_uid}, not by this user; "
-                               f"open it readonly=True or copy it")
-    for name in (_DATA_FILE, _LMDB_LOCK_FILE, _LOCK_FILE):
-        p = os.path.join(path, name)
-        try:
-            fst = os.lstat(p)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise InvalidPathError(f"cannot access {p}: {exc.strerror or exc}") from exc
-        if not stat_mod.S_ISREG(fst.st_mode):
-            raise InvalidPathError(f"{p} is not a regular file (symlink or special file); "
-                                   f"refusing to open")
-        if fst.st_nlink > 1 and name != _LOCK_FILE:
-            # Two directory entries for one data file would give it two lock files: two
-            # reader tables and two writer mutexes, so neither side's readers are seen by
-            # the other's writers, which then overwrite pages still being read.
-            raise InvalidPathError(f"{p} has {fst.st_nlink} hard links: the same LMDB file "
-                                   f"reached through two paths has two lock tables and is "
-                                   f"corrupted by concurrent use; open it through one path "
-                                   f"only (remove the other links, or take a copy with "
-                                   f"`llmdsdb backup`)")
-    return False
-
-
-def _empty_file(path: str) -> bool:
-    try:
-        return os.stat(path).st_size == 0
-    except OSError:
-        return False
-
-
-def _missing_data_file(path: str) -> str | None:
-    """Why ``path`` (a directory without ``data.mdb``) looks like a database whose data file
-    was removed, or None for a new or empty directory."""
-    if os.path.lexists(os.path.join(path, _LMDB_LOCK_FILE)):
-        return f"{_LMDB_LOCK_FILE} is there"
-    try:
-        if os.path.getsize(os.path.join(path, _LOCK_FILE)) > 0:
-            return f"{_LOCK_FILE} names a writer"
-    except OSError:
-        pass
-    return None
-
-
-def _flock_until(fd: int, deadline: float, timeout_s: float, what: Callable[[], str]) -> None:
-    """Take an exclusive ``flock`` on ``fd``, polling until ``deadline`` (``time.monotonic``).
-
-    :raises LockTimeoutError: with ``what()`` in the message, at the deadline.
-    """
-    delay = 0.001
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LockTimeoutError(
-                    f"{what()} for more than lock_timeout_s={timeout_s:g} s; wait for that "
-                    f"writer or raise lock_timeout_s") from None
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 0.05)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------------------------
-# transactions
-# --------------------------------------------------------------------------------------------
-
-
-def _wrap(exc: lmdb.Error, what: str) -> StorageError:
-    """Translate an lmdb exception into ours (the caller raises it ``from exc``)."""
-    if isinstance(exc, lmdb.MapFullError):
-        return MapFullError(f"{what}: the LMDB map is full; open with a larger "
-                            f"map_size_bytes= (the map is grown automatically up to the cap)")
-    if isinstance(exc, lmdb.ReadonlyError):
-        return ReadOnlyError(f"{what}: the database is read-only ({exc})")
-    if isinstance(exc, lmdb.TxnFullError):
-        return StorageError(f"{what}: the transaction has too many dirty pages; write smaller "
-                            f"batches")
-    if isinstance(exc, lmdb.ReadersFullError):
-        return StorageError(f"{what}: the LMDB reader table is full; close idle readers or "
-                            f"processes holding read transactions")
-    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
-                        lmdb.InvalidError, lmdb.VersionMismatchError)):
-        return CorruptionError(f"{what}: LMDB reports a damaged file ({exc}); restore from a "
-                               f"backup")  # type: ignore[return-value]
-    if isinstance(exc, lmdb.DiskError):
-        return StorageError(f"{what}: disk error ({exc}); check free space and the device")
-    return StorageError(f"{what}: LMDB error: {exc}")
-
-
-def _is_map_full(exc: BaseException) -> bool:
-    return isinstance(exc, (lmdb.MapFullError, MapFullError))
-
-
-class Txn:
-    """One LMDB transaction over the named databases, values verified through the envelope.
-
-    Obtained from :meth:`Environment.read` or :meth:`Environment.write` (never constructed
-    directly); valid only inside that ``with`` block. Keys are bytes (str is accepted and
-    encoded as UTF-8), 1..510 bytes long (the table tag takes one of LMDB's 511).
-
-    Not thread-safe: one thread uses a transaction at a time (a write transaction only on the
-    thread that began it).
-
-    Memory: O(1) plus LMDB's dirty pages in a write transaction.
-    """
-
-    __slots__ = ("_bump", "_delta", "_dirty", "_env", "_live", "_map_full", "_new_generation",
-                 "_txn", "_write", "start_generation")
-
-    def __init__(self, env: Environment, txn: lmdb.Transaction, write: bool) -> None:
-        self._env = env
-        self._txn = txn
-        self._write = write
-        self._live = True
-        self._dirty = False
-        self._bump = False
-        self._map_full = False
-        self._new_generation: int | None = None
-        self._delta: dict[str, int] = {}
-        self.start_generation = env._read_generation(txn)
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    @property
-    def write(self) -> bool:
-        """True for a write transaction."""
-        return self._write
-
-    @property
-    def env(self) -> Environment:
-        """The environment this transaction belongs to."""
-        return self._env
-
-    @property
-    def dirty(self) -> bool:
-        """True once this write transaction has changed something."""
-        return self._dirty
-
-    def _handle(self, db: str) -> bytes:
-        """The table's tag byte (validates the name and that the txn is live)."""
-        if not self._live:
-            raise ClosedError("transaction used after its `with` block ended")
-        try:
-            return _TAG[db]
-        except (KeyError, TypeError):
-            raise InvalidArgumentError(f"unknown named database {db!r}; one of "
-                                       f"{', '.join(DB_NAMES)}") from None
-
-    def _need_write(self) -> None:
-        if not self._write:
-            raise ReadOnlyError("cannot write in a read transaction; use env.write()")
-
-    @staticmethod
-    def _desc(db: str, key: bytes) -> str:
-        if len(key) == 8 and db in ("docs", "pages"):
-            return f"{db}/{'page' if db == 'pages' else 'doc'} {_U64.unpack(key)[0]}"
-        try:
-            return f"{db}/{key.decode('utf-8')!r}"
-        except UnicodeDecodeError:
-            return f"{db}/0x{key[:40].hex()}"
-
-    # -- reads -----------------------------------------------------------------------------
-
-    def get(self, db: str, key: bytes | str) -> bytes | None:
-        """The verified value at ``key``, or None.
-
-        Complexity: O(log n) + O(len(value)).
-
-        :raises CorruptionError: when the stored value fails its envelope check.
-        """
-        h = self._handle(db)
-        k = _as_key(key)
-        try:
-            raw = self._txn.get(h + k)
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"get {self._desc(db, k)}") from exc
-        if raw is None:
-            return None
-        return decode_value(raw, key_desc=self._desc(db, k), kind=_KIND_OF_DB[db])
-
-    def raw_get(self, db: str, key: bytes | str) -> bytes | None:
-        """The stored bytes at ``key`` without verification (for check and repair tools).
-
-        Complexity: O(log n).
-        """
-        h = self._handle(db)
-        k = _as_key(key)
-        try:
-            raw = self._txn.get(h + k)
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"get {self._desc(db, k)}") from exc
-        return None if raw is None else bytes(raw)
-
-    def _iter(self, db: str, prefix: bytes, verify: bool, values: bool
-              ) -> Iterator[tuple[bytes, bytes | None]]:
-        h = self._handle(db)
-        if isinstance(prefix, str):
-            prefix = prefix.encode("utf-8")
-        elif isinstance(prefix, (bytes, bytearray, memoryview)):
-            prefix = bytes(prefix)
-        else:  # bytes(5) would be a prefix of five NUL bytes
-            raise InvalidTypeError(f"a key prefix must be bytes or str, not "
-                                   f"{type(prefix).__name__}")
-        kind = _KIND_OF_DB[db]
-        full = h + prefix
-        try:
-            cur = self._txn.cursor()
-            ok = cur.set_range(full)
-            while ok:
-                fk = bytes(cur.key())
-                if not fk.startswith(full):
-                    break
-                k = fk[1:]
-                if not values:
-                    yield k, None
-                else:
-                    raw = cur.value()
-                    if verify:
-                        yield k, decode_value(raw, key_desc=self._desc(db, k), kind=kind)
-                    else:
-                        yield k, bytes(raw)
-                ok = cur.next()
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"iterate {db}") from exc
-
-    def items(self, db: str, prefix: bytes | str = b"") -> Iterator[tuple[bytes, bytes]]:
-        """``(key, verified value)`` pairs in key order, restricted to keys starting with
-        ``prefix``. Consume the iterator inside the transaction.
-
-        Complexity: O(log n + k) for k items yielded, plus their lengths.
-        """
-        return self._iter(db, prefix, True, True)  # type: ignore[return-value]
-
-    def keys(self, db: str, prefix: bytes | str = b"") -> Iterator[bytes]:
-        """Keys in order, restricted to ``prefix``.
-
-        Complexity: O(log n + k).
-        """
-        return (k for k, _ in self._iter(db, prefix, False, False))
-
-    def raw_items(self, db: str, prefix: bytes | str = b"") -> Iterator[tuple[bytes, bytes]]:
-        """``(key, stored bytes)`` pairs without verification, for ``check()``.
-
-        Complexity: O(log n + k).
-        """
-        return self._iter(db, prefix, False, True)  # type: ignore[return-value]
-
-    def around(self, db: str, key: bytes | str) -> list[tuple[bytes, bytes]]:
-        """The entries of ``db`` just below ``key`` and at or above it (at most two,
-        verified values): where a damaged key would sit if ``key`` was damaged, for the
-        document layer's key-integrity check on a miss.
-
-        Complexity: O(log n).
-        """
-        h = self._handle(db)
-        full = h + _as_key(key)
-        kind = _KIND_OF_DB[db]
-        out: list[tuple[bytes, bytes]] = []
-        try:
-            cur = self._txn.cursor()
-            found = cur.set_range(full)
-            for step in range(2):
-                ok = found if step == 0 else (cur.prev() if found else cur.last())
-                fk = bytes(cur.key()) if ok else b""
-                if fk[:1] == h:
-                    out.append((fk[1:], decode_value(cur.value(), key_desc=self._desc(db, fk[1:]),
-                                                     kind=kind)))
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"seek {db}") from exc
-        return out
-
-    def count(self, db: str) -> int:
-        """Number of entries in a table (kept in meta; ``meta`` itself is scanned).
-
-        Complexity: O(1); O(entries) for ``meta``.
-        """
-        self._handle(db)
-        if db not in _COUNTED:
-            return sum(1 for _ in self._iter(db, b"", False, False))
-        try:
-            raw = self._txn.get(_TAG["meta"] + b"count/" + db.encode())
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"count {db}") from exc
-        stored = 0
-        if raw is not None:
-            v = decode_value(raw, key_desc=f"meta/'count/{db}'", kind=KIND_META)
-            if len(v) != 8:
-                raise CorruptionError(f"meta/'count/{db}': malformed record")
-            stored = _U64.unpack(v)[0]
-        return stored + self._delta.get(db, 0)
-
-    def generation(self) -> int:
-        """The generation this transaction sees (including its own pending bump).
-
-        Complexity: O(1).
-        """
-        return self._new_generation if self._new_generation is not None else \
-            self.start_generation
-
-    # -- writes ----------------------------------------------------------------------------
-
-    def put(self, db: str, key: bytes | str, value: bytes | bytearray | memoryview, *,
-            compress: bool | None = None) -> None:
-        """Store ``value`` (wrapped in the envelope) at ``key``, replacing any old value.
-
-        Complexity: O(log n) + O(len(value)).
-
-        :raises ReadOnlyError: in a read transaction.
-        :raises MapFullError: when the map is full; the transaction is then dead: leave the
-            ``with`` block (``run_write`` grows the map and runs the function again).
-        """
-        h = self._handle(db)
-        self._need_write()
-        k = _as_key(key)
-        v = encode_value(value, kind=_KIND_OF_DB[db], compress=compress)
-        self._put_raw(h, db, k, v)
-
-    def raw_put(self, db: str, key: bytes | str, raw: bytes) -> None:
-        """Store ``raw`` as is, bypassing the envelope (tests and repair tools only).
-
-        Complexity: O(log n).
-        """
-        h = self._handle(db)
-        self._need_write()
-        self._put_raw(h, db, _as_key(key), bytes(raw))
-
-    def _put_raw(self, h: bytes, db: str, k: bytes, v: bytes) -> None:
-        try:
-            if db in _COUNTED:
-                if self._txn.replace(h + k, v) is None:
-                    self._delta[db] = self._delta.get(db, 0) + 1
-            else:
-                self._txn.put(h + k, v)
-        except lmdb.Error as exc:
-            if isinstance(exc, lmdb.MapFullError):
-                self._map_full = True
-            raise _wrap(exc, f"put {self._desc(db, k)}") from exc
-        self._dirty = True
-
-    def delete(self, db: str, key: bytes | str) -> bool:
-        """Delete ``key``; True when it existed.
-
-        Complexity: O(log n).
-        """
-        h = self._handle(db)
-        self._need_write()
-        k = _as_key(key)
-        try:
-            done = bool(self._txn.delete(h + k))
-        except lmdb.Error as exc:
-            if isinstance(exc, lmdb.MapFullError):
-                self._map_full = True
-            raise _wrap(exc, f"delete {self._desc(db, k)}") from exc
-        if done:
-            self._dirty = True
-            if db in _COUNTED:
-                self._delta[db] = self._delta.get(db, 0) - 1
-        return done
-
-    def bump_generation(self) -> int:
-        """Make this write transaction count as a commit even if it wrote nothing else.
-
-        The generation is incremented exactly once per committing write transaction whatever
-        is called; this returns the generation the commit will have.
-
-        Complexity: O(1).
-        """
-        self._need_write()
-        self._bump = True
-        return self.start_generation + 1
-
-    def _finish_generation(self) -> None:
-        if self._dirty or self._bump:
-            for db, d in list(self._delta.items()):
-                if d:
-                    n = self.count(db)
-                    if n < 0:
-                        raise CorruptionError(f"meta/'count/{db}' would become {n}")
-                    self._put_raw(_TAG["meta"], "meta", b"count/" + db.encode(),
-                                  encode_value(_U64.pack(n), kind=KIND_META, compress=False))
-                    self._delta[db] = 0
-            new = self.start_generation + 1
-            self._put_raw(_TAG["meta"], "meta", b"generation",
-                          encode_value(_U64.pack(new), kind=KIND_META, compress=False))
-            self._new_generation = new
+    return _other_holders(p)
 
 
 # --------------------------------------------------------------------------------------------
 # the environment
 # --------------------------------------------------------------------------------------------
-
-class _MapGuard:
-    """The readers-writer guard of one environment's memory map.
-
-    LMDB's rule (``mdb_env_set_mapsize``): the map may be resized only while no transaction
-    of the environment is live in this process, and LMDB does not check it; py-lmdb then
-    remaps, so a value buffer a reader still holds points at unmapped memory (SIGBUS) and
-    its transaction is dead ("closed/deleted/dropped object", "Invalid argument"). Every
-    transaction therefore holds the *shared* side for its whole life, and every
-    ``set_mapsize`` (growing the map, or adopting another process's size with
-    ``set_mapsize(0)``) runs under the *exclusive* side.
-
-    Invariants: ``_live`` is the number of live transactions in this process; the
-    exclusive side is entered only when it is 0 and by one thread at a time; a thread that
-    holds no transaction waits while a resize is pending (so a resize is not starved), a
-    thread that already holds one begins more without waiting (so it cannot deadlock
-    against the pending resize it blocks); a thread that holds a transaction never enters
-    the exclusive side (:meth:`exclusive` raises instead of waiting for itself).
-
-    Thread-safe. Readers run concurrently with each other.
-    """
-
-    __slots__ = ("_cond", "_live", "_pending", "_resizing", "_tls")
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._live = 0
-        self._pending = 0
-        self._resizing = False
-        self._tls = threading.local()
-
-    def depth(self) -> int:
-        """Transactions the calling thread holds."""
-        return getattr(self._tls, "depth", 0)
-
-    def acquire_shared(self) -> None:
-        depth = self.depth()
-        with self._cond:
-            if not depth:
-                while self._pending or self._resizing:
-                    self._cond.wait()
-            self._live += 1
-        self._tls.depth = depth + 1
-
-    def release_shared(self) -> None:
-        self._tls.depth = self.depth() - 1
-        with self._cond:
-            self._live -= 1
-            if not self._live:
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self, what: str) -> Iterator[None]:
-        """Run the block while no transaction of the environment is live in the process.
-
-        :raises StorageError: when the calling thread itself holds a transaction.
-        """
-        if self.depth():
-            raise StorageError(f"{what}: this thread holds a transaction of the database; "
-                               f"the map cannot be resized until it ends: end it and retry")
-        with self._cond:
-            self._pending += 1
-            try:
-                while self._resizing or self._live:
-                    self._cond.wait()
-            finally:
-                self._pending -= 1
-            self._resizing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
-
 
 _REGISTRY: dict[str, Environment] = {}
 _REGISTRY_LOCK = threading.Lock()
@@ -1178,31 +217,6 @@ _DURABILITY: dict[str, dict[str, bool]] = {
     "metasync": {"sync": True, "metasync": False},
     "nosync": {"sync": False, "metasync": False},
 }
-
-
-def check_format(txn: Txn) -> int:
-    """Check the format version recorded in ``meta/format_version``.
-
-    Complexity: O(1).
-
-    :returns: the stored format version.
-    :raises FormatVersionError: when it is newer than :data:`FORMAT_VERSION` (upgrade
-        llmdsdb), missing or malformed (not an llmdsdb database).
-    """
-    raw = txn.get("meta", b"format_version")
-    if raw is None:
-        raise FormatVersionError(f"{txn.env.path}: no format_version record: not an llmdsdb "
-                                 f"database (or one written before format versions existed)")
-    if len(raw) != 8:
-        raise FormatVersionError(f"{txn.env.path}: malformed format_version record")
-    version = _U64.unpack(raw)[0]
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(f"{txn.env.path} has on-disk format version {version}, newer "
-                                 f"than the {FORMAT_VERSION} this llmdsdb reads; upgrade llmdsdb "
-                                 f"(pip install -U llmdsdb)")
-    if version < 1:
-        raise FormatVersionError(f"{txn.env.path}: invalid format version {version}")
-    return version
 
 
 class Environment:
@@ -1962,34 +976,6 @@ _ORPHANED: list[object] = []
 _ORPHANED_PATHS: set[str] = set()
 
 
-def _release_orphan(path: str) -> None:
-    """Let this (forked) process open ``path`` again although an environment on the same
-    files, inherited from the parent, was never closed.
-
-    py-lmdb refuses a second open of the same files in one process ("already open in this
-    process"), keeping the file identities of every open environment in a process-wide
-    set that only ``Environment.close()`` empties, and that close must not run after a
-    fork (see :meth:`Environment._forget_after_fork`). The inherited environment stays
-    mapped and its descriptors stay open for the life of the process (closing one would
-    drop this process's ``fcntl`` locks on ``lock.mdb``), so the new open is the only
-    user of the files here: the stale identities are removed from that set. Only sets
-    whose entries are all py-lmdb file identities are touched.
-    """
-    import gc
-
-    try:
-        from lmdb import _envid
-    except ImportError:  # a py-lmdb without the guard: nothing to release
-        return
-    keys = frozenset(_envid.env_keys(path, True))
-    if not keys:
-        return
-    for obj in gc.get_objects():
-        if type(obj) is set and keys & obj and all(
-                type(k) is tuple and k and k[0] in ("ino", "path") for k in obj):
-            obj.difference_update(keys)
-
-
 def _after_fork_in_child() -> None:
     """``os.register_at_fork`` handler: the child starts with no open environment.
 
@@ -2011,18 +997,3 @@ if hasattr(os, "register_at_fork"):
 
 class _MapFull(Exception):
     """Internal: the attempt died of MDB_MAP_FULL (cause chained)."""
-
-
-def _read_copy_info(dest: str) -> dict[str, object]:
-    env = lmdb.open(dest, readonly=True, lock=False, subdir=True)
-    try:
-        with env.begin(buffers=True) as t:
-            out: dict[str, object] = {}
-            for key, name in ((b"generation", "generation"), (b"count/docs", "count"),
-                              (b"format_version", "format_version")):
-                raw = t.get(_TAG["meta"] + key)
-                out[name] = (_U64.unpack(decode_value(raw, key_desc=f"meta/{name}"))[0]
-                             if raw is not None else 0)
-        return out
-    finally:
-        env.close()
