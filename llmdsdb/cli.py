@@ -265,9 +265,13 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
           as_json: bool) -> None:
     """Search the database at PATH for TEXT (BM25), a vector (--vector-file) or both.
 
-    --json prints {"query", "mode", "top_k", "fusion", "fusion_weight", "normalization",
-    "results": [{"rank", "id", "score", "text", "metadata", "explain"}]}; "explain" is
-    null unless --explain is given.
+    The score column says what the score is: "bm25" (the BM25 score) for text alone,
+    "cosine" / "dot" / "-l2sq" (the similarity of the database's metric) for a vector
+    alone, "fused" (or "rrf") when both sides ran.
+
+    --json prints {"query", "mode", "score", "top_k", "results": [{"rank", "id", "score",
+    "text", "metadata", "explain"}]}, plus "fusion", "fusion_weight" and "normalization"
+    in hybrid mode; "explain" is null unless --explain is given.
     """
     from llmdsdb.ingest_io import read_query_vector
 
@@ -361,22 +365,87 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield key, v
 
 
+#: Keys of ``Database.stats()`` that repeat another key; left out of ``stats --json``.
+_STATS_DUPLICATES = (("bytes_on_disk",), ("terms",), ("storage", "generation"),
+                     ("storage", "path"), ("storage", "readonly"))
+
+
+def _size(n: Any) -> str:
+    """``51544064`` -> ``"49.2 MiB"``."""
+    if not isinstance(n, (int, float)):
+        return "?"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)  # unreachable
+
+
+def _stats_report(st: dict[str, Any]) -> list[str]:
+    """The statistics as a short report in sections (no internals)."""
+    cfg, bm, hn, sto = (st.get(k) or {} for k in ("config", "bm25", "hnsw", "storage"))
+    fresh, graph = int(st.get("fresh_vectors") or 0), int(hn.get("count") or 0)
+    vectors = fresh + graph
+    docs = int(st.get("documents") or 0)
+    lines = [f"Database {st.get('path')}  (generation {st.get('generation')})", "",
+             "Documents", f"  documents          {docs:,}"]
+    if vectors:
+        lines.append(f"  with a vector      {vectors:,} ({cfg.get('dim')}-d, "
+                     f"{cfg.get('metric')})")
+        lines.append(f"    in the graph     {graph:,} (approximate search, HNSW)")
+        lines.append(f"    not yet indexed  {fresh:,} (searched exactly; moved into the graph "
+                     "when the fresh part fills, or by db.optimize())" if fresh else
+                     "    not yet indexed  0")
+    else:
+        lines.append("  with a vector      0 (vector queries need embeddings)")
+    if cfg.get("embedder"):
+        lines.append(f"  embedder           {cfg['embedder']}")
+    an = cfg.get("analyzer") or {}
+    lines += ["", "Text index (BM25)",
+              f"  terms              {int(bm.get('num_terms') or 0):,}",
+              f"  mean length        {float(bm.get('avgdl') or 0):,.1f} tokens per document",
+              f"  analyzer           {an.get('language', '?')}"
+              f"{', stemming' if an.get('stem') else ''}"
+              f"{', stop words' if an.get('stopwords') else ''}"]
+    if vectors:
+        lines += ["", "Vector index",
+                  f"  metric, dimension  {cfg.get('metric')}, {cfg.get('dim')}",
+                  f"  HNSW               M={cfg.get('hnsw_M')}, "
+                  f"ef_construction={cfg.get('hnsw_ef_construction')}"]
+    lines += ["", "Storage",
+              f"  on disk            {_size(sto.get('bytes_on_disk'))} "
+              f"(map {_size(sto.get('map_size_bytes'))})",
+              f"  durability         {sto.get('durability')}"]
+    return lines
+
+
 @cli.command(epilog="\b\nExample:\n  llmdsdb stats ./db --json")
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the full statistics as JSON.")
-def stats(path: str, as_json: bool) -> None:
-    """Print figures about the database at PATH: documents, generation, configuration,
-    index, storage and cache statistics.
+@click.option("--verbose", "-v", is_flag=True, help="Also list every figure, internals "
+              "included, one dotted key per line.")
+def stats(path: str, as_json: bool, verbose: bool) -> None:
+    """Print a short report on the database at PATH: documents and vectors (indexed and not
+    yet indexed), the text and vector indexes, storage. --verbose adds every figure.
     """
     with _open_existing(path) as db:
         st = _plain(db.stats())
+    for key in _STATS_DUPLICATES:
+        parent = st
+        for k in key[:-1]:
+            parent = parent.get(k) or {}
+        parent.pop(key[-1], None)
     if as_json:
         click.echo(json.dumps(st, sort_keys=True))
         return
-    for key, value in _flatten(st):
-        if isinstance(value, (list, tuple)) and len(value) > 8:
-            value = f"[{len(value)} items]"
-        click.echo(f"{key}: {value}")
+    for line in _stats_report(st):
+        click.echo(line)
+    if verbose:
+        click.echo("\nAll figures")
+        for key, value in _flatten(st):
+            if isinstance(value, (list, tuple)) and len(value) > 8:
+                value = f"[{len(value)} items]"
+            click.echo(f"  {key}: {value}")
 
 
 @cli.command(epilog="\b\nExample:\n  llmdsdb verify ./db")

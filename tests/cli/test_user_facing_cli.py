@@ -119,3 +119,43 @@ def test_demo_cli_and_api_print_the_same_scores(tmp_path) -> None:
     assert [(r["id"], round(r["score"], 3)) for r in cli["results"]] == demo
     with llmdsdb.open(str(demo_db), readonly=True) as d:
         assert [(h.id, round(h.score, 3)) for h in d.search(query, top_k=2)] == demo
+
+
+def _stats_db(tmp_path: Path, data_dir: Path, n: int = 400) -> Path:
+    """The first ``n`` SciFact documents with their embeddings, ingested as the README
+    does (the report's length does not depend on the corpus size)."""
+    import gzip
+    import itertools
+
+    sf = data_dir / "scifact"
+    with gzip.open(sf / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        (tmp_path / "sf.jsonl").write_text("".join(itertools.islice(f, n)), encoding="utf-8")
+    np.save(tmp_path / "emb.npy", np.load(sf / "corpus_emb.npy", mmap_mode="r")[:n])
+    db = tmp_path / "sf-db"
+    run_cli("ingest", db, tmp_path / "sf.jsonl", "--text-field", "title", "--text-field",
+            "text", "--embeddings", tmp_path / "emb.npy", check=True)
+    return db
+
+
+def test_stats_is_a_short_readable_report(tmp_path, data_dir) -> None:
+    db = _stats_db(tmp_path, data_dir)
+    out = run_cli("stats", db, check=True).stdout
+    lines = out.splitlines()
+    assert len(lines) <= 40
+    for section in ("Documents", "Text index (BM25)", "Vector index", "Storage"):
+        assert section in lines
+    for internal in ("entry_node", "hnsw.ml", "readonly", "layer_sizes", "kernel_isa"):
+        assert internal not in out
+    assert "with a vector      400" in out and "not yet indexed" in out
+    assert "MiB" in out or "KiB" in out  # human sizes, not raw byte counts
+    verbose = run_cli("stats", db, "--verbose", check=True).stdout
+    assert "hnsw.entry_node" in verbose and verbose.startswith(out)
+
+
+def test_stats_json_has_no_duplicate_figures(tmp_path) -> None:
+    db = _db(tmp_path)
+    st = json.loads(run_cli("stats", db, "--json", check=True).stdout)
+    assert "bytes_on_disk" not in st and "terms" not in st
+    assert not {"generation", "path", "readonly"} & set(st["storage"])
+    assert st["storage"]["bytes_on_disk"] > 0 and st["bm25"]["num_terms"] > 0
+    assert st["generation"] >= 1 and st["documents"] == 30
