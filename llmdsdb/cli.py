@@ -247,7 +247,9 @@ def _score_name(mode: str, fusion: str, metric: str) -> str:
 @click.argument("text", required=False)
 @click.option("--vector-file", metavar="FILE", help="Query vector: .npy holding one vector, "
               "or a JSON list of numbers.")
-@click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0, 9_999),
+              help="Skip this many hits first (paging).")
 @click.option("--mode", type=click.Choice(["bm25", "vector", "hybrid"]),
               help="Default: hybrid with TEXT and --vector-file, else the side given.")
 @click.option("--fusion-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1),
@@ -260,7 +262,8 @@ def _score_name(mode: str, fusion: str, metric: str) -> str:
               "score.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON "
               "object).")
-def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode: str | None,
+def query(path: str, text: str | None, vector_file: str | None, top_k: int, offset: int,
+          mode: str | None,
           fusion_weight: float, fusion: str, normalization: str, explain: bool,
           as_json: bool) -> None:
     """Search the database at PATH for TEXT (BM25), a vector (--vector-file) or both.
@@ -295,7 +298,8 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MissingSideWarning)
             hits = db.search(query=q, vector=vec, top_k=top_k, fusion_weight=weight,
-                             fusion=fusion, normalization=normalization, explain=explain)
+                             fusion=fusion, normalization=normalization, explain=explain,
+                             offset=offset)
         for w in caught:
             click.echo(f"warning: {w.message}", err=True)
         if any(issubclass(w.category, MissingSideWarning) for w in caught):
@@ -308,7 +312,7 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
         out["results"] = [{"rank": i, "id": h.id, "score": float(h.score), "text": h.text,
                            "metadata": h.metadata,
                            "explain": _explain_dict(h.explain, mode) if explain else None}
-                          for i, h in enumerate(hits, 1)]
+                          for i, h in enumerate(hits, offset + 1)]
         click.echo(json.dumps(out, ensure_ascii=False, sort_keys=True))
         return
     if not hits:
@@ -316,7 +320,7 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, mode
         return
     id_w = min(max(len(h.id) for h in hits), 24)
     click.echo(f"{'rank':>4}  {score_name:>{max(9, len(score_name))}}  {'id':<{id_w}}  text")
-    for i, h in enumerate(hits, 1):
+    for i, h in enumerate(hits, offset + 1):
         snippet = " ".join(h.text.split())
         if len(snippet) > 80:
             snippet = snippet[:79] + "…"

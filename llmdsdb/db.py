@@ -46,6 +46,7 @@ import numpy as np
 from llmdsdb._validate import Durability, FusionMethod, Metric, Normalization, as_bool
 from llmdsdb.errors import (
     ClosedError,
+    DocumentNotFoundError,
     DuplicateIdError,
     InvalidArgumentError,
     InvalidTypeError,
@@ -61,9 +62,14 @@ from llmdsdb.records import Document, SearchResult
 
 __all__ = ["Database", "Document", "Explain", "Options", "SearchResult", "open"]
 
-#: Largest query text (UTF-8 bytes) and top_k.
+#: Largest query text (UTF-8 bytes) and top_k + offset. A query's cost grows with it: each
+#: side returns max(top_k + offset, 100) candidates (BM25: a heap of that size; vectors: an
+#: exact scan or a graph walk with ef at least that), fused in O(c log c), and each hit
+#: returned costs one document read - about 1 ms per 1,000 hits on the SciFact database.
 MAX_QUERY_BYTES = 16 * 1024
-MAX_TOP_K = 1000
+MAX_TOP_K = 10_000
+#: What ``search(include=...)`` may name.
+INCLUDE_FIELDS = ("embedding", "metadata", "text")
 #: Documents read per read transaction by iter_documents.
 ITER_CHUNK = 512
 
@@ -246,6 +252,46 @@ class Database:
         from llmdsdb.documents import iter_documents
 
         return iter_documents(self._reading_docs, ITER_CHUNK)
+
+    def __iter__(self) -> Iterator[Document]:
+        """``for doc in db``: :meth:`iter_documents`. Complexity: O(n) overall."""
+        return self.iter_documents()
+
+    def __getitem__(self, id: str) -> Document:
+        """``db[id]``: the document with external id ``id``.
+
+        Complexity: O(log n).
+
+        :raises DocumentNotFoundError: (a ``KeyError``) when there is none.
+        """
+        doc = self.get(id)
+        if doc is None:
+            raise DocumentNotFoundError(f"no document with id {id!r}")
+        return doc
+
+    def get_many(self, ids: Sequence[str]) -> list[Document | None]:
+        """The document of each id, in order (None where there is none), read under one
+        read transaction (one snapshot).
+
+        Complexity: O(len(ids) · log n).
+
+        :raises InvalidTypeError: when ``ids`` is a single string or not a sequence.
+        """
+        from llmdsdb import documents, records
+
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
+            raise InvalidTypeError(f"ids must be a list of str, not {type(ids).__name__}")
+        keys = [records.check_id(i, "get_many", documents.id_key) for i in ids]
+        with self._reading_docs() as txn:
+            found = [documents.lookup(txn, i, k) for i, k in zip(ids, keys)]
+        return [records.document(f[1]) if f else None for f in found]
+
+    def ids(self) -> Iterator[str]:
+        """Every document id, in :meth:`iter_documents` order.
+
+        Complexity: O(n) overall (each record is decoded).
+        """
+        return (d.id for d in self.iter_documents())
 
     # --- write calls ------------------------------------------------------------------------
 
@@ -458,7 +504,8 @@ class Database:
     def search(self, query: str | None = None, vector: np.ndarray | None = None,
                top_k: int = 10, fusion_weight: float = 0.5,
                fusion: FusionMethod = "convex", normalization: Normalization = "minmax",
-               filter: Mapping | None = None, explain: bool = False) -> list[SearchResult]:
+               filter: Mapping | None = None, explain: bool = False, *, offset: int = 0,
+               include: Sequence[str] | None = None) -> list[SearchResult]:
         """Hybrid search: BM25 candidates for ``query``, nearest neighbours of ``vector``,
         fused (``fusion_weight`` weighs the vector side: 0 = BM25 only, 1 = vector only; a
         missing or blank side falls back to the other).
@@ -475,18 +522,36 @@ class Database:
         :class:`~llmdsdb.errors.MissingSideError`; a hybrid query runs on the other side and
         warns (:class:`~llmdsdb.errors.MissingSideWarning`).
 
-        :raises QueryError: when neither side is given, the query is too long or top_k is out
-            of [1, 1000].
+        :param offset: skip the first ``offset`` hits (paging: ``offset=20, top_k=10`` is
+            the third page of ten); ``top_k + offset`` is at most :data:`MAX_TOP_K`.
+        :param include: fields to decode up front, any of ``"embedding"``, ``"metadata"``,
+            ``"text"`` (each is also decoded lazily on first access; ``hit.embedding`` is
+            the stored vector or None).
+        :raises QueryError: when neither side is given, the query is too long, top_k is not
+            positive or top_k + offset exceeds :data:`MAX_TOP_K` (10,000; see its cost).
         :raises MissingSideError: a vector-only query on a database with no vectors, a
             text-only query on one with no text.
         :raises DimensionError, NonFiniteError, ZeroVectorError: on a bad vector.
 
         Complexity: O(|query| · postings scored) + O(log n · ef) (graph) + O(top_k log n).
         """
-        return self.search_many(
+        from llmdsdb._validate import check_int
+
+        skip = check_int("offset", offset, 0)
+        fields = _include(include)
+        k = int(top_k) if isinstance(top_k, (int, np.integer)) \
+            and not isinstance(top_k, bool) else None
+        if k is not None and k >= 1 and k + skip > MAX_TOP_K:
+            raise QueryError(f"top_k + offset must be at most {MAX_TOP_K:,}, got "
+                             f"{k} + {skip}")
+        hits = self.search_many(
             None if query is None else [query], None if vector is None else [vector],
-            top_k=top_k, fusion_weight=fusion_weight, fusion=fusion,
-            normalization=normalization, filter=filter, explain=explain)[0]
+            top_k=top_k if k is None else k + skip, fusion_weight=fusion_weight, fusion=fusion,
+            normalization=normalization, filter=filter, explain=explain)[0][skip:]
+        for h in hits if fields else ():
+            for f in fields:
+                getattr(h, f)
+        return hits
 
     def search_many(self, queries: Sequence[str | None] | None = None,
                     vectors: np.ndarray | Sequence[np.ndarray | None] | None = None,
@@ -612,6 +677,20 @@ class Database:
         info = dict(self._env.copy_to(os.fspath(dest_dir), compact=compact))
         info.setdefault("count", info.get("documents"))
         return info
+
+
+def _include(include: object) -> tuple[str, ...]:
+    """The validated ``include=`` of a search."""
+    if include is None:
+        return ()
+    if isinstance(include, (str, bytes)) or not isinstance(include, (Sequence, set, frozenset)):
+        raise InvalidTypeError(f"include must be a list of field names, not "
+                               f"{type(include).__name__}")
+    bad = [f for f in include if f not in INCLUDE_FIELDS]
+    if bad:
+        raise InvalidArgumentError(f"include: unknown field {bad[0]!r}; choose from "
+                                   f"{', '.join(INCLUDE_FIELDS)}")
+    return tuple(include)
 
 
 def _present_sides(queries: list, ix: Any, documents: int) -> list:

@@ -79,7 +79,7 @@ class SearchResult:
     Memory: the stored record's bytes until they are decoded.
     """
 
-    __slots__ = ("_meta", "_raw", "_text", "explain", "id", "score")
+    __slots__ = ("_emb", "_meta", "_raw", "_text", "explain", "id", "score")
     _fields = ("id", "score", "text", "metadata", "explain")
 
     def __init__(self, id: str, score: float, text: str = _UNSET, metadata: dict = _UNSET,
@@ -89,11 +89,21 @@ class SearchResult:
         self.explain = explain
         self._text = text
         self._meta = metadata
+        self._emb: Any = _UNSET if raw is not None else None
         self._raw = raw
 
     def _decode(self) -> None:
         rec = decode_record(self._raw or b"\xc0", f"docs record of {self.id!r}")
         self._text, self._meta, self._raw = rec["text"], rec["meta"], None
+        self._emb = rec["emb"]
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        """The document's stored vector (float32, a new array per access), or None.
+        Not one of the tuple fields. Complexity: O(len(record)) on first access, O(dim)."""
+        if self._emb is _UNSET:
+            self._decode()
+        return None if self._emb is None else np.frombuffer(self._emb, dtype="<f4").copy()
 
     @property
     def text(self) -> str:

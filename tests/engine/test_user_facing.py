@@ -108,3 +108,49 @@ def test_upsert_without_embeddings_keeps_the_stored_vector(tmp_path) -> None:
         assert [h.id for h in d.search(vector=emb[0], top_k=2)] == ["b"]
         d.upsert(["c"], ["gamma"])  # a new document without a vector is fine
         assert d.get("c").embedding is None
+
+
+def test_conveniences_getitem_iteration_get_many_ids(tmp_path) -> None:
+    from llmdsdb.errors import DocumentNotFoundError
+
+    emb = unit_vectors(len(TEXTS), 8, 1)
+    with llmdsdb.open(str(tmp_path / "db"), dim=8) as d:
+        d.add(IDS, TEXTS, embeddings=emb)
+        assert d["d1"].text == TEXTS[1] and np.array_equal(d["d1"].embedding, emb[1])
+        with pytest.raises(KeyError):  # DocumentNotFoundError is a KeyError
+            d["nope"]
+        with pytest.raises(DocumentNotFoundError):
+            d["nope"]
+        assert sorted(doc.id for doc in d) == sorted(IDS)
+        got = d.get_many(["d2", "nope", "d0"])
+        assert [g.id if g else None for g in got] == ["d2", None, "d0"]
+        assert sorted(d.ids()) == sorted(IDS)
+        with pytest.raises(llmdsdb.errors.InvalidTypeError):
+            d.get_many("d0")
+
+
+def test_offset_pages_through_the_same_ranking(db) -> None:
+    full = [(h.id, h.score) for h in db.search("vitamin fractures bone hip", top_k=5)]
+    pages = [(h.id, h.score) for off in range(0, 5, 2)
+             for h in db.search("vitamin fractures bone hip", top_k=2, offset=off)]
+    assert pages == full
+    assert db.search("vitamin", top_k=3, offset=100) == []
+    with pytest.raises(QueryError, match="top_k \\+ offset"):
+        db.search("vitamin", top_k=10, offset=llmdsdb.db.MAX_TOP_K)
+    with pytest.raises(llmdsdb.errors.InvalidArgumentError):
+        db.search("vitamin", offset=-1)
+
+
+def test_include_and_embedding_in_results(db) -> None:
+    emb = dict(zip(IDS, unit_vectors(len(TEXTS), 8, 1)))
+    hits = db.search("vitamin", top_k=3, include=["embedding", "metadata", "text"])
+    assert hits and all(np.allclose(h.embedding, emb[h.id]) for h in hits)
+    assert all(h.text == TEXTS[IDS.index(h.id)] for h in hits)
+    with pytest.raises(llmdsdb.errors.InvalidArgumentError, match="unknown field"):
+        db.search("vitamin", include=["vectors"])
+
+
+def test_top_k_cap_is_higher_than_1000(db) -> None:
+    assert len(db.search("vitamin", top_k=5000)) == 2  # allowed; all the matches
+    with pytest.raises(QueryError):
+        db.search("vitamin", top_k=llmdsdb.db.MAX_TOP_K + 1)
