@@ -65,7 +65,8 @@ __all__ = ["Database", "Document", "Explain", "Options", "SearchResult", "open"]
 #: Largest query text (UTF-8 bytes) and top_k + offset. A query's cost grows with it: each
 #: side returns max(top_k + offset, 100) candidates (BM25: a heap of that size; vectors: an
 #: exact scan or a graph walk with ef at least that), fused in O(c log c), and each hit
-#: returned costs one document read - about 1 ms per 1,000 hits on the SciFact database.
+#: returned costs one document read. A hybrid query on SciFact (5,183 documents, 384-d) took
+#: about 2 ms at top_k=10, 15 ms at 1,000 and 60 ms at 5,000 (2-core VM, one process).
 MAX_QUERY_BYTES = 16 * 1024
 MAX_TOP_K = 10_000
 #: What ``search(include=...)`` may name.
