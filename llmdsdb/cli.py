@@ -218,13 +218,22 @@ def _n(count: int, noun: str) -> str:
 # --- query -------------------------------------------------------------------------------------
 
 
-def _explain_dict(ex: Any, mode: str = "hybrid") -> dict[str, Any] | None:
-    """The explain record as JSON; a one-sided query has no fusion parts (``*_norm``) and
-    no fields of the side that did not run."""
+def _similarity(distance: float, metric: str) -> float:
+    """A vector distance as the similarity a vector-only query scores by."""
+    return 1.0 - distance if metric == "cosine" else -distance
+
+
+def _explain_dict(ex: Any, mode: str = "hybrid", metric: str = "cosine"
+                  ) -> dict[str, Any] | None:
+    """The explain record as JSON, plus ``vector_score`` (the similarity a vector-only
+    query scores by); a one-sided query has no fusion parts (``*_norm``) and no fields of
+    the side that did not run."""
     if ex is None:
         return None
     out = {k: (None if v is None else (int(v) if "rank" in k else float(v)))
            for k, v in ex._asdict().items()}
+    dist = out.get("vector_distance")
+    out["vector_score"] = None if dist is None else _similarity(dist, metric)
     if mode != "hybrid":
         keep = "bm25_" if mode == "bm25" else "vector_"
         out = {k: v for k, v in out.items() if k.startswith(keep) and not k.endswith("_norm")}
@@ -304,14 +313,15 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, offs
             click.echo(f"warning: {w.message}", err=True)
         if any(issubclass(w.category, MissingSideWarning) for w in caught):
             mode = "bm25" if vec is not None else "vector"  # the side that actually ran
-        score_name = _score_name(mode, fusion, db.config.get("metric") or "cosine")
+        metric = db.config.get("metric") or "cosine"
+        score_name = _score_name(mode, fusion, metric)
     if as_json:
         out: dict[str, Any] = {"query": q, "mode": mode, "top_k": top_k, "score": score_name}
         if mode == "hybrid":
             out.update(fusion=fusion, fusion_weight=weight, normalization=normalization)
         out["results"] = [{"rank": i, "id": h.id, "score": float(h.score), "text": h.text,
                            "metadata": h.metadata,
-                           "explain": _explain_dict(h.explain, mode) if explain else None}
+                           "explain": _explain_dict(h.explain, mode, metric) if explain else None}
                           for i, h in enumerate(hits, offset + 1)]
         click.echo(json.dumps(out, ensure_ascii=False, sort_keys=True))
         return
@@ -333,8 +343,9 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, offs
                 parts.append(f"bm25 {e.bm25_score:.4f} (rank {e.bm25_rank}{norm})")
             if e.vector_distance is not None:
                 norm = "" if e.vector_norm is None else f", normalised {e.vector_norm:.4f}"
-                parts.append(f"vector distance {e.vector_distance:.4f} (rank {e.vector_rank}"
-                             f"{norm})")
+                parts.append(f"{_score_name('vector', fusion, metric)} "
+                             f"{_similarity(e.vector_distance, metric):.4f} (rank "
+                             f"{e.vector_rank}{norm})")
             click.echo("      " + ("; ".join(parts) if parts else "(no side scores)"))
 
 

@@ -159,3 +159,19 @@ def test_stats_json_has_no_duplicate_figures(tmp_path) -> None:
     assert not {"generation", "path", "readonly"} & set(st["storage"])
     assert st["storage"]["bytes_on_disk"] > 0 and st["bm25"]["num_terms"] > 0
     assert st["generation"] >= 1 and st["documents"] == 30
+
+
+def test_explain_shows_the_vector_side_as_the_score_a_vector_query_gives(tmp_path) -> None:
+    db = _db(tmp_path)
+    np.save(tmp_path / "q.npy", np.array(make_records(1)[0]["embedding"], np.float32))
+    vec = json.loads(run_cli("query", db, "--vector-file", tmp_path / "q.npy", "--json",
+                             "--explain", check=True).stdout)["results"]
+    assert all(r["score"] == r["explain"]["vector_score"] for r in vec)
+    assert "distance" not in run_cli("query", db, "river", "--vector-file",
+                                     tmp_path / "q.npy", "--explain", check=True).stdout
+    hyb = json.loads(run_cli("query", db, "river", "--vector-file", tmp_path / "q.npy",
+                             "--json", "--explain", "-k", "30", check=True).stdout)["results"]
+    by_id = {r["id"]: r["score"] for r in vec}
+    for r in hyb:  # each side's raw score in a hybrid explain, in the one-sided units
+        if r["explain"]["vector_score"] is not None and r["id"] in by_id:
+            assert abs(r["explain"]["vector_score"] - by_id[r["id"]]) < 1e-6
