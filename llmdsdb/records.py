@@ -68,8 +68,10 @@ _UNSET: Any = object()
 
 
 class SearchResult:
-    """One hit, best first: ``id``, ``score`` (the fused score, higher is better), ``text``,
-    ``metadata`` and ``explain`` (None unless asked for).
+    """One hit, best first: ``id``, ``score`` (higher is better: the fused score when both
+    sides ran, else the side's own - BM25 score or vector similarity; see
+    :meth:`~llmdsdb.db.Database.search`), ``text``, ``metadata`` and ``explain`` (None
+    unless asked for); ``embedding`` (not a tuple field) is the stored vector or None.
 
     ``text`` and ``metadata`` are decoded from the stored record on first access, so a
     caller that reads only ids and scores pays for no decode. Behaves like the named tuple
