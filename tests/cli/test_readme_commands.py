@@ -21,7 +21,7 @@ def _commands() -> list[list[str]]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("## Command line", 1)[1].split("\n## ", 1)[0]
     cmds = []
-    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", section, re.DOTALL):
         for line in block.replace("\\\n", " ").splitlines():
             if line.strip().startswith("llmdsdb "):
                 for part in line.split("&&"):
