@@ -17,23 +17,19 @@ vector and hybrid search on any machine. Real applications pass embeddings from 
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from llmdsdb.embedders import HashingEmbedder
 
 __all__ = ["DEMO_QUERIES", "HashingEmbedder", "load_sample", "run_demo"]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 #: (query text, what it shows)
 DEMO_QUERIES: tuple[tuple[str, str], ...] = (
@@ -41,61 +37,6 @@ DEMO_QUERIES: tuple[tuple[str, str], ...] = (
     ("birds that hunt at night", "a paraphrase: 'hunt' and 'night' carry it"),
     ("how do volcanoes erupt", "stemming matches 'erupt' and 'eruptions'"),
 )
-
-
-class HashingEmbedder:
-    """Deterministic text -> vector map by feature hashing (the "hashing trick").
-
-    Features: lower-cased word unigrams (weight 1), word bigrams (0.5) and character
-    trigrams of each word padded with ``^``/``$`` (0.25); each feature's BLAKE2b hash picks
-    a bucket and a sign; counts are log-scaled (1 + ln tf) and the vector L2-normalised.
-    Stable across processes and machines (no salted ``hash()``).
-
-    Memory: O(dim) per text. Thread safe: holds no mutable state.
-    """
-
-    def __init__(self, dim: int = 256) -> None:
-        from llmdsdb.errors import InvalidArgumentError, InvalidTypeError
-
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-            raise InvalidTypeError(f"dim must be an int, not {type(dim).__name__}")
-        if dim < 2:
-            raise InvalidArgumentError(f"dim must be at least 2, got {dim}")
-        self.dim = int(dim)
-
-    def _features(self, text: str) -> dict[str, tuple[float, int]]:
-        """feature -> (weight, count)"""
-        words = [w.lower() for w in _WORD.findall(text)]
-        feats: dict[str, tuple[float, int]] = {}
-
-        def add(key: str, weight: float) -> None:
-            feats[key] = (weight, feats.get(key, (weight, 0))[1] + 1)
-
-        for w in words:
-            add("w:" + w, 1.0)
-            padded = f"^{w}$"
-            for i in range(len(padded) - 2):
-                add("c:" + padded[i:i + 3], 0.25)
-        for a, b in itertools.pairwise(words):
-            add(f"b:{a} {b}", 0.5)
-        return feats
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Float32 array of shape (len(texts), dim), rows of unit length (zero rows for
-        texts without a single word character).
-
-        Complexity: O(total characters).
-        """
-        out = np.zeros((len(texts), self.dim), dtype=np.float64)
-        for row, text in enumerate(texts):
-            for feat, (weight, count) in self._features(text).items():
-                h = int.from_bytes(hashlib.blake2b(feat.encode("utf-8"), digest_size=8)
-                                   .digest(), "little")
-                sign = 1.0 if (h >> 63) & 1 else -1.0
-                out[row, h % self.dim] += sign * weight * (1.0 + np.log(count))
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-        return out.astype(np.float32)
 
 
 def load_sample() -> list[dict[str, Any]]:
