@@ -408,8 +408,8 @@ def _stats_report(st: dict[str, Any]) -> list[str]:
         lines.append(f"  with a vector      {vectors:,} ({cfg.get('dim')}-d, "
                      f"{cfg.get('metric')})")
         lines.append(f"    in the graph     {graph:,} (approximate search, HNSW)")
-        lines.append(f"    not yet indexed  {fresh:,} (searched exactly; moved into the graph "
-                     "when the fresh part fills, or by db.optimize())" if fresh else
+        lines.append(f"    not yet indexed  {fresh:,} (searched exactly until merged into the "
+                     "graph)" if fresh else
                      "    not yet indexed  0")
     else:
         lines.append("  with a vector      0 (vector queries need embeddings)")
@@ -419,17 +419,17 @@ def _stats_report(st: dict[str, Any]) -> list[str]:
     lines += ["", "Text index (BM25)",
               f"  terms              {int(bm.get('num_terms') or 0):,}",
               f"  mean length        {float(bm.get('avgdl') or 0):,.1f} tokens per document",
-              f"  analyzer           {an.get('language', '?')}"
-              f"{', stemming' if an.get('stem') else ''}"
-              f"{', stop words' if an.get('stopwords') else ''}"]
+              (f"  analyzer           {an.get('language', '?')}"
+               f"{', stemming' if an.get('stem') else ''}"
+               f"{', stop words' if an.get('stopwords') else ''}")]
     if vectors:
         lines += ["", "Vector index",
                   f"  metric, dimension  {cfg.get('metric')}, {cfg.get('dim')}",
-                  f"  HNSW               M={cfg.get('hnsw_M')}, "
-                  f"ef_construction={cfg.get('hnsw_ef_construction')}"]
+                  (f"  HNSW               M={cfg.get('hnsw_M')}, "
+                   f"ef_construction={cfg.get('hnsw_ef_construction')}")]
     lines += ["", "Storage",
-              f"  on disk            {_size(sto.get('bytes_on_disk'))} "
-              f"(map {_size(sto.get('map_size_bytes'))})",
+              (f"  on disk            {_size(sto.get('bytes_on_disk'))} "
+               f"(map {_size(sto.get('map_size_bytes'))})"),
               f"  durability         {sto.get('durability')}"]
     return lines
 
@@ -557,7 +557,6 @@ def restore_cmd(backup_dir: str, path: str, force: bool) -> None:
     atomically. Refuses a non-empty PATH without --force, and a symlink.
     """
     from llmdsdb.backup import restore
-
     from llmdsdb.errors import BackupError
 
     try:
