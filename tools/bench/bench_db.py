@@ -426,7 +426,8 @@ def synthetic(args: argparse.Namespace) -> None:
 
     def child_run(spec: dict) -> dict:
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=3600, env=env)
+                              capture_output=True, text=True, timeout=3600, env=env,
+                              check=False)
         if proc.returncode != 0:
             return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1],
                     "stderr": proc.stderr[-2000:]}
