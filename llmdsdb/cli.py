@@ -313,6 +313,8 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, offs
             click.echo(f"warning: {w.message}", err=True)
         if any(issubclass(w.category, MissingSideWarning) for w in caught):
             mode = "bm25" if vec is not None else "vector"  # the side that actually ran
+        elif mode == "hybrid" and weight in (0.0, 1.0):  # one side's own list and score
+            mode = "bm25" if weight == 0.0 else "vector"
         metric = db.config.get("metric") or "cosine"
         score_name = _score_name(mode, fusion, metric)
     if as_json:

@@ -175,3 +175,13 @@ def test_explain_shows_the_vector_side_as_the_score_a_vector_query_gives(tmp_pat
     for r in hyb:  # each side's raw score in a hybrid explain, in the one-sided units
         if r["explain"]["vector_score"] is not None and r["id"] in by_id:
             assert abs(r["explain"]["vector_score"] - by_id[r["id"]]) < 1e-6
+
+
+def test_hybrid_at_weight_zero_is_named_by_the_side_that_ran(tmp_path) -> None:
+    db = _db(tmp_path)
+    np.save(tmp_path / "q.npy", np.array(make_records(1)[0]["embedding"], np.float32))
+    got = json.loads(run_cli("query", db, "river", "--vector-file", tmp_path / "q.npy",
+                             "--fusion-weight", "0", "--json", check=True).stdout)
+    assert got["score"] == "bm25" and "fusion" not in got
+    with llmdsdb.open(str(db), readonly=True) as d:
+        assert [r["score"] for r in got["results"]] == [h.score for h in d.search("river")]
