@@ -435,7 +435,7 @@ def synthetic(args: argparse.Namespace) -> None:
 
     try:
         for r in range(rounds):
-            order = variants if r % 2 == 0 else variants[::-1]
+            order = variants if (r + args.reverse) % 2 == 0 else variants[::-1]
             for name, system, fresh in order:
                 path = os.path.join(root, f"{name}-{r}")
                 ing = child_run({"system": system, "phase": "synth_ingest", "path": path,
@@ -636,6 +636,8 @@ def main() -> None:
                     help="with --synthetic: extra llmdsdb runs at these fresh_max_vectors")
     ap.add_argument("--check-queries", type=int, default=50,
                     help="with --synthetic: queries per mode for search vs search_many")
+    ap.add_argument("--reverse", action="store_true",
+                    help="with --synthetic: the first round runs the systems in reverse order")
     ap.add_argument("--tmpdir", default=None, help="where the databases are written")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--name", default=None, help="result file name")
