@@ -149,12 +149,7 @@ class Txn:
 
         :raises CorruptionError: when the stored value fails its envelope check.
         """
-        h = self._handle(db)
-        k = _as_key(key)
-        try:
-            raw = self._txn.get(h + k)
-        except lmdb.Error as exc:
-            raise _wrap(exc, f"get {self._desc(db, k)}") from exc
+        k, raw = self._read(db, key)
         if raw is None:
             return None
         return decode_value(raw, key_desc=self._desc(db, k), kind=_KIND_OF_DB[db])
@@ -164,13 +159,17 @@ class Txn:
 
         Complexity: O(log n).
         """
+        raw = self._read(db, key)[1]
+        return None if raw is None else bytes(raw)
+
+    def _read(self, db: str, key: bytes | str) -> tuple[bytes, bytes | None]:
+        """The key as stored and its raw value (None when absent), LMDB errors wrapped."""
         h = self._handle(db)
         k = _as_key(key)
         try:
-            raw = self._txn.get(h + k)
+            return k, self._txn.get(h + k)
         except lmdb.Error as exc:
             raise _wrap(exc, f"get {self._desc(db, k)}") from exc
-        return None if raw is None else bytes(raw)
 
     def _iter(self, db: str, prefix: bytes, verify: bool, values: bool
               ) -> Iterator[tuple[bytes, bytes | None]]:
