@@ -71,6 +71,7 @@ import msgpack
 import numpy as np
 
 from llmdsdb._native import _core
+from llmdsdb.allow import AllowSet
 from llmdsdb.analysis import _SEPARATORS, Analyzer
 from llmdsdb.codec import (
     decode_arrays,
@@ -94,9 +95,11 @@ from llmdsdb.pages import MemoryPageStore, PageCache, PageStore
 
 __all__ = [
     "EXHAUSTIVE_MAX_POSTINGS",
+    "FILTER_CANDIDATES_FACTOR",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_TERMS",
     "N_SHARDS",
+    "FilterPlan",
     "IndexStats",
     "InvertedIndex",
 ]
@@ -117,6 +120,10 @@ FWD_CHUNK = 1 << 10
 #: search(mode="auto") scores a query exhaustively when its terms hold at most this many
 #: postings, and with block-max MaxScore above (measured: tools/bench/results/bench_bm25*.md).
 EXHAUSTIVE_MAX_POSTINGS = 50_000
+#: A filtered query scores only its allowed documents (strategy "candidates") when they
+#: number at most 1/this of the postings of its terms; above, the postings merge checks the
+#: allow bitmap (strategy "bitmap"). Both are exact.
+FILTER_CANDIDATES_FACTOR = 8
 #: search_many hands the kernel at most this many queries per call (bounds the postings
 #: lists held at once).
 _BATCH_QUERIES = 256
@@ -146,6 +153,19 @@ class IndexStats(NamedTuple):
     k1: float
     b: float
     block_size: int
+
+
+class FilterPlan(NamedTuple):
+    """How a filtered query runs (:meth:`InvertedIndex.filter_plan`).
+
+    ``strategy``: ``"none"`` (no filter), ``"empty"`` (nothing allowed: no hits),
+    ``"bitmap"`` (the usual top-k, the allow bitmap checked for each document in the
+    merge) or ``"candidates"`` (only the allowed documents scored, one at a time).
+    ``exact``: whether the hits are exactly the filtered top k (always True here).
+    """
+
+    strategy: str
+    exact: bool
 
 
 class _WordIds(dict):  # type: ignore[type-arg]
@@ -282,6 +302,7 @@ class InvertedIndex:
         # caches (rebuilt on demand)
         self._word_tid: dict[str, int] = _WordIds(self._new_word)
         self._norm: np.ndarray | None = None  # k1 * (1 - b + b * dl / avgdl), inf if dead
+        self._ext_sorted: tuple[np.ndarray, np.ndarray] | None = None  # live ids, docnos
         # per-term upper-bound summaries (max tf, min doc length over all its blocks)
         self._tmaxtf = _Grow(np.int64)
         self._tmindl = _Grow(np.int64)
@@ -327,6 +348,7 @@ class InvertedIndex:
         """N, avgdl or a document changed: the norms are stale, and so are the kernel
         lists of unflushed terms (flushed ones are cached by page id and stay valid)."""
         self._norm = None
+        self._ext_sorted = None
         self._pending_lists.clear()
 
     def _norms(self) -> np.ndarray:
@@ -727,7 +749,7 @@ class InvertedIndex:
         )
 
     def search(
-        self, query: str, top_k: int = 10, *, mode: str = "auto"
+        self, query: str, top_k: int = 10, *, mode: str = "auto", allow: AllowSet | None = None
     ) -> list[tuple[int, float]]:
         """The ``top_k`` live documents by BM25 score, best first, as (doc_id, score);
         ties by insertion order. Only documents containing a query term are returned.
@@ -739,7 +761,10 @@ class InvertedIndex:
         :param mode: ``"pruned"`` (MaxScore with block-max bounds, document at a time),
             ``"exhaustive"`` (every posting into a dense accumulator) or ``"auto"`` (see
             :data:`EXHAUSTIVE_MAX_POSTINGS`). All three return exactly the same list.
-        :raises InvalidTypeError: when ``query`` is not a str.
+        :param allow: when given, only documents whose id is in it are returned: exactly
+            the top ``top_k`` of the allowed matching documents (scores unchanged: N, df
+            and avgdl still describe every live document). :meth:`filter_plan` tells how.
+        :raises InvalidTypeError: when ``query`` is not a str or ``allow`` not an AllowSet.
         :raises QueryError: when ``top_k`` is not a positive int, the query is longer than
             MAX_QUERY_CHARS or has more than MAX_QUERY_TERMS terms after analysis.
         :raises CorruptionError: when a postings block the query reads is damaged.
@@ -749,13 +774,20 @@ class InvertedIndex:
         typically far fewer postings decoded.
         """
         self._check_top_k(top_k, mode)
+        _check_allow(allow)
         plan = self._plan(query)
-        if plan is None:
+        if plan is None or (allow is not None and len(allow) == 0):
             return []
-        return self._run([plan], int(top_k), mode, 1)[0]
+        return self._run([plan], int(top_k), mode, 1, [allow])[0]
 
     def search_many(
-        self, queries: Sequence[str], top_k: int = 10, *, mode: str = "auto", threads: int = 1
+        self,
+        queries: Sequence[str],
+        top_k: int = 10,
+        *,
+        mode: str = "auto",
+        threads: int = 1,
+        allow: AllowSet | Sequence[AllowSet | None] | None = None,
     ) -> list[list[tuple[int, float]]]:
         """:meth:`search` for each query; returns exactly what the per-query calls return.
 
@@ -765,6 +797,8 @@ class InvertedIndex:
         Complexity: as :meth:`search`, summed over the queries, divided among the threads.
 
         :param threads: worker threads of the kernel (>= 1).
+        :param allow: one :class:`~llmdsdb.allow.AllowSet` for every query, or a sequence
+            of one (or None) per query; see :meth:`search`.
         :raises InvalidTypeError: when ``queries`` is a str or holds a non-str.
         :raises QueryError: as :meth:`search`, for the first bad query; nothing is returned.
         """
@@ -773,15 +807,77 @@ class InvertedIndex:
         self._check_top_k(top_k, mode)
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
             raise InvalidArgumentError(f"threads must be an int in [1, 256], got {threads!r}")
+        queries = list(queries)
+        if allow is None or isinstance(allow, AllowSet):
+            allows: list[AllowSet | None] = [allow] * len(queries)
+        else:
+            allows = list(allow)
+            if len(allows) != len(queries):
+                raise InvalidArgumentError(
+                    f"{len(allows)} allow sets for {len(queries)} queries"
+                )
+        for a in allows:
+            _check_allow(a)
         plans = [self._plan(q) for q in queries]
         out: list[list[tuple[int, float]]] = [[] for _ in plans]
-        live = [i for i, p in enumerate(plans) if p is not None]
+        live = [i for i, p in enumerate(plans)
+                if p is not None and (allows[i] is None or len(allows[i]) > 0)]  # type: ignore[arg-type]
         k = int(top_k)
         for s in range(0, len(live), _BATCH_QUERIES):
             part = live[s : s + _BATCH_QUERIES]
-            for i, r in zip(part, self._run([plans[i] for i in part], k, mode, threads)):
+            got = self._run([plans[i] for i in part], k, mode, threads,  # type: ignore[misc]
+                            [allows[i] for i in part])
+            for i, r in zip(part, got):
                 out[i] = r
         return out
+
+    def filter_plan(self, allow: AllowSet | None, query: str | None = None) -> FilterPlan:
+        """How :meth:`search` runs a query restricted to ``allow`` (see :class:`FilterPlan`).
+
+        ``"candidates"`` when the allowed documents number at most
+        1/:data:`FILTER_CANDIDATES_FACTOR` of the postings of the query's terms (without a
+        query: of the live documents), else ``"bitmap"``.
+
+        Complexity: O(terms of the query).
+
+        :raises InvalidTypeError: when ``allow`` is not an AllowSet or None.
+        """
+        _check_allow(allow)
+        if allow is None:
+            return FilterPlan("none", True)
+        if len(allow) == 0:
+            return FilterPlan("empty", True)
+        if query is None:
+            postings = self._nlive
+        else:
+            plan = self._plan(query)
+            if plan is None:
+                return FilterPlan("empty", True)
+            postings = int(self._df.a[plan[0]].sum())
+        return FilterPlan(self._filter_strategy(allow, postings), True)
+
+    @staticmethod
+    def _filter_strategy(allow: AllowSet, postings: int) -> str:
+        return "candidates" if len(allow) * FILTER_CANDIDATES_FACTOR <= postings else "bitmap"
+
+    def _allowed_docnos(self, allow: AllowSet) -> np.ndarray:
+        """Ascending int32 docnos of the live documents whose ids are in ``allow``."""
+        srt = self._ext_sorted
+        if srt is None:
+            live = np.flatnonzero(self._live.view)
+            keys = self._ext.a[live]
+            if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
+                order = np.argsort(keys, kind="stable")
+                keys, live = keys[order], live[order]
+            srt = self._ext_sorted = (keys, live)
+        keys, docnos = srt
+        ids = allow.ids
+        if len(keys) == 0 or len(ids) == 0:
+            return _NO_DOCS
+        pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+        found = docnos[pos[keys[pos] == ids]]
+        found.sort()
+        return found.astype(np.int32)
 
     @staticmethod
     def _check_top_k(top_k: object, mode: str) -> None:
@@ -839,7 +935,7 @@ class InvertedIndex:
 
     def _run(
         self, plans: list[tuple[list[int], list[int], list[float], list[float]]], k: int,
-        mode: str, threads: int,
+        mode: str, threads: int, allows: Sequence[AllowSet | None],
     ) -> list[list[tuple[int, float]]]:
         """Top ``k`` of each plan in one kernel call: every distinct term's postings list
         (:meth:`_plist`) once, the queries as indexes into them."""
@@ -849,7 +945,8 @@ class InvertedIndex:
         kinds = []
         cache, epoch = self._cache_ctx()
         df_a = self._df.a
-        for tids, qtfs, idfs, ubs in plans:
+        filtered = False
+        for (tids, qtfs, idfs, ubs), allow in zip(plans, allows):
             li = []
             total = 0
             for tid in tids:
@@ -859,9 +956,17 @@ class InvertedIndex:
                     lists.append(self._plist(tid, cache, epoch))
                 li.append(j)
                 total += int(df_a[tid])
-            queries.append((np.asarray(li, dtype=np.int32), np.asarray(idfs, dtype=np.float64),
-                            np.asarray(qtfs, dtype=np.float64),
-                            np.asarray(ubs, dtype=np.float64)))
+            q: tuple[Any, ...] = (np.asarray(li, dtype=np.int32),
+                                  np.asarray(idfs, dtype=np.float64),
+                                  np.asarray(qtfs, dtype=np.float64),
+                                  np.asarray(ubs, dtype=np.float64))
+            if allow is not None:
+                filtered = True
+                if self._filter_strategy(allow, total) == "candidates":
+                    q += (None, self._allowed_docnos(allow))
+                else:
+                    q += (allow.bits, None)
+            queries.append(q)
             kinds.append(self._mode_code(mode, total))
         norm = self._norms()
         n = len(norm)
@@ -872,7 +977,7 @@ class InvertedIndex:
             idx = [i for i, c in enumerate(kinds) if c == code]
             got = _core.bm25_search(lists, [queries[i] for i in idx], norm, k, self.k1,
                                     self.b, avgdl, self.block_size, code, threads, acc,
-                                    touched)
+                                    touched, self._ext.a if filtered else None)
             for i, (d, sc) in zip(idx, got):
                 docs = np.frombuffer(d, dtype=np.int32)
                 ext = self._ext.a[docs]
@@ -1272,6 +1377,13 @@ class InvertedIndex:
             assert len(self._ext_map) == self._nlive
             for e, d in self._ext_map.items():
                 assert self._ext.a[d] == e and live[d]
+
+
+def _check_allow(allow: object) -> None:
+    if allow is not None and not isinstance(allow, AllowSet):
+        raise InvalidTypeError(
+            f"allow must be a llmdsdb.allow.AllowSet or None, not {type(allow).__name__}"
+        )
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

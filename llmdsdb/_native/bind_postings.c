@@ -379,7 +379,9 @@ fail:
     return -1;
 }
 
-/* queries: sequence of (list idx int32, idf f64, qtf f64, ub f64), all of one length. */
+/* queries: sequence of (list idx int32, idf f64, qtf f64, ub f64[, allow, cand]), the four
+ * arrays of one length; allow (a uint8 bitmap) and cand (ascending int32 doc numbers) may
+ * be None. */
 static int parse_queries(PyObject *seq, views *vw, native_bm25_query **out, Py_ssize_t *n) {
     Py_ssize_t nq;
     native_bm25_query *qs;
@@ -389,9 +391,10 @@ static int parse_queries(PyObject *seq, views *vw, native_bm25_query **out, Py_s
         return -1;
     for (Py_ssize_t i = 0; i < nq; i++) {
         PyObject *t = PySequence_Fast_GET_ITEM(fast, i);
-        PyObject *li, *idf, *qtf, *ub;
+        PyObject *li, *idf, *qtf, *ub, *allow = Py_None, *cand = Py_None;
         if (!PyTuple_Check(t) ||
-            !PyArg_ParseTuple(t, "OOOO;a query is (lists, idf, qtf, ub)", &li, &idf, &qtf, &ub))
+            !PyArg_ParseTuple(t, "OOOO|OO;a query is (lists, idf, qtf, ub[, allow, cand])", &li,
+                              &idf, &qtf, &ub, &allow, &cand))
             goto fail;
         native_bm25_query *q = &qs[i];
         if (views_get(vw, li, 'i', 4, 0, "query lists") < 0)
@@ -410,6 +413,19 @@ static int parse_queries(PyObject *seq, views *vw, native_bm25_query **out, Py_s
         if (m > INT32_MAX)
             goto bad;
         q->m = (int32_t)m;
+        if (allow != Py_None) {
+            if (views_get(vw, allow, 'b', 1, 0, "allow") < 0)
+                goto fail;
+            q->allow = LAST(vw)->buf;
+            q->allow_len = LAST(vw)->len;
+        }
+        if (cand != Py_None) {
+            if (views_get(vw, cand, 'i', 4, 0, "cand") < 0)
+                goto fail;
+            /* a non-NULL pointer even when empty: an empty candidate list scores nothing */
+            q->cand = LAST(vw)->len ? LAST(vw)->buf : (const int32_t *)"";
+            q->ncand = LAST(vw)->len / 4;
+        }
     }
     Py_DECREF(fast);
     *out = qs;
@@ -426,14 +442,14 @@ fail:
 
 static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"lists", "queries", "norm", "k", "k1", "b", "avgdl", "block_cap",
-                            "mode", "threads", "acc", "touched", NULL};
-    PyObject *lists, *queries, *norm, *acc = Py_None, *touched = Py_None;
+                            "mode", "threads", "acc", "touched", "ext", NULL};
+    PyObject *lists, *queries, *norm, *acc = Py_None, *touched = Py_None, *ext = Py_None;
     long long k, block_cap;
     double k1, b, avgdl;
     int mode, threads = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOLdddLi|iOO", names, &lists, &queries, &norm,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOLdddLi|iOOO", names, &lists, &queries, &norm,
                                      &k, &k1, &b, &avgdl, &block_cap, &mode, &threads, &acc,
-                                     &touched))
+                                     &touched, &ext))
         return NULL;
     if (k < 1 || block_cap < 1 || block_cap > NATIVE_MAX_BLOCK_POSTINGS ||
         (mode != NATIVE_BM25_EXHAUSTIVE && mode != NATIVE_BM25_PRUNED) || threads < 1) {
@@ -461,16 +477,38 @@ static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
     c.b = b;
     c.avgdl = avgdl;
     c.block_cap = block_cap;
+    c.ext = NULL;
+    if (ext != Py_None) {
+        if (views_get(&vw, ext, 'i', 8, 0, "ext") < 0)
+            goto done;
+        if (LAST(&vw)->len / 8 < c.ndocs) {
+            PyErr_SetString(native_InvalidArgumentError, "ext shorter than norm");
+            goto done;
+        }
+        c.ext = LAST(&vw)->buf;
+    }
     if (parse_lists(lists, &vw, &ls, &nl) < 0 || parse_queries(queries, &vw, &qs, &nq) < 0)
         goto done;
     c.lists = ls;
     c.nlists = nl;
-    for (Py_ssize_t i = 0; i < nq; i++)
+    for (Py_ssize_t i = 0; i < nq; i++) {
         for (int32_t j = 0; j < qs[i].m; j++)
             if (qs[i].list[j] < 0 || qs[i].list[j] >= nl) {
                 PyErr_SetString(native_InvalidArgumentError, "query term list out of range");
                 goto done;
             }
+        if (qs[i].allow && !c.ext) {
+            PyErr_SetString(native_InvalidArgumentError, "an allow bitmap needs ext");
+            goto done;
+        }
+        for (int64_t j = 0; j < qs[i].ncand; j++)
+            if (qs[i].cand[j] < 0 || qs[i].cand[j] >= c.ndocs ||
+                (j && qs[i].cand[j] <= qs[i].cand[j - 1])) {
+                PyErr_SetString(native_InvalidArgumentError,
+                                "cand must be ascending doc numbers below len(norm)");
+                goto done;
+            }
+    }
     int64_t kk = k < c.ndocs ? k : (c.ndocs > 0 ? c.ndocs : 1);
     od = PyMem_Malloc(sizeof(int32_t) * (size_t)(kk * nq + 1));
     os = PyMem_Malloc(sizeof(double) * (size_t)(kk * nq + 1));
@@ -547,6 +585,7 @@ PyMethodDef native_postings_methods[] = {
     {"crc32", py_crc32, METH_O, "crc32(data) -> int: zlib-compatible crc32."},
     {"bm25_search", (PyCFunction)(void (*)(void))py_bm25_search, METH_VARARGS | METH_KEYWORDS,
      "bm25_search(lists, queries, norm, k, k1, b, avgdl, block_cap, mode, threads=1, "
-     "acc=None, touched=None) -> [(docs int32 bytes, scores float64 bytes)] per query."},
+     "acc=None, touched=None, ext=None) -> [(docs int32 bytes, scores float64 bytes)] per "
+     "query; a query is (lists, idf, qtf, ub[, allow bitmap, cand docnos])."},
     {NULL, NULL, 0, NULL},
 };

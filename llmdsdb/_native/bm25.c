@@ -193,6 +193,15 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
     return n;
 }
 
+/* Whether document d passes the query's filter (bounds-checked: an id outside the bitmap
+ * is not allowed). */
+static inline int allowed(const native_bm25_ctx *c, const native_bm25_query *q, int32_t d) {
+    if (!q->allow)
+        return 1;
+    int64_t e = c->ext[d];
+    return e >= 0 && (e >> 3) < q->allow_len && ((q->allow[e >> 3] >> (e & 7)) & 1);
+}
+
 static int check_list(const native_bm25_ctx *c, int32_t li) {
     return li < 0 || li >= c->nlists ? NATIVE_EINVAL : NATIVE_OK;
 }
@@ -243,13 +252,15 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
     if (st == NATIVE_OK) {
         if (nt * 8 < c->ndocs) {
             for (int64_t j = 0; j < nt; j++)
-                heap_offer(heap, &nh, kk, acc[touched[j]], touched[j]);
+                if (allowed(c, q, touched[j]))
+                    heap_offer(heap, &nh, kk, acc[touched[j]], touched[j]);
         } else {
             /* in doc order: a later doc with the k-th score loses the tie */
             int64_t thr = 0; /* 0 until the heap is full, then the k-th score */
             for (int64_t dd = 0; dd < c->ndocs; dd++) {
                 int64_t s = acc[dd];
-                if (s > thr && heap_offer(heap, &nh, kk, s, (int32_t)dd))
+                if (s > thr && allowed(c, q, (int32_t)dd) &&
+                    heap_offer(heap, &nh, kk, s, (int32_t)dd))
                     thr = heap[0].s;
             }
         }
@@ -501,7 +512,7 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
                 int32_t d = (int32_t)(lo + off);
                 int64_t s = wsc[off];
                 wsc[off] = 0;
-                if (s + pre[ne] <= theta)
+                if (s + pre[ne] <= theta || !allowed(c, q, d))
                     continue;
                 int pruned = 0;
                 for (int32_t r = ne - 1; r >= 0; r--) {
@@ -543,14 +554,112 @@ out:
     return st;
 }
 
+/* ---- candidates: a selective filter's documents, one at a time ---------------------------
+ *
+ * Each allowed document (ascending) looks up the terms, best term bound first, while its
+ * score plus the bound of the block that could hold the term plus the bounds of the terms
+ * left can still beat theta; only the blocks holding candidates are decoded. Cost:
+ * O(candidates x terms x log blocks + blocks that hold a candidate).
+ */
+static int topk_candidates(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
+                           int32_t *out_d, double *out_s, int64_t *nout) {
+    const int32_t m = q->m;
+    const double kp1 = c->k1 + 1.0;
+    const double *norm = c->norm;
+    const int64_t kk = k < c->ndocs ? k : c->ndocs;
+    const fixedpt f = make_fixed(q);
+    int st = NATIVE_OK;
+    size_t cap = (size_t)c->block_cap;
+    cursor *cur = calloc((size_t)m, sizeof(cursor));
+    int64_t *rest = malloc(sizeof(int64_t) * ((size_t)m + 1));
+    int32_t *bufs = malloc(sizeof(int32_t) * 2 * cap * (size_t)m);
+    hit *heap = malloc(sizeof(hit) * (size_t)kk + sizeof(hit));
+    if (!cur || !rest || !bufs || !heap) {
+        st = NATIVE_ENOMEM;
+        goto out;
+    }
+    for (int32_t i = 0; i < m; i++) {
+        if ((st = check_list(c, q->list[i])) != NATIVE_OK)
+            goto out;
+        cursor *u = cur + i;
+        u->L = c->lists + q->list[i];
+        u->idf = q->idf[i];
+        u->qtf = q->qtf[i];
+        u->w = q->idf[i] * q->qtf[i];
+        u->dbuf = bufs + 2 * cap * (size_t)i;
+        u->tbuf = u->dbuf + cap;
+        u->prev_last = -1;
+        u->bi = -1;
+        u->doc = u->L->nb > 0 ? -1 : DONE;
+        u->lbi_ub = -1;
+    }
+    /* rest[i]: bound of terms i.. together (each term's largest block bound) */
+    rest[m] = 0;
+    for (int32_t i = m - 1; i >= 0; i--) {
+        int64_t best = 0;
+        for (int64_t b = 0; b < cur[i].L->nb; b++) {
+            int64_t x = block_ub(c, cur + i, b, &f);
+            best = x > best ? x : best;
+        }
+        rest[i] = rest[i + 1] + best;
+    }
+    int64_t theta = -1, nh = 0;
+    int32_t prev = -1;
+    for (int64_t ci = 0; ci < q->ncand; ci++) {
+        int32_t d = q->cand[ci];
+        if (d <= prev || d >= c->ndocs) {
+            st = NATIVE_EINVAL;
+            goto out;
+        }
+        prev = d;
+        if (!allowed(c, q, d))
+            continue;
+        int64_t s = 0;
+        int pruned = 0;
+        for (int32_t i = 0; i < m; i++) {
+            if (s + rest[i] <= theta) {
+                pruned = 1;
+                break;
+            }
+            cursor *u = cur + i;
+            if (u->doc > d)
+                continue;
+            int64_t bub = lookup_ub(c, u, d, &f);
+            if (bub == 0)
+                continue;
+            if (s + bub + rest[i + 1] <= theta) {
+                pruned = 1;
+                break;
+            }
+            if ((st = cur_advance(c, u, d)) != NATIVE_OK)
+                goto out;
+            if (u->doc == d)
+                s += fix(contrib(u->t[u->j], norm[d], kp1, u->idf, u->qtf), &f);
+        }
+        if (!pruned && s > 0 && (nh < kk || s > heap[0].s) && heap_offer(heap, &nh, kk, s, d))
+            theta = heap[0].s;
+    }
+    heap_emit(heap, nh, &f, out_d, out_s, nout);
+out:
+    free(cur);
+    free(rest);
+    free(bufs);
+    free(heap);
+    return st;
+}
+
 int native_bm25_topk(const native_bm25_ctx *c, const native_bm25_query *q, int mode, int64_t k,
                      int64_t *acc, int32_t *touched, int32_t *docs, double *scores,
                      int64_t *nout) {
     *nout = 0;
     if (k < 1 || c->block_cap < 1 || c->block_cap > NATIVE_MAX_BLOCK_POSTINGS)
         return NATIVE_EINVAL;
+    if (q->allow && !c->ext)
+        return NATIVE_EINVAL;
     if (q->m == 0 || c->ndocs == 0)
         return NATIVE_OK;
+    if (q->cand)
+        return topk_candidates(c, q, k, docs, scores, nout);
     if (mode == NATIVE_BM25_PRUNED)
         return topk_pruned(c, q, k, docs, scores, nout);
     if (!acc || !touched)

@@ -99,6 +99,14 @@ typedef struct {
     int32_t m;
     const int32_t *list;
     const double *idf, *qtf, *ub;
+    /* A filter (allow == NULL: none): document d may be returned only when bit ext[d] of
+     * the little-endian bitmap allow[0 .. allow_len) is set (ids past it are not allowed).
+     * cand != NULL: score only these ncand documents (strictly ascending doc numbers, each
+     * < ndocs), document at a time -- the plan for a selective filter. */
+    const uint8_t *allow;
+    int64_t allow_len;
+    const int32_t *cand;
+    int64_t ncand;
 } native_bm25_query;
 
 /* What every query of a call shares. norm[d] = k1 * (1 - b + b * dl / avgdl), +inf for a
@@ -107,6 +115,7 @@ typedef struct {
     const native_plist *lists;
     int64_t nlists;
     const double *norm;
+    const int64_t *ext; /* ndocs ids the allow bitmaps speak of (NULL when no query has one) */
     int64_t ndocs;
     double k1, b, avgdl;
     int64_t block_cap;

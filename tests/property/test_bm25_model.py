@@ -1,15 +1,20 @@
 """InvertedIndex vs the textbook BM25 formula in plain Python, as a stateful machine:
 random adds, removals, flushes and reopens on small corpora with small blocks; after every
-step scores equal the formula within 1e-5, pruned == exhaustive, and _check() holds."""
+step scores equal the formula within 1e-5, pruned == exhaustive, and _check() holds.
+Filtered queries (an AllowSet) against brute force: exactly the allowed documents of the
+unfiltered ranking, the first min(k, allowed matches) of them, under every plan."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from llmdsdb import inverted_index
+from llmdsdb.allow import AllowSet
 from llmdsdb.analysis import Analyzer
 from llmdsdb.inverted_index import InvertedIndex
 from llmdsdb.pages import MemoryPageStore
@@ -63,7 +68,54 @@ def check_query(idx: InvertedIndex, docs: dict[int, list[str]], query: list[str]
     assert scores == sorted(scores, reverse=True)
 
 
+@contextlib.contextmanager
+def candidates_factor(f: float):
+    old = inverted_index.FILTER_CANDIDATES_FACTOR
+    inverted_index.FILTER_CANDIDATES_FACTOR = f
+    try:
+        yield
+    finally:
+        inverted_index.FILTER_CANDIDATES_FACTOR = old
+
+
+def check_filtered(idx: InvertedIndex, docs: dict[int, list[str]], query: list[str], k: int,
+                   allowed: set[int], universe: int) -> None:
+    text = " ".join(query)
+    allow = AllowSet.from_ids(sorted(allowed), universe=universe)
+    ref = {d: s for d, s in textbook(docs, query).items() if d in allowed}
+    full = idx.search(text, top_k=len(docs) + 1) if docs and query else []
+    want = [h for h in full if h[0] in allowed][:k]
+    # factor 0: "candidates" always (len * 0 <= postings); 1e18: "bitmap" always
+    for factor, strategy in ((0, "candidates"), (10**18, "bitmap")):
+        with candidates_factor(factor):
+            if allowed and text.strip():
+                assert idx.filter_plan(allow).strategy == strategy
+            for mode in ("pruned", "exhaustive", "auto"):
+                got = idx.search(text, top_k=k, mode=mode, allow=allow)
+                assert got == want, (strategy, mode)
+                assert idx.search_many([text, text], top_k=k, mode=mode,
+                                       allow=[allow, None]) == [got, idx.search(text, top_k=k)]
+    assert len(want) == min(k, len(ref))
+    for d, s in want:
+        assert d in allowed and abs(s - ref[d]) <= 1e-5
+    if want:
+        returned = {d for d, _ in want}
+        assert all(s <= want[-1][1] + 1e-9 for d, s in ref.items() if d not in returned)
+
+
 words = st.lists(st.sampled_from(VOCAB), max_size=12)
+
+
+@given(st.lists(words, min_size=1, max_size=60), st.lists(st.sampled_from(VOCAB), max_size=4),
+       st.integers(1, 12), st.data())
+@settings(deadline=None)
+def test_filtered_search_equals_brute_force(corpus: list[list[str]], query: list[str], k: int,
+                                            data: st.DataObject) -> None:
+    idx = InvertedIndex(plain(), block_size=16)
+    idx.add_documents(range(len(corpus)), [" ".join(w) for w in corpus])
+    universe = len(corpus) + data.draw(st.integers(0, 9))
+    allowed = data.draw(st.sets(st.integers(0, universe - 1)))
+    check_filtered(idx, dict(enumerate(corpus)), query, k, allowed, universe)
 
 
 @given(st.lists(words, min_size=1, max_size=40), st.lists(st.sampled_from(VOCAB), max_size=5),
@@ -116,6 +168,13 @@ class IndexMachine(RuleBasedStateMachine):
     @rule(query=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=4), k=st.integers(1, 8))
     def query(self, query: list[str], k: int) -> None:
         check_query(self.idx, self.docs, query, k)
+
+    @rule(query=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=4), k=st.integers(1, 8),
+          data=st.data())
+    def filtered_query(self, query: list[str], k: int, data: st.DataObject) -> None:
+        universe = self.next_id + 1
+        allowed = data.draw(st.sets(st.integers(0, universe - 1)))
+        check_filtered(self.idx, self.docs, query, k, allowed, universe)
 
     @invariant()
     def consistent(self) -> None:

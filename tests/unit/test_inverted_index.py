@@ -308,3 +308,23 @@ def test_search_many_equals_search() -> None:
         idx.search_many(["w1"], top_k=0)
     with pytest.raises(InvalidTypeError):
         idx.search_many(["w1", 3])  # type: ignore[list-item]
+
+
+def test_allow_filters_and_plans() -> None:
+    from llmdsdb.allow import AllowSet
+
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=16)
+    idx.add_documents(range(100), ["w1 w2" if i % 2 else "w1" for i in range(100)])
+    assert idx.filter_plan(None) == ("none", True)
+    assert idx.filter_plan(AllowSet.from_ids([], universe=100)) == ("empty", True)
+    few = AllowSet.from_ids([7, 8, 9], universe=100)
+    assert idx.filter_plan(few, "w1") == ("candidates", True)
+    assert idx.filter_plan(AllowSet.from_ids(range(0, 100, 2), universe=100), "w1").strategy \
+        == "bitmap"
+    assert [d for d, _ in idx.search("w1 w2", 10, allow=few)] == [7, 9, 8]
+    assert idx.search("w1", 10, allow=AllowSet.from_ids([], universe=100)) == []
+    assert idx.search("w1", 10, allow=AllowSet.from_ids([150], universe=200)) == []
+    with pytest.raises(InvalidTypeError):
+        idx.search("w1", allow={1, 2})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        idx.search_many(["w1", "w2"], allow=[few])

@@ -107,12 +107,12 @@ def _lists(rng: np.random.Generator, ndocs: int, nterms: int, damage: bool) -> l
     return out
 
 
-def _search(lists, queries, ndocs, k, mode, threads=1):
+def _search(lists, queries, ndocs, k, mode, threads=1, ext=None):
     norm = np.full(ndocs, 0.9)
     acc = np.zeros(ndocs, dtype=np.int64)
     touched = np.zeros(ndocs, dtype=np.int32)
     got = _core.bm25_search(lists, queries, norm, k, 1.2, 0.75, 7.0, 8, mode, threads, acc,
-                            touched)
+                            touched, ext)
     assert not acc.any()  # the kernel leaves its accumulator zeroed
     return [(np.frombuffer(d, np.int32).tolist(), np.frombuffer(s).tolist()) for d, s in got]
 
@@ -135,11 +135,16 @@ def test_fuzz_topk_kernel() -> None:
         nterms = int(rng.integers(1, 6))
         lists = _lists(rng, ndocs, nterms, damage=True)
         queries = [_query(rng, nterms) for _ in range(3)]
+        ext = rng.integers(-3, ndocs + 20, ndocs + int(rng.integers(0, 3))).astype(np.int64)
+        queries.append(_query(rng, nterms) + (
+            rng.integers(0, 256, int(rng.integers(0, 20))).astype(np.uint8), None))
+        cand = np.unique(rng.integers(-2, ndocs + 2, int(rng.integers(0, 10)))).astype(np.int32)
+        queries.append(_query(rng, nterms) + (None, cand))
         for mode in (0, 1):
             runs += 1
             try:
                 _search(lists, queries, ndocs, int(rng.integers(1, 12)), mode,
-                        int(rng.integers(1, 3)))
+                        int(rng.integers(1, 3)), ext)
             except (CorruptionError, InvalidArgumentError):
                 continue
             answered += 1
@@ -157,6 +162,20 @@ def test_kernel_modes_agree_on_valid_lists() -> None:
         assert _search(lists, queries, 200, k, 1) == ex
         assert _search(lists, queries, 200, k, 1, threads=2) == ex
         assert _search(lists, queries, 200, k, 0, threads=3) == ex
+        # filtered: the allowed hits of the unfiltered ranking, by bitmap or by candidates
+        ext = rng.permutation(200).astype(np.int64)
+        bits = np.packbits(rng.random(200) < 0.3, bitorder="little")
+        ok = np.flatnonzero(np.unpackbits(bits, bitorder="little", count=200))
+        cand = np.sort(np.flatnonzero(np.isin(ext, ok))).astype(np.int32)
+        full = _search(lists, queries, 200, 200, 0)
+        want = []
+        for d, sc in full:
+            keep = [i for i, x in enumerate(d) if ext[x] in set(ok.tolist())][:k]
+            want.append(([d[i] for i in keep], [sc[i] for i in keep]))
+        for mode in (0, 1):
+            assert _search(lists, [q + (bits, None) for q in queries], 200, k, mode,
+                           ext=ext) == want
+            assert _search(lists, [q + (None, cand) for q in queries], 200, k, mode) == want
 
 
 def test_kernel_refuses_bad_arguments() -> None:
@@ -175,6 +194,16 @@ def test_kernel_refuses_bad_arguments() -> None:
                           np.zeros(3, np.int64), np.zeros(3, np.int32))
     with pytest.raises(InvalidArgumentError):
         _core.bm25_search(lists, [q], norm, 0, 1.2, 0.75, 1.0, 8, 1)
+    bits = np.ones(8, np.uint8)
+    with pytest.raises(InvalidArgumentError):  # an allow bitmap without ext
+        _core.bm25_search(lists, [q + (bits, None)], norm, 3, 1.2, 0.75, 1.0, 8, 1)
+    with pytest.raises(InvalidArgumentError):  # ext shorter than norm
+        _core.bm25_search(lists, [q + (bits, None)], norm, 3, 1.2, 0.75, 1.0, 8, 1, 1, None,
+                          None, np.zeros(3, np.int64))
+    for cand in ([3, 3], [5, 2], [-1], [50]):  # not ascending, or out of range
+        with pytest.raises(InvalidArgumentError):
+            _core.bm25_search(lists, [q + (None, np.array(cand, np.int32))], norm, 3, 1.2,
+                              0.75, 1.0, 8, 1)
     # a block with more postings than block_cap is corrupt for this index
     with pytest.raises(CorruptionError):
         _core.bm25_search(lists, [q], norm, 3, 1.2, 0.75, 1.0, 1, 1)
