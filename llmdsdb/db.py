@@ -227,10 +227,25 @@ class Database:
         with self._reading_docs() as txn:
             return documents.contains(txn, key)
 
-    def count(self) -> int:
-        """Number of documents. Complexity: O(1)."""
-        with self._reading_docs() as txn:
-            return txn.count("docs")
+    def count(self, filter: Mapping | None = None) -> int:
+        """Number of documents, or of those that pass ``filter`` (see :meth:`search`).
+
+        :raises FilterError: on a filter outside the grammar of :mod:`llmdsdb.filters`.
+
+        Complexity: O(1) without a filter; with one, O(rows of the metadata index lists it
+        reads) (the first filtered call on a database written before metadata indexes
+        builds them: O(n) once).
+        """
+        if filter is None:
+            with self._reading_docs() as txn:
+                return txn.count("docs")
+        from llmdsdb.filters import parse_filter
+        from llmdsdb.index_state import ensure_metadata_index
+
+        f = parse_filter(filter)
+        with self._reading() as (txn, ix):
+            ensure_metadata_index(txn, ix)
+            return int(len(ix.meta.evaluate(f)))
 
     def __len__(self) -> int:
         """``len(db)``: the number of documents. Complexity: O(1)."""
@@ -428,15 +443,33 @@ class Database:
             changed = sum(1 for r in rows if current[r.key] != r.hash)
             return self._submit(self._wb.Op("upsert", tuple(rows)), changed)
 
-    def delete(self, ids: Sequence[str]) -> int:
-        """Delete documents by id; unknown ids are ignored.
+    def delete(self, ids: Sequence[str] | None = None, *, filter: Mapping | None = None) -> int:
+        """Delete documents by id (unknown ids are ignored), or every document that passes
+        ``filter`` (see :meth:`search`) - one of the two.
+
+        The filter is evaluated inside the write transaction, against the state the delete
+        applies to (inside ``batch()``, after the calls recorded before it). Inside a batch
+        the returned count is that of the committed state (what the filter matches there).
 
         :returns: the number of documents deleted.
+        :raises InvalidArgumentError: when both ``ids`` and ``filter`` are given, or neither.
+        :raises FilterError: on a filter outside the grammar.
 
-        Complexity: O(n·log N) plus the postings and graph updates of the deleted documents.
+        Complexity: O(n·log N) plus the postings and graph updates of the deleted documents
+        (with a filter, plus its evaluation over the metadata index).
         """
         from llmdsdb import documents, records
 
+        if (ids is None) == (filter is None):
+            raise InvalidArgumentError("delete: give ids or filter= (exactly one of them)")
+        if filter is not None:
+            from llmdsdb.filters import parse_filter
+
+            f = parse_filter(filter)
+            with self._write_lock:
+                self._check_writable()
+                n = self.count(f)
+                return self._submit(self._wb.Op("delete_where", (f,)), n)
         with self._write_lock:
             self._check_writable()
             keys = records.check_ids("delete", ids, documents.id_key, unique=False)
@@ -444,6 +477,41 @@ class Database:
             current = self._wb.current_hashes(self._env, self._batch, [k for _, k in pairs])
             n = sum(1 for _, k in pairs if current[k] is not None)
             return self._submit(self._wb.Op("delete", tuple(pairs)), n)
+
+    def update_metadata(self, ids: Sequence[str], metadata: Sequence[Mapping | None], *,
+                        merge: bool = False) -> int:
+        """Change the metadata of existing documents without re-sending their text or
+        vectors: one write transaction, the metadata indexes kept in step; the text and
+        vector indexes are not touched.
+
+        :param ids: existing external ids (unique in the call).
+        :param metadata: one dict (or None: empty) per id, the values :meth:`add` accepts.
+        :param merge: False (default) replaces each document's metadata; True updates its
+            top-level keys (keys not named keep their values).
+        :returns: the number of documents whose metadata changed.
+        :raises DocumentNotFoundError: when an id does not exist (nothing is written).
+        :raises DuplicateIdError: when an id repeats in the call.
+        :raises InvalidTypeError, InvalidArgumentError: on bad ids or metadata.
+        :raises ReadOnlyError: when opened read-only.
+
+        Complexity: O(n·log N + total metadata) plus the metadata index blocks touched.
+        """
+        from llmdsdb import documents, records
+
+        merge = as_bool("merge", merge)
+        with self._write_lock:
+            self._check_writable()
+            keys = records.check_ids("update_metadata", ids, documents.id_key, unique=True)
+            metas = records.check_metadata("update_metadata", metadata, len(keys))
+            current = self._wb.current_hashes(self._env, self._batch, keys)
+            missing = [i for i, k in zip(ids, keys) if current[k] is None]
+            if missing:
+                raise DocumentNotFoundError(
+                    f"update_metadata: no document with id {missing[0]!r}"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                    + "; nothing was written")
+            rows = tuple((i, k, m, merge) for i, k, m in zip(ids, keys, metas))
+            return self._submit(self._wb.Op("meta", rows), len(rows))
 
     def _submit(self, op: Any, result: int) -> int:
         if self._batch is not None:

@@ -5,7 +5,8 @@ database; the shape of every document record; that the id map and the documents 
 (every ``ids`` key is the key of the id its record holds - the key-integrity rule of
 :mod:`llmdsdb.documents` - and every document is mapped); that the counts agree; that the
 indexes hold exactly the live documents (the inverted index's entries, and the graph's plus
-the fresh part's, are the live documents with an embedding) and that each index's
+the fresh part's, are the live documents with an embedding; the metadata index's ``all``
+list is the live documents) and that each index's
 ``_check()`` holds; and that every allocated page is stored and every stored page allocated.
 
 Invariant: :func:`check_database` never raises for a damaged file (each failure becomes a
@@ -21,7 +22,8 @@ from llmdsdb.errors import CorruptionError, LlmdsdbError
 from llmdsdb.records import decode_record
 from llmdsdb.storage import Envelope, from_u64key
 
-__all__ = ["check_database", "check_documents", "check_indexes", "check_values"]
+__all__ = ["check_database", "check_documents", "check_indexes", "check_metadata_index",
+           "check_values"]
 
 
 def check_values(txn: Any) -> list[str]:
@@ -128,6 +130,24 @@ def check_indexes(bm: Any, vectors: Any, live: dict[int, bool]) -> list[str]:
     return problems
 
 
+def check_metadata_index(meta: Any, live: dict[int, bool]) -> list[str]:
+    """The metadata index (when built) holds exactly the live documents and keeps its
+    invariants. Complexity: O(n) plus the lists it has loaded.
+
+    """
+    if meta is None or not meta.built:
+        return []
+    try:
+        held = meta.live_ids().tolist()
+    except LlmdsdbError as exc:
+        return [f"metadata index: {exc}"]
+    problems = _invariants("metadata index", meta)
+    if held != sorted(live):
+        problems.append(f"metadata index holds {len(held)} documents, the database "
+                        f"{len(live)}")
+    return problems
+
+
 def check_database(txn: Any, store: Any, ix: Any, load_error: str | None) -> list[str]:
     """Every check of the module docstring on the snapshot of ``txn``; ``ix`` are the
     indexes loaded from it (None with ``load_error`` when they could not be loaded).
@@ -141,5 +161,6 @@ def check_database(txn: Any, store: Any, ix: Any, load_error: str | None) -> lis
     with store.bound(txn):
         if ix is not None:
             problems += check_indexes(ix.bm25, ix.vectors, live)
+            problems += check_metadata_index(ix.meta, live)
         problems += store.check()
     return problems

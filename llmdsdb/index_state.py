@@ -15,7 +15,8 @@ from typing import Any
 
 from llmdsdb.options import Config, Explicit, Options
 
-__all__ = ["IndexHolder", "Indexes", "adopt_stored", "graph_overrides", "index_stats", "load"]
+__all__ = ["IndexHolder", "Indexes", "adopt_stored", "ensure_metadata_index", "graph_overrides",
+           "index_stats", "load"]
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Indexes:
     gen: int = -1
     bm25: Any = None
     vectors: Any = None
+    meta: Any = None  # the MetadataIndex (set by load)
 
 
 def graph_overrides(options: Options) -> dict:
@@ -51,10 +53,13 @@ def load(store: Any, txn: Any, gen: int, config: Config, explicit: Explicit,
     :raises CorruptionError: when an index record is damaged.
     """
     from llmdsdb.inverted_index import InvertedIndex
+    from llmdsdb.metadata_index import MetadataIndex
     from llmdsdb.vector_segment import VectorSegment
 
     stored = Config.read(txn)
     ix = Indexes(config.adopt(stored, explicit), gen)
+    with store.bound(txn):
+        ix.meta = MetadataIndex.open(store)
     if stored is None:
         return ix
     with store.bound(txn):
@@ -64,6 +69,22 @@ def load(store: Any, txn: Any, gen: int, config: Config, explicit: Explicit,
             ix.vectors = VectorSegment.open(store, fresh_max_vectors=options.fresh_max_vectors,
                                             **graph_overrides(options))
     return ix
+
+
+def ensure_metadata_index(txn: Any, ix: Indexes) -> None:
+    """Build the metadata index from the documents of ``txn``'s snapshot when the database
+    has none yet (written before metadata indexes existed): in memory for a read, and
+    persisted by the write batch that calls this first (see :mod:`llmdsdb.metadata_index`).
+
+    Complexity: O(1) when built; O(n) record decodes once otherwise.
+    """
+    if ix.meta.built:
+        return
+    from llmdsdb.documents import docs_after
+    from llmdsdb.records import decode_record
+
+    ix.meta.ensure((iid, decode_record(raw, f"docs/{iid}")["meta"])
+                   for iid, raw in docs_after(txn, -1))
 
 
 def adopt_stored(env: Any, config: Config, explicit: Explicit) -> Config | None:
@@ -152,7 +173,7 @@ class IndexHolder:
 
         Complexity: that of :func:`load`.
         """
-        self.ix.bm25 = self.ix.vectors = None
+        self.ix.bm25 = self.ix.vectors = self.ix.meta = None
         self.cache.clear()
         self.store.close()  # unhook the old store from the environment
         self.store = self.store_cls(self.env, self.cache)
@@ -220,6 +241,6 @@ class IndexHolder:
         """
         if self.on_abort in self.env.on_abort:
             self.env.on_abort.remove(self.on_abort)
-        self.ix.bm25 = self.ix.vectors = None
+        self.ix.bm25 = self.ix.vectors = self.ix.meta = None
         self.cache.clear()
         self.store.close()

@@ -38,8 +38,9 @@ from llmdsdb.errors import (
 from llmdsdb.fusion import Explain
 
 __all__ = ["MAX_ID_BYTES", "MAX_META_BYTES", "MAX_META_DEPTH", "MAX_TEXT_BYTES", "Document",
-           "Explain", "Row", "SearchResult", "build_rows", "check_ids", "decode_record",
-           "document", "pack", "record_id", "unpack", "validate_embeddings"]
+           "Explain", "Row", "SearchResult", "build_rows", "check_ids", "check_metadata",
+           "decode_record",
+           "document", "pack", "record_id", "unpack", "validate_embeddings", "with_metadata"]
 
 #: Largest id accepted at all (it is kept whole in the record).
 MAX_ID_BYTES = 64 * 1024
@@ -384,6 +385,44 @@ def validate_embeddings(name: str, embeddings: object, n: int, dim: int | None, 
         v = vector(e, dim=dim, metric=metric, what=f"{name}: embeddings[{j}]")
         dim = v.shape[0]
         out.append(v)
+    return out
+
+
+def with_metadata(rec: dict, metadata: object, where: str) -> tuple[bytes, str, dict]:
+    """A decoded document record with new metadata: ``(packed record, content hash, the
+    canonical metadata)`` - the id, text and embedding bytes unchanged, the hash as
+    :func:`build_rows` computes it.
+
+    Complexity: O(size of the record).
+
+    :raises InvalidTypeError, InvalidArgumentError: on bad metadata (as :func:`build_rows`).
+    """
+    if not isinstance(metadata, Mapping):
+        raise InvalidTypeError(f"{where}: metadata must be a dict, not "
+                               f"{type(metadata).__name__}")
+    meta = _canonical(metadata, f"{where}: metadata")
+    packed_meta = pack(meta)
+    if len(packed_meta) > MAX_META_BYTES:
+        raise InvalidArgumentError(f"{where}: metadata is {len(packed_meta)} bytes packed; "
+                                   f"the limit is {MAX_META_BYTES}")
+    h = hashlib.sha256(pack([rec["text"], rec["emb"]]) + packed_meta).hexdigest()
+    record = pack({"id": rec["id"], "text": rec["text"], "meta": meta, "emb": rec["emb"],
+                   "hash": h})
+    return record, h, meta  # type: ignore[return-value]
+
+
+def check_metadata(name: str, metadata: object, n: int) -> list[dict]:
+    """The canonical metadata dicts of a call with ``n`` ids (None -> ``{}``).
+
+    Complexity: O(total size).
+
+    :raises InvalidTypeError, InvalidArgumentError: on bad metadata.
+    """
+    out = _metadata(name, metadata, n)
+    for j, m in enumerate(out):
+        if len(pack(m)) > MAX_META_BYTES:
+            raise InvalidArgumentError(f"{name}: metadata[{j}] is too large; the limit is "
+                                       f"{MAX_META_BYTES} bytes packed")
     return out
 
 

@@ -27,19 +27,31 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from llmdsdb.documents import next_id, set_next_id, u64key
-from llmdsdb.errors import ConfigConflictError, DimensionError, DuplicateIdError
-from llmdsdb.index_state import Indexes, graph_overrides
+from llmdsdb.errors import (
+    ConfigConflictError,
+    CorruptionError,
+    DimensionError,
+    DocumentNotFoundError,
+    DuplicateIdError,
+)
+from llmdsdb.index_state import Indexes, ensure_metadata_index, graph_overrides
 from llmdsdb.options import Config, Explicit
 from llmdsdb.records import decode_record
 
-__all__ = ["BatchState", "IndexWork", "Op", "apply", "current_hashes", "validate_rows"]
+__all__ = ["META_CHANGED", "BatchState", "IndexWork", "Op", "apply", "current_hashes",
+           "validate_rows"]
+
+#: The overlay's content hash of a document whose metadata a recorded update_metadata
+#: changed (the new hash is known only in the transaction); equal to no real hash.
+META_CHANGED = "metadata-changed"
 
 
 class Op(NamedTuple):
     """One recorded write call: ``rows`` are :class:`~llmdsdb.records.Row` for add / upsert,
-    ``(id, key)`` pairs for delete, empty for merge."""
+    ``(id, key)`` pairs for delete, ``(id, key, metadata, merge)`` for meta (update_metadata),
+    one parsed filter for delete_where, empty for merge."""
 
-    kind: Literal["add", "upsert", "delete", "merge"]
+    kind: Literal["add", "upsert", "delete", "delete_where", "meta", "merge"]
     rows: tuple
 
 
@@ -59,6 +71,11 @@ class BatchState:
         if op.kind == "delete":
             for _, k in op.rows:
                 self.overlay[k] = None
+        elif op.kind == "meta":
+            for _, k, _, _ in op.rows:
+                self.overlay[k] = META_CHANGED
+        elif op.kind == "delete_where":
+            pass  # resolved in the transaction; the overlay cannot know which ids
         else:
             for r in op.rows:
                 self.overlay[r.key] = r.hash
@@ -123,9 +140,11 @@ class IndexWork:
     removed_emb: list[int] = field(default_factory=list)
     dim: int | None = None
     merge: bool = False
+    meta: Any = None  # the MetadataIndex, kept in step document by document
 
-    def remove(self, iid: int, had_emb: bool) -> None:
-        """A document leaves (deleted or replaced). Complexity: O(1)."""
+    def remove(self, iid: int, had_emb: bool, metadata: dict) -> None:
+        """A document leaves (deleted or replaced). Complexity: O(1) plus the metadata
+        index's update."""
         if iid in self.add_text:  # added earlier in this batch: it never reaches an index
             del self.add_text[iid]
             self.add_emb.pop(iid, None)
@@ -133,6 +152,14 @@ class IndexWork:
             self.removed.append(iid)
             if had_emb:
                 self.removed_emb.append(iid)
+        self.meta.update({iid: metadata}, {})
+
+    def add(self, iid: int, text: str, emb: np.ndarray | None, metadata: dict) -> None:
+        """A document arrives. Complexity: O(1) plus the metadata index's update."""
+        self.add_text[iid] = text
+        if emb is not None:
+            self.add_emb[iid] = emb
+        self.meta.update({}, {iid: metadata})
 
 
 def _delete_docs(txn: Any, rows: tuple, work: IndexWork) -> int:
@@ -144,7 +171,45 @@ def _delete_docs(txn: Any, rows: tuple, work: IndexWork) -> int:
         rec = decode_record(txn.get("docs", raw) or b"\xc0", f"docs/{int.from_bytes(raw, 'big')}")
         txn.delete("ids", k)
         txn.delete("docs", raw)
-        work.remove(int.from_bytes(raw, "big"), rec["emb"] is not None)
+        work.remove(int.from_bytes(raw, "big"), rec["emb"] is not None, rec["meta"])
+        n += 1
+    return n
+
+
+def _delete_where(txn: Any, flt: Any, work: IndexWork) -> int:
+    """Delete the documents that pass the parsed filter ``flt`` as of this point of the
+    batch (the metadata index is kept in step document by document)."""
+    from llmdsdb.storage import id_key
+
+    pairs = []
+    for iid in work.meta.evaluate(flt).tolist():
+        raw = txn.get("docs", u64key(iid))
+        if raw is None:
+            raise CorruptionError(f"docs/{iid}: missing, but the metadata index holds it; "
+                                  "run check()")
+        pairs.append((None, id_key(decode_record(raw, f"docs/{iid}")["id"])))
+    return _delete_docs(txn, tuple(pairs), work)
+
+
+def _set_meta(txn: Any, rows: tuple, work: IndexWork) -> int:
+    """update_metadata: rewrite each record with its new metadata (same internal id, text
+    and vector; a new content hash) and move it in the metadata index only."""
+    from llmdsdb.records import with_metadata
+
+    n = 0
+    for doc_id, k, meta, merge in rows:
+        raw = txn.get("ids", k)
+        if raw is None:
+            raise DocumentNotFoundError(f"update_metadata: no document with id {doc_id!r}; "
+                                        "nothing was written")
+        iid = int.from_bytes(raw, "big")
+        rec = decode_record(txn.get("docs", raw) or b"\xc0", f"docs/{iid}")
+        new = dict(rec["meta"], **meta) if merge else meta
+        record, h, new = with_metadata(rec, new, "update_metadata")
+        if h == rec["hash"]:
+            continue
+        txn.put("docs", raw, record, compress=False)
+        work.meta.update({iid: rec["meta"]}, {iid: new})
         n += 1
     return n
 
@@ -161,7 +226,7 @@ def _put_docs(txn: Any, op: Op, work: IndexWork, counter: list[int]) -> int:
             if rec["hash"] == r.hash:
                 continue
             txn.delete("docs", raw)
-            work.remove(int.from_bytes(raw, "big"), rec["emb"] is not None)
+            work.remove(int.from_bytes(raw, "big"), rec["emb"] is not None, rec["meta"])
         if r.emb is not None:
             if work.dim is None:
                 work.dim = r.emb.shape[0]
@@ -173,21 +238,22 @@ def _put_docs(txn: Any, op: Op, work: IndexWork, counter: list[int]) -> int:
         kb = u64key(iid)
         txn.put("docs", kb, r.record, compress=False)
         txn.put("ids", r.key, kb)
-        work.add_text[iid] = r.text
-        if r.emb is not None:
-            work.add_emb[iid] = r.emb
+        work.add(iid, r.text, r.emb, r.meta)
         n += 1
     return n
 
 
-def write_documents(txn: Any, ops: list[Op], dim: int | None) -> tuple[list[int], IndexWork]:
-    """Step 1: write the documents of ``ops``; returns each op's count and the index work.
+def write_documents(txn: Any, ops: list[Op], dim: int | None, meta: Any
+                    ) -> tuple[list[int], IndexWork]:
+    """Step 1: write the documents of ``ops``, keeping the metadata index ``meta`` in step;
+    returns each op's count and the work left for the text and vector indexes.
 
     Complexity: O(rows · log n).
 
     :raises DuplicateIdError: an added id exists. :raises DimensionError: mixed dimensions.
+    :raises DocumentNotFoundError: update_metadata of an id that does not exist.
     """
-    work = IndexWork(dim=dim, merge=any(op.kind == "merge" for op in ops))
+    work = IndexWork(dim=dim, merge=any(op.kind == "merge" for op in ops), meta=meta)
     first = next_id(txn)
     counter = [first]
     results: list[int] = []
@@ -196,6 +262,10 @@ def write_documents(txn: Any, ops: list[Op], dim: int | None) -> tuple[list[int]
             results.append(-1)  # filled in by update_indexes
         elif op.kind == "delete":
             results.append(_delete_docs(txn, op.rows, work))
+        elif op.kind == "delete_where":
+            results.append(_delete_where(txn, op.rows[0], work))
+        elif op.kind == "meta":
+            results.append(_set_meta(txn, op.rows, work))
         else:
             results.append(_put_docs(txn, op, work, counter))
     if counter[0] != first:
@@ -265,6 +335,7 @@ def update_indexes(store: Any, ix: Indexes, work: IndexWork, options: Any,
     ix.bm25.flush()
     if ix.vectors is not None:
         ix.vectors.flush(store)
+    ix.meta.flush()
     store.save_allocator()
 
 
@@ -277,7 +348,8 @@ def apply(txn: Any, store: Any, ix: Indexes, ops: list[Op], explicit: Explicit,
     Complexity: that of the three steps.
     """
     with store.bound(txn):
-        results, work = write_documents(txn, ops, ix.config.dim)
+        ensure_metadata_index(txn, ix)
+        results, work = write_documents(txn, ops, ix.config.dim, ix.meta)
         if not any(results) and ix.config.stored and not work.merge:
             return results  # nothing changed (the generation still counts the batch)
         ix.config = store_config(txn, ix.config, explicit, work.dim)

@@ -60,3 +60,44 @@ def test_fixture_v1_search(fixture_db):
     assert db.search(vector=e, top_k=1, fusion_weight=1.0)[0].id == "doc-04"
     long_id = spec["ids"][-1]
     assert db.get(long_id).id == long_id
+
+
+def _matching(spec: dict, f) -> set[str]:
+    return {i for i, (_t, _e, m) in spec["final"].items() if f.matches(m)}
+
+
+FIXTURE_FILTERS = [{"ok": True}, {"n": {"$gte": 4, "$lt": 9}}, {"tags": "x"},
+                   {"f": {"$gt": 0.5}}, {"none": {"$exists": True}},
+                   {"$not": {"tags": {"$in": ["orbit", "river"]}}}, {"n": 99}]
+
+
+def test_fixture_v1_filters_without_stored_metadata_indexes(fixture_db):
+    """Format 1 files written before the metadata indexes: a read-only handle builds them
+    in memory and filters agree with the reference semantics."""
+    from llmdsdb.filters import parse_filter
+
+    spec = fixture_spec()
+    for spec_f in FIXTURE_FILTERS:
+        f = parse_filter(spec_f)
+        want = _matching(spec, f)
+        assert fixture_db.count(spec_f) == len(want), spec_f
+
+
+def test_fixture_v1_first_write_persists_metadata_indexes(tmp_path):
+    from llmdsdb.filters import parse_filter
+
+    d = tmp_path / "v1w"
+    d.mkdir(mode=0o700)
+    shutil.copyfile(FIXTURE, d / "data.mdb")
+    spec = fixture_spec()
+    with llmdsdb.open(str(d)) as db:
+        assert db.count({"n": 99}) == 1
+        db.update_metadata(["doc-00"], [{"n": 1000}])
+        assert db.check() == []
+    with llmdsdb.open(str(d), readonly=True) as db:
+        assert db._state.ix.meta.built  # stored now: no rebuild on open
+        for spec_f in FIXTURE_FILTERS:
+            want = _matching(spec, parse_filter(spec_f)) - {"doc-00"}
+            if parse_filter(spec_f).matches({"n": 1000}):
+                want.add("doc-00")
+            assert db.count(spec_f) == len(want), spec_f
