@@ -6,7 +6,7 @@ unreadable file) become one line on stderr and exit code 1 in one place
 a traceback.
 
 Commands: ``ingest``, ``query``, ``stats``, ``verify``, ``export``, ``backup``, ``restore``,
-``demo`` (each ``--help`` ends with an example; the README's "Command line" section
+``reembed``, ``demo`` (each ``--help`` ends with an example; the README's "Command line" section
 documents them all).
 """
 
@@ -567,6 +567,68 @@ def restore_cmd(backup_dir: str, path: str, force: bool) -> None:
         raise BackupError(str(exc).replace("pass force=True", "use --force")) from None
     what = "replaced the database at" if info.replaced else "restored into"
     click.echo(f"{what} {info.path}: {info.count} documents, generation {info.generation}")
+
+
+@cli.command(epilog="\b\nExample:\n  llmdsdb reembed ./db --embedder minilm")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--embedder", metavar="NAME", help="The new embedder (e.g. 'minilm', "
+              "'hashing'); required unless --abort.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Documents embedded per write transaction.")
+@click.option("--abort", "abort", is_flag=True, help="Drop an unfinished re-embed instead "
+              "(the database stays as it was).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show the progress line (default: only when stderr is a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary.")
+def reembed(path: str, embedder: str | None, batch_size: int, abort: bool,
+            progress: bool | None, quiet: bool) -> None:
+    """Re-embed every document of the database at PATH with another embedder and rebuild
+    the graph. Runs in batches; searches keep using the old vectors until the last step
+    switches to the new ones in one transaction. Interrupted, it resumes: re-run the same
+    command.
+    """
+    if abort == (embedder is not None):
+        raise click.UsageError("give --embedder NAME, or --abort")
+    with _open_existing(path, readonly=False) as db:
+        if abort:
+            found = db.abort_reembed()
+            if not quiet:
+                click.echo(f"aborted the unfinished re-embed of {path}" if found
+                           else f"{path}: no unfinished re-embed to abort")
+            return
+        show = (sys.stderr.isatty() if progress is None else progress) and not quiet
+        shown = []
+
+        def update(p: Any) -> None:
+            if not show or p.phase != "staging":
+                return
+            rate = p.embedded_now / max(p.elapsed_s, 1e-9)
+            pct = f" ({100 * p.staged / p.total:.0f}%)" if p.total else ""
+            left = max(p.total - p.staged, 0) / rate if rate > 0 else 0.0
+            sys.stderr.write(f"\r  {p.staged:,}/{p.total:,} docs embedded{pct}  "
+                             f"{rate:,.0f} docs/s, ETA {_duration(left)} ")
+            sys.stderr.flush()
+            shown.append(1)
+
+        try:
+            r = db.reembed(embedder, batch_size=batch_size, progress=update)
+        finally:
+            if shown:
+                sys.stderr.write("\n")
+        if quiet:
+            return
+        name = r.embedder["name"]
+        if not r.switched:
+            click.echo(f"{path}: already embedded by {name!r} ({r.embedder['model']}); "
+                       "nothing to do")
+            return
+        rate = r.embedded / r.seconds if r.seconds > 0 else 0.0
+        click.echo(f"re-embedded {_n(r.documents, 'document')} of {path} with {name!r} "
+                   f"({r.embedder['model']}, {r.embedder['dim']} dimensions): "
+                   f"{r.embedded:,} embedded now{' (resumed)' if r.resumed else ''}, "
+                   f"{r.seconds:.1f} s, {rate:,.0f} docs/s"
+                   + (f"; {_n(r.without_vector, 'document')} without a vector (nothing "
+                      "to embed)" if r.without_vector else ""))
 
 
 @cli.command(epilog="\b\nExample:\n  llmdsdb demo --path ./llmdsdb-demo")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -334,21 +334,44 @@ class Database:
         ident = self._state.ix.config.embedder
         if ident is None:
             return None
-        if self._embedder_obj is None:
+        obj = self._embedder_obj
+        if obj is None or obj.identity().as_dict() != ident:  # none yet, or re-embedded
             from llmdsdb.embedders import embedder_for
 
-            self._embedder_obj = embedder_for(ident)
-        return self._embedder_obj
+            obj = self._embedder_obj = embedder_for(ident)
+        return obj
 
-    def _embed(self, texts: object, embeddings: object) -> object:
+    def _embed(self, texts: object, embeddings: object, ids: object = None) -> object:
         """``embeddings``, or the texts embedded when none were given and the database has
-        an embedder (bad texts are left for the row check to report)."""
+        an embedder (bad texts are left for the row check to report). With ``ids`` (an
+        upsert), a document stored with the same text keeps its stored vector - made by
+        this embedder - instead of being embedded again, so a re-run ingest embeds only
+        what changed.
+
+        Complexity: O(n) document reads plus the embedding of the changed texts.
+        """
         if embeddings is not None or self._state.ix.config.embedder is None:
             return embeddings
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence) \
                 or not all(isinstance(t, str) for t in texts) or not texts:
             return embeddings
-        return self.embedder().embed_documents(list(texts))
+        texts = list(texts)
+        vecs: list[Any] = [None] * len(texts)
+        if isinstance(ids, Sequence) and not isinstance(ids, (str, bytes)) \
+                and len(ids) == len(texts):
+            try:
+                docs = self.get_many(ids)
+            except LlmdsdbError:
+                docs = []  # bad ids: the row check reports them
+            for j, d in enumerate(docs):
+                if d is not None and d.embedding is not None and d.text == texts[j]:
+                    vecs[j] = d.embedding
+        todo = [j for j, v in enumerate(vecs) if v is None]
+        if todo:
+            new = self.embedder().embed_documents([texts[j] for j in todo])
+            for j, v in zip(todo, new):
+                vecs[j] = v
+        return np.stack(vecs)
 
     def _kept_vectors(self, ids: object, embeddings: object) -> object:
         """``embeddings``, or - when None, on a database that holds vectors and has no
@@ -408,12 +431,13 @@ class Database:
         with self._write_lock:
             self._check_writable()
             self._sync_config()
+            by = self._state.ix.config.embedder if embeddings is None else None
             rows = self._rows("add", ids, texts, self._embed(texts, embeddings), metadata)
             current = self._wb.current_hashes(self._env, self._batch, [r.key for r in rows])
             for r in rows:
                 if current[r.key] is not None:
                     raise DuplicateIdError(f"add: id {r.id!r} already exists (use upsert)")
-            return self._submit(self._wb.Op("add", tuple(rows)), len(rows))
+            return self._submit(self._wb.Op("add", tuple(rows), by), len(rows))
 
     def upsert(self, ids: Sequence[str], texts: Sequence[str],
                embeddings: np.ndarray | Sequence[np.ndarray | None] | None = None,
@@ -437,11 +461,13 @@ class Database:
         with self._write_lock:
             self._check_writable()
             self._sync_config()
+            by = self._state.ix.config.embedder if embeddings is None else None
             rows = self._rows("upsert", ids, texts,
-                              self._embed(texts, self._kept_vectors(ids, embeddings)), metadata)
+                              self._embed(texts, self._kept_vectors(ids, embeddings), ids),
+                              metadata)
             current = self._wb.current_hashes(self._env, self._batch, [r.key for r in rows])
             changed = sum(1 for r in rows if current[r.key] != r.hash)
-            return self._submit(self._wb.Op("upsert", tuple(rows)), changed)
+            return self._submit(self._wb.Op("upsert", tuple(rows), by), changed)
 
     def delete(self, ids: Sequence[str] | None = None, *, filter: Mapping | None = None) -> int:
         """Delete documents by id (unknown ids are ignored), or every document that passes
@@ -643,20 +669,30 @@ class Database:
         if filter is not None:
             raise InvalidArgumentError("filter is not supported yet (metadata filters come "
                                        "with a later version); pass filter=None")
-        qs, vs = _pairs(queries, vectors)
-        if spec.weight > 0 and self._state.ix.config.embedder is not None:
-            vs = [self.embedder().embed_query(q) if v is None and isinstance(q, str)
-                  and q.strip() else v for q, v in zip(qs, vs)]
+        qs, given = _pairs(queries, vectors)
+        vs, used = self._query_vectors(spec, qs, given)
         with self._reading() as (txn, ix):
             # validated against the configuration of this snapshot: another handle may have
             # created the database (fixing its metric and dimension) after this one opened
             cfg = ix.config
+            if used is not None and cfg.embedder != used:  # re-embedded since: embed again
+                vs, used = self._query_vectors(spec, qs, given)
             qq = [make_query(q, v, top_k, spec, dim=cfg.dim, metric=cfg.metric,
                              max_top_k=MAX_TOP_K, max_text_bytes=MAX_QUERY_BYTES)
                   for q, v in zip(qs, vs)]
             qq = _present_sides(qq, ix, txn.count("docs"))
             hits = HybridSearcher(ix.bm25, ix.vectors, metric=cfg.metric).search_many(qq)
             return [search_results(txn, h, explain) for h in hits]
+
+    def _query_vectors(self, spec: FusionSpec, qs: list, vs: list) -> tuple[list, Any]:
+        """The query vectors of a search: ``vs``, with the texts of a database that has an
+        embedder embedded where no vector was given; and the identity used (None if none)."""
+        ident = self._state.ix.config.embedder
+        if spec.weight <= 0 or ident is None:
+            return vs, None
+        emb = self.embedder()
+        return [emb.embed_query(q) if v is None and isinstance(q, str) and q.strip() else v
+                for q, v in zip(qs, vs)], ident
 
     # --- maintenance ------------------------------------------------------------------------
 
@@ -674,6 +710,34 @@ class Database:
             with self._reading() as (_txn, ix):
                 n = len(ix.vectors.fresh) if ix.vectors is not None else 0
             return self._execute([self._wb.Op("merge", ())])[0] if n else 0
+
+    def reembed(self, embedder: Any, *, batch_size: int = 256,
+                progress: Callable[[Any], None] | None = None) -> Any:
+        """Rebuild every document's vector and the graph with ``embedder`` (a registered
+        name or an :class:`~llmdsdb.embedders.Embedder`), in bounded batches; the old
+        vectors serve every search until one last transaction switches to the new ones and
+        stores the new embedder's identity. Resumable: after a kill, the same call goes on
+        from the last committed batch. See :mod:`llmdsdb.reembed`.
+
+        :param batch_size: documents embedded per write transaction.
+        :param progress: called with a :class:`~llmdsdb.reembed.ReembedProgress` after
+            every committed batch and after the switch.
+        :returns: a :class:`~llmdsdb.reembed.ReembedResult`.
+        :raises ConfigConflictError: when a re-embed with another embedder is staged.
+
+        Complexity: O(n) embeddings and graph inserts in O(n / batch_size) transactions,
+        plus one switch transaction of O(n) record writes.
+        """
+        from llmdsdb import reembed
+
+        return reembed.run(self, embedder, batch_size=batch_size, progress=progress)
+
+    def abort_reembed(self) -> bool:
+        """Drop a staged, unfinished :meth:`reembed` (the database stays as it was);
+        False when none was staged. Complexity: O(staged pages)."""
+        from llmdsdb import reembed
+
+        return reembed.abort(self)
 
     def stats(self) -> dict:
         """Figures about the database: documents, terms, pages, bytes on disk, generation,

@@ -7,7 +7,8 @@ database; the shape of every document record; that the id map and the documents 
 indexes hold exactly the live documents (the inverted index's entries, and the graph's plus
 the fresh part's, are the live documents with an embedding; the metadata index's ``all``
 list is the live documents) and that each index's
-``_check()`` holds; and that every allocated page is stored and every stored page allocated.
+``_check()`` holds; that every allocated page is stored and every stored page allocated;
+and a staged re-embed, if any (:func:`llmdsdb.reembed.check_staging`).
 
 Invariant: :func:`check_database` never raises for a damaged file (each failure becomes a
 problem line); it raises only when the transaction itself cannot be used.
@@ -20,6 +21,7 @@ from typing import Any
 from llmdsdb.documents import id_key, next_id
 from llmdsdb.errors import CorruptionError, LlmdsdbError
 from llmdsdb.records import decode_record
+from llmdsdb.reembed import check_staging
 from llmdsdb.storage import Envelope, from_u64key
 
 __all__ = ["check_database", "check_documents", "check_indexes", "check_metadata_index",
@@ -163,4 +165,5 @@ def check_database(txn: Any, store: Any, ix: Any, load_error: str | None) -> lis
             problems += check_indexes(ix.bm25, ix.vectors, live)
             problems += check_metadata_index(ix.meta, live)
         problems += store.check()
+        problems += check_staging(txn, store)
     return problems

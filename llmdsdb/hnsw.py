@@ -496,6 +496,11 @@ class HNSW:
             return False
         return int(vec_id) in self._id_map
 
+    def page_ids(self) -> list[int]:
+        """The ids of the pages this index has written to its store (vector pages, then
+        row pages): what to free when the whole index is dropped. Complexity: O(pages)."""
+        return list(self._vec_pages) + list(self._node_pages)
+
     def get_vector(self, vec_id: int) -> np.ndarray:
         """The stored vector of ``vec_id`` (float32, shape (dim,)); under cosine the original
         direction times the original norm (float32 precision).

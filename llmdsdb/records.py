@@ -39,8 +39,8 @@ from llmdsdb.fusion import Explain
 
 __all__ = ["MAX_ID_BYTES", "MAX_META_BYTES", "MAX_META_DEPTH", "MAX_TEXT_BYTES", "Document",
            "Explain", "Row", "SearchResult", "build_rows", "check_ids", "check_metadata",
-           "decode_record",
-           "document", "pack", "record_id", "unpack", "validate_embeddings", "with_metadata"]
+           "content_hash", "decode_record", "document", "pack", "record_id", "unpack",
+           "validate_embeddings", "with_embedding", "with_metadata"]
 
 #: Largest id accepted at all (it is kept whole in the record).
 MAX_ID_BYTES = 64 * 1024
@@ -405,7 +405,7 @@ def with_metadata(rec: dict, metadata: object, where: str) -> tuple[bytes, str, 
     if len(packed_meta) > MAX_META_BYTES:
         raise InvalidArgumentError(f"{where}: metadata is {len(packed_meta)} bytes packed; "
                                    f"the limit is {MAX_META_BYTES}")
-    h = hashlib.sha256(pack([rec["text"], rec["emb"]]) + packed_meta).hexdigest()
+    h = content_hash(rec["text"], rec["emb"], packed_meta)
     record = pack({"id": rec["id"], "text": rec["text"], "meta": meta, "emb": rec["emb"],
                    "hash": h})
     return record, h, meta  # type: ignore[return-value]
@@ -424,6 +424,21 @@ def check_metadata(name: str, metadata: object, n: int) -> list[dict]:
             raise InvalidArgumentError(f"{name}: metadata[{j}] is too large; the limit is "
                                        f"{MAX_META_BYTES} bytes packed")
     return out
+
+
+def content_hash(text: str, emb_bytes: bytes | None, packed_meta: bytes) -> str:
+    """The content hash of a document (what an unchanged upsert is recognised by): sha256
+    over its text, embedding bytes and packed metadata. Complexity: O(size)."""
+    return hashlib.sha256(pack([text, emb_bytes]) + packed_meta).hexdigest()
+
+
+def with_embedding(rec: dict, emb_bytes: bytes | None) -> bytes:
+    """The packed record of the decoded record ``rec`` with its embedding replaced by
+    ``emb_bytes`` (float32 LE bytes or None) and its content hash recomputed, as
+    :func:`build_rows` would pack it. Complexity: O(size)."""
+    h = content_hash(rec["text"], emb_bytes, pack(rec["meta"]))
+    return pack({"id": rec["id"], "text": rec["text"], "meta": rec["meta"], "emb": emb_bytes,
+                 "hash": h})
 
 
 def build_rows(name: str, ids: Sequence[str], texts: object, embs: list[np.ndarray | None],
@@ -448,7 +463,7 @@ def build_rows(name: str, ids: Sequence[str], texts: object, embs: list[np.ndarr
         if len(packed_meta) > MAX_META_BYTES:
             raise InvalidArgumentError(f"{name}: metadata[{j}] is {len(packed_meta)} bytes "
                                        f"packed; the limit is {MAX_META_BYTES}")
-        h = hashlib.sha256(pack([tx[j], emb_bytes]) + packed_meta).hexdigest()
+        h = content_hash(tx[j], emb_bytes, packed_meta)
         record = pack({"id": ids[j], "text": tx[j], "meta": metas[j], "emb": emb_bytes,
                        "hash": h})
         rows.append(Row(ids[j], keys[j], tx[j], emb, metas[j], h, record))

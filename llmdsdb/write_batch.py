@@ -53,6 +53,8 @@ class Op(NamedTuple):
 
     kind: Literal["add", "upsert", "delete", "delete_where", "meta", "merge"]
     rows: tuple
+    #: the embedder identity the rows' vectors were made with (None: the caller's vectors)
+    embedder: dict | None = None
 
 
 @dataclass
@@ -347,6 +349,12 @@ def apply(txn: Any, store: Any, ix: Indexes, ops: list[Op], explicit: Explicit,
 
     Complexity: that of the three steps.
     """
+    for op in ops:
+        if op.embedder is not None and op.embedder != ix.config.embedder:
+            raise ConfigConflictError(
+                f"the database was re-embedded (embedder {ix.config.embedder and ix.config.embedder['name']!r}) "
+                f"while this call's texts were embedded with {op.embedder['name']!r}; nothing "
+                "was written: run the call again")
     with store.bound(txn):
         ensure_metadata_index(txn, ix)
         results, work = write_documents(txn, ops, ix.config.dim, ix.meta)

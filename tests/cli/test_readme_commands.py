@@ -39,12 +39,12 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
     cmds = _commands()
     names = {c[1] for c in cmds}
     assert {"demo", "ingest", "query", "stats", "verify", "export", "backup",
-            "restore"} <= names
+            "restore", "reembed"} <= names
     has_embed = importlib.util.find_spec("sentence_transformers") is not None
     for cmd in cmds:
         assert cmd[0] == "llmdsdb"
-        if "./scifact-text" in cmd and not has_embed:
-            continue  # the MiniLM example needs the [embed] extra
+        if ("./scifact-text" in cmd or "minilm" in cmd) and not has_embed:
+            continue  # the MiniLM examples need the [embed] extra
         # the MiniLM example once: each run loads the model (~10 s)
         twice = cmd[1] in REPEATABLE and "./scifact-text" not in cmd
         for _ in range(2 if twice else 1):
