@@ -114,6 +114,7 @@ def test_writes_during_reembed_end_up_embedded_by_the_new_model(tmp_path: Path) 
                 db.add(["new1"], ["a new owl paragraph"])       # past the cursor
                 db.delete(["d5"])                                # staged already
                 db.upsert(["d6"], ["doc6 rewritten about volcano salt"])  # staged: new id
+                db.update_metadata(["d1"], [{"tag": "changed"}])  # in place, same id
             if p.phase == "staging" and p.batches == 2:
                 db.delete(["new1"])
                 db.add(["new2"], ["another late document about rain"])
@@ -121,6 +122,8 @@ def test_writes_during_reembed_end_up_embedded_by_the_new_model(tmp_path: Path) 
         r = db.reembed(NEW, batch_size=30, progress=progress)
         assert r.documents == 120 and "d5" not in db and "new1" not in db
         assert db.get("d6").text == "doc6 rewritten about volcano salt"
+        assert db.get("d1").metadata == {"tag": "changed"}
+        assert db.count(filter={"tag": "changed"}) == 1
         _assert_embedded_by(db, NEW)
         assert db.check() == []
         assert db.search("another late document", top_k=1)[0].id == "new2"
