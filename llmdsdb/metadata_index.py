@@ -688,14 +688,17 @@ class MetadataIndex:
         return len(self.all)
 
     def page_ids(self) -> list[int]:
-        """Every page the index holds (loads every directory record). Complexity: O(records)."""
+        """Every page the index holds as stored (call after :meth:`flush`; reads every
+        directory record). Complexity: O(records)."""
         out = self.all.page_ids()
         for fid in self.fields.values():
             self._field_by_id(fid)
         for fl in self._fields.values():
             out += fl.exists.page_ids() + fl.ints.page_ids() + fl.floats.page_ids()
-        for bl in self._eq.values():
-            out += bl.page_ids()
+        for name in self.store.meta_names("mi/e/"):
+            rec = _unpack(self.store.get_meta(name), name)
+            out += BlockList.from_record("p", rec.get("l") if isinstance(rec, dict) else None,
+                                         name).page_ids()
         return out
 
     def _field_by_id(self, fid: int) -> None:

@@ -206,6 +206,10 @@ class MemoryPageStore:
         """
         self._meta[_meta_name(name)] = _meta_data(data)
 
+    def meta_names(self, prefix: str = "") -> list[str]:
+        """Names of the records that start with ``prefix``, sorted. Complexity: O(records)."""
+        return sorted(n for n in self._meta if n.startswith(prefix))
+
     def __len__(self) -> int:
         """Number of pages held. Complexity: O(1)."""
         return len(self._pages)
