@@ -20,7 +20,10 @@ re-exported here: :mod:`llmdsdb.storage_format` (keys, the value envelope),
   instead of silently starting a new, empty database; a ``data.mdb`` or ``lock.mdb`` with
   more than one hard link (one file, two lock tables) raises
   :class:`~llmdsdb.errors.InvalidPathError`. Creating a new database is serialised by the
-  write lock, so two processes creating one path at the same instant both succeed.
+  write lock, so two processes creating one path at the same instant both succeed; the lock
+  file says "creating" until the format records are committed, so a creation killed before
+  that (which leaves ``lock.mdb`` and no or an empty ``data.mdb``) is started again, not
+  taken for a lost data file.
 * **One :class:`Environment` per real path per process** (a second open shares it, reference
   counted; py-lmdb refuses a second handle and LMDB's fcntl locks break with two), with fork
   detection: an environment used in a forked child raises :class:`~llmdsdb.errors.ClosedError`
@@ -105,10 +108,13 @@ from llmdsdb.storage_files import (
     _empty_file,
     _flock_until,
     _fsync_dir,
+    _interrupted_creation,
+    _mark_creating,
     _missing_data_file,
     _other_holders,
     _read_copy_info,
     _release_orphan,
+    _undo_interrupted_creation,
     check_lmdb_file,
     check_structure_in_subprocess,
 )
@@ -371,6 +377,8 @@ class Environment:
                 assert self._lock_fd is not None
                 _flock_until(self._lock_fd, time.monotonic() + lock_timeout_s, lock_timeout_s,
                              lambda: f"{p} is being created by {self._lock_holder()}")
+                if _interrupted_creation(p):  # its creator was killed before committing
+                    _undo_interrupted_creation(p)
                 creating = not os.path.lexists(data)
             self._open_env(p, data, creating=creating, durability=durability,
                            readonly=readonly, create=create, map_size_bytes=map_size_bytes,
@@ -397,6 +405,8 @@ class Environment:
                     f"directory to start a new, empty database")
             if readonly or not create:
                 raise InvalidPathError(f"no database at {p} (no {_DATA_FILE})")
+            assert self._lock_fd is not None
+            _mark_creating(self._lock_fd)  # until the format records are committed
         else:
             self.file_info = check_lmdb_file(data)
         lock = True

@@ -23,6 +23,7 @@ write-lock wait (:func:`_flock_until`), the meta records of a finished copy
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -313,6 +314,41 @@ def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
                                    f"only (remove the other links, or take a copy with "
                                    f"`llmdsdb backup`)")
     return False
+
+
+#: What ``llmdsdb.lock`` holds while a new database is being created, until the first write
+#: transaction (the format records) replaces it with the writer's pid.
+_CREATING = b"creating\n"
+
+
+def _mark_creating(lock_fd: int) -> None:
+    """Say in the write lock file that the database in its directory is being created."""
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, _CREATING, 0)
+
+
+def _interrupted_creation(path: str) -> bool:
+    """True when the directory ``path`` holds what a creation killed before its first commit
+    leaves: the lock file still says "creating" and ``data.mdb`` is missing or empty (LMDB
+    creates ``lock.mdb`` first, then the data file, then writes its meta pages). Only
+    meaningful under the write lock (a live creator holds it)."""
+    try:
+        with open(os.path.join(path, _LOCK_FILE), "rb") as fh:
+            if fh.read(len(_CREATING) + 1) != _CREATING:
+                return False
+    except OSError:
+        return False
+    data = os.path.join(path, _DATA_FILE)
+    return not os.path.lexists(data) or _empty_file(data)
+
+
+def _undo_interrupted_creation(path: str) -> None:
+    """Remove what an interrupted creation left (an empty ``data.mdb``, LMDB's
+    ``lock.mdb``), so that the directory is created again; nothing was ever committed."""
+    for name in (_DATA_FILE, _LMDB_LOCK_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(path, name))
+    os.truncate(os.path.join(path, _LOCK_FILE), 0)
 
 
 def _empty_file(path: str) -> bool:
