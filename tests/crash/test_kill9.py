@@ -1,138 +1,145 @@
-"""kill -9 during ingest: a writer subprocess commits deterministic batches and prints each
-batch id after the commit returns; the parent SIGKILLs it at a random point. On reopen every
-acknowledged batch must be present, no batch partially, and check() clean.
+"""kill -9 during ingest: writers forked from one zygote process (tools/stress/crashkit.py)
+are SIGKILLed at random points of three kinds - a random time, the N-th storage write, and
+just before / inside (the N-th file operation, via the iotrace LD_PRELOAD shim) / after a
+commit - through the Python API and through ``llmdsdb ingest``.
 
-Each batch ``i`` adds the documents ``b{i}-0 .. b{i}-{n_i - 1}`` (some with embeddings) and a
-marker ``m{i}``, and deletes ``b{i-1}-0``, in one ``db.batch()``; so a visible batch is
-recognisable both by what it added and by what it removed.
+After every kill the directory must open with ``check()`` clean and hold exactly the state
+an uninterrupted run had after k steps, acked <= k <= acked + 1 (the prefix oracle over
+documents and query answers); resuming must reach the uninterrupted run's final state.
+``tools/stress/stress_crash.py`` runs the same trials by the hundred.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
-import llmdsdb
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "stress"))
+import crashkit
+import iotrace
 
-WRITER = r"""
-import sys
-import numpy as np
-import llmdsdb
-
-path, seed, n_batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with llmdsdb.open(path) as db:
-    start = db.generation
-    print("ready", start, flush=True)
-    for i in range(start, n_batches):
-        n = 1 + (i * 7 + seed) % 12
-        rng = np.random.default_rng(i)
-        vecs = rng.standard_normal((n, 16)).astype(np.float32)
-        with db.batch():
-            db.add([f"b{i}-{j}" for j in range(n)],
-                   [f"batch {i} doc {j} " + "word%d " % ((i * j) % 50) * (j + 1)
-                    for j in range(n)],
-                   embeddings=[vecs[j] if j % 3 else None for j in range(n)],
-                   metadata=[{"batch": i, "j": j} for j in range(n)])
-            db.add([f"m{i}"], [f"marker of batch {i}"])
-            if i:
-                db.delete([f"b{i - 1}-0"])
-        print(i, flush=True)
-print("done", flush=True)
-"""
-
-N_BATCHES = 40
-#: Trials in the suite; raise it for a longer run, e.g. LLMDSDB_KILL9_TRIALS=200.
-N_TRIALS = int(os.environ.get("LLMDSDB_KILL9_TRIALS", "20"))
+#: Trials per strategy in the suite (x 3 strategies); e.g. LLMDSDB_KILL9_TRIALS=100 for more.
+N_TRIALS = int(os.environ.get("LLMDSDB_KILL9_TRIALS", "12"))
+STEPS = 6
 
 
-def batch_size(i: int, seed: int) -> int:
-    return 1 + (i * 7 + seed) % 12
+@pytest.fixture(scope="module")
+def work():
+    # tmpfs when there is one: a kill -9 keeps the page cache either way, and fsync is free
+    root = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    d = Path(tempfile.mkdtemp(prefix="llmdsdb-kill9-", dir=root))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
-def visible_batches(db: llmdsdb.Database, seed: int) -> list[int]:
-    """The batches whose documents are visible; asserts that each is whole."""
-    vis = [f"m{i}" in db for i in range(N_BATCHES + 1)]
-    seen = [i for i in range(N_BATCHES) if vis[i]]
-    for i in range(N_BATCHES):
-        n = batch_size(i, seed)
-        rest = [f"b{i}-{j}" in db for j in range(1, n)]
-        assert all(r == vis[i] for r in rest), f"batch {i} is partial: {vis[i]}, {rest}"
-        first = f"b{i}-0" in db
-        assert first == (vis[i] and not vis[i + 1]), f"batch {i}/{i + 1} is partial"
-    return seen
-
-
-def run_trial(path: str, seed: int) -> tuple[int, list[int]]:
-    rnd = random.Random(seed)
-    kill_after = rnd.randint(0, 25)  # acknowledgements to read before the kill
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, path, str(seed), str(N_BATCHES)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    acked = -1
+@pytest.fixture(scope="module")
+def zygote():
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("ready"), line + proc.stderr.read()
-        for _ in range(kill_after):
-            line = proc.stdout.readline().strip()
-            if not line or line == "done":
-                break
-            acked = int(line)
-        # the writer keeps going while we read: the kill lands anywhere in the next batch
-        # (validation, index updates, page writes, the commit, the fsync) or after the end
-        proc.send_signal(signal.SIGKILL)
-        # read the rest through the same buffered reader: communicate() would read the raw
-        # pipe and miss acknowledgements readline() already pulled into the buffer
-        rest = proc.stdout.read()
-        proc.stderr.read()
-        proc.wait(timeout=60)
+        so = iotrace.build()
+    except RuntimeError:
+        so = None
+    with crashkit.Zygote(so) as z:
+        yield z
+
+
+@pytest.fixture(scope="module")
+def refs(zygote, work):
+    return {kind: crashkit.reference(zygote, crashkit.Workload(kind=kind, seed=7, steps=STEPS,
+                                                               batch=3), work / f"ref-{kind}")
+            for kind in ("api", "cli")}
+
+
+def check_trial(trial: crashkit.Trial) -> None:
+    assert not trial.violations, (trial.kill, trial.acked, trial.violations)
+    assert trial.k is not None and trial.acked <= trial.k <= trial.acked + 1
+
+
+@pytest.mark.parametrize("strategy", crashkit.STRATEGIES)
+@pytest.mark.parametrize("kind", ["api", "cli"])
+def test_kill9_trials(zygote, refs, work, strategy, kind):
+    """N_TRIALS // 2 trials per strategy and ingest path; every third one is resumed."""
+    rnd = random.Random(f"{strategy}-{kind}")
+    n = max(1, N_TRIALS // 2)
+    killed = 0
+    for i in range(n):
+        trial = crashkit.run_trial(zygote, refs[kind], strategy, rnd, work / f"{kind}-{strategy}",
+                                   f"t{i}", resume=i % 3 == 0)
+        check_trial(trial)
+        killed += trial.killed
+        assert trial.resumed_ok in (None, True)
+    if strategy != "time":  # a hook point inside the run always kills
+        assert killed == n
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_kill9_while_the_database_is_created(zygote, refs, work, n):
+    """Killed at each of the first file operations of a new database (LMDB's lock file, the
+    data file's first meta pages, ...): the directory opens as a new, empty database."""
+    if not zygote.preloaded:
+        pytest.skip("no C compiler for the iotrace shim")
+    ref = refs["api"]
+    pick = crashkit.pick_kill
+    try:
+        crashkit.pick_kill = lambda *a, **k: {"at": "inside", "n": n}
+        trial = crashkit.run_trial(zygote, ref, "commit", random.Random(0), work / "create",
+                                   f"c{n}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    # an acknowledgement printed before the kill but not yet read counts too
-    for line in rest.split():
-        if line.isdigit():
-            acked = max(acked, int(line))
-    assert proc.returncode in (-signal.SIGKILL, 0), proc.returncode
-    with llmdsdb.open(path) as db:
-        seen = visible_batches(db, seed)
-        assert seen == list(range(len(seen))), seen
-        assert db.generation == len(seen), (db.generation, seen)
-        assert len(seen) - 1 >= acked, f"acknowledged batch {acked} lost (visible {seen})"
-        assert len(seen) - 1 <= acked + 1
-        assert db.check() == []
-        expected = sum(batch_size(i, seed) + 1 for i in seen) - max(0, len(seen) - 1)
-        assert db.count() == expected
-    return acked, seen
+        crashkit.pick_kill = pick
+    check_trial(trial)
+    assert trial.killed and trial.k == 0 and trial.resumed_ok
 
 
-@pytest.mark.parametrize("seed", range(N_TRIALS))
-def test_kill9_trial(tmp_path, seed):
-    acked, seen = run_trial(str(tmp_path / "db"), seed)
-    assert len(seen) >= acked + 1
+def test_the_oracle_flags_a_lost_and_a_partial_batch(zygote, refs, work):
+    """Controls: the oracle refuses a state one step behind the acknowledgement, and a
+    state that is no prefix of the workload (one document of a batch deleted by hand)."""
+    import llmdsdb
+
+    ref = refs["api"]
+    assert crashkit.prefix_verdict(ref.hashes, ref.hashes[3], 3) == (3, None)
+    assert crashkit.prefix_verdict(ref.hashes, ref.hashes[3], 2) == (3, None)
+    k, why = crashkit.prefix_verdict(ref.hashes, ref.hashes[2], 3)
+    assert k is None and "acknowledged" in why
+    path = work / "control.db"
+    f = crashkit._files(work, "control")
+    reply = zygote.request({"cmd": "run", "workload": ref.workload.as_dict(), "path": str(path),
+                            "input": None, "kill": None, **f, "out": ""})
+    assert reply["rc"] == 0
+    assert crashkit.judge(zygote, str(path), work, "control-judge")["hash"] == ref.hashes[-1]
+    last = max(i for i, s in enumerate(crashkit.api_steps(ref.workload)) if s.kind == "batch")
+    with llmdsdb.open(str(path)) as db:
+        db.delete([f"s{last}-0"])  # half of the last batch's work undone
+    verdict = crashkit.judge(zygote, str(path), work, "control-judge2")
+    assert verdict["problems"] == []
+    k, why = crashkit.prefix_verdict(ref.hashes, verdict["hash"], 0)
+    assert k is None and "no prefix" in why
 
 
-def test_kill9_then_resume_matches_uncrashed_run(tmp_path):
-    """Killed twice then resumed to the end: the same documents as a run never killed."""
-    crashed = str(tmp_path / "crashed")
-    run_trial(crashed, 3)
-    run_trial(crashed, 3)
-    subprocess.run([sys.executable, "-c", WRITER, crashed, "3", str(N_BATCHES)], check=True,
-                   capture_output=True, timeout=120)
-    clean = str(tmp_path / "clean")
-    subprocess.run([sys.executable, "-c", WRITER, clean, "3", str(N_BATCHES)], check=True,
-                   capture_output=True, timeout=120)
-    with llmdsdb.open(crashed) as a, llmdsdb.open(clean) as b:
-        da = sorted((d.id, d.text, d.content_hash) for d in a.iter_documents())
-        db_ = sorted((d.id, d.text, d.content_hash) for d in b.iter_documents())
-        assert da == db_ and a.generation == b.generation == N_BATCHES
-        assert a.check() == [] and b.check() == []
-        q = "batch 7 doc 3"
-        assert [r.id for r in a.search(q)] == [r.id for r in b.search(q)]
-    assert os.path.exists(crashed)
+@pytest.mark.parametrize("data", [None, b""])
+def test_a_creation_killed_before_its_first_commit_is_started_again(tmp_path, data):
+    """What a creator killed by SIGKILL leaves (the lock file still says "creating"; LMDB's
+    lock file; no or an empty data file) opens as a new database; the same files with the
+    lock file naming a writer are a database whose data file was lost, and are refused."""
+    import llmdsdb
+    from llmdsdb.errors import CorruptionError
+
+    def leave(path, lock_text):
+        path.mkdir()
+        (path / "llmdsdb.lock").write_bytes(lock_text)
+        (path / "lock.mdb").write_bytes(b"\0" * 8192)
+        if data is not None:
+            (path / "data.mdb").write_bytes(data)
+
+    leave(tmp_path / "killed", b"creating\n")
+    with llmdsdb.open(str(tmp_path / "killed")) as db:
+        db.add(["a"], ["alpha"])
+        assert db.count() == 1 and db.check() == []
+    leave(tmp_path / "lost", b"4242\n")
+    with pytest.raises(CorruptionError):
+        llmdsdb.open(str(tmp_path / "lost"))
+    assert (tmp_path / "lost" / "lock.mdb").exists()  # nothing was removed
