@@ -45,11 +45,12 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from llmdsdb._native import _core
+from llmdsdb.allow import AllowSet
 from llmdsdb._validate import MAX_VECTOR_NORM, Metric
 from llmdsdb._validate import as_int as _as_int
 from llmdsdb.errors import (
@@ -69,7 +70,7 @@ from llmdsdb.errors import (
 if TYPE_CHECKING:
     from llmdsdb.pages import PageStore
 
-__all__ = ["HNSW", "NODES_PER_PAGE", "Metric"]
+__all__ = ["HNSW", "NODES_PER_PAGE", "FilterPlan", "Metric"]
 
 # Metric: the one alias, from llmdsdb._validate (re-exported here)
 _METRICS = ("cosine", "l2", "ip")
@@ -86,6 +87,26 @@ NODES_PER_PAGE = 256
 #: 1,024 vectors (393k floats), 0.74x at 2,048 (786k) -- the scan is linear in n*dim, the
 #: graph search at this ef visits most of a small graph anyway.
 EXACT_COMPONENTS = 500_000
+
+#: A filtered query scores its allowed vectors exactly (no graph walk) when at most this
+#: many are allowed, or at most :data:`FILTER_EXACT_FRACTION` of the graph's nodes. See
+#: :meth:`HNSW.filter_plan`; the figures behind both are in tools/bench/bench_filtered.py.
+FILTER_EXACT_MAX = 4096
+FILTER_EXACT_FRACTION = 0.02
+#: The filtered walk widens its pool to ``ef / selectivity``, at most this factor of ``ef``.
+FILTER_EF_WIDEN_MAX = 8
+_FILTER_MODE = {"traverse": 0, "two-hop": 1}  # as llmdsdb/_native/native.h numbers them
+
+
+class FilterPlan(NamedTuple):
+    """How a vector query runs: ``strategy`` is ``"scan"`` (every vector, exactly),
+    ``"graph"`` (a graph walk), ``"allowed-scan"`` (the allowed vectors only, exactly) or
+    ``"filtered-graph"`` (a graph walk that keeps only allowed vectors); ``exact`` says
+    whether the answer is the exact top k."""
+
+    strategy: str
+    exact: bool
+
 
 #: Largest M (layer-0 rows of 2*M ids; the kernels' bound is far above any useful M).
 _M_MAX = 4096
@@ -182,6 +203,7 @@ class HNSW:
                 "the store already holds an HNSW index; use HNSW.open(store) to load it"
             )
         self._store = store
+        self._filter_mode = "traverse"  # how a filtered walk passes disallowed nodes
         self._init_empty()
 
     # ------------------------------------------------------------------ state
@@ -205,6 +227,7 @@ class HNSW:
         self._lnodes: list[np.ndarray] = []
         self._lcount: list[int] = []
         self._id_map: dict[int, int] = {}
+        self._labels: tuple[np.ndarray, np.ndarray] | None = None  # see _label_map
         self._vec_pages: list[int] = []
         self._node_pages: list[int] = []
         self._dirty_vec: set[int] = set()
@@ -442,6 +465,7 @@ class HNSW:
         self._deleted[new] = False
         self._register_upper(new, levels)
         self._n = n0 + n
+        self._labels = None
         try:
             self._link(n0, self._n, threads)
         except CorruptionError:
@@ -524,16 +548,29 @@ class HNSW:
             return bool(exact)
         return self._n * self.dim <= EXACT_COMPONENTS
 
-    def search(self, query: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, query: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None,
+        allow: AllowSet | None = None,
+    ) -> list[tuple[int, float]]:
         """The ``k`` nearest live vectors to ``query``: ``[(vec_id, distance), ...]``, nearest
         first (see the module docstring for the distance of each metric).
 
         :param ef: pool size of this query (default ``ef_search``; at least ``k``).
         :param exact: True forces exact search, False forces the graph; None (default)
-            scans exactly when the index is small (:data:`EXACT_COMPONENTS`).
+            decides as :meth:`filter_plan` says.
+        :param allow: when given, only vectors whose vec_id is in the set are returned, and
+            exactly ``min(k, live allowed vectors)`` of them (never a post-filtered short
+            list): a selective set is scored exactly, a larger one by a filtered graph walk.
 
-        Complexity: O(log n + ef * M * dim) expected (graph); O(n * dim) exact.
+        Complexity: O(log n + ef * M * dim) expected (graph); O(n * dim) exact; with
+        ``allow`` of m ids, O(m log(n/m) + m * dim) exact or O(ef / s * M * dim) expected
+        for the walk at selectivity s.
         """
+        if allow is not None:
+            Q = self._prepare(query, matrix=False, what="query")[0]
+            k, ef = self._prepare_k(k, ef)
+            ids, ds = self._search_allowed(Q, k, ef, exact, allow, 1)
+            return [(i, d) for i, d in zip(ids[0].tolist(), ds[0].tolist()) if d != math.inf]
         if type(k) is not int or k < 1 or not (ef is None or (type(ef) is int and ef >= 1)):
             k, ef = self._prepare_k(k, ef)
         if ef is None or ef < k:
@@ -551,17 +588,18 @@ class HNSW:
 
     def search_many(
         self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None,
-        threads: int | None = None,
+        threads: int | None = None, allow: AllowSet | None = None,
     ) -> list[list[tuple[int, float]]]:
         """:meth:`search` for each row of ``queries`` (float array (n, dim)); the same
         answers as :meth:`search` gives row by row.
 
         :param threads: threads the queries are spread over (default: the machine's cores);
             the answers do not depend on it.
+        :param allow: one allowed set for every query (see :meth:`search`).
 
         Complexity: O(n * (log N + ef * M * dim) / threads) expected.
         """
-        ids, ds = self.search_many_arrays(queries, k, ef, exact=exact, threads=threads)
+        ids, ds = self.search_many_arrays(queries, k, ef, exact=exact, threads=threads, allow=allow)
         out = []
         for ri, rd in zip(ids.tolist(), ds.tolist()):
             out.append([(i, d) for i, d in zip(ri, rd) if d != math.inf])
@@ -569,17 +607,19 @@ class HNSW:
 
     def search_many_arrays(
         self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None,
-        threads: int | None = None,
+        threads: int | None = None, allow: AllowSet | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search_many` but returns arrays: vec_ids int64 (n, k) and distances
-        float32 (n, k); when fewer than k vectors are live a row is padded with id -1 and
-        distance inf (test the distance: -1 is also a valid vec_id).
+        float32 (n, k); when fewer than k vectors are live (or allowed) a row is padded with
+        id -1 and distance inf (test the distance: -1 is also a valid vec_id).
 
         Complexity: O(n * (log N + ef * M * dim) / threads) expected.
         """
         Q, _ = self._prepare(queries, matrix=True, what="queries")
         k, ef = self._prepare_k(k, ef)
         nt = _threads(threads)
+        if allow is not None:
+            return self._search_allowed(Q, k, ef, exact, allow, nt)
         nq = Q.shape[0]
         ids = np.empty((nq, k), np.int64)
         ds = np.empty((nq, k), np.float32)
@@ -588,6 +628,70 @@ class HNSW:
                 Q, self._n, self._entry, self._max_level, self._live, k, ef,
                 self._use_exact(exact), nt, ids, ds,
             )
+        return ids, ds
+
+    # ------------------------------------------------------------------ filtered search
+
+    def filter_plan(self, allow: AllowSet | None = None, *, exact: bool | None = None) -> FilterPlan:
+        """How a query restricted to ``allow`` (None: unrestricted) runs; the search methods
+        follow this very plan, so what it reports is what ran.
+
+        Without ``allow``: ``scan`` for a small index (:data:`EXACT_COMPONENTS`), else
+        ``graph``. With ``allow`` of m ids: ``allowed-scan`` (exact distances to the allowed
+        vectors only) when the index is small, when m <= :data:`FILTER_EXACT_MAX` or when
+        m <= :data:`FILTER_EXACT_FRACTION` of the nodes - there scoring m vectors costs less
+        than a walk that must pass about 1/selectivity nodes for each one it keeps; else
+        ``filtered-graph``. ``exact`` True / False forces the exact or the graph path.
+
+        :raises InvalidTypeError: ``allow`` is not an :class:`~llmdsdb.allow.AllowSet`.
+
+        Complexity: O(1).
+        """
+        if allow is None:
+            ex = self._use_exact(exact)
+            return FilterPlan("scan" if ex else "graph", ex)
+        if not isinstance(allow, AllowSet):
+            raise InvalidTypeError(f"allow must be an AllowSet, not {type(allow).__name__}")
+        if exact is None:
+            m = len(allow)
+            exact = (self._n * self.dim <= EXACT_COMPONENTS or m <= FILTER_EXACT_MAX
+                     or m <= FILTER_EXACT_FRACTION * self._n)
+        return FilterPlan("allowed-scan", True) if exact else FilterPlan("filtered-graph", False)
+
+    def _label_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """vec_id -> node of the live nodes, for the kernels: (increasing int64 vec_ids,
+        their int32 nodes). Built on the first filtered query after an insert; a delete
+        leaves its entry naming a tombstone, which the kernels skip. O(n log n) to build."""
+        lab = self._labels
+        if lab is None:
+            live = np.flatnonzero(~self._deleted[: self._n])
+            keys = self._ext[live]
+            order = np.argsort(keys, kind="stable")
+            lab = (np.ascontiguousarray(keys[order]), live[order].astype(np.int32))
+            self._labels = lab
+        return lab
+
+    def _search_allowed(
+        self, Q: np.ndarray, k: int, ef: int, exact: bool | None, allow: AllowSet, threads: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prepared queries restricted to ``allow``, by :meth:`filter_plan`."""
+        plan = self.filter_plan(allow, exact=exact)
+        nq = Q.shape[0]
+        ids = np.empty((nq, k), np.int64)
+        ds = np.empty((nq, k), np.float32)
+        if not nq:
+            return ids, ds
+        if not plan.exact:
+            # the walk keeps only allowed nodes, so at selectivity s it passes about 1/s
+            # nodes per result; a wider pool keeps its recall where the set is sparse
+            sel = len(allow) / max(self._live, 1)
+            widen = min(1.0 / sel, FILTER_EF_WIDEN_MAX) if sel > 0 else FILTER_EF_WIDEN_MAX
+            ef = max(k, int(math.ceil(ef * widen)))
+        keys, nodes = self._label_map()
+        self._graph().search_allowed(
+            Q, self._n, self._entry, self._max_level, k, ef, plan.exact,
+            _FILTER_MODE[self._filter_mode], threads, allow.bits, allow.ids, keys, nodes, ids, ds,
+        )
         return ids, ds
 
     def stats(self) -> dict[str, Any]:

@@ -37,8 +37,9 @@ import numpy as np
 
 from llmdsdb._native import _core
 from llmdsdb._validate import vectors as _check_vectors
+from llmdsdb.allow import AllowSet
 from llmdsdb.errors import CorruptionError
-from llmdsdb.hnsw import HNSW
+from llmdsdb.hnsw import HNSW, FilterPlan
 from llmdsdb.pages import PageStore
 
 __all__ = ["FRESH_BLOCK", "FRESH_MAX_COMPONENTS", "FreshVectors",
@@ -140,22 +141,35 @@ class FreshVectors:
         self.dirty = set(range(stored))  # the next flush deletes the stored blocks
         return ids, vecs
 
-    def search_many(self, Q: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    def search_many(self, Q: np.ndarray, k: int, allow: AllowSet | None = None
+                    ) -> list[list[tuple[int, float]]]:
         """Exact ``k`` nearest live rows of each query (float32 (nq, dim)), distances as
         HNSW reports them; ties to the earlier row. The graph's exact scan kernel
         (``_core.exact_topk``) does the work, so a row's answer does not depend on the other
-        rows of the call.
+        rows of the call. With ``allow``, only rows whose id is in the set count.
 
         Complexity: O(nq · n · dim).
         """
         n, live = self.n, len(self.pos)
         if not live:
             return [[] for _ in range(len(Q))]
+        skip = None if live == n else (~self.alive[:n]).view(np.uint8)
+        if allow is not None:
+            ids = self.ids[:n]
+            bits = allow.bits
+            byte = ids >> 3
+            inside = (ids >= 0) & (byte < bits.size)
+            ok = np.zeros(n, bool)
+            ok[inside] = (bits[byte[inside]] >> (ids[inside] & 7)) & 1 == 1
+            keep = ok & self.alive[:n]
+            live = int(keep.sum())
+            if not live:
+                return [[] for _ in range(len(Q))]
+            skip = (~keep).view(np.uint8)
         Qp = self._prep(Q)
         kk = min(k, live)
         out_i = np.empty((len(Qp), kk), np.int64)
         out_d = np.empty((len(Qp), kk), np.float32)
-        skip = None if live == n else (~self.alive[:n]).view(np.uint8)
         _core.exact_topk(self.vecs[:n], Qp, _METRIC_CODE[self.metric], skip, out_i, out_d)
         ids = self.ids[out_i]
         return [list(zip(r, d)) for r, d in zip(ids.tolist(), out_d.tolist())]
@@ -301,34 +315,50 @@ class VectorSegment:
 
     # -- search ----------------------------------------------------------------------------
 
-    def search(self, query: np.ndarray, k: int = 10, ef: int | None = None
-               ) -> list[tuple[int, float]]:
+    def filter_plan(self, allow: AllowSet | None = None) -> FilterPlan:
+        """How the graph part answers a query restricted to ``allow`` (None: unrestricted):
+        :meth:`llmdsdb.hnsw.HNSW.filter_plan`, which the search methods follow. The fresh
+        part is always scanned exactly (restricted to the same set).
+
+        Complexity: O(1).
+        """
+        return self.graph.filter_plan(allow)
+
+    def search(self, query: np.ndarray, k: int = 10, ef: int | None = None, *,
+               allow: AllowSet | None = None) -> list[tuple[int, float]]:
         """The ``k`` nearest live vectors: ``[(vec_id, distance), ...]``, nearest first;
         the graph's list and the fresh part's exact list merged.
 
         :param ef: the graph's pool size (default its ``ef_search``; at least ``k``).
+        :param allow: only vectors whose id is in the set are returned, exactly
+            ``min(k, live allowed vectors)`` of them (see :meth:`filter_plan`).
 
         Complexity: O(log n + ef·M·dim) (graph) or O(n·dim) (exact) + O(fresh·dim).
         """
         return self.search_many(np.asarray(query)[None, :] if np.ndim(query) == 1 else query,
-                                k, ef)[0]
+                                k, ef, allow=allow)[0]
 
-    def search_many(self, queries: np.ndarray, k: int = 10, ef: int | None = None
-                    ) -> list[list[tuple[int, float]]]:
+    def search_many(self, queries: np.ndarray, k: int = 10, ef: int | None = None, *,
+                    allow: AllowSet | None = None) -> list[list[tuple[int, float]]]:
         """:meth:`search` for each row of ``queries``: exactly the per-query results. The
-        graph decides between its exact scan and its graph walk by its size alone (see
-        :meth:`llmdsdb.hnsw.HNSW.search`), and the fresh part scans every row with the same
-        kernel for one query or many, so a query's hits never depend on the call shape.
+        graph decides between its exact scan and its graph walk by its size (and the
+        allowed set's) alone (see :meth:`filter_plan`), and the fresh part scans every row
+        with the same kernel for one query or many, so a query's hits never depend on the
+        call shape.
+
+        :param allow: one allowed set for every query (see :meth:`search`).
 
         Complexity: that of :meth:`search` per query.
         """
         Q = _check_vectors(queries, dim=self.dim, metric=self.metric, what="queries")
-        graph = (self.graph.search_many(Q, k, ef) if len(self.graph)
+        if allow is not None:
+            self.filter_plan(allow)  # the type check, even when the graph is empty
+        graph = (self.graph.search_many(Q, k, ef, allow=allow) if len(self.graph)
                  else [[] for _ in range(len(Q))])
         if not len(self.fresh):
             return graph
         out = []
-        for g, f in zip(graph, self.fresh.search_many(Q, k)):
+        for g, f in zip(graph, self.fresh.search_many(Q, k, allow)):
             both = g + f if g else f
             if g:
                 both.sort(key=lambda p: p[1])

@@ -376,6 +376,8 @@ typedef struct {
     int exact;
     int64_t *out_ids;
     float *out_d;
+    const hnsw_allow *allow; /* search_allowed: the allowed set, else NULL */
+    int mode;
     /* insert */
     size_t efc;
     hnsw_top *top;
@@ -395,8 +397,11 @@ static void *search_worker(void *arg) {
             if (i >= j->stop || __atomic_load_n(&j->status, __ATOMIC_RELAXED) != NATIVE_OK)
                 break;
             size_t nout = 0;
-            int st = hnsw_query(j->g, c, j->Q + i * dim, j->entry, j->maxl, j->ef, j->k,
-                                j->live, j->exact, out, &nout);
+            int st = j->allow
+                         ? hnsw_query_allowed(j->g, c, j->Q + i * dim, j->entry, j->maxl, j->ef,
+                                              j->k, j->allow, j->exact, j->mode, out, &nout)
+                         : hnsw_query(j->g, c, j->Q + i * dim, j->entry, j->maxl, j->ef, j->k,
+                                      j->live, j->exact, out, &nout);
             if (st != NATIVE_OK) {
                 __atomic_store_n(&j->status, st, __ATOMIC_RELAXED);
                 break;
@@ -518,6 +523,97 @@ static PyObject *graph_search_many(GraphObject *self, PyObject *const *args, Py_
         return native_raise(j.status, "hnsw search: corrupt graph (neighbour id, row map or "
                                       "entry point out of range)");
     Py_RETURN_NONE;
+}
+
+/* search_allowed(Q, n, entry, max_level, k, ef, exact, mode, threads, bits, ids, keys,
+ * knodes, out_ids, out_d): search_many restricted to an allowed set (hnsw_query_allowed).
+ * bits: uint8 (any length) bitmap over vec_ids; ids: int64 strictly increasing vec_ids;
+ * keys / knodes: int64 / int32 of one length, the label map (vec_id -> node, keys
+ * increasing; a map out of step with the graph is an InvalidArgumentError, never a read
+ * out of bounds). Q float32 (nq, dim) prepared; outs (nq, k) padded with -1 / inf. */
+static PyObject *graph_search_allowed(GraphObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t n, entry, maxl, k, ef, exact, mode, threads;
+    if (nargs != 15) {
+        PyErr_SetString(native_InvalidArgumentError, "search_allowed takes 15 arguments");
+        return NULL;
+    }
+    if (fast_ssize(args, 1, &n) || fast_ssize(args, 2, &entry) || fast_ssize(args, 3, &maxl) ||
+        fast_ssize(args, 4, &k) || fast_ssize(args, 5, &ef) || fast_ssize(args, 6, &exact) ||
+        fast_ssize(args, 7, &mode) || fast_ssize(args, 8, &threads))
+        return NULL;
+    if (check_ready(self, n) < 0)
+        return NULL;
+    if (k < 1 || ef < 1 || threads < 1 || entry < -1 || entry > INT32_MAX || maxl < -1 ||
+        maxl > INT32_MAX || (mode != HNSW_FILTER_TRAVERSE && mode != HNSW_FILTER_TWOHOP)) {
+        PyErr_SetString(native_InvalidArgumentError,
+                        "bad k, ef, threads, entry, max_level or filter mode");
+        return NULL;
+    }
+    Py_buffer b[7];
+    static const int kinds[7] = {K_F32, K_U8, K_I64, K_I64, K_I32, K_I64, K_F32};
+    static const int dims[7] = {2, 1, 1, 1, 1, 2, 2};
+    static const int slot[7] = {0, 9, 10, 11, 12, 13, 14};
+    static const char *what[7] = {"queries", "allow bitmap", "allowed ids", "label keys",
+                                  "label nodes", "out_ids", "out_d"};
+    int got = 0;
+    for (; got < 7; got++)
+        if (get_buf(args[slot[got]], &b[got], kinds[got], dims[got], got >= 5, what[got]) < 0)
+            break;
+    PyObject *ret = NULL;
+    if (got < 7)
+        goto done;
+    Py_ssize_t nq = b[0].shape[0], nids = b[2].shape[0];
+    if (b[0].shape[1] != self->g.dim || b[5].shape[0] != nq || b[5].shape[1] != k ||
+        b[6].shape[0] != nq || b[6].shape[1] != k) {
+        PyErr_SetString(native_DimensionError,
+                        "search_allowed: queries (nq, dim), out_ids / out_d (nq, k) expected");
+        goto done;
+    }
+    if (b[3].shape[0] != b[4].shape[0]) {
+        PyErr_SetString(native_InvalidArgumentError, "label keys and nodes differ in length");
+        goto done;
+    }
+    const int64_t *ids = b[2].buf;
+    for (Py_ssize_t i = 1; i < nids; i++)
+        if (ids[i] <= ids[i - 1]) {
+            PyErr_SetString(native_InvalidArgumentError,
+                            "allowed ids must be strictly increasing");
+            goto done;
+        }
+    hnsw_allow a = {b[1].buf, (size_t)b[1].shape[0], ids, (size_t)nids, b[3].buf, b[4].buf,
+                    (size_t)b[3].shape[0], self->ext.buf};
+    hnsw_graph g = self->g;
+    g.n = (int32_t)n;
+    job_t j = {0};
+    j.self = self;
+    j.g = &g;
+    j.stop = (size_t)nq;
+    j.Q = b[0].buf;
+    j.k = (size_t)k;
+    j.ef = (size_t)ef;
+    j.entry = (int32_t)entry;
+    j.maxl = (int32_t)maxl;
+    j.exact = (int)exact;
+    j.out_ids = b[5].buf;
+    j.out_d = b[6].buf;
+    j.allow = &a;
+    j.mode = (int)mode;
+    if (threads > nq)
+        threads = nq ? nq : 1;
+    Py_BEGIN_ALLOW_THREADS
+    run_threads(search_worker, &j, threads);
+    Py_END_ALLOW_THREADS
+    if (j.status != NATIVE_OK)
+        native_raise(j.status, j.status == NATIVE_EINVAL
+                                   ? "hnsw search: the label map is out of step with the graph"
+                                   : "hnsw search: corrupt graph (neighbour id, row map or "
+                                     "entry point out of range)");
+    else
+        ret = Py_NewRef(Py_None);
+done:
+    while (got-- > 0)
+        PyBuffer_Release(&b[got]);
+    return ret;
 }
 
 /* insert(start, stop, entry, max_level, efc, threads, dirty) -> (entry, max_level):
@@ -656,6 +752,9 @@ static PyMethodDef graph_methods[] = {
      "search(q, raw, n, entry, max_level, live, k, ef, exact) -> list of (vec_id, distance)"},
     {"search_many", (PyCFunction)(void (*)(void))graph_search_many, METH_FASTCALL,
      "search_many(Q, n, entry, max_level, live, k, ef, exact, threads, out_ids, out_d)"},
+    {"search_allowed", (PyCFunction)(void (*)(void))graph_search_allowed, METH_FASTCALL,
+     "search_allowed(Q, n, entry, max_level, k, ef, exact, mode, threads, bits, ids, keys, "
+     "knodes, out_ids, out_d)"},
     {"insert", (PyCFunction)(void (*)(void))graph_insert, METH_FASTCALL,
      "insert(start, stop, entry, max_level, efc, threads, dirty) -> (entry, max_level)"},
     {"set_counts", (PyCFunction)graph_set_counts, METH_O,

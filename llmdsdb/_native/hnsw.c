@@ -69,6 +69,8 @@ void hnsw_ctx_free(hnsw_ctx *c) {
     free(c->sel);
     free(c->sel2);
     free(c->fresh);
+    free(c->hop);
+    free(c->nodes);
     free(c->q);
     free(c->qd);
     free(c);
@@ -198,23 +200,42 @@ static int greedy(const hnsw_graph *g, hnsw_ctx *c, const float *q, int from, in
     return NATIVE_OK;
 }
 
+/* Whether node i (0 <= i < n) may be a result: live and, under a filter, allowed. */
+static inline int keep_node(const hnsw_graph *g, const hnsw_allow *a, int32_t i) {
+    if (g->deleted[i])
+        return 0;
+    if (!a)
+        return 1;
+    int64_t v = a->ext[i];
+    return v >= 0 && (uint64_t)v >> 3 < a->nbytes && (a->bits[v >> 3] >> (v & 7)) & 1;
+}
+
 /* Best-first search of one layer from ep; leaves the result max-heap in c->res, *nres
- * entries. skip_deleted: tombstones are expanded but not kept as results. */
+ * entries. skip_deleted: tombstones (and, with an allowed set a, nodes outside it) are
+ * expanded but not kept as results; mode HNSW_FILTER_TWOHOP (with a) instead keeps them
+ * out of the candidates and expands their neighbours in their place. */
 static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native_pair ep,
-                        int level, size_t ef, int skip_deleted, size_t *nres) {
+                        int level, size_t ef, int skip_deleted, const hnsw_allow *a, int mode,
+                        size_t *nres) {
     size_t dim = (size_t)g->dim;
     int w = level ? g->m : g->m0;
     uint16_t e = next_epoch(c);
     uint16_t *mark = c->mark;
     size_t nc = 0, nr = 0;
     int st;
+    int twohop = a && mode == HNSW_FILTER_TWOHOP && level == 0;
     if ((st = grow(&c->res, &c->res_cap, ef + 1)) != NATIVE_OK)
         return st;
+    if (twohop && !c->hop) {
+        c->hop = malloc((size_t)g->m0 * ((size_t)g->m0 + 1) * sizeof(int32_t));
+        if (!c->hop)
+            return NATIVE_ENOMEM;
+    }
     mark[ep.id] = e;
     /* candidates: a max-heap of (-d, -id) is a min-heap of (d, id) */
     c->cand[nc++] = (native_pair){-ep.d, -ep.id};
     float lb = INFINITY;
-    if (!skip_deleted || !g->deleted[ep.id]) {
+    if (!skip_deleted || keep_node(g, a, ep.id)) {
         c->res[nr++] = ep;
         lb = ep.d;
     }
@@ -233,13 +254,30 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
             return NATIVE_ECORRUPT;
         /* two passes: first the unvisited neighbours (marked, their vectors prefetched, so
          * the memory loads overlap), then their distances */
-        int32_t *fresh = c->fresh;
+        int32_t *fresh = twohop ? c->hop : c->fresh;
         int nf = 0;
         for (int j = 0; j < len; j++) {
             int32_t nb = row[j];
             if (mark[nb] == e)
                 continue;
             mark[nb] = e;
+            if (twohop && !keep_node(g, a, nb)) {
+                /* outside the set: its neighbours stand in for it (a filtered walk never
+                 * runs beside an insert, so rows are read without the insert's care) */
+                const int32_t *r2 = g->adj0 + (size_t)nb * (size_t)g->m0;
+                int l2 = row_len(g, r2, g->m0);
+                if (l2 < 0)
+                    return NATIVE_ECORRUPT;
+                for (int t = 0; t < l2; t++) {
+                    int32_t nb2 = r2[t];
+                    if (mark[nb2] == e || !keep_node(g, a, nb2))
+                        continue;
+                    mark[nb2] = e;
+                    fresh[nf++] = nb2;
+                    prefetch_vec(g, nb2);
+                }
+                continue;
+            }
             fresh[nf++] = nb;
             prefetch_vec(g, nb);
         }
@@ -250,7 +288,7 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
                 if ((st = grow(&c->cand, &c->cand_cap, nc + 1)) != NATIVE_OK)
                     return st;
                 native_heap_push(c->cand, &nc, (native_pair){-d, -nb});
-                if (!skip_deleted || !g->deleted[nb]) {
+                if (!skip_deleted || keep_node(g, a, nb)) {
                     native_heap_push(c->res, &nr, (native_pair){d, nb});
                     if (nr > ef)
                         native_heap_pop(c->res, &nr);
@@ -281,7 +319,7 @@ int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
         if ((st = greedy(g, c, q, max_level, 0, &cur, &curd)) != NATIVE_OK)
             return st;
         size_t nr;
-        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, &nr)) != NATIVE_OK)
+        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, NULL, 0, &nr)) != NATIVE_OK)
             return st;
         if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
             return st;
@@ -299,6 +337,123 @@ int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
     *nout = native_topk_scan(g->vecs, (size_t)g->n, (size_t)g->dim, q, g->metric, g->deleted,
                              k, c->tmp, out);
     return NATIVE_OK;
+}
+
+/* ---- filtered search ------------------------------------------------------------------ */
+
+/* First position >= lo of keys[0..n) holding a key >= x (n when none): doubling steps
+ * from lo, then a binary search inside the last step. */
+static size_t gallop(const int64_t *keys, size_t lo, size_t n, int64_t x) {
+    size_t bound = 1;
+    while (lo + bound <= n && keys[lo + bound - 1] < x)
+        bound *= 2;
+    size_t l = lo + bound / 2, hi = lo + bound - 1 < n ? lo + bound - 1 : n;
+    while (l < hi) {
+        size_t mid = l + (hi - l) / 2;
+        if (keys[mid] < x)
+            l = mid + 1;
+        else
+            hi = mid;
+    }
+    return l;
+}
+
+int hnsw_resolve_allowed(const hnsw_graph *g, const hnsw_allow *a, int32_t *nodes, size_t *m) {
+    size_t pos = 0, cnt = 0;
+    int64_t prev = INT64_MIN;
+    for (size_t i = 0; i < a->nids; i++) {
+        int64_t v = a->ids[i];
+        if (v < prev) /* ids not increasing: start over rather than miss one */
+            pos = 0;
+        prev = v;
+        pos = gallop(a->keys, pos, a->nkeys, v);
+        if (pos >= a->nkeys || a->keys[pos] != v)
+            continue;
+        int32_t x = a->knodes[pos];
+        if (x < 0 || x >= g->n || a->ext[x] != v)
+            return NATIVE_EINVAL;
+        if (!g->deleted[x])
+            nodes[cnt++] = x;
+    }
+    *m = cnt;
+    return NATIVE_OK;
+}
+
+int hnsw_scan_nodes(const hnsw_graph *g, hnsw_ctx *c, const float *q, const int32_t *nodes,
+                    size_t m, size_t k, native_pair *out, size_t *nout) {
+    size_t dim = (size_t)g->dim, h = 0;
+    int st;
+    *nout = 0;
+    if (!k)
+        return NATIVE_OK;
+    if ((st = grow(&c->res, &c->res_cap, k + 1)) != NATIVE_OK)
+        return st;
+    native_pair *heap = c->res;
+    for (size_t i = 0; i < m; i++) {
+        /* rows are scattered: fetch a few ahead while this one is scored */
+        if (i + 4 < m)
+            prefetch_vec(g, nodes[i + 4]);
+        native_pair p = {native_dist(g->metric, q, vec(g, nodes[i]), dim), nodes[i]};
+        if (h < k) {
+            native_heap_push(heap, &h, p);
+        } else if (native_pair_lt(p, heap[0])) {
+            native_heap_pop(heap, &h);
+            native_heap_push(heap, &h, p);
+        }
+    }
+    *nout = h;
+    native_heap_drain(heap, h, out);
+    return NATIVE_OK;
+}
+
+/* The exact answer: resolve the allowed ids into c->nodes, then scan them. */
+static int allowed_exact(const hnsw_graph *g, hnsw_ctx *c, const float *q, const hnsw_allow *a,
+                         size_t k, native_pair *out, size_t *nout) {
+    size_t m;
+    int st;
+    if (a->nids > c->nodes_cap) {
+        int32_t *p = realloc(c->nodes, a->nids * sizeof(int32_t));
+        if (!p)
+            return NATIVE_ENOMEM;
+        c->nodes = p;
+        c->nodes_cap = a->nids;
+    }
+    if ((st = hnsw_resolve_allowed(g, a, c->nodes, &m)) != NATIVE_OK)
+        return st;
+    return hnsw_scan_nodes(g, c, q, c->nodes, m, k, out, nout);
+}
+
+int hnsw_query_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
+                       int32_t max_level, size_t ef, size_t k, const hnsw_allow *a, int exact,
+                       int mode, native_pair *out, size_t *nout) {
+    int st;
+    *nout = 0;
+    if (!g->n || !k || !a->nids)
+        return NATIVE_OK;
+    if (!exact) {
+        if (entry < 0 || entry >= g->n || max_level < 0 || max_level > g->nlevels)
+            return NATIVE_ECORRUPT;
+        if (ef < k)
+            ef = k;
+        int32_t cur = entry;
+        float curd = native_dist(g->metric, q, vec(g, cur), (size_t)g->dim);
+        if ((st = greedy(g, c, q, max_level, 0, &cur, &curd)) != NATIVE_OK)
+            return st;
+        size_t nr;
+        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, a, mode, &nr)) !=
+            NATIVE_OK)
+            return st;
+        if (nr >= k) {
+            if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
+                return st;
+            native_heap_drain(c->res, nr, c->tmp);
+            memcpy(out, c->tmp, k * sizeof(native_pair));
+            *nout = k;
+            return NATIVE_OK;
+        }
+        /* fewer than k allowed nodes reached: the exact path knows whether more exist */
+    }
+    return allowed_exact(g, c, q, a, k, out, nout);
 }
 
 /* ---- insert ---------------------------------------------------------------------------- */
@@ -412,7 +567,7 @@ int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_to
         goto out;
     for (int level = L < maxl ? L : maxl; level >= 0; level--) {
         size_t nr, nc = 0;
-        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, level, efc, 0, &nr)) != NATIVE_OK)
+        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, level, efc, 0, NULL, 0, &nr)) != NATIVE_OK)
             goto out;
         if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
             goto out;

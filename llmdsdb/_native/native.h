@@ -249,6 +249,9 @@ typedef struct hnsw_ctx {
     native_pair *cand, *res, *tmp, *tmp2;
     size_t cand_cap, res_cap, tmp_cap;
     int32_t *row, *sel, *sel2, *fresh;
+    int32_t *hop;  /* two-hop expansion of a filtered walk: m0 * (m0 + 1) ids, lazily */
+    int32_t *nodes; /* allowed nodes of an exact filtered scan, lazily */
+    size_t nodes_cap;
     float *q;
     double *qd;
     struct hnsw_ctx *next; /* free-list link of the owner's pool */
@@ -270,6 +273,47 @@ void hnsw_ctx_free(hnsw_ctx *c);
 int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
                int32_t max_level, size_t ef, size_t k, size_t live, int exact,
                native_pair *out, size_t *nout);
+
+/* A filtered query's allowed set, over vec_ids (the ids llmdsdb.hnsw reports): a
+ * little-endian bitmap (vec_id v allowed when bits[v >> 3] >> (v & 7) & 1; ids past
+ * 8 * nbytes never are), the same set as strictly increasing ids, and the graph's label
+ * map from vec_id to node: keys (strictly increasing vec_ids of live nodes) and knodes
+ * (their nodes). ext is the graph's node -> vec_id array. */
+typedef struct {
+    const uint8_t *bits;
+    size_t nbytes;
+    const int64_t *ids;
+    size_t nids;
+    const int64_t *keys;
+    const int32_t *knodes;
+    size_t nkeys;
+    const int64_t *ext;
+} hnsw_allow;
+
+/* How a filtered walk treats nodes outside the allowed set. TRAVERSE: they are walked
+ * like any node but never kept as results (hnswlib's filter functor). TWOHOP: they never
+ * enter the candidate queue; instead their own neighbours are considered as if adjacent to
+ * the node being expanded (ACORN-1's two-hop expansion). */
+enum { HNSW_FILTER_TRAVERSE = 0, HNSW_FILTER_TWOHOP = 1 };
+
+/* The live allowed nodes: each of a->ids looked up in the label map (galloping search
+ * from the previous hit, so sorted ids cost O(m log(n/m))), tombstones dropped. Writes up
+ * to a->nids nodes to nodes and their number to *m. NATIVE_EINVAL when the map names a
+ * node outside 0..n-1 or one whose vec_id differs (a map out of step with the graph). */
+int hnsw_resolve_allowed(const hnsw_graph *g, const hnsw_allow *a, int32_t *nodes, size_t *m);
+
+/* Exact k nearest of q among the m given nodes (each 0 <= node < n, checked by the
+ * caller), nearest first, ties to the lower node; *nout = min(k, m). */
+int hnsw_scan_nodes(const hnsw_graph *g, hnsw_ctx *c, const float *q, const int32_t *nodes,
+                    size_t m, size_t k, native_pair *out, size_t *nout);
+
+/* k nearest allowed live nodes of q. exact != 0: hnsw_resolve_allowed + hnsw_scan_nodes.
+ * Else the greedy descent and a layer-0 search with a pool of ef (>= k) in which only
+ * allowed live nodes become results (mode: HNSW_FILTER_*); when the walk finds fewer than
+ * k of them, the exact path answers instead, so *nout = min(k, allowed live nodes). */
+int hnsw_query_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
+                       int32_t max_level, size_t ef, size_t k, const hnsw_allow *a, int exact,
+                       int mode, native_pair *out, size_t *nout);
 
 /* Link node x (its vector and level already stored, its rows empty) into the graph: the
  * paper's insert with ef_construction efc, neighbour-selection heuristic (Algorithm 4)
