@@ -36,6 +36,19 @@ in 64-bit fixed point (a power-of-two scale per query, ~1e-16 relative), so ever
 every evaluation order returns bit-identical scores (tested), within 1e-12 of the float
 formula.
 
+**One call per query.** Python analyses the query into term ids; everything after that
+-- the plan (idf, bounds, order, mode), the top k, the external ids -- runs in one call of
+a C query state (``_core.Bm25State``) that holds, for one generation of the index, the
+norms, the per-term statistics and the postings lists registered so far; ``search_many``
+runs all its queries in one such call, on threads. A write, a flush or a new snapshot
+generation starts a new state, and so does a state whose lists outgrow the cache budget.
+
+**Filters.** ``allow`` (an :class:`~llmdsdb.allow.AllowSet` of the ids given to
+:meth:`InvertedIndex.add_documents`) restricts a query to those documents, exactly: either
+the kernel checks the bitmap (through the docno -> id array, bounds-checked) before a
+document can enter the top k, or, for a selective set, it scores only the allowed
+documents one at a time (:meth:`InvertedIndex.filter_plan` tells which).
+
 **Memory.** A flushed term is read as its verified compressed blocks back to back
 (:func:`~llmdsdb.codec.join_postings`, ~1.8 bytes a posting) and cached in the store's
 :class:`~llmdsdb.pages.PageCache` (TinyLFU, its stats show these entries); the kernels
@@ -61,7 +74,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import zlib
 from collections.abc import Callable, Sequence
 from itertools import chain
@@ -124,10 +136,8 @@ EXHAUSTIVE_MAX_POSTINGS = 50_000
 #: number at most 1/this of the postings of its terms; above, the postings merge checks the
 #: allow bitmap (strategy "bitmap"). Both are exact.
 FILTER_CANDIDATES_FACTOR = 8
-#: search_many hands the kernel at most this many queries per call (bounds the postings
-#: lists held at once).
-_BATCH_QUERIES = 256
-_EXHAUSTIVE, _PRUNED = 0, 1  # kernel modes (llmdsdb/_native/native.h)
+#: Kernel mode codes (llmdsdb/_native/native.h; 2 = auto, decided in C per query).
+_MODES = {"exhaustive": 0, "pruned": 1, "auto": 2}
 _INSTANCES = itertools.count()
 #: Documents analysed and appended per internal step of add_documents (bounds memory).
 ADD_BATCH = 20_000
@@ -311,7 +321,9 @@ class InvertedIndex:
         self.cache_bytes = cache_bytes
         self._own_cache: PageCache | None = None
         self._instance = next(_INSTANCES)  # tells this object's cache entries from others'
-        self._tls = threading.local()  # per-thread scoring accumulator
+        self._gen = 0  # bumped by every change: names the generation of _cstate
+        self._cstate: Any = None  # the C query state (_core.Bm25State) of _cstate_key
+        self._cstate_key: tuple[int, int | None] | None = None
         self._written_config = False
 
     # --- small accessors -------------------------------------------------------------------
@@ -349,6 +361,8 @@ class InvertedIndex:
         lists of unflushed terms (flushed ones are cached by page id and stay valid)."""
         self._norm = None
         self._ext_sorted = None
+        self._gen += 1
+        self._cstate = None
         self._pending_lists.clear()
 
     def _norms(self) -> np.ndarray:
@@ -775,10 +789,10 @@ class InvertedIndex:
         """
         self._check_top_k(top_k, mode)
         _check_allow(allow)
-        plan = self._plan(query)
-        if plan is None or (allow is not None and len(allow) == 0):
+        tids = self._tids(query)
+        if not tids or (allow is not None and len(allow) == 0):
             return []
-        return self._run([plan], int(top_k), mode, 1, [allow])[0]
+        return self._run([tids], int(top_k), mode, 1, [allow])[0]
 
     def search_many(
         self,
@@ -818,17 +832,16 @@ class InvertedIndex:
                 )
         for a in allows:
             _check_allow(a)
-        plans = [self._plan(q) for q in queries]
-        out: list[list[tuple[int, float]]] = [[] for _ in plans]
-        live = [i for i, p in enumerate(plans)
-                if p is not None and (allows[i] is None or len(allows[i]) > 0)]  # type: ignore[arg-type]
-        k = int(top_k)
-        for s in range(0, len(live), _BATCH_QUERIES):
-            part = live[s : s + _BATCH_QUERIES]
-            got = self._run([plans[i] for i in part], k, mode, threads,  # type: ignore[misc]
-                            [allows[i] for i in part])
-            for i, r in zip(part, got):
-                out[i] = r
+        tids = [self._tids(q) for q in queries]
+        out: list[list[tuple[int, float]]] = [[] for _ in tids]
+        live = [i for i, t in enumerate(tids)
+                if t and (allows[i] is None or len(allows[i]) > 0)]  # type: ignore[arg-type]
+        if len(live) == len(tids) and allow is None:
+            return self._run(tids, int(top_k), mode, threads, allows)
+        got = self._run([tids[i] for i in live], int(top_k), mode, threads,
+                        [allows[i] for i in live])
+        for i, r in zip(live, got):
+            out[i] = r
         return out
 
     def filter_plan(self, allow: AllowSet | None, query: str | None = None) -> FilterPlan:
@@ -850,15 +863,20 @@ class InvertedIndex:
         if query is None:
             postings = self._nlive
         else:
-            plan = self._plan(query)
-            if plan is None:
+            tids = self._tids(query)
+            postings = self._postings(tids)
+            if postings == 0:
                 return FilterPlan("empty", True)
-            postings = int(self._df.a[plan[0]].sum())
         return FilterPlan(self._filter_strategy(allow, postings), True)
 
     @staticmethod
     def _filter_strategy(allow: AllowSet, postings: int) -> str:
         return "candidates" if len(allow) * FILTER_CANDIDATES_FACTOR <= postings else "bitmap"
+
+    def _postings(self, tids: list[int]) -> int:
+        """Live postings of the distinct terms ``tids`` (their df sum)."""
+        df = self._df.a
+        return sum(int(df[t]) for t in set(tids))
 
     def _allowed_docnos(self, allow: AllowSet) -> np.ndarray:
         """Ascending int32 docnos of the live documents whose ids are in ``allow``."""
@@ -883,15 +901,14 @@ class InvertedIndex:
     def _check_top_k(top_k: object, mode: str) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k <= 0:
             raise QueryError(f"top_k must be a positive int, got {top_k!r}")
-        if mode not in ("auto", "pruned", "exhaustive"):
+        if mode not in _MODES:
             raise InvalidArgumentError(
                 f"mode must be 'auto', 'pruned' or 'exhaustive', got {mode!r}"
             )
 
-    def _plan(self, query: str) -> tuple[list[int], list[int], list[float], list[float]] | None:
-        """Validate and analyse a query: its term ids in decreasing order of their upper
-        bound (ties: term id; the order every mode sums in), their query tfs, idfs and
-        bounds; None when no query term is indexed."""
+    def _tids(self, query: str) -> list[int]:
+        """Validate and analyse a query: the term ids of its indexed terms, repeats kept
+        (a repeated word counts as its query tf); [] when none is indexed."""
         if not isinstance(query, str):
             raise InvalidTypeError(f"query must be str, not {type(query).__name__}")
         if len(query) > MAX_QUERY_CHARS:
@@ -901,107 +918,57 @@ class InvertedIndex:
             raise QueryError(
                 f"query has {len(terms)} terms after analysis; the limit is {MAX_QUERY_TERMS}"
             )
-        counts: dict[int, int] = {}
-        tid_of = self._tid
-        for t in terms:
-            tid = tid_of.get(t)
-            if tid is not None:
-                counts[tid] = counts.get(tid, 0) + 1
-        if not counts or self._nlive == 0:
-            return None
-        # Per-term weights and bounds in Python floats: a query has few terms, and numpy's
-        # per-call overhead would dominate here.
-        n = self._nlive
-        avgdl = self._avgdl() or 1.0
-        k1, b = self.k1, self.b
-        df_a, maxtf_a, mindl_a = self._df.a, self._tmaxtf.a, self._tmindl.a
-        info = []
-        for tid, qtf in counts.items():
-            df = int(df_a[tid])
-            if df <= 0:
-                continue
-            idf = math.log1p((n - df + 0.5) / (df + 0.5))
-            wt = idf * qtf
-            mt = float(maxtf_a[tid])
-            ub = wt * mt * (k1 + 1.0) / (mt + k1 * (1.0 - b + b * (int(mindl_a[tid]) / avgdl)))
-            info.append((-ub, tid, qtf, idf))
-        if not info:
-            return None
-        info.sort()
-        return ([t for _, t, _, _ in info], [q for _, _, q, _ in info],
-                [i for _, _, _, i in info], [-u for u, _, _, _ in info])
+        get = self._tid.get
+        return [t for t in map(get, terms) if t is not None]
 
     # --- top-k evaluation --------------------------------------------------------------------
 
     def _run(
-        self, plans: list[tuple[list[int], list[int], list[float], list[float]]], k: int,
-        mode: str, threads: int, allows: Sequence[AllowSet | None],
+        self, queries: list[list[int]], k: int, mode: str, threads: int,
+        allows: Sequence[AllowSet | None],
     ) -> list[list[tuple[int, float]]]:
-        """Top ``k`` of each plan in one kernel call: every distinct term's postings list
-        (:meth:`_plist`) once, the queries as indexes into them."""
-        lists: list[tuple[Any, ...]] = []
-        where: dict[int, int] = {}
-        queries = []
-        kinds = []
-        cache, epoch = self._cache_ctx()
-        df_a = self._df.a
-        filtered = False
-        for (tids, qtfs, idfs, ubs), allow in zip(plans, allows):
-            li = []
-            total = 0
-            for tid in tids:
-                j = where.get(tid)
-                if j is None:
-                    j = where[tid] = len(lists)
-                    lists.append(self._plist(tid, cache, epoch))
-                li.append(j)
-                total += int(df_a[tid])
-            q: tuple[Any, ...] = (np.asarray(li, dtype=np.int32),
-                                  np.asarray(idfs, dtype=np.float64),
-                                  np.asarray(qtfs, dtype=np.float64),
-                                  np.asarray(ubs, dtype=np.float64))
-            if allow is not None:
-                filtered = True
-                if self._filter_strategy(allow, total) == "candidates":
-                    q += (None, self._allowed_docnos(allow))
+        """Top ``k`` of each query (its term ids) in one call of the C query state: planning,
+        the kernel and the ids all in C, the GIL released. Lists the state lacks are read
+        (through the page cache) and registered, then the call is made again."""
+        if not queries:
+            return []
+        args: list[Any] | None = None
+        if any(a is not None for a in allows):
+            args = []
+            for tids, a in zip(queries, allows):
+                if a is None:
+                    args.append(None)
+                elif self._filter_strategy(a, self._postings(tids)) == "candidates":
+                    args.append((None, self._allowed_docnos(a)))
                 else:
-                    q += (allow.bits, None)
-            queries.append(q)
-            kinds.append(self._mode_code(mode, total))
-        norm = self._norms()
-        n = len(norm)
-        acc, touched = self._scratch(n)
-        avgdl = self._avgdl() or 1.0
-        results: list[list[tuple[int, float]] | None] = [None] * len(plans)
-        for code in sorted(set(kinds)):
-            idx = [i for i, c in enumerate(kinds) if c == code]
-            got = _core.bm25_search(lists, [queries[i] for i in idx], norm, k, self.k1,
-                                    self.b, avgdl, self.block_size, code, threads, acc,
-                                    touched, self._ext.a if filtered else None)
-            for i, (d, sc) in zip(idx, got):
-                docs = np.frombuffer(d, dtype=np.int32)
-                ext = self._ext.a[docs]
-                results[i] = list(zip(ext.tolist(), np.frombuffer(sc, dtype=np.float64).tolist()))
-        return results  # type: ignore[return-value]
+                    args.append((a.bits, None))
+        cache, epoch = self._cache_ctx()
+        state = self._state(cache, epoch)
+        code = _MODES[mode]
+        while True:
+            res, missing = state.search(queries, k, code, EXHAUSTIVE_MAX_POSTINGS, threads,
+                                        args)
+            if res is not None:
+                return res
+            state.set_lists(missing, [self._plist(t, cache, epoch) for t in missing])
 
-    def _mode_code(self, mode: str, postings: int) -> int:
-        """Kernel mode of a query whose terms hold ``postings`` postings."""
-        if mode == "exhaustive":
-            return _EXHAUSTIVE
-        if mode == "pruned":
-            return _PRUNED
-        return _EXHAUSTIVE if postings <= EXHAUSTIVE_MAX_POSTINGS else _PRUNED
-
-    def _scratch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """This thread's zeroed int64 accumulator and int32 touched list (length >= n)
-        for the exhaustive kernel, which leaves the accumulator zeroed."""
-        tls = self._tls
-        acc = getattr(tls, "acc", None)
-        if acc is None or len(acc) < n:
-            m = n + (n >> 3) + 16
-            acc = tls.acc = np.zeros(m, dtype=np.int64)
-            tls.touched = np.zeros(m, dtype=np.int32)
-        return acc, tls.touched
+    def _state(self, cache: PageCache | None, epoch: int | None) -> Any:
+        """The C query state of this generation of the index (a new one after a write, a
+        flush, another snapshot generation, or when its lists outgrow the cache budget;
+        a throwaway one inside a write transaction, where nothing is cached)."""
+        key = (self._gen, epoch)
+        st = self._cstate
+        budget = cache.budget_bytes if cache is not None else 0
+        if st is not None and cache is not None and self._cstate_key == key \
+                and st.nbytes <= budget:
+            return st
+        n = self._len.n
+        st = _core.Bm25State(self._norms(), self._ext.a[:n], self._df.a, self._tmaxtf.a,
+                             self._tmindl.a, len(self._terms), self._nlive,
+                             self._avgdl() or 1.0, self.k1, self.b, self.block_size)
+        if cache is not None:
+            self._cstate, self._cstate_key = st, key
+        return st
 
     def _plist(self, tid: int, cache: PageCache | None, epoch: int | None) -> tuple[Any, ...]:
         """The term's postings in the kernel's form: ``(buf, offs, skip, None, None)`` for
@@ -1117,6 +1084,8 @@ class InvertedIndex:
         self._pbufs = []
         self._pending_rows = []
         self._pending_lists.clear()
+        self._gen += 1  # the query state may hold the pending buffers: let it go
+        self._cstate = None
         # forward chunks
         for c in sorted(self._fwd_pending):
             off, tids = self._fwd_pending[c]

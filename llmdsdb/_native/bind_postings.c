@@ -542,7 +542,7 @@ static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
         Py_END_ALLOW_THREADS
     } else {
         Py_BEGIN_ALLOW_THREADS
-        st = native_bm25_batch(&c, qs, nq, mode, kk, threads, od, os, on);
+        st = native_bm25_batch(&c, qs, nq, mode, NULL, kk, threads, NULL, NULL, od, os, on);
         Py_END_ALLOW_THREADS
     }
     if (st != NATIVE_OK) {
@@ -572,7 +572,563 @@ done:
     return result;
 }
 
+/* ---- Bm25State: one generation of an index, a query in one call ----------------------------
+ *
+ * What a query needs, held between calls: the per-document norms and ids, the per-term df /
+ * max tf / min doc length, and the postings lists of the terms queried so far (registered
+ * by set_lists: the buffers the page cache holds, viewed, not copied). search() takes the
+ * analysed term ids of each query and does the rest in C -- planning (idf, bounds, order),
+ * the mode, the top k, the ids -- with the GIL released, on threads for a batch. A query
+ * whose lists are not all registered yet gets the missing term ids back instead, and the
+ * caller registers them and asks again. Entries are never replaced or dropped while the
+ * state lives (a search without the GIL reads only entries it saw registered), so a state
+ * serves one generation of the index and the owner makes a new one after a write.
+ */
+
+typedef struct {
+    Py_buffer v[4];
+    int nv;
+} term_views;
+
+typedef struct scratch {
+    int64_t *acc;
+    int32_t *touched;
+    struct scratch *next;
+} scratch;
+
+typedef struct {
+    PyObject_HEAD
+    native_plist *lists; /* nterms; offs == NULL: not registered */
+    term_views *tv;
+    Py_buffer fixed[5]; /* norm, ext, df, maxtf, mindl */
+    int nfixed;
+    native_bm25_terms terms;
+    native_bm25_ctx ctx;
+    int64_t nbytes, nloaded;
+    scratch *pool; /* exhaustive scratch, taken and given back with the GIL held */
+} StateObject;
+
+static void scratch_free(scratch *s) {
+    if (s) {
+        free(s->acc);
+        free(s->touched);
+        free(s);
+    }
+}
+
+static scratch *scratch_take(StateObject *o) {
+    scratch *s = o->pool;
+    if (s) {
+        o->pool = s->next;
+        return s;
+    }
+    s = calloc(1, sizeof(scratch));
+    if (s) {
+        s->acc = calloc((size_t)o->ctx.ndocs + 1, sizeof(int64_t));
+        s->touched = malloc(sizeof(int32_t) * ((size_t)o->ctx.ndocs + 1));
+    }
+    if (!s || !s->acc || !s->touched) {
+        scratch_free(s);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return s;
+}
+
+static void scratch_give(StateObject *o, scratch *s) {
+    s->next = o->pool;
+    o->pool = s;
+}
+
+static void state_dealloc(StateObject *o) {
+    if (o->tv) {
+        for (int64_t t = 0; t < o->terms.nterms; t++)
+            for (int i = 0; i < o->tv[t].nv; i++)
+                PyBuffer_Release(&o->tv[t].v[i]);
+    }
+    PyMem_Free(o->tv);
+    PyMem_Free(o->lists);
+    for (int i = 0; i < o->nfixed; i++)
+        PyBuffer_Release(&o->fixed[i]);
+    while (o->pool) {
+        scratch *s = o->pool;
+        o->pool = s->next;
+        scratch_free(s);
+    }
+    Py_TYPE(o)->tp_free((PyObject *)o);
+}
+
+static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *names[] = {"norm", "ext", "df", "maxtf", "mindl", "nterms", "nlive", "avgdl",
+                            "k1", "b", "block_cap", NULL};
+    PyObject *on, *oe, *od, *om, *ol;
+    long long nterms, nlive, block_cap;
+    double avgdl, k1, b;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOLLdddL", names, &on, &oe, &od, &om, &ol,
+                                     &nterms, &nlive, &avgdl, &k1, &b, &block_cap))
+        return NULL;
+    if (nterms < 0 || nlive < 0 || block_cap < 1 || block_cap > NATIVE_MAX_BLOCK_POSTINGS ||
+        !(avgdl > 0.0)) {
+        PyErr_SetString(native_InvalidArgumentError, "bad nterms, nlive, avgdl or block_cap");
+        return NULL;
+    }
+    StateObject *o = (StateObject *)type->tp_alloc(type, 0);
+    if (!o)
+        return NULL;
+    PyObject *objs[5] = {on, oe, od, om, ol};
+    const char *what[5] = {"norm", "ext", "df", "maxtf", "mindl"};
+    for (int i = 0; i < 5; i++) {
+        if (get_buf(objs[i], &o->fixed[i], i == 0 ? 'f' : 'i', 8, 0, what[i]) < 0)
+            goto fail;
+        o->nfixed++;
+    }
+    Py_ssize_t ndocs = o->fixed[0].len / 8;
+    if (ndocs >= INT32_MAX || o->fixed[1].len / 8 < ndocs) {
+        PyErr_SetString(native_InvalidArgumentError, "too many documents, or ext shorter than norm");
+        goto fail;
+    }
+    for (int i = 2; i < 5; i++)
+        if (o->fixed[i].len / 8 < nterms) {
+            PyErr_SetString(native_InvalidArgumentError, "term arrays shorter than nterms");
+            goto fail;
+        }
+    o->lists = PyMem_Calloc((size_t)nterms + 1, sizeof(native_plist));
+    o->tv = PyMem_Calloc((size_t)nterms + 1, sizeof(term_views));
+    if (!o->lists || !o->tv) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    o->terms.df = o->fixed[2].buf;
+    o->terms.maxtf = o->fixed[3].buf;
+    o->terms.mindl = o->fixed[4].buf;
+    o->terms.nterms = nterms;
+    o->terms.nlive = nlive;
+    o->terms.avgdl = avgdl;
+    o->terms.k1 = k1;
+    o->terms.b = b;
+    o->ctx.lists = o->lists;
+    o->ctx.nlists = nterms;
+    o->ctx.norm = o->fixed[0].buf;
+    o->ctx.ext = o->fixed[1].buf;
+    o->ctx.ndocs = ndocs;
+    o->ctx.k1 = k1;
+    o->ctx.b = b;
+    o->ctx.avgdl = avgdl;
+    o->ctx.block_cap = block_cap;
+    return (PyObject *)o;
+fail:
+    Py_DECREF(o);
+    return NULL;
+}
+
+/* set_lists(tids, lists): register the postings lists of these terms (each as
+ * bm25_search takes them); a term registered already keeps its list. */
+static PyObject *state_set_lists(StateObject *o, PyObject *args) {
+    PyObject *otids, *olists;
+    if (!PyArg_ParseTuple(args, "OO", &otids, &olists))
+        return NULL;
+    PyObject *ft = PySequence_Fast(otids, "tids must be a sequence");
+    if (!ft)
+        return NULL;
+    PyObject *fl = PySequence_Fast(olists, "lists must be a sequence");
+    if (!fl) {
+        Py_DECREF(ft);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(ft);
+    if (PySequence_Fast_GET_SIZE(fl) != n) {
+        PyErr_SetString(native_InvalidArgumentError, "tids and lists differ in length");
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long tid = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(ft, i));
+        if (tid == -1 && PyErr_Occurred())
+            goto fail;
+        if (tid < 0 || tid >= o->terms.nterms) {
+            PyErr_SetString(native_InvalidArgumentError, "term id out of range");
+            goto fail;
+        }
+        if (o->lists[tid].offs)
+            continue;
+        PyObject *t = PySequence_Fast_GET_ITEM(fl, i);
+        PyObject *buf, *offs, *skip, *docs, *tfs;
+        if (!PyTuple_Check(t) ||
+            !PyArg_ParseTuple(t, "OOOOO;a postings list is (buf, offs, skip, docs, tfs)", &buf,
+                              &offs, &skip, &docs, &tfs))
+            goto fail;
+        term_views tv;
+        tv.nv = 0;
+        native_plist L;
+        memset(&L, 0, sizeof(L));
+        int64_t bytes = 0;
+        if (get_buf(offs, &tv.v[tv.nv], 'i', 8, 0, "offs") < 0)
+            goto bad;
+        Py_ssize_t no = tv.v[tv.nv].len / 8;
+        L.offs = tv.v[tv.nv].buf;
+        bytes += tv.v[tv.nv++].len;
+        if (get_buf(skip, &tv.v[tv.nv], 'i', 8, 0, "skip") < 0)
+            goto bad;
+        L.skip = tv.v[tv.nv].buf;
+        L.nb = tv.v[tv.nv].len / 48;
+        bytes += tv.v[tv.nv].len;
+        if (tv.v[tv.nv++].len % 48 || no != L.nb + 1) {
+            PyErr_SetString(native_InvalidArgumentError,
+                            "skip must hold 6 int64 per block and offs one more than blocks");
+            goto bad;
+        }
+        if (buf != Py_None) {
+            if (get_buf(buf, &tv.v[tv.nv], 'b', 1, 0, "buf") < 0)
+                goto bad;
+            L.buf = tv.v[tv.nv].buf;
+            L.buflen = (size_t)tv.v[tv.nv].len;
+            bytes += tv.v[tv.nv++].len;
+        } else {
+            if (get_buf(docs, &tv.v[tv.nv], 'i', 4, 0, "docs") < 0)
+                goto bad;
+            L.docs = tv.v[tv.nv].buf;
+            L.npost = (size_t)(tv.v[tv.nv].len / 4);
+            bytes += tv.v[tv.nv++].len;
+            if (get_buf(tfs, &tv.v[tv.nv], 'i', 4, 0, "tfs") < 0)
+                goto bad;
+            L.tfs = tv.v[tv.nv].buf;
+            bytes += tv.v[tv.nv].len;
+            if ((size_t)(tv.v[tv.nv++].len / 4) != L.npost) {
+                PyErr_SetString(native_InvalidArgumentError, "docs and tfs differ in length");
+                goto bad;
+            }
+        }
+        o->tv[tid] = tv;
+        o->lists[tid] = L;
+        o->nbytes += bytes + 256;
+        o->nloaded++;
+        continue;
+    bad:
+        for (int j = 0; j < tv.nv; j++)
+            PyBuffer_Release(&tv.v[j]);
+        goto fail;
+    }
+    Py_DECREF(ft);
+    Py_DECREF(fl);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(ft);
+    Py_DECREF(fl);
+    return NULL;
+}
+
+/* The term ids of a query (a sequence of ints, each in [0, nterms)) into out (room for n). */
+static int query_tids(StateObject *o, PyObject *seq, int32_t **out, Py_ssize_t *n) {
+    PyObject *f = PySequence_Fast(seq, "a query is a sequence of term ids");
+    if (!f)
+        return -1;
+    *n = PySequence_Fast_GET_SIZE(f);
+    *out = PyMem_Malloc(sizeof(int32_t) * ((size_t)*n + 1));
+    if (!*out) {
+        Py_DECREF(f);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        long long t = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(f, i));
+        if (t == -1 && PyErr_Occurred())
+            goto fail;
+        if (t < 0 || t >= o->terms.nterms) {
+            PyErr_SetString(native_InvalidArgumentError, "term id out of range");
+            goto fail;
+        }
+        (*out)[i] = (int32_t)t;
+    }
+    Py_DECREF(f);
+    return 0;
+fail:
+    Py_DECREF(f);
+    PyMem_Free(*out);
+    *out = NULL;
+    return -1;
+}
+
+/* search(queries, k, mode, auto_max, threads=1, allows=None) -> (results, None), or
+ * (None, missing term ids) when some query's lists are not registered. queries: a sequence
+ * of term-id sequences; mode 0 exhaustive, 1 pruned, 2 auto (exhaustive when the terms hold
+ * at most auto_max postings); allows: None or one entry per query, None or
+ * (bitmap or None, candidate docnos or None). results: per query a list of (id, score). */
+static PyObject *state_search(StateObject *o, PyObject *args, PyObject *kw) {
+    static char *names[] = {"queries", "k", "mode", "auto_max", "threads", "allows", NULL};
+    PyObject *oq, *oallows = Py_None;
+    long long k, auto_max;
+    int mode, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OLiL|iO", names, &oq, &k, &mode, &auto_max,
+                                     &threads, &oallows))
+        return NULL;
+    if (k < 1 || mode < 0 || mode > 2 || threads < 1) {
+        PyErr_SetString(native_InvalidArgumentError, "bad k, mode or threads");
+        return NULL;
+    }
+    PyObject *fq = PySequence_Fast(oq, "queries must be a sequence");
+    if (!fq)
+        return NULL;
+    Py_ssize_t nq = PySequence_Fast_GET_SIZE(fq);
+    PyObject *fa = NULL, *result = NULL, *missing = NULL;
+    native_bm25_query *qs = PyMem_Calloc((size_t)nq + 1, sizeof(native_bm25_query));
+    int32_t **tids = PyMem_Calloc((size_t)nq + 1, sizeof(int32_t *));
+    int8_t *modes = PyMem_Calloc((size_t)nq + 1, 1);
+    views vw = {NULL, 0, 0};
+    double *fbuf = NULL;
+    int32_t *lbuf = NULL;
+    int32_t *od = NULL;
+    double *os = NULL;
+    int64_t *on = NULL;
+    scratch **scr = NULL;
+    int nscr = 0;
+    if (!qs || !tids || !modes) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (oallows != Py_None) {
+        fa = PySequence_Fast(oallows, "allows must be a sequence");
+        if (!fa)
+            goto done;
+        if (PySequence_Fast_GET_SIZE(fa) != nq) {
+            PyErr_SetString(native_InvalidArgumentError, "one allow entry per query");
+            goto done;
+        }
+    }
+    /* term ids, and room for the plans */
+    Py_ssize_t total = 0;
+    Py_ssize_t *m_in = PyMem_Calloc((size_t)nq + 1, sizeof(Py_ssize_t));
+    if (!m_in) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        if (query_tids(o, PySequence_Fast_GET_ITEM(fq, i), &tids[i], &m_in[i]) < 0) {
+            PyMem_Free(m_in);
+            goto done;
+        }
+        if (m_in[i] > INT32_MAX) {
+            PyMem_Free(m_in);
+            PyErr_SetString(native_InvalidArgumentError, "query too long");
+            goto done;
+        }
+        total += m_in[i];
+    }
+    fbuf = PyMem_Malloc(sizeof(double) * 3 * ((size_t)total + 1));
+    lbuf = PyMem_Malloc(sizeof(int32_t) * ((size_t)total + 1));
+    if (!fbuf || !lbuf) {
+        PyMem_Free(m_in);
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t off = 0;
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        native_bm25_query *q = &qs[i];
+        int32_t *list = lbuf + off;
+        double *idf = fbuf + 3 * off, *qtf = idf + m_in[i], *ub = qtf + m_in[i];
+        int64_t postings = 0;
+        int32_t m = native_bm25_plan(&o->terms, tids[i], (int32_t)m_in[i], list, idf, qtf, ub,
+                                     &postings);
+        if (m < 0) {
+            PyMem_Free(m_in);
+            PyErr_NoMemory();
+            goto done;
+        }
+        off += m_in[i];
+        q->m = m;
+        q->list = list;
+        q->idf = idf;
+        q->qtf = qtf;
+        q->ub = ub;
+        modes[i] = (int8_t)(mode == 2 ? (postings <= auto_max ? NATIVE_BM25_EXHAUSTIVE
+                                                              : NATIVE_BM25_PRUNED)
+                                      : mode);
+        for (int32_t j = 0; j < m; j++) {
+            if (o->lists[list[j]].offs)
+                continue;
+            if (!missing && !(missing = PyList_New(0))) {
+                PyMem_Free(m_in);
+                goto done;
+            }
+            PyObject *t = PyLong_FromLong(list[j]);
+            if (!t || PyList_Append(missing, t) < 0) {
+                Py_XDECREF(t);
+                PyMem_Free(m_in);
+                goto done;
+            }
+            Py_DECREF(t);
+        }
+        if (fa) {
+            PyObject *a = PySequence_Fast_GET_ITEM(fa, i), *bits, *cand;
+            if (a == Py_None)
+                continue;
+            if (!PyTuple_Check(a) || !PyArg_ParseTuple(a, "OO;an allow entry is (bits, cand)",
+                                                       &bits, &cand)) {
+                PyMem_Free(m_in);
+                goto done;
+            }
+            if (bits != Py_None) {
+                if (views_get(&vw, bits, 'b', 1, 0, "allow") < 0) {
+                    PyMem_Free(m_in);
+                    goto done;
+                }
+                q->allow = LAST(&vw)->buf;
+                q->allow_len = LAST(&vw)->len;
+            }
+            if (cand != Py_None) {
+                if (views_get(&vw, cand, 'i', 4, 0, "cand") < 0) {
+                    PyMem_Free(m_in);
+                    goto done;
+                }
+                q->cand = LAST(&vw)->len ? LAST(&vw)->buf : (const int32_t *)"";
+                q->ncand = LAST(&vw)->len / 4;
+                for (int64_t j = 0; j < q->ncand; j++)
+                    if (q->cand[j] < 0 || q->cand[j] >= o->ctx.ndocs ||
+                        (j && q->cand[j] <= q->cand[j - 1])) {
+                        PyErr_SetString(native_InvalidArgumentError,
+                                        "cand must be ascending doc numbers below ndocs");
+                        PyMem_Free(m_in);
+                        goto done;
+                    }
+            }
+        }
+    }
+    PyMem_Free(m_in);
+    if (missing) {
+        result = Py_BuildValue("(OO)", Py_None, missing);
+        goto done;
+    }
+    int64_t kk = k < o->ctx.ndocs ? k : (o->ctx.ndocs > 0 ? o->ctx.ndocs : 1);
+    od = PyMem_Malloc(sizeof(int32_t) * (size_t)(kk * nq + 1));
+    os = PyMem_Malloc(sizeof(double) * (size_t)(kk * nq + 1));
+    on = PyMem_Calloc((size_t)nq + 1, sizeof(int64_t));
+    if (threads > nq)
+        threads = nq > 0 ? (int)nq : 1;
+    scr = PyMem_Calloc((size_t)threads + 1, sizeof(scratch *));
+    int64_t **accs = PyMem_Calloc((size_t)threads + 1, sizeof(int64_t *));
+    int32_t **tchs = PyMem_Calloc((size_t)threads + 1, sizeof(int32_t *));
+    if (!od || !os || !on || !scr || !accs || !tchs) {
+        PyMem_Free(accs);
+        PyMem_Free(tchs);
+        PyErr_NoMemory();
+        goto done;
+    }
+    int need_scratch = 0;
+    for (Py_ssize_t i = 0; i < nq; i++)
+        need_scratch |= modes[i] == NATIVE_BM25_EXHAUSTIVE && qs[i].m > 0 && !qs[i].cand;
+    for (; need_scratch && nscr < threads; nscr++) {
+        if (!(scr[nscr] = scratch_take(o))) {
+            PyMem_Free(accs);
+            PyMem_Free(tchs);
+            goto done;
+        }
+        accs[nscr] = scr[nscr]->acc;
+        tchs[nscr] = scr[nscr]->touched;
+    }
+    int st;
+    Py_INCREF(o); /* the lists stay alive while the GIL is released */
+    Py_BEGIN_ALLOW_THREADS
+    if (threads == 1) {
+        st = NATIVE_OK;
+        for (Py_ssize_t i = 0; i < nq && st == NATIVE_OK; i++)
+            st = native_bm25_topk(&o->ctx, &qs[i], modes[i], kk, accs[0], tchs[0],
+                                  od + i * kk, os + i * kk, on + i);
+    } else {
+        st = native_bm25_batch(&o->ctx, qs, nq, 0, modes, kk, threads,
+                               need_scratch ? accs : NULL, need_scratch ? tchs : NULL, od, os,
+                               on);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(o);
+    PyMem_Free(accs);
+    PyMem_Free(tchs);
+    if (st != NATIVE_OK) {
+        raise_status(st, "bm25 search", "a postings block or skip row is corrupt");
+        goto done;
+    }
+    PyObject *res = PyList_New(nq);
+    if (!res)
+        goto done;
+    const int64_t *ext = o->ctx.ext;
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        PyObject *hits = PyList_New((Py_ssize_t)on[i]);
+        if (!hits) {
+            Py_DECREF(res);
+            goto done;
+        }
+        PyList_SET_ITEM(res, i, hits);
+        for (int64_t j = 0; j < on[i]; j++) {
+            int32_t d = od[i * kk + j];
+            PyObject *t = Py_BuildValue("(Ld)", (long long)ext[d], os[i * kk + j]);
+            if (!t) {
+                Py_DECREF(res);
+                goto done;
+            }
+            PyList_SET_ITEM(hits, j, t);
+        }
+    }
+    result = Py_BuildValue("(NO)", res, Py_None);
+done:
+    for (int i = 0; i < nscr; i++)
+        scratch_give(o, scr[i]);
+    PyMem_Free(scr);
+    Py_XDECREF(missing);
+    Py_XDECREF(fa);
+    Py_DECREF(fq);
+    if (tids)
+        for (Py_ssize_t i = 0; i < nq; i++)
+            PyMem_Free(tids[i]);
+    PyMem_Free(tids);
+    PyMem_Free(qs);
+    PyMem_Free(modes);
+    PyMem_Free(fbuf);
+    PyMem_Free(lbuf);
+    PyMem_Free(od);
+    PyMem_Free(os);
+    PyMem_Free(on);
+    views_release(&vw);
+    return result;
+}
+
+static PyObject *state_nbytes(StateObject *o, void *closure) { return PyLong_FromLongLong(o->nbytes); }
+static PyObject *state_nloaded(StateObject *o, void *closure) {
+    return PyLong_FromLongLong(o->nloaded);
+}
+
+static PyGetSetDef state_getset[] = {
+    {"nbytes", (getter)state_nbytes, NULL, "bytes of the registered lists (+256 each)", NULL},
+    {"nloaded", (getter)state_nloaded, NULL, "terms whose lists are registered", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef state_methods[] = {
+    {"set_lists", (PyCFunction)state_set_lists, METH_VARARGS,
+     "set_lists(tids, lists): register postings lists (buf, offs, skip, docs, tfs)"},
+    {"search", (PyCFunction)(void (*)(void))state_search, METH_VARARGS | METH_KEYWORDS,
+     "search(queries, k, mode, auto_max, threads=1, allows=None) -> (results, missing)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject StateType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "llmdsdb._native._core.Bm25State",
+    .tp_basicsize = sizeof(StateObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Bm25State(norm, ext, df, maxtf, mindl, nterms, nlive, avgdl, k1, b, "
+              "block_cap): one generation of an inverted index for one-call queries.",
+    .tp_new = state_new,
+    .tp_dealloc = (destructor)state_dealloc,
+    .tp_methods = state_methods,
+    .tp_getset = state_getset,
+};
+
+static PyObject *py_bm25_state(PyObject *mod, PyObject *args, PyObject *kw) {
+    if (!(StateType.tp_flags & Py_TPFLAGS_READY) && PyType_Ready(&StateType) < 0)
+        return NULL;
+    return PyObject_Call((PyObject *)&StateType, args, kw);
+}
+
 PyMethodDef native_postings_methods[] = {
+    {"Bm25State", (PyCFunction)(void (*)(void))py_bm25_state, METH_VARARGS | METH_KEYWORDS,
+     "Bm25State(norm, ext, df, maxtf, mindl, nterms, nlive, avgdl, k1, b, block_cap) -> a "
+     "query state of one index generation (set_lists, search)."},
     {"postings_decode", py_decode, METH_O,
      "postings_decode(block) -> (docs, tfs): one codec block (crc checked) as two bytearrays "
      "of int32."},

@@ -667,6 +667,86 @@ int native_bm25_topk(const native_bm25_ctx *c, const native_bm25_query *q, int m
     return topk_exhaustive(c, q, k, acc, touched, docs, scores, nout);
 }
 
+/* ---- planning ------------------------------------------------------------------------------ */
+
+typedef struct {
+    double ub;
+    int32_t tid, qtf;
+} plan_row;
+
+static int cmp_plan(const void *a, const void *b) {
+    const plan_row *x = a, *y = b;
+    if (x->ub != y->ub)
+        return x->ub > y->ub ? -1 : 1;
+    return x->tid < y->tid ? -1 : x->tid > y->tid;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int32_t native_bm25_plan(const native_bm25_terms *t, const int32_t *tids, int32_t m_in,
+                         int32_t *list, double *idf, double *qtf, double *ub,
+                         int64_t *postings) {
+    *postings = 0;
+    if (m_in <= 0)
+        return 0;
+    /* distinct ids with their counts: sort a copy (queries have few terms) */
+    int32_t small[64];
+    int32_t *srt = m_in <= 64 ? small : malloc(sizeof(int32_t) * (size_t)m_in);
+    plan_row rsmall[64];
+    plan_row *rows = m_in <= 64 ? rsmall : malloc(sizeof(plan_row) * (size_t)m_in);
+    if (!srt || !rows) {
+        if (srt != small)
+            free(srt);
+        if (rows != rsmall)
+            free(rows);
+        return -1;
+    }
+    memcpy(srt, tids, sizeof(int32_t) * (size_t)m_in);
+    qsort(srt, (size_t)m_in, sizeof(int32_t), cmp_i32);
+    const double n = (double)t->nlive, k1 = t->k1, b = t->b, avgdl = t->avgdl;
+    int32_t m = 0;
+    int64_t total = 0;
+    for (int32_t i = 0; i < m_in;) {
+        int32_t j = i;
+        while (j < m_in && srt[j] == srt[i])
+            j++;
+        int32_t tid = srt[i], cnt = j - i;
+        i = j;
+        int64_t df = t->df[tid];
+        if (df <= 0)
+            continue;
+        double dfd = (double)df;
+        double w_idf = log1p((n - dfd + 0.5) / (dfd + 0.5));
+        double wt = w_idf * (double)cnt;
+        double mt = (double)t->maxtf[tid];
+        double bound = wt * mt * (k1 + 1.0) /
+                       (mt + k1 * (1.0 - b + b * ((double)t->mindl[tid] / avgdl)));
+        rows[m].ub = bound;
+        rows[m].tid = tid;
+        rows[m].qtf = cnt;
+        m++;
+        total += df;
+    }
+    qsort(rows, (size_t)m, sizeof(plan_row), cmp_plan);
+    for (int32_t r = 0; r < m; r++) {
+        int64_t df = t->df[rows[r].tid];
+        double dfd = (double)df;
+        list[r] = rows[r].tid;
+        idf[r] = log1p((n - dfd + 0.5) / (dfd + 0.5));
+        qtf[r] = (double)rows[r].qtf;
+        ub[r] = rows[r].ub;
+    }
+    if (srt != small)
+        free(srt);
+    if (rows != rsmall)
+        free(rows);
+    *postings = total;
+    return m;
+}
+
 /* ---- batches on threads ------------------------------------------------------------------ */
 
 typedef struct {
@@ -674,11 +754,15 @@ typedef struct {
     const native_bm25_query *qs;
     int64_t nq, k;
     int mode;
+    const int8_t *modes;
+    int64_t **accs;
+    int32_t **toucheds;
     int32_t *docs;
     double *scores;
     int64_t *nout;
-    int64_t next; /* next query to take (atomic) */
-    int status;   /* first failure (atomic compare-and-swap) */
+    int64_t next;   /* next query to take (atomic) */
+    int next_slot;  /* next scratch slot (atomic) */
+    int status;     /* first failure (atomic compare-and-swap) */
 } batch_job;
 
 /* Record st as the batch's status unless an earlier failure is there already. */
@@ -689,11 +773,14 @@ static void batch_fail(batch_job *b, int st) {
 
 static void *batch_worker(void *arg) {
     batch_job *b = arg;
-    int64_t *acc = NULL;
-    int32_t *touched = NULL;
-    if (b->mode == NATIVE_BM25_EXHAUSTIVE) {
+    int slot = __atomic_fetch_add(&b->next_slot, 1, __ATOMIC_RELAXED);
+    int64_t *acc = b->accs ? b->accs[slot] : NULL;
+    int32_t *touched = b->toucheds ? b->toucheds[slot] : NULL;
+    int own = 0;
+    if (!acc || !touched) {
         acc = calloc((size_t)b->c->ndocs + 1, sizeof(int64_t));
         touched = malloc(sizeof(int32_t) * ((size_t)b->c->ndocs + 1));
+        own = 1;
         if (!acc || !touched) {
             batch_fail(b, NATIVE_ENOMEM);
             free(acc);
@@ -705,20 +792,24 @@ static void *batch_worker(void *arg) {
         int64_t i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED);
         if (i >= b->nq || __atomic_load_n(&b->status, __ATOMIC_RELAXED) != NATIVE_OK)
             break;
-        int st = native_bm25_topk(b->c, b->qs + i, b->mode, b->k, acc, touched,
+        int mode = b->modes ? b->modes[i] : b->mode;
+        int st = native_bm25_topk(b->c, b->qs + i, mode, b->k, acc, touched,
                                   b->docs + i * b->k, b->scores + i * b->k, b->nout + i);
         if (st != NATIVE_OK)
             batch_fail(b, st);
     }
-    free(acc);
-    free(touched);
+    if (own) {
+        free(acc);
+        free(touched);
+    }
     return NULL;
 }
 
 int native_bm25_batch(const native_bm25_ctx *c, const native_bm25_query *qs, int64_t nq,
-                      int mode, int64_t k, int nthreads, int32_t *docs, double *scores,
-                      int64_t *nout) {
-    batch_job b = {c, qs, nq, k, mode, docs, scores, nout, 0, NATIVE_OK};
+                      int mode, const int8_t *modes, int64_t k, int nthreads, int64_t **accs,
+                      int32_t **toucheds, int32_t *docs, double *scores, int64_t *nout) {
+    batch_job b = {c, qs, nq, k, mode, modes, accs, toucheds, docs, scores, nout, 0, 0,
+                   NATIVE_OK};
     for (int64_t i = 0; i < nq; i++)
         nout[i] = 0;
     if (nthreads < 1)

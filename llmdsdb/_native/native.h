@@ -130,11 +130,32 @@ enum { NATIVE_BM25_EXHAUSTIVE = 0, NATIVE_BM25_PRUNED = 1 };
 int native_bm25_topk(const native_bm25_ctx *c, const native_bm25_query *q, int mode, int64_t k,
                      int64_t *acc, int32_t *touched, int32_t *docs, double *scores,
                      int64_t *nout);
-/* native_bm25_topk for nq queries on up to nthreads threads (own scratch each); query i
- * writes docs/scores[i * k ..] and nout[i]. Returns the first failing status. */
+/* native_bm25_topk for nq queries on up to nthreads threads; query i runs in modes[i]
+ * (mode when modes is NULL) and writes docs/scores[i * k ..] and nout[i]. Thread t uses
+ * accs[t] / toucheds[t] (zeroed acc, ndocs each) when given, else scratch of its own.
+ * Returns the first failing status. */
 int native_bm25_batch(const native_bm25_ctx *c, const native_bm25_query *qs, int64_t nq,
-                      int mode, int64_t k, int nthreads, int32_t *docs, double *scores,
-                      int64_t *nout);
+                      int mode, const int8_t *modes, int64_t k, int nthreads, int64_t **accs,
+                      int32_t **toucheds, int32_t *docs, double *scores, int64_t *nout);
+
+/* Per-term statistics for planning a query in C (llmdsdb.inverted_index's arrays). */
+typedef struct {
+    const int64_t *df, *maxtf, *mindl; /* nterms each: live df, max tf, min doc length */
+    int64_t nterms;
+    int64_t nlive;        /* N */
+    double avgdl;         /* mean doc length of the live documents (1.0 when none) */
+    double k1, b;
+} native_bm25_terms;
+
+/* Plan a query from its m_in analysed term ids (a repeated id is a query tf > 1; every id
+ * < t->nterms, checked by the caller): the distinct terms with df > 0 in decreasing order
+ * of their bound ub (ties: lower term id), with idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
+ * qtf and ub = idf * qtf * maxtf * (k1 + 1) / (maxtf + k1 * (1 - b + b * mindl / avgdl)),
+ * formed as llmdsdb.inverted_index formed them in Python. list/idf/qtf/ub have room for
+ * m_in; returns the number of terms kept and sets *postings to their df sum. */
+int32_t native_bm25_plan(const native_bm25_terms *t, const int32_t *tids, int32_t m_in,
+                         int32_t *list, double *idf, double *qtf, double *ub,
+                         int64_t *postings);
 
 /* ---- distance.c: vector distances (float32, runtime SIMD dispatch) -------------------- */
 

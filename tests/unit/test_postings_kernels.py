@@ -138,7 +138,8 @@ def test_fuzz_topk_kernel() -> None:
         ext = rng.integers(-3, ndocs + 20, ndocs + int(rng.integers(0, 3))).astype(np.int64)
         queries.append(_query(rng, nterms) + (
             rng.integers(0, 256, int(rng.integers(0, 20))).astype(np.uint8), None))
-        cand = np.unique(rng.integers(-2, ndocs + 2, int(rng.integers(0, 10)))).astype(np.int32)
+        lo, hi = (-2, ndocs + 2) if rng.random() < 0.1 else (0, ndocs)
+        cand = np.unique(rng.integers(lo, hi, int(rng.integers(0, 10)))).astype(np.int32)
         queries.append(_query(rng, nterms) + (None, cand))
         for mode in (0, 1):
             runs += 1
@@ -273,3 +274,48 @@ def test_cached_lists_follow_appends_when_page_ids_come_back() -> None:
         pages_seen.add(int(idx._skip[idx._tid["w0"]][-1, 0]))
     assert idx.search("w0", 100) == InvertedIndex.open(idx.store).search("w0", 100)
     assert len(pages_seen) < 12  # page ids did come back
+
+
+def test_query_state_refuses_bad_arguments() -> None:
+    rng = np.random.default_rng(11)
+    lists = _lists(rng, 50, 2, damage=False)
+    z = np.zeros(2, np.int64)
+    st = _core.Bm25State(np.ones(50), np.arange(50, dtype=np.int64), np.array([3, 4]),
+                         np.array([5, 5]), np.array([1, 1]), 2, 50, 7.0, 1.2, 0.75, 8)
+    res, missing = st.search([[0, 1, 1]], 3, 2, 100)
+    assert res is None and sorted(missing) == [0, 1]
+    st.set_lists([0, 1], lists)
+    res, missing = st.search([[0, 1, 1], []], 3, 2, 100)
+    assert missing is None and len(res) == 2 and res[1] == []
+    assert st.nloaded == 2 and st.nbytes > 0
+    for bad in ([[2]], [[-1]], [["x"]], [5]):  # term ids out of range, not ints, not lists
+        with pytest.raises((InvalidArgumentError, TypeError)):
+            st.search(bad, 3, 2, 100)
+    with pytest.raises(InvalidArgumentError):  # cand not ascending
+        st.search([[0]], 3, 2, 100, 1, [(None, np.array([4, 2], np.int32))])
+    with pytest.raises(InvalidArgumentError):  # one allow entry per query
+        st.search([[0]], 3, 2, 100, 1, [])
+    with pytest.raises(InvalidArgumentError):  # mode
+        st.search([[0]], 3, 7, 100)
+    with pytest.raises(InvalidArgumentError):  # skip rows and offsets disagree
+        _core.Bm25State(np.ones(50), np.arange(50, dtype=np.int64), z, z, z, 2, 50, 7.0,
+                        1.2, 0.75, 8).set_lists([0], [(lists[0][0], np.zeros(9, np.int64),
+                                                      lists[0][2], None, None)])
+    with pytest.raises(InvalidArgumentError):  # term arrays shorter than nterms
+        _core.Bm25State(np.ones(50), np.arange(50, dtype=np.int64), z, z, z, 3, 50, 7.0,
+                        1.2, 0.75, 8)
+
+
+def test_query_state_is_renewed_past_the_cache_budget() -> None:
+    texts, queries = _corpus(3000, 9)
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=32,
+                        cache_bytes=20_000)
+    idx.add_documents(range(len(texts)), texts)
+    idx.flush()
+    ref = [InvertedIndex.open(idx.store).search(q, 10) for q in queries]
+    states = set()
+    for q, want in zip(queries, ref):
+        assert idx.search(q, 10) == want
+        states.add(id(idx._cstate))
+        assert idx._cstate.nbytes <= 20_000 + 40_000  # one query's lists past the budget
+    assert len(states) > 1
