@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "stress"))
 import crashkit
-import iotrace
 
 #: Trials per strategy in the suite (x 3 strategies); e.g. LLMDSDB_KILL9_TRIALS=100 for more.
 N_TRIALS = int(os.environ.get("LLMDSDB_KILL9_TRIALS", "12"))
@@ -30,22 +27,8 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def work():
-    # tmpfs when there is one: a kill -9 keeps the page cache either way, and fsync is free
-    root = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    d = Path(tempfile.mkdtemp(prefix="llmdsdb-kill9-", dir=root))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def zygote():
-    try:
-        so = iotrace.build()
-    except RuntimeError:
-        so = None
-    with crashkit.Zygote(so) as z:
-        yield z
+def work(crash_work):
+    return crash_work / "kill9"
 
 
 @pytest.fixture(scope="module")

@@ -84,15 +84,18 @@ _VOCAB = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", 
 @dataclass(frozen=True)
 class Workload:
     """A deterministic workload: ``kind`` ``"api"`` or ``"cli"``, ``steps`` commits (for
-    ``cli``: batches of ``batch`` records), generated from ``seed``."""
+    ``cli``: batches of ``batch`` records), generated from ``seed``; ``durability`` is the
+    ``llmdsdb.open`` option of an ``api`` run."""
 
     kind: str = "api"
     seed: int = 0
     steps: int = 8
     batch: int = 4
+    durability: str = "sync"
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "seed": self.seed, "steps": self.steps, "batch": self.batch}
+        return {"kind": self.kind, "seed": self.seed, "steps": self.steps, "batch": self.batch,
+                "durability": self.durability}
 
 
 @dataclass(frozen=True)
@@ -328,12 +331,15 @@ def child_run(req: dict) -> int:
     t0 = time.monotonic()
     if w.kind == "api":
         steps = api_steps(w)
-        with llmdsdb.open(path) as db:
+        with llmdsdb.open(path, durability=w.durability) as db:
             if req.get("reference"):
                 hashes.append(state_hash(db))
+            shim = _start_recording(path, req)
             for k in range(start, len(steps)):
                 STEP_KINDS[steps[k].kind](db, steps[k])
                 os.write(ack, f"{k + 1}\n".encode())
+                if shim is not None:
+                    shim.mark(k + 1)
                 if req.get("reference"):
                     hashes.append(state_hash(db))
     elif req.get("reference"):
@@ -357,6 +363,21 @@ def child_run(req: dict) -> int:
         Path(req["out"]).write_text(json.dumps({"hashes": hashes, "elapsed_s": elapsed,
                                                 **counters.report()}))
     return 0
+
+
+def _start_recording(path: str, req: dict) -> iotrace.Loaded | None:
+    """With ``req["iolog"]``: copy ``data.mdb`` as it is now (everything the open wrote is
+    durable: creation ends with a synced commit) to ``req["base"]``, then log every write and
+    sync of ``data.mdb`` from here on (the shim must be preloaded)."""
+    if not req.get("iolog"):
+        return None
+    import shutil
+
+    data = os.path.join(path, "data.mdb")
+    shutil.copyfile(data, req["base"])
+    shim = iotrace.Loaded()
+    shim.config(track=data, log=req["iolog"])
+    return shim
 
 
 def child_judge(req: dict) -> int:
@@ -652,15 +673,16 @@ def run_trial(zyg: Zygote, ref: Reference, strategy: str, rnd: random.Random, wo
     return trial
 
 
-def prefix_verdict(hashes: list[str], h: str, acked: int) -> tuple[int | None, str | None]:
+def prefix_verdict(hashes: list[str], h: str, acked: int, *, may_lose: int = 0
+                   ) -> tuple[int | None, str | None]:
     """The prefix oracle: the step count *k* whose reference state has hash ``h`` with
-    ``acked <= k <= acked + 1`` (the smallest, when steps that change nothing visible tie),
-    or a violation."""
+    ``acked - may_lose <= k <= acked + 1`` (the smallest, when steps that change nothing
+    visible tie), or a violation. ``may_lose`` is 0 after a process crash."""
     ks = [k for k, ref in enumerate(hashes) if ref == h]
     if not ks:
         return None, (f"the state matches no prefix of the workload (acked {acked}): a "
                       f"partial or corrupt batch")
-    fit = [k for k in ks if acked <= k <= acked + 1]
+    fit = [k for k in ks if acked - may_lose <= k <= acked + 1]
     if not fit:
         return None, f"the state is that after steps {ks}, but step {acked} was acknowledged"
     return min(fit), None

@@ -20,6 +20,7 @@
  * Log format: a sequence of records, little-endian, each
  *   u8 type, u8 flags, u16 file, u32 pad, i64 offset, u64 length, then `length` bytes
  *   type 1 OPEN   file = index given to the path, length = path length, bytes = the path
+ *                 (at each open of a tracked path, and for each tracked file at a config)
  *   type 2 WRITE  offset, length, bytes = the data written (only the bytes the call wrote);
  *                 flags bit 0 = the descriptor was opened O_DSYNC/O_SYNC (durable on return)
  *   type 3 SYNC   fsync / fdatasync of the file (all its earlier writes are durable)
@@ -140,6 +141,19 @@ int iotrace_config(const char *d, const char *logpath, long long kill_n, long lo
         ? real_open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
     kill_at = kill_n; fail_at = fail_n; fail_errno = err ? err : EIO; fail_forever = forever;
     ops = 0;
+    /* descriptors already open: keep those on paths under the new prefix (and name their
+     * files in the new log), forget the others */
+    unsigned char named[MAX_FILES] = {0};
+    for (int fd = 0; fd < MAX_FD; fd++) {
+        int idx = fd_file[fd] - 1;
+        if (idx < 0) continue;
+        if (!dir_len || strncmp(files[idx], dir, dir_len) != 0) { fd_file[fd] = 0; continue; }
+        if (!named[idx]) {
+            named[idx] = 1;
+            struct iovec v = {files[idx], strlen(files[idx])};
+            emit(R_OPEN, 0, idx, 0, &v, 1, v.iov_len);
+        }
+    }
     int bad = logpath && *logpath && log_fd < 0;
     pthread_mutex_unlock(&mu);
     return bad ? -1 : 0;
@@ -169,10 +183,10 @@ static void on_open(int fd, const char *path, int flags) {
         if (idx < 0 && n_files < MAX_FILES) {
             idx = n_files++;
             files[idx] = strdup(path);
-            struct iovec v = {(void *)path, strlen(path)};
-            emit(R_OPEN, 0, idx, 0, &v, 1, v.iov_len);
         }
         if (idx >= 0) {
+            struct iovec v = {(void *)path, strlen(path)};
+            emit(R_OPEN, 0, idx, 0, &v, 1, v.iov_len);
             fd_file[fd] = idx + 1;
             fd_dsync[fd] = (flags & (O_DSYNC | O_SYNC)) != 0;
         }
