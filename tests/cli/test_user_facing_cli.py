@@ -108,17 +108,19 @@ def test_demo_cli_and_api_print_the_same_scores(tmp_path) -> None:
     from llmdsdb.demo import DEMO_QUERIES
 
     demo_db = tmp_path / "demo"
-    out = run_cli("demo", "--path", demo_db, "-k", "2", check=True).stdout
+    out = run_cli("demo", "--path", demo_db, "-k", "2", "--embedder", "hashing",
+                  check=True).stdout
     query = DEMO_QUERIES[0][0]
     block = out.split(f"Query: {query!r}")[1]
     bm25_lines = block.split("  BM25:")[1].split("  vector:")[0].strip().splitlines()
     demo = [(m.group(2), float(m.group(1))) for m in
             (re.search(r"bm25\s+(-?[\d.]+)\s+(\S+)", ln) for ln in bm25_lines)]
-    cli = json.loads(run_cli("query", demo_db, query, "-k", "2", "--json",
+    cli = json.loads(run_cli("query", demo_db, query, "-k", "2", "--json", "--mode", "bm25",
                              check=True).stdout)
     assert [(r["id"], round(r["score"], 3)) for r in cli["results"]] == demo
     with llmdsdb.open(str(demo_db), readonly=True) as d:
-        assert [(h.id, round(h.score, 3)) for h in d.search(query, top_k=2)] == demo
+        assert [(h.id, round(h.score, 3))
+                for h in d.search(query, top_k=2, fusion_weight=0.0)] == demo
 
 
 def _stats_db(tmp_path: Path, data_dir: Path, n: int = 400) -> Path:
