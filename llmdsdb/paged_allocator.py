@@ -478,7 +478,11 @@ class PagedAllocator:
             )
         flat = struct.unpack_from(f"<{2 * n}Q", data, _HEADER.size)
         self = cls(page_size, max_pages)
-        bits = bytearray(_ONE * hw)
+        try:
+            bits = bytearray(_ONE * hw)
+        except (MemoryError, OverflowError):
+            raise CorruptionError(f"allocator state declares high_water={hw} pages, more than "
+                                  f"this process can hold; restore from a backup") from None
         prev_end = -1
         free_total = 0
         for i in range(n):

@@ -195,7 +195,8 @@ def decode_record(raw: bytes, key_desc: str) -> dict:
         or not isinstance(rec.get("text"), str)
         or not isinstance(rec.get("meta"), dict)
         or not isinstance(rec.get("hash"), str)
-        or not (rec.get("emb") is None or isinstance(rec.get("emb"), bytes))
+        or "emb" not in rec
+        or not (rec["emb"] is None or isinstance(rec["emb"], bytes))
     ):
         raise CorruptionError(f"{key_desc}: document record has the wrong shape")
     if rec["emb"] is not None and len(rec["emb"]) % 4:
@@ -211,7 +212,7 @@ def record_id(raw: bytes, key_desc: str) -> str:
 
     :raises CorruptionError: when the record has no str id.
     """
-    if raw[:4] == b"\x85\xa2id":  # a record this module packed: {"id": <str>, ...}
+    if raw[:4] == b"\x85\xa2id" and len(raw) >= 7:  # packed here: {"id": <str>, ...}
         h = raw[4]
         if 0xA0 <= h <= 0xBF:
             start, size = 5, h - 0xA0

@@ -59,7 +59,12 @@ def _wrap(exc: lmdb.Error, what: str) -> StorageError:
     if isinstance(exc, lmdb.ReadersFullError):
         return StorageError(f"{what}: the LMDB reader table is full; close idle readers or "
                             f"processes holding read transactions")
-    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
+    if isinstance(exc, lmdb.PanicError):  # a failed meta write: the file is as last committed
+        return StorageError(f"{what}: an earlier write failed in this process (an I/O error "
+                            f"while committing) and LMDB refuses further use of this handle; "
+                            f"close every handle of the database and open it again: the "
+                            f"last committed state is intact ({exc})")
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError,
                         lmdb.InvalidError, lmdb.VersionMismatchError)):
         return CorruptionError(f"{what}: LMDB reports a damaged file ({exc}); restore from a "
                                f"backup")  # type: ignore[return-value]

@@ -13,6 +13,7 @@
  */
 #include "native.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -231,7 +232,9 @@ int native_prep_row(const double *x, size_t dim, int metric, double limit_sq, fl
         ss += x[i] * x[i];
     if (!(ss > 1e-290) || !isfinite(ss))
         return 1;
-    if (metric != NATIVE_COSINE && ss > limit_sq)
+    /* ss above FLT_MAX^2 may hold a component no float32 can (the cast would be undefined);
+     * a NaN limit flags every row rather than none. */
+    if (metric != NATIVE_COSINE && (!(ss <= limit_sq) || ss > (double)FLT_MAX * FLT_MAX))
         return 1;
     double nrm = sqrt(ss);
     *norm = nrm;

@@ -25,6 +25,20 @@ def digest(db: llmdsdb.Database) -> str:
     return hashlib.sha256(msgpack.packb(list(dump(db)))).hexdigest()
 
 
+def state_hash(db: llmdsdb.Database) -> str:
+    """The database hash of the fault and bad-input tests: sha256 over msgpack of the stored
+    configuration (keys sorted) and :func:`dump` (generation, count, every document sorted
+    by id). Equal hashes mean nothing visible changed, not even an empty commit."""
+    config = sorted((k, repr(v)) for k, v in db.config.items())
+    return hashlib.sha256(msgpack.packb([config, list(dump(db))])).hexdigest()
+
+
+def path_state_hash(path: str) -> str:
+    """:func:`state_hash` of the database at ``path``, opened read-only."""
+    with llmdsdb.open(path, readonly=True) as db:
+        return state_hash(db)
+
+
 def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((n, dim)).astype(np.float32)
