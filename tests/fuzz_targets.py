@@ -14,6 +14,7 @@ suite) and ``tools/fuzz/run_fuzz.py`` (atheris, minutes per target, by hand).
 
 from __future__ import annotations
 
+import collections
 import importlib
 import json
 import math
@@ -41,6 +42,9 @@ from llmdsdb.records import decode_record, pack, record_id
 from llmdsdb.storage_format import KIND_DOC, Envelope
 
 EXPECTED = (CorruptionError, InvalidArgumentError)
+#: How many inputs of each target got an answer that was checked (not a refusal): the
+#: drivers assert it grows, so a target cannot silently test refusals only.
+ANSWERED: collections.Counter[str] = collections.Counter()
 _ALLOC_ERRORS = (InvalidArgumentError, MemoryError)
 
 
@@ -303,6 +307,83 @@ def fuzz_bm25_search(data: bytes) -> None:
         assert answers[0] is not None and answers[0] == answers[1] == answers[2], answers
 
 
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """The same values in a buffer that starts one byte off the item alignment."""
+    raw = bytearray(a.nbytes + 1)
+    out = np.frombuffer(raw, a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def fuzz_bm25_state(data: bytes) -> None:
+    """``_core.Bm25State`` (construction, ``set_lists``, ``search`` with allow bitmaps and
+    candidate lists): over damaged postings, term statistics and arguments, a typed error
+    or, per query, at most k distinct ids of live documents with ordered finite scores."""
+    s = Src(data)
+    ndocs, nterms = s.int(1, 100), s.int(1, 6)
+    damage = s.bool()
+    lists = _bm25_lists(s, ndocs, nterms, damage)
+    norm = np.full(ndocs, 0.9)
+    if s.int(0, 3) == 0:
+        norm[s.int(0, ndocs - 1)] = s.pick([math.inf, -1.0, math.nan, 0.0, 1e300])
+    ext = np.arange(ndocs, dtype=np.int64) * 7
+    df = np.array([s.int(0, ndocs + 2) for _ in range(nterms)], np.int64)
+    maxtf = np.array([s.int(0, 6) for _ in range(nterms)], np.int64)
+    mindl = np.array([s.int(0, 3) for _ in range(nterms)], np.int64)
+    args = [norm, ext, df, maxtf, mindl, nterms, s.int(0, ndocs + 1), s.pick([7.0, 0.5, 1e-300]),
+            1.2, 0.75, s.pick([8, 8, 8, 1, 65536])]
+    if s.int(0, 5) == 0:  # a damaged argument
+        i = s.int(0, 10)
+        args[i] = (args[i][: s.int(0, len(args[i]))] if i < 5 and s.bool() else
+                   _unaligned(args[i]) if i < 5 else
+                   s.pick([-1, 0, math.nan, math.inf, 1 << 40]))
+    try:
+        state = _core.Bm25State(*args)
+    except (InvalidArgumentError, CorruptionError, TypeError, OverflowError):
+        return
+    queries = [[s.int(-1 if damage else 0, nterms - (0 if damage else 1))
+                for _ in range(s.int(0, 4))] for _ in range(s.int(1, 3))]
+    allows = None
+    if s.bool():
+        allows = []
+        for _ in queries:
+            kind = s.int(0, 3)
+            if kind == 0:
+                allows.append(None)
+            elif kind == 1:
+                allows.append((np.frombuffer(s.raw(s.int(0, 16)), np.uint8), None))
+            else:
+                cand = sorted({s.int(-1 if damage else 0, ndocs - (0 if damage else 1))
+                               for _ in range(s.int(0, 8))})
+                allows.append((None, np.array(cand, np.int32)))
+        if damage and s.int(0, 3) == 0:
+            allows = allows[:-1]
+    k, mode = s.int(1, 12), s.int(0, 2)
+    live_ids = {int(x) for x in ext[: ndocs]}
+    for _ in range(4):
+        try:
+            res, missing = state.search(queries, k, mode, s.pick([0, 10, 1 << 20]),
+                                        s.int(1, 3), allows)
+        except (InvalidArgumentError, CorruptionError, TypeError):
+            return
+        if res is None:
+            assert missing, "no result and no missing term"
+            try:
+                state.set_lists(missing, [lists[t] for t in missing])
+            except (InvalidArgumentError, CorruptionError, TypeError):
+                return
+            continue
+        assert len(res) == len(queries)
+        for hits in res:
+            ids = [i for i, _ in hits]
+            scores = [sc for _, sc in hits]
+            assert len(hits) <= k and len(set(ids)) == len(ids)
+            assert set(ids) <= live_ids, (ids, live_ids)
+            assert scores == sorted(scores, reverse=True)
+        ANSWERED["Bm25State"] += 1
+        return
+
+
 # --- vectors ------------------------------------------------------------------------------
 
 
@@ -521,6 +602,52 @@ def fuzz_hnsw_search_many(data: bytes) -> None:
             _well_formed([(i, d) for i, d in zip(ids[r].tolist(), ds[r].tolist()) if d != math.inf], g)
 
 
+def fuzz_hnsw_search_allowed(data: bytes) -> None:
+    """``HnswGraph.search_allowed`` (filtered walk, two-hop, exact) with any allow bitmap,
+    allowed-id list and label map over damaged arrays: a typed error, or hits that are
+    allowed, distinct and at most k per query."""
+    s = Src(data)
+    g, graph = _graph_or_none(s)
+    if graph is None:
+        return
+    cap = len(g["ext"])
+    nq = s.int(0, 3)
+    dim = len(g["q"])
+    Q = np.stack([g["q"] * (i + 1) for i in range(nq)]) if nq else np.zeros((0, dim), np.float32)
+    allowed = sorted({s.int(-2, 3 * cap + 3) for _ in range(s.int(0, 12))})
+    ids = np.array(allowed, np.int64)
+    if s.int(0, 7) == 0 and len(ids) > 1:
+        ids = ids[::-1].copy()  # not increasing
+    bits = np.zeros(s.int(0, (3 * cap) // 8 + 2), np.uint8)
+    for v in allowed:
+        if 0 <= v < 8 * len(bits):
+            bits[v >> 3] |= 1 << (v & 7)
+    keys = g["ext"][: g["n"]].copy()
+    knodes = np.arange(len(keys), dtype=np.int32)
+    if s.int(0, 3) == 0 and len(knodes):  # a label map out of step with the graph
+        knodes[s.int(0, len(knodes) - 1)] = s.int(-3, cap + 3)
+    if s.int(0, 7) == 0:
+        keys = keys[: s.int(0, len(keys))]
+    k = g["k"]
+    out_i = np.empty((nq, k), np.int64)
+    out_d = np.empty((nq, k), np.float32)
+    mode = s.pick([0, 1, 0, 1, 2, -1])
+    exact = s.int(0, 1)
+    try:
+        graph.search_allowed(Q, g["n"], g["entry"], g["maxl"], k, g["ef"], exact, mode,
+                             g["threads"], bits, ids, keys, knodes, out_i, out_d)
+    except EXPECTED:
+        return
+    ok_ids = set(allowed) | {8 * i + b for i, x in enumerate(bits.tolist()) for b in range(8)
+                             if x >> b & 1}
+    for r in range(nq):
+        got = [i for i in out_i[r].tolist() if i != -1]
+        assert len(set(got)) == len(got) <= k
+        assert all(i % 3 == 0 and 0 <= i // 3 < g["n"] for i in got), got
+        assert set(got) <= ok_ids, (got, allowed)
+    ANSWERED["HnswGraph.search_allowed"] += 1
+
+
 def fuzz_hnsw_insert(data: bytes) -> None:
     """``HnswGraph.insert`` over damaged arrays, then a search of whatever it left."""
     s = Src(data)
@@ -732,20 +859,24 @@ KERNEL_TARGETS: dict[str, Callable[[bytes], None]] = {
     "postings_join": fuzz_postings_join,
     "crc32": fuzz_crc32,
     "bm25_search": fuzz_bm25_search,
+    "Bm25State": fuzz_bm25_state,
     "prep_rows": fuzz_prep_rows,
     "dist_rows": fuzz_dist_rows,
     "exact_topk": fuzz_exact_topk,
     "HnswGraph": fuzz_hnsw_graph,
     "HnswGraph.search": fuzz_hnsw_search,
     "HnswGraph.search_many": fuzz_hnsw_search_many,
+    "HnswGraph.search_allowed": fuzz_hnsw_search_allowed,
     "HnswGraph.insert": fuzz_hnsw_insert,
     "HnswGraph.set_counts": fuzz_hnsw_set_counts,
 }
 
 #: Entry points that take no input (nothing to fuzz).
-NO_INPUT = {"kernel_info", "dist_isa", "HnswGraph.scratch_bytes", "HnswGraph._epochs"}
+NO_INPUT = {"kernel_info", "dist_isa", "HnswGraph.scratch_bytes", "HnswGraph._epochs",
+            "Bm25State.nbytes", "Bm25State.nloaded"}
 #: Test hooks whose input the target named here covers.
-COVERED_BY = {"HnswGraph._set_epoch": "HnswGraph.search"}
+COVERED_BY = {"HnswGraph._set_epoch": "HnswGraph.search",
+              "Bm25State.set_lists": "Bm25State", "Bm25State.search": "Bm25State"}
 
 DECODER_TARGETS: dict[str, Callable[[bytes], None]] = {
     "envelope": fuzz_envelope,

@@ -48,6 +48,10 @@ def test_every_kernel_entry_point_has_a_target() -> None:
     g = _core.HnswGraph(0, 256, v, np.full((2, 2), -1, np.int32), np.zeros(1, bool),
                         np.zeros(1, np.int64), np.zeros(1, np.int8), [])
     names |= {f"HnswGraph.{m}" for m in dir(g) if not m.startswith("__")}
+    one = np.ones(1)
+    z = np.zeros(1, np.int64)
+    st_ = _core.Bm25State(one, z, z, z, z, 1, 1, 1.0, 1.2, 0.75, 8)
+    names |= {f"Bm25State.{m}" for m in dir(st_) if not m.startswith("__")}
     covered = set(ft.KERNEL_TARGETS) | ft.NO_INPUT | set(ft.COVERED_BY)
     assert names == covered, (names - covered, covered - names)
 
