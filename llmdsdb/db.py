@@ -587,8 +587,14 @@ class Database:
 
     def _execute(self, ops: list) -> list[int]:
         """Run ``ops`` in one write transaction (see
-        :meth:`~llmdsdb.index_state.IndexHolder.writing`)."""
-        return self._state.writing(lambda txn: self._apply(txn, ops))
+        :meth:`~llmdsdb.index_state.IndexHolder.writing`), then compact when the debt
+        passed ``auto_compact_debt``."""
+        out = self._state.writing(lambda txn: self._apply(txn, ops))
+        if self._options.auto_compact_debt is not None:
+            from llmdsdb.compaction import auto_compact
+
+            auto_compact(self._state, self._options.auto_compact_debt)
+        return out
 
     def _apply(self, txn: Any, ops: list) -> list[int]:
         st = self._state
@@ -739,6 +745,29 @@ class Database:
 
         return reembed.abort(self)
 
+    def compact(self, *, max_batch: int = 2000, progress: Any = None) -> dict:
+        """Give back the space of deleted documents: postings rewritten without them, the
+        graph's deleted nodes unlinked (neighbourhoods repaired) and dropped, the fresh part
+        rewritten, pages freed and the page ids defragmented - in write transactions of at
+        most ``max_batch`` items each, so searches and writes go on between them. A killed
+        compaction resumes at the next call. See :mod:`llmdsdb.compaction`.
+
+        :param progress: called after each step with ``{"phase", "step", "done", "todo"}``.
+        :returns: ``{"steps", "phases", "before", "after", "resumed"}`` (``before`` and
+            ``after``: live/dead bytes and debt as in ``stats()["compaction"]``).
+        :raises InvalidArgumentError: when called inside ``batch()`` or ``max_batch`` < 1.
+
+        Complexity: O(postings of the terms that hold dead documents + rows pointing at
+        deleted nodes · M² · dim + live nodes · M) overall.
+        """
+        from llmdsdb.compaction import compact
+
+        with self._write_lock:
+            self._check_writable()
+            if self._batch is not None:
+                raise InvalidArgumentError("compact() cannot run inside batch()")
+            return compact(self._state, max_batch=max_batch, progress=progress)
+
     def stats(self) -> dict:
         """Figures about the database: documents, terms, pages, bytes on disk, generation,
         configuration, index and cache statistics.
@@ -752,6 +781,9 @@ class Database:
                 "path": self._path, "generation": self._env.generation(txn),
                 "documents": txn.count("docs"), "pages": txn.count("pages"),
                 "config": self.config, "readonly": self.readonly, **index_stats(ix)}
+        from llmdsdb.compaction import compaction_stats
+
+        out["compaction"] = compaction_stats(self._state)
         out["storage"] = self._env.stat()
         out["bytes_on_disk"] = out["storage"].get("bytes_on_disk")
         out["cache"] = self._state.cache.stats()
@@ -906,6 +938,7 @@ def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
     lock_timeout_s: float = 30.0,
     fresh_max_vectors: int | None = None,
     embedder: Any = None,
+    auto_compact_debt: float | None = 0.5,
 ) -> Database:
     """Open (creating it when absent) the database in directory ``path``.
 
@@ -925,6 +958,13 @@ def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
     different embedder - or one on a database whose vectors the caller made - is a
     :class:`~llmdsdb.errors.ConfigConflictError`. Vectors passed explicitly to an embedder
     database are taken to come from that model (only their dimension can be checked).
+
+    ``auto_compact_debt`` (default 0.5; None turns it off): after a write, when the dead
+    part of the indexes (deleted documents' postings, graph nodes, fresh rows) passes this
+    fraction of their bytes (``stats()["compaction"]["debt"]``) and 1 MiB, the write call
+    runs :meth:`Database.compact` before it returns. At 0.5 the indexes hold at most about
+    twice their live size, and each compaction rewrites at most one live byte per byte it
+    gives back.
 
     :raises InvalidPathError: when ``path`` is a symlink, a regular file or a FIFO.
     :raises CorruptionError: when it holds a damaged or foreign database.
@@ -948,5 +988,6 @@ def open(  # the public name is llmdsdb.open, shadowing the builtin on purpose
         hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search,
         cache_bytes=cache_bytes, durability=durability, readonly=readonly,
         map_size_bytes=map_size_bytes, lock_timeout_s=lock_timeout_s,
-        fresh_max_vectors=fresh_max_vectors, embedder=embedder)
+        fresh_max_vectors=fresh_max_vectors, embedder=embedder,
+        auto_compact_debt=auto_compact_debt)
     return Database(p, options, explicit)

@@ -336,6 +336,34 @@ class LmdbPageStore:
             self._dirty.add(p)
             self._local.pop(p, None)
 
+    def defragment(self, max_moves: int | None = None) -> dict[int, int]:
+        """:meth:`PagedAllocator.defragment` of the bound write transaction's allocator,
+        with each moved page's stored bytes copied to its new id and deleted at the old
+        one (the caller tells the pages' owners the moves, in the same transaction).
+
+        :param max_moves: move at most this many pages (see ``PagedAllocator.defragment``).
+        :returns: the moves ``{old_id: new_id}``.
+
+        Complexity: O(high_water) plus O(log n + page length) per move.
+        """
+        txn = self._writing()
+        alloc = self._allocator(txn)
+
+        def move(old: int, new: int) -> None:
+            raw = txn.raw_get("pages", u64key(old))
+            if raw is None:
+                raise PageNotFoundError(f"no page with id {old} to move")
+            txn.raw_put("pages", u64key(new), raw)
+            txn.delete("pages", u64key(old))
+            for p in (old, new):
+                self._dirty.add(p)
+                self._local.pop(p, None)
+
+        moves = alloc.defragment(move, max_moves=max_moves)
+        if moves:
+            self._alloc_dirty = True
+        return moves
+
     def get_meta(self, name: str) -> bytes | None:
         """The named record ``name_prefix + name`` from ``idxmeta``, or None.
 

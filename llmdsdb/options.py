@@ -91,6 +91,9 @@ class Options:
     lock_timeout_s: float = 30.0
     hnsw_ef_search: int | None = None
     fresh_max_vectors: int | None = None
+    #: compact after a write once the compaction debt passes this fraction (None: never;
+    #: see :mod:`llmdsdb.compaction`)
+    auto_compact_debt: float | None = 0.5
     #: the embedder object given to :func:`llmdsdb.open` (its identity is configuration)
     embedder: Any = None
 
@@ -262,8 +265,8 @@ def parse_open_args(path: object, *, dim: object, metric: object, analyzer: obje
                     hnsw_M: object, hnsw_ef_construction: object, hnsw_ef_search: object,
                     cache_bytes: object, durability: object, readonly: object,
                     map_size_bytes: object, lock_timeout_s: object,
-                    fresh_max_vectors: object, embedder: object = None
-                    ) -> tuple[str, Options, Explicit]:
+                    fresh_max_vectors: object, embedder: object = None,
+                    auto_compact_debt: object = 0.5) -> tuple[str, Options, Explicit]:
     """Validate the arguments of :func:`llmdsdb.open`: the path, the runtime options and the
     explicit configuration.
 
@@ -300,8 +303,20 @@ def parse_open_args(path: object, *, dim: object, metric: object, analyzer: obje
         fresh_max_vectors=None if fresh_max_vectors is None
         else check_int("fresh_max_vectors", fresh_max_vectors, 0, 2**31),
         embedder=emb_obj,
+        auto_compact_debt=_fraction("auto_compact_debt", auto_compact_debt),
     )
     return os.fspath(path), options, explicit
+
+
+def _fraction(name: str, v: object) -> float | None:
+    """None, or a number in (0, 1]."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidTypeError(f"{name} must be a number or None, not {type(v).__name__}")
+    if not 0 < v <= 1:
+        raise InvalidArgumentError(f"{name} must lie in (0, 1] (or be None), got {v!r}")
+    return float(v)
 
 
 def _analyzer_dict(analyzer: Any) -> dict:

@@ -376,7 +376,8 @@ class PagedAllocator:
             page_size=self._page_size,
         )
 
-    def defragment(self, callback: Callable[[int, int], object] | None = None) -> dict[int, int]:
+    def defragment(self, callback: Callable[[int, int], object] | None = None, *,
+                   max_moves: int | None = None) -> dict[int, int]:
         """Renumber the live pages into ``[0, used)``, moving as few as possible.
 
         Every live page at or above ``used`` moves into a free id below ``used`` (pages
@@ -386,6 +387,9 @@ class PagedAllocator:
         :param callback: called as ``callback(old_id, new_id)`` for each move, in ascending
             order of ``old_id``, before the allocator changes; if it raises, the allocator is
             left unchanged.
+        :param max_moves: move at most this many pages (the highest ids, into the lowest
+            holes), so that a caller can spread a large defragmentation over several
+            transactions; the calls that follow move the rest. None: all of them.
         :returns: the moves, ``{old_id: new_id}`` (empty when nothing moved).
 
         Complexity: O(high_water), the scans running at C speed over the bitmap.
@@ -406,6 +410,8 @@ class PagedAllocator:
             moves[src] = hole
             hole = bits.find(_ZERO, hole + 1, used)
             src = bits.find(_ONE, src + 1)
+        if max_moves is not None and len(moves) > _as_int(max_moves, "max_moves"):
+            return self._defragment_part(moves, max(0, int(max_moves)), callback)
         if callback is not None:
             for old, new in moves.items():
                 callback(old, new)
@@ -416,6 +422,35 @@ class PagedAllocator:
             b.clear()
         self._mask = 0
         return moves
+
+    def _defragment_part(self, moves: dict[int, int], k: int,
+                         callback: Callable[[int, int], object] | None) -> dict[int, int]:
+        """The ``k`` highest sources of ``moves`` into its ``k`` lowest holes; the free
+        slabs are rebuilt from the bitmap. Complexity: O(high_water)."""
+        srcs = sorted(moves)[len(moves) - k:]
+        holes = sorted(moves.values())[:k]
+        part = dict(zip(srcs, holes))
+        if callback is not None:
+            for old, new in part.items():
+                callback(old, new)
+        bits = self._bits
+        for old, new in part.items():
+            bits[new] = 1
+            bits[old] = 0
+        top = bits.rfind(_ONE) + 1
+        del bits[top:]
+        self._starts.clear()
+        self._ends.clear()
+        for b in self._buckets:
+            b.clear()
+        self._mask = 0
+        s = bits.find(_ZERO)
+        while s >= 0:
+            e = bits.find(_ONE, s)
+            e = len(bits) if e < 0 else e
+            self._add_slab(s, e)
+            s = bits.find(_ZERO, e)
+        return part
 
     # --- persistence ------------------------------------------------------------------------
 
