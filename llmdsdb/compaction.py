@@ -687,25 +687,37 @@ def _owned_pages(ix: Any) -> set[int] | None:
     return out
 
 
-def _pages_movable(store: Any, ix: Any) -> bool:
-    """Whether defragmenting the page ids would move something and every allocated page
-    has an owner compaction can tell."""
+def _pinned(store: Any, ix: Any) -> set[int] | None:
+    """The allocated pages compaction cannot move (owned by neither the inverted index nor
+    the graph, e.g. the metadata indexes'); None when a block is not flushed."""
+    owned = _owned_pages(ix)
+    if owned is None:
+        return None
     alloc = store.allocator
-    st = alloc.stats()
+    hw = alloc.stats().high_water
+    used = alloc.stats().used
+    if len(owned) == used:
+        return set()
+    return {p for p in range(used, hw) if p not in owned and alloc.is_allocated(p)}
+
+
+def _pages_movable(store: Any, ix: Any) -> bool:
+    """Whether defragmenting the page ids would move a page."""
+    st = store.allocator.stats()
     if st.high_water == st.used:
         return False
-    owned = _owned_pages(ix)
-    return owned is not None and len(owned) == st.used
+    pinned = _pinned(store, ix)
+    return pinned is not None and st.high_water - st.used > len(pinned)
 
 
 def _pages(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int, bool]:
-    """Renumber up to ``max_batch`` page ids; tell the owners the moves."""
+    """Renumber up to ``max_batch`` page ids; tell the owners the moves (pages of other
+    owners are pinned)."""
     alloc = store.allocator
-    owned = _owned_pages(ix)
-    if owned is None or len(owned) != alloc.stats().used:
-        log.info("compaction: page ids not defragmented (pages of an unknown owner)")
+    pinned = _pinned(store, ix)
+    if pinned is None:
         return 0, 0, True
-    moves = store.defragment(max_moves=max_batch)
+    moves = store.defragment(max_moves=max_batch, pinned=pinned)
     if moves:
         old = np.fromiter(moves.keys(), np.int64, len(moves))
         new = np.fromiter(moves.values(), np.int64, len(moves))
@@ -738,8 +750,8 @@ def _pages(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int, bo
             g._node_pages = [moves.get(p, p) for p in g._node_pages]
             g._dirty_state = True
     st = alloc.stats()
-    left = st.high_water - st.used
-    return len(moves), left, left == 0
+    left = st.high_water - st.used - len(pinned)
+    return len(moves), max(left, 0), left <= 0 or not moves
 
 
 _PHASE_FN: dict[str, Callable[[Any, Any, dict, int], tuple[int, int, bool]]] = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -336,12 +336,14 @@ class LmdbPageStore:
             self._dirty.add(p)
             self._local.pop(p, None)
 
-    def defragment(self, max_moves: int | None = None) -> dict[int, int]:
+    def defragment(self, max_moves: int | None = None,
+                   pinned: Container[int] = ()) -> dict[int, int]:
         """:meth:`PagedAllocator.defragment` of the bound write transaction's allocator,
         with each moved page's stored bytes copied to its new id and deleted at the old
         one (the caller tells the pages' owners the moves, in the same transaction).
 
         :param max_moves: move at most this many pages (see ``PagedAllocator.defragment``).
+        :param pinned: page ids that keep their place.
         :returns: the moves ``{old_id: new_id}``.
 
         Complexity: O(high_water) plus O(log n + page length) per move.
@@ -359,7 +361,7 @@ class LmdbPageStore:
                 self._dirty.add(p)
                 self._local.pop(p, None)
 
-        moves = alloc.defragment(move, max_moves=max_moves)
+        moves = alloc.defragment(move, max_moves=max_moves, pinned=pinned)
         if moves:
             self._alloc_dirty = True
         return moves

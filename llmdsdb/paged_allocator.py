@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import NamedTuple
 
 from llmdsdb._validate import as_int as _as_int
@@ -377,7 +377,8 @@ class PagedAllocator:
         )
 
     def defragment(self, callback: Callable[[int, int], object] | None = None, *,
-                   max_moves: int | None = None) -> dict[int, int]:
+                   max_moves: int | None = None,
+                   pinned: Container[int] = ()) -> dict[int, int]:
         """Renumber the live pages into ``[0, used)``, moving as few as possible.
 
         Every live page at or above ``used`` moves into a free id below ``used`` (pages
@@ -390,6 +391,8 @@ class PagedAllocator:
         :param max_moves: move at most this many pages (the highest ids, into the lowest
             holes), so that a caller can spread a large defragmentation over several
             transactions; the calls that follow move the rest. None: all of them.
+        :param pinned: ids that must keep their place (pages whose owner cannot be told
+            of a move); the other pages above ``used`` move as far as the holes allow.
         :returns: the moves, ``{old_id: new_id}`` (empty when nothing moved).
 
         Complexity: O(high_water), the scans running at C speed over the bitmap.
@@ -406,12 +409,16 @@ class PagedAllocator:
         moves: dict[int, int] = {}
         hole = bits.find(_ZERO, 0, used)
         src = bits.find(_ONE, used) if hole >= 0 else -1
-        while hole >= 0:
+        while hole >= 0 and src >= 0:
+            if src in pinned:
+                src = bits.find(_ONE, src + 1)
+                continue
             moves[src] = hole
             hole = bits.find(_ZERO, hole + 1, used)
             src = bits.find(_ONE, src + 1)
-        if max_moves is not None and len(moves) > _as_int(max_moves, "max_moves"):
-            return self._defragment_part(moves, max(0, int(max_moves)), callback)
+        if pinned or (max_moves is not None and len(moves) > _as_int(max_moves, "max_moves")):
+            k = len(moves) if max_moves is None else min(len(moves), max(0, int(max_moves)))
+            return self._defragment_part(moves, k, callback)
         if callback is not None:
             for old, new in moves.items():
                 callback(old, new)

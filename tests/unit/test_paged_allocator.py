@@ -228,3 +228,36 @@ def test_from_bytes_rejects_a_consistent_checksum_over_an_impossible_state() -> 
     payload = head + body
     with pytest.raises(CorruptionError):
         PagedAllocator.from_bytes(payload + struct.pack("<I", zlib.crc32(payload)))
+
+
+def test_defragment_in_parts_with_pinned_pages() -> None:
+    """defragment(max_moves=, pinned=) in several calls ends as one call would: the live
+    ids dense below ``used`` except pinned ones, every live page moved exactly once."""
+    import random
+
+    from llmdsdb.paged_allocator import PagedAllocator
+
+    for seed in range(30):
+        rng = random.Random(seed)
+        a = PagedAllocator(4096, 10_000)
+        ids = a.alloc(rng.randint(1, 300))
+        dead = rng.sample(ids, rng.randint(0, len(ids)))
+        a.free(dead)
+        live = set(ids) - set(dead)
+        pinned = set(rng.sample(sorted(live), min(len(live), rng.randint(0, 3))))
+        where = {p: p for p in live}  # original id -> current id
+        while True:
+            moves = a.defragment(max_moves=rng.randint(1, 20), pinned=pinned)
+            a._check()
+            if not moves:
+                break
+            assert not set(moves) & pinned and not set(moves.values()) & set(where.values())
+            back = {v: k for k, v in where.items()}
+            for old, new in moves.items():
+                where[back[old]] = new
+        assert len(set(where.values())) == len(where)  # no two pages share an id
+        assert all(a.is_allocated(p) for p in where.values()) and a.used == len(live)
+        assert all(where[p] == p for p in pinned)
+        free_below = [p for p in range(a.used) if not a.is_allocated(p)]
+        pinned_above = [p for p in pinned if p >= a.used]
+        assert len(free_below) == len(pinned_above)  # only pinned pages keep holes open
