@@ -433,6 +433,13 @@ def _stats_report(st: dict[str, Any]) -> list[str]:
               (f"  on disk            {_size(sto.get('bytes_on_disk'))} "
                f"(map {_size(sto.get('map_size_bytes'))})"),
               f"  durability         {sto.get('durability')}"]
+    cp = st.get("compaction") or {}
+    if cp:
+        lines.append(f"  deleted, not yet   {_size(cp.get('dead_bytes'))} of "
+                     f"{_size((cp.get('dead_bytes') or 0) + (cp.get('live_bytes') or 0))} "
+                     f"(debt {float(cp.get('debt') or 0):.0%}"
+                     + (f", compaction stopped in {cp['in_progress']!r}: run `llmdsdb "
+                        "compact`" if cp.get("in_progress") else "") + ")")
     return lines
 
 
@@ -567,6 +574,36 @@ def restore_cmd(backup_dir: str, path: str, force: bool) -> None:
         raise BackupError(str(exc).replace("pass force=True", "use --force")) from None
     what = "replaced the database at" if info.replaced else "restored into"
     click.echo(f"{what} {info.path}: {info.count} documents, generation {info.generation}")
+
+
+@cli.command(epilog="\b\nExample:\n  llmdsdb compact ./db")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--max-batch", default=2000, show_default=True, type=click.IntRange(1, 10_000_000),
+              help="Work items (terms, graph nodes, pages) per write transaction.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines and no summary.")
+def compact(path: str, max_batch: int, quiet: bool) -> None:
+    """Give back the space of deleted documents in the database at PATH: postings rewritten
+    without them, graph neighbourhoods repaired and deleted nodes dropped, pages freed and
+    renumbered. Runs in bounded write transactions (searches and writes go on); interrupted,
+    it resumes: re-run the same command. Progress goes to stderr.
+    """
+    with _open_existing(path, readonly=False) as db:
+
+        def update(p: dict) -> None:
+            if not quiet:
+                sys.stderr.write(f"  step {p['step']}: {p['phase']}, {p['done']:,} done, "
+                                 f"{p['todo']:,} left\n")
+
+        r = db.compact(max_batch=max_batch, progress=update)
+    if quiet:
+        return
+    b, a = r["before"], r["after"]
+    if not r["steps"]:
+        click.echo(f"{path}: nothing to compact")
+        return
+    click.echo(f"compacted {path} in {r['steps']} steps{' (resumed)' if r['resumed'] else ''}: "
+               f"dead {_size(b['dead_bytes'])} -> {_size(a['dead_bytes'])}, debt "
+               f"{b['debt']:.0%} -> {a['debt']:.0%}")
 
 
 @cli.command(epilog="\b\nExample:\n  llmdsdb reembed ./db --embedder minilm")

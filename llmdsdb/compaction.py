@@ -701,13 +701,21 @@ def _pinned(store: Any, ix: Any) -> set[int] | None:
     return {p for p in range(used, hw) if p not in owned and alloc.is_allocated(p)}
 
 
+def _to_move(alloc: Any, pinned: set[int]) -> int:
+    """Pages a full defragmentation would still move: live, not pinned, at or above
+    ``used`` (each has a hole below ``used`` to go to). Complexity: O(high_water - used)."""
+    st = alloc.stats()
+    return sum(1 for p in range(st.used, st.high_water)
+               if p not in pinned and alloc.is_allocated(p))
+
+
 def _pages_movable(store: Any, ix: Any) -> bool:
     """Whether defragmenting the page ids would move a page."""
     st = store.allocator.stats()
     if st.high_water == st.used:
         return False
     pinned = _pinned(store, ix)
-    return pinned is not None and st.high_water - st.used > len(pinned)
+    return pinned is not None and _to_move(store.allocator, pinned) > 0
 
 
 def _pages(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int, bool]:
@@ -749,9 +757,8 @@ def _pages(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int, bo
             g._vec_pages = [moves.get(p, p) for p in g._vec_pages]
             g._node_pages = [moves.get(p, p) for p in g._node_pages]
             g._dirty_state = True
-    st = alloc.stats()
-    left = st.high_water - st.used - len(pinned)
-    return len(moves), max(left, 0), left <= 0 or not moves
+    left = _to_move(alloc, pinned)
+    return len(moves), left, left == 0 or not moves
 
 
 _PHASE_FN: dict[str, Callable[[Any, Any, dict, int], tuple[int, int, bool]]] = {
