@@ -100,3 +100,47 @@ def test_cli_ingest_with_an_embedder_then_query_from_text(tmp_path: Path) -> Non
     assert out["mode"] == "hybrid" and out["results"][0]["id"] in ("owl", "bats")
     res = run.invoke(cli, ["ingest", str(tmp_path / "db"), str(src), "--embedder", "nope"])
     assert res.exit_code == 1 and "unknown embedder 'nope'" in res.stderr
+
+
+def test_a_resumed_ingest_embeds_only_what_it_did_not_commit(tmp_path: Path) -> None:
+    import json
+
+    from llmdsdb.ingest import IngestInterrupted, ingest
+
+    embedded: list[str] = []
+    inner = HashingEmbedder(32)
+
+    def fn(texts: list[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return inner.embed_documents(texts)
+
+    counting = CallableEmbedder(fn, name="counting", dim=32, model=inner.identity().model,
+                                normalized=True)
+    src = tmp_path / "docs.jsonl"
+    rows = [{"id": f"d{i}", "text": f"document {i} about owls and the sea {i % 7}",
+             "tag": i % 3} for i in range(95)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = llmdsdb.ingest_io.FieldSpec(metadata_fields=("tag",))
+
+    def stop_after_two(p: object) -> None:
+        if p.batches == 2:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    with pytest.raises(IngestInterrupted):
+        ingest(tmp_path / "db", [src], spec=spec, batch_size=20, embedder=counting,
+               on_progress=stop_after_two)
+    assert len(embedded) == 40  # two committed batches
+    r = ingest(tmp_path / "db", [src], spec=spec, batch_size=20, embedder=counting)
+    assert (r.written, r.unchanged, len(embedded)) == (55, 40, 95)  # the rest, once each
+    assert sorted(embedded) == sorted(r["text"] for r in rows)
+    # a re-run embeds nothing; changed metadata is written without embedding the text again
+    rows[3]["tag"] = 99
+    rows[4]["text"] = "a changed text about volcanoes"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    r = ingest(tmp_path / "db", [src], spec=spec, batch_size=20, embedder=counting)
+    assert (r.written, len(embedded)) == (2, 96) and embedded[-1] == rows[4]["text"]
+    with llmdsdb.open(tmp_path / "db", embedder=counting) as db:
+        assert np.array_equal(db.get("d4").embedding,
+                              inner.embed_documents([rows[4]["text"]])[0])
+        assert db.get("d3").metadata == {"tag": 99}
+        assert db.check() == []
