@@ -12,7 +12,7 @@ from llmdsdb.cli import cli
 
 COMMANDS = sorted(cli.commands)
 SETUP_COMMANDS = [
-    "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && llmdsdb demo",
+    "python3 -m venv .venv && . .venv/bin/activate && pip install . && llmdsdb demo",
     ("python3 -m venv .venv && . .venv/bin/activate && pip install 'torch==2.13.0' "
      "-e '.[test,embed]' && python -m pytest -n 2"),
 ]
