@@ -113,6 +113,11 @@ class _Progress:
             head = (f"{p.read:,}/{p.total:,} docs read ({100 * p.read / p.total:.0f}%)"
                     f", {p.written:,} written{bad_s}  {rate:,.0f} docs/s, "
                     f"ETA {_duration(left)}")
+        elif p.fraction:  # estimated from the bytes read: say so with "~"
+            left = p.elapsed_s * (1 - p.fraction) / p.fraction
+            head = (f"{p.read:,} docs read (~{100 * p.fraction:.0f}% of the input), "
+                    f"{p.written:,} written{bad_s}  {rate:,.0f} docs/s, "
+                    f"ETA ~{_duration(left)}")
         else:
             head = f"{p.read:,} docs read, {p.written:,} written{bad_s}  {rate:,.0f} docs/s"
         sys.stderr.write(f"\r  {head} ")

@@ -41,6 +41,7 @@ from llmdsdb.errors import (
 )
 from llmdsdb.ingest_io import (
     BadLine,
+    ByteMeter,
     EmbeddingRows,
     FieldSpec,
     Record,
@@ -66,7 +67,9 @@ class IngestProgress:
     """Counts so far, handed to the ``on_progress`` callback after every batch.
 
     ``total`` is the number of records when it is known before reading (an ``embeddings``
-    file fixes it), else ``None``.
+    file fixes it), else ``None``; then ``bytes_read`` / ``bytes_total`` (the input files'
+    stored bytes, see :class:`~llmdsdb.ingest_io.ByteMeter`) give an estimate of the share
+    done.
     """
 
     read: int
@@ -75,6 +78,18 @@ class IngestProgress:
     batches: int
     total: int | None
     elapsed_s: float
+    bytes_read: int | None = None
+    bytes_total: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """The share of the input done (exact from ``total``, else estimated from the
+        bytes read), or None when neither is known. Complexity: O(1)."""
+        if self.total:
+            return min(self.read / self.total, 1.0)
+        if self.bytes_total:
+            return min((self.bytes_read or 0) / self.bytes_total, 1.0)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +196,7 @@ def ingest(
         input_kind(f)  # a missing or unknown input fails before anything is opened
     rows = None
     total = None
+    meter = None
     if embeddings_file is not None:
         rows = EmbeddingRows(embeddings_file)
         total = count_records(files)
@@ -189,6 +205,8 @@ def ingest(
                 f"{embeddings_file}: has {len(rows)} rows but the input has {total} records; "
                 "they must match one to one"
             )
+    else:
+        meter = ByteMeter(files)
     owned = not _is_database(target)
     if not owned and embedder is not None:
         raise InvalidArgumentError("embedder= goes with a path; an open database already has "
@@ -212,15 +230,17 @@ def ingest(
             examples.append(line)
 
     try:
-        for batch in _batches(iter_records(files, spec, embeddings=rows), batch_size, bad,
-                              counts):
+        for batch in _batches(iter_records(files, spec, embeddings=rows, meter=meter),
+                              batch_size, bad, counts):
             if db is None:
                 db = _open(path, metric, embedder)
                 _check_embeddings_dim(db, rows)  # type: ignore[arg-type]
             _write(db, batch, bad, counts)  # type: ignore[arg-type]
             if on_progress is not None:
-                on_progress(IngestProgress(counts.read, counts.written, counts.bad,
-                                           counts.batches, total, clock() - start))
+                on_progress(IngestProgress(
+                    counts.read, counts.written, counts.bad, counts.batches, total,
+                    clock() - start, None if meter is None else meter.read,
+                    None if meter is None else meter.total))
         if counts.bad and counts.bad == counts.read:
             raise InputFormatError(
                 f"all {counts.read:,} records were bad, nothing was written; the first: "

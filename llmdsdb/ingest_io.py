@@ -52,6 +52,7 @@ from llmdsdb.errors import InputFormatError
 
 __all__ = [
     "BadLine",
+    "ByteMeter",
     "EmbeddingRows",
     "FieldSpec",
     "Record",
@@ -96,6 +97,35 @@ class BadLine:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
+
+
+class ByteMeter:
+    """How far :func:`iter_records` has read, in bytes of the input files as stored (a
+    ``.gz`` file counts its compressed bytes): ``total`` is their size, ``read`` the bytes
+    of the finished files plus the position in the current one. The position is the
+    reader's, which runs a buffer ahead of the last record yielded, so ``read / total`` is
+    an estimate of the share done - what a progress line's percentage and ETA need when the
+    number of records is not known before reading.
+
+    Not thread-safe: one reader updates it.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        self.total = sum(_input_bytes(str(p)) for p in paths)
+        self._done = 0
+        self._pos = 0
+
+    @property
+    def read(self) -> int:
+        """Bytes read so far (at most ``total``). Complexity: O(1)."""
+        return min(self._done + self._pos, self.total)
+
+    def _at(self, pos: int) -> None:
+        self._pos = pos
+
+    def _finish(self, size: int) -> None:
+        self._done += size
+        self._pos = 0
 
 
 @dataclass(frozen=True)
@@ -218,11 +248,24 @@ def _open_binary(path: str) -> IO[bytes]:
         raise InputFormatError(f"{path}: cannot open ({exc.strerror or exc})") from None
 
 
-def _raw_lines(path: str) -> Iterator[tuple[int, int, bytes | None]]:
-    """Yield ``(line_no, byte_offset, line)``; ``line`` is ``None`` for an over-long line."""
+def _input_bytes(path: str) -> int:
+    """The stored size of an input (a directory: of the text files below it)."""
+    try:
+        if Path(path).is_dir():
+            return sum(f.stat().st_size for f in _text_files(Path(path)))
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _raw_lines(path: str, meter: ByteMeter | None = None
+               ) -> Iterator[tuple[int, int, bytes | None]]:
+    """Yield ``(line_no, byte_offset, line)``; ``line`` is ``None`` for an over-long line.
+    ``meter`` learns the position in the stored file after every line."""
     f = _open_binary(path)
     offset = 0
     line_no = 0
+    stored = getattr(f, "fileobj", f)  # a gzip stream's compressed file
     try:
         with f:
             while True:
@@ -232,6 +275,8 @@ def _raw_lines(path: str) -> Iterator[tuple[int, int, bytes | None]]:
                     raise InputFormatError(
                         f"{path}:{line_no + 1}: cannot read compressed input ({exc})"
                     ) from None
+                if meter is not None:
+                    meter._at(stored.tell())
                 if not line:
                     return
                 line_no += 1
@@ -510,10 +555,11 @@ class _Counter:
 
 
 def _read_jsonl(
-    path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter
+    path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter,
+    meter: ByteMeter | None = None
 ) -> Iterator[Record | BadLine]:
     gz = path.lower().endswith(".gz")
-    for line_no, offset, raw in _raw_lines(path):
+    for line_no, offset, raw in _raw_lines(path, meter):
         where = f"{path}:{line_no}"
         if raw is not None and not raw.strip():
             continue
@@ -532,27 +578,29 @@ def _read_jsonl(
 
 
 def _read_csv(
-    path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter, delimiter: str
+    path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter, delimiter: str,
+    meter: ByteMeter | None = None
 ) -> Iterator[Record | BadLine]:
     # The csv module's field limit is process-wide: raise it for our long lines, and give
     # the caller's setting back when the file is done (or abandoned).
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, MAX_LINE_BYTES))
     try:
-        yield from _read_csv_rows(path, spec, rows, counter, delimiter)
+        yield from _read_csv_rows(path, spec, rows, counter, delimiter, meter)
     finally:
         csv.field_size_limit(limit)
 
 
 def _read_csv_rows(
-    path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter, delimiter: str
+    path: str, spec: FieldSpec, rows: EmbeddingRows | None, counter: _Counter, delimiter: str,
+    meter: ByteMeter | None = None
 ) -> Iterator[Record | BadLine]:
     gz = path.lower().endswith(".gz")
     pending: list[BadLine] = []
     state = {"line": 0}
 
     def lines() -> Iterator[str]:
-        for line_no, offset, raw in _raw_lines(path):
+        for line_no, offset, raw in _raw_lines(path, meter):
             state["line"] = line_no
             if raw is None:
                 pending.append(BadLine(f"{path}:{line_no}",
@@ -648,8 +696,10 @@ def iter_records(
     spec: FieldSpec | None = None,
     *,
     embeddings: EmbeddingRows | None = None,
+    meter: ByteMeter | None = None,
 ) -> Iterator[Record | BadLine]:
-    """Yield every record of every input in order (see the module docstring for formats).
+    """Yield every record of every input in order (see the module docstring for formats);
+    ``meter`` (a :class:`ByteMeter` of the same paths) follows the bytes read.
 
     Complexity: O(total input size); memory O(longest line).
 
@@ -662,9 +712,10 @@ def iter_records(
         p = str(path)
         kind = input_kind(p)
         if kind == "jsonl":
-            yield from _read_jsonl(p, spec, embeddings, counter)
+            yield from _read_jsonl(p, spec, embeddings, counter, meter)
         elif kind in ("csv", "tsv"):
-            yield from _read_csv(p, spec, embeddings, counter, "," if kind == "csv" else "\t")
+            yield from _read_csv(p, spec, embeddings, counter, "," if kind == "csv" else "\t",
+                                 meter)
         elif kind == "text":
             yield _read_text_file(Path(p), Path(p).name, spec, embeddings, counter)
         else:
@@ -672,6 +723,11 @@ def iter_records(
             for file in _text_files(root):
                 rel = file.relative_to(root).as_posix()
                 yield _read_text_file(file, rel, spec, embeddings, counter)
+                if meter is not None:
+                    meter._finish(_input_bytes(str(file)))
+            continue
+        if meter is not None:
+            meter._finish(_input_bytes(p))
 
 
 def count_records(paths: Iterable[str | os.PathLike[str]]) -> int:

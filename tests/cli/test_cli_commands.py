@@ -273,7 +273,8 @@ def test_progress_line_when_asked(tmp_path: Path, corpus: Path) -> None:
     res = CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), str(corpus), "--progress",
                                    "--batch-size", "20"])
     assert res.exit_code == 0, res.output
-    assert "\r  60 docs read, 60 written" in res.stderr and "docs/s" in res.stderr
+    assert "\r  60 docs read (~100% of the input), 60 written" in res.stderr
+    assert "\r  20 docs read (~" in res.stderr and "docs/s, ETA ~" in res.stderr
     quiet = CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), str(corpus), "-q"])
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
 

@@ -213,3 +213,55 @@ def test_a_non_finite_query_vector_names_the_file_once(tmp_path: Path) -> None:
     with pytest.raises(InputFormatError) as info:
         read_query_vector(p)
     assert str(info.value).count("qnan.npy") == 1 and "vector[0] is not finite" in str(info.value)
+
+
+def test_byte_meter_follows_the_stored_bytes_of_every_input(tmp_path: Path) -> None:
+    from llmdsdb.ingest_io import ByteMeter
+
+    lines = [json.dumps({"id": str(i), "text": "word " * (i % 9 + 1)}) + "\n"
+             for i in range(50)]
+    plain = tmp_path / "a.jsonl"
+    plain.write_text("".join(lines), encoding="utf-8")
+    csv_path = tmp_path / "b.csv"
+    csv_rows = ["id,text\n"] + [f"c{i},row {i} " + "x" * i + "\n" for i in range(30)]
+    csv_path.write_text("".join(csv_rows), encoding="utf-8")
+    gz = tmp_path / "c.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as f:
+        f.write("".join(json.dumps({"id": f"g{i}", "text": f"t{i}"}) + "\n"
+                        for i in range(2000)))
+    paths = [plain, csv_path, gz]
+    meter = ByteMeter(paths)
+    sizes = [p.stat().st_size for p in paths]
+    assert meter.total == sum(sizes) and meter.read == 0
+    seen = []
+    for rec in iter_records(paths, meter=meter):
+        seen.append((rec.id, meter.read))
+    # a plain file: exactly the bytes of the lines up to the record yielded
+    for i in range(50):
+        assert seen[i][1] == sum(len(ln.encode()) for ln in lines[: i + 1])
+    for j in range(30):  # CSV: the header and the rows so far
+        assert seen[50 + j][1] == sizes[0] + sum(len(r) for r in csv_rows[: j + 2])
+    gz_reads = [r for _, r in seen[80:]]
+    assert gz_reads == sorted(gz_reads) and sizes[0] + sizes[1] < gz_reads[0]
+    assert meter.read == meter.total  # every file finished
+
+
+def test_ingest_progress_estimates_from_bytes_when_the_count_is_unknown(
+        tmp_path: Path) -> None:
+    from llmdsdb.ingest import ingest
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "text": f"text {i}"}) + "\n"
+                           for i in range(100)), encoding="utf-8")
+    got = []
+    ingest(tmp_path / "db", [src], batch_size=25, on_progress=got.append)
+    assert [p.total for p in got] == [None] * 4
+    assert all(p.bytes_total == src.stat().st_size for p in got)
+    fractions = [p.fraction for p in got]
+    assert fractions == sorted(fractions) and 0.2 < fractions[0] < 0.3 and fractions[-1] == 1.0
+    np.save(tmp_path / "e.npy", np.ones((100, 4), np.float32))
+    got.clear()  # an embeddings file fixes the count: exact, no byte estimate
+    ingest(tmp_path / "db2", [src], embeddings_file=tmp_path / "e.npy", batch_size=50,
+           on_progress=got.append)
+    assert [(p.total, p.bytes_total, p.fraction) for p in got] == [(100, None, 0.5),
+                                                                  (100, None, 1.0)]
