@@ -382,6 +382,7 @@ class _Run:
         """The one transaction that makes the staged vectors the database's; returns the
         new configuration's public form."""
         from llmdsdb import records
+        from llmdsdb.compaction import PROGRESS as COMPACT_PROGRESS
         from llmdsdb.documents import docs_after, u64key
         from llmdsdb.index_state import graph_overrides
         from llmdsdb.vector_segment import VectorSegment
@@ -392,6 +393,14 @@ class _Run:
         def fn(txn: Any) -> list[int]:
             store, ix = st.store, st.ix
             with store.bound(txn):
+                # an unfinished compaction's graph phases hold cursors into the graph the
+                # switch replaces (one during staging is harmless: it never moves pages it
+                # does not own, and the staged graph's are not its own)
+                if store.get_meta(COMPACT_PROGRESS) is not None:
+                    raise InvalidArgumentError(
+                        "a compaction of this database is unfinished and its cursor points "
+                        "into the current graph: finish it first (llmdsdb compact PATH), "
+                        "then run reembed again - it resumes and only switches")
                 view = _Prefixed(store)
                 s = self._start_state(_read_state(view))
                 staged = _read_blocks(view, s)

@@ -207,3 +207,32 @@ def test_reembed_bad_arguments(tmp_path: Path) -> None:
     with llmdsdb.open(tmp_path / "db", readonly=True) as ro, \
             pytest.raises(llmdsdb.errors.ReadOnlyError):
         ro.reembed(NEW)
+
+
+def test_compaction_during_staging_and_an_unfinished_one_before_the_switch(
+        tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    _build(path, 300)
+    with llmdsdb.open(path) as db:
+        db.optimize()  # the vectors into the graph, so compaction has graph work
+        with pytest.raises(_Stop):
+            db.reembed(NEW, batch_size=50, progress=_interrupt_after(2))
+        db.delete([f"d{i}" for i in range(0, 300, 3)])
+        db.compact(max_batch=20)  # moves pages; never the staged graph's (not its own)
+        assert db.check() == []
+        db.delete([f"d{i}" for i in range(1, 300, 3)])
+
+        def stop(p: dict) -> None:
+            raise _Stop
+
+        with pytest.raises(_Stop):
+            db.compact(max_batch=5, progress=stop)  # leaves compact/progress behind
+        with pytest.raises(InvalidArgumentError, match="compaction .* unfinished"):
+            db.reembed(NEW, batch_size=50)
+        assert db.config["embedder"] == OLD.identity().as_dict()
+        assert db.check() == []
+        db.compact()
+        r = db.reembed(NEW, batch_size=50)
+        assert r.resumed and r.switched and r.documents == 100
+        _assert_embedded_by(db, NEW)
+        assert db.check() == []
