@@ -55,10 +55,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from llmdsdb._native import _core
 from llmdsdb.errors import CorruptionError, InvalidArgumentError
 
 __all__ = ["AUTO_MIN_DEAD_BYTES", "DEFAULT_MAX_BATCH", "PHASES", "auto_compact", "compact",
-           "compaction_stats", "debt", "pages_in_use", "select_neighbors"]
+           "compaction_stats", "debt", "pages_in_use"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ PROGRESS = "compact/progress"
 #: measured by tools/bench/bench_compact.py (postings + forward pages / tokens ~ 4.4).
 TOKEN_BYTES = 4.4
 _PAGE, _CNT, _FIRST, _LAST, _MAXTF, _MINDL = range(6)
+_METRIC_CODE = {"cosine": 0, "l2": 1, "ip": 2}  # as llmdsdb/_native/native.h numbers them
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -278,7 +280,7 @@ def _step(txn: Any, holder: Any, max_batch: int) -> tuple[str, int, bool, int] |
 def _postings(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int, bool]:
     """Rewrite the postings of the next terms that hold dead documents (all their blocks
     encoded in one vectorised call)."""
-    from llmdsdb.codec import encode_postings_many
+    from llmdsdb.codec import decode_postings_many, encode_postings_many
 
     bm = ix.bm25
     if bm is None:
@@ -302,12 +304,16 @@ def _postings(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int,
                 continue
             if int(sk[:, _PAGE].min()) < 0:
                 raise CorruptionError(f"term {t} has unflushed blocks at compaction")
-            docs, tfs = bm._term_postings(t)
+            # read past the page cache: each block is read once, and caching it would
+            # only evict what searches use
+            docs, tfs, _ = decode_postings_many([store.get(p) for p in sk[:, _PAGE].tolist()])
             keep = live[docs] != 0
             work.append((t, docs[keep], tfs[keep]))
             to_free.extend(sk[:, _PAGE].tolist())
             postings += len(docs)
         shard += 1
+    if to_free:  # first, so the new blocks take the freed ids (the pages phase then has
+        store.free(to_free)  # less to move); readers still see the old pages (MVCC)
     if work:
         cnt = np.fromiter((len(w[1]) for w in work), np.int64, len(work))
         nb = -(-cnt // B)
@@ -321,7 +327,9 @@ def _postings(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int,
         ends = np.minimum(starts + B, np.repeat(seg + cnt, nb))
         rows = np.zeros((total, 6), dtype=np.int64)
         if total:
-            pages = store.alloc(total)
+            # one id at a time: each comes from a free slab (the ids just freed) where a
+            # bulk alloc would want one run of `total` ids and take the tail
+            pages = [store.alloc(1)[0] for _ in range(total)]
             for page, data in zip(pages, encode_postings_many(D, T, np.concatenate((starts, [len(D)])))):
                 store.put(page, data)
             rows[:, _PAGE] = pages
@@ -336,8 +344,6 @@ def _postings(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int,
             bm._tmaxtf.a[tid] = int(r[:, _MAXTF].max()) if k else 0
             bm._tmindl.a[tid] = int(r[:, _MINDL].min()) if k else _INT64_MAX
             bm._dirty_terms.add(tid)
-    if to_free:
-        store.free(to_free)
     bm._invalidate()
     rec["cursor"] = shard
     return len(work), N_SHARDS - shard, shard >= N_SHARDS
@@ -449,49 +455,6 @@ def _free_slots(g: Any) -> np.ndarray:
     return free
 
 
-def _dist(g: Any, q: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Distances from ``q`` to the rows of ``X`` in the graph's metric (float32, as the
-    graph stores its vectors)."""
-    if g.metric == "l2":
-        d = X - q
-        return np.einsum("ij,ij->i", d, d)
-    dot = X @ q
-    return 1.0 - dot if g.metric == "cosine" else -dot
-
-
-def select_neighbors(g: Any, u: int, cand: np.ndarray, width: int) -> np.ndarray:
-    """The HNSW selection heuristic (Malkov & Yashunin, Algorithm 4, as hnswlib's
-    ``getNeighborsByHeuristic2``): candidates nearest first; one is kept when it is closer
-    to ``u`` than to every one kept before; at most ``width``. At most ``width``
-    candidates are all kept.
-
-    Complexity: O(c² · dim) for c candidates.
-    """
-    if len(cand) == 0:
-        return cand
-    X = g._vecs[cand]
-    du = _dist(g, g._vecs[u], X)
-    order = np.argsort(du, kind="stable")
-    cand, du, X = cand[order], du[order], X[order]
-    if len(cand) <= width:
-        return cand
-    # blocked[i]: some kept candidate is closer to candidate i than u is; one distance
-    # column per kept candidate (at most width), not the whole c x c matrix
-    blocked = np.zeros(len(cand), bool)
-    sel: list[int] = []
-    i = 0
-    while True:
-        sel.append(i)
-        if len(sel) >= width:
-            break
-        blocked |= _dist(g, X[i], X) < du
-        rest = np.flatnonzero(~blocked[i + 1:])
-        if not len(rest):
-            break
-        i += 1 + int(rest[0])
-    return cand[sel]
-
-
 def _graph_repair(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, int, bool]:
     """Unlink the next ``max_batch`` deleted nodes (see the module docstring)."""
     from llmdsdb.hnsw import NODES_PER_PAGE
@@ -517,32 +480,27 @@ def _graph_repair(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, 
         new_entry = int(live[np.argmax(levels[live] == top)])
         above = np.flatnonzero(g._deleted[:n] & (levels > top))
         D = np.union1d(np.union1d(D, above), [g._entry])
-    inD = np.zeros(n + 1, bool)
-    inD[D] = True
+    nvec = g._vecs.shape[0]  # capacity + the sentinel row
+    gone = np.zeros(nvec, np.uint8)
+    gone[D] = 1
+    dead = np.zeros(nvec, np.uint8)
+    dead[:n] = g._deleted[:n]
+    metric = _METRIC_CODE[g.metric]
     dirty_nodes: set[int] = set()
-    for li, (A, rownode, width) in enumerate(_layers(g)):
+    for li, (A, rownode, _width) in enumerate(_layers(g)):
         if not len(A):
             continue
-        safe = np.where(A >= 0, A, n)
-        hit = inD[safe]
-        for r in np.flatnonzero(hit.any(axis=1)).tolist():
-            u = int(rownode[r])
-            row = A[r][A[r] >= 0].astype(np.int64)
-            gone = inD[row]
-            base = row[~gone]
-            if g._deleted[u]:
-                keep = base
-            else:
-                extra = [_row_of(g, li, int(d)) for d in row[gone].tolist()]
-                ex = np.concatenate(extra) if extra else np.zeros(0, np.int64)
-                ex = ex[(ex >= 0) & (ex != u)]
-                ex = ex[~g._deleted[ex] & ~inD[ex]]
-                cand = np.unique(np.concatenate((base, ex)))
-                keep = select_neighbors(g, u, cand, width)
-            A[r, :] = -1
-            A[r, : len(keep)] = keep
-            if li == 0:
-                dirty_nodes.add(u)
+        rows = np.flatnonzero((gone[np.where(A >= 0, A, nvec - 1)] != 0).any(axis=1))
+        if not len(rows):
+            continue
+        # the rows of this layer are a prefix of its array: repair them in place
+        full = g._adj0 if li == 0 else g._ladj[li - 1]
+        _core.hnsw_repair(g._vecs, metric, full, _rownodes(rownode, full.shape[0]),
+                          None if li == 0 else g._lrow[li - 1], gone, dead,
+                          rows.astype(np.int64))
+        if li == 0:
+            dirty_nodes.update(rows.tolist())
+    inD = gone.astype(bool)
     # strip the unlinked nodes: out of the upper layers, level 0, an empty row
     for i in range(len(g._ladj)):
         c = g._lcount[i]
@@ -571,16 +529,12 @@ def _graph_repair(store: Any, ix: Any, rec: dict, max_batch: int) -> tuple[int, 
     return len(D), left, left == 0
 
 
-def _row_of(g: Any, layer: int, node: int) -> np.ndarray:
-    """The neighbours of ``node`` at ``layer`` (int64, padding dropped)."""
-    if layer == 0:
-        row = g._adj0[node]
-    else:
-        r = int(g._lrow[layer - 1][node])
-        if r < 0:
-            return np.zeros(0, np.int64)
-        row = g._ladj[layer - 1][r]
-    return row[row >= 0].astype(np.int64)
+def _rownodes(rownode: np.ndarray, rows: int) -> np.ndarray:
+    """int64 node of each of ``rows`` rows (the rows past the layer's count: its node 0,
+    never repaired)."""
+    out = np.zeros(rows, np.int64)
+    out[: len(rownode)] = rownode
+    return out
 
 
 def _clear_graph(g: Any) -> None:
@@ -694,19 +648,15 @@ def _pinned(store: Any, ix: Any) -> set[int] | None:
     if owned is None:
         return None
     alloc = store.allocator
-    hw = alloc.stats().high_water
-    used = alloc.stats().used
-    if len(owned) == used:
+    if len(owned) == alloc.used:
         return set()
-    return {p for p in range(used, hw) if p not in owned and alloc.is_allocated(p)}
+    return {p for p in alloc.allocated_ids(alloc.used) if p not in owned}
 
 
 def _to_move(alloc: Any, pinned: set[int]) -> int:
     """Pages a full defragmentation would still move: live, not pinned, at or above
     ``used`` (each has a hole below ``used`` to go to). Complexity: O(high_water - used)."""
-    st = alloc.stats()
-    return sum(1 for p in range(st.used, st.high_water)
-               if p not in pinned and alloc.is_allocated(p))
+    return sum(1 for p in alloc.allocated_ids(alloc.used) if p not in pinned)
 
 
 def _pages_movable(store: Any, ix: Any) -> bool:

@@ -355,6 +355,21 @@ class PagedAllocator:
 
     # --- statistics and maintenance -------------------------------------------------------
 
+    def allocated_ids(self, start: int = 0) -> list[int]:
+        """The live ids at or above ``start``, ascending.
+
+        Complexity: O(high_water - start) at C speed (bitmap scans) + O(ids returned).
+        """
+        bits = self._bits
+        out: list[int] = []
+        i = bits.find(_ONE, max(0, start))
+        while i >= 0:
+            j = bits.find(_ZERO, i)
+            j = len(bits) if j < 0 else j
+            out.extend(range(i, j))
+            i = bits.find(_ONE, j)
+        return out
+
     def stats(self) -> PageStats:
         """Allocation statistics.
 

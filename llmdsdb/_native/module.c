@@ -15,6 +15,7 @@ static PyMethodDef *native_families[] = {
     native_info_methods,
     native_postings_methods,
     native_hnsw_methods,
+    native_repair_methods,
     NULL,
 };
 

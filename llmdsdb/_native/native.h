@@ -48,6 +48,7 @@ const char *native_isa(void);
 extern PyMethodDef native_info_methods[];
 extern PyMethodDef native_hnsw_methods[]; /* bind_hnsw.c: distances, exact top-k, HNSW */
 extern PyMethodDef native_postings_methods[]; /* bind_postings.c: postings decode, BM25 */
+extern PyMethodDef native_repair_methods[]; /* bind_repair.c: compaction's HNSW repair */
 
 /* ---- postings.c: postings blocks (llmdsdb.codec format version 1) --------------------- */
 
@@ -340,5 +341,10 @@ int hnsw_query_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t
  * paper's insert with ef_construction efc, neighbour-selection heuristic (Algorithm 4)
  * and heuristic pruning of overflowing back-link rows. */
 int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_top *top);
+
+/* ---- repair.c: compaction's repair of HNSW rows that name removed nodes ---------------- */
+int native_hnsw_repair(const float *vecs, int64_t nvec, int64_t dim, int metric, int32_t *A,
+                       int64_t R, int64_t W, const int64_t *rownode, const int32_t *node2row,
+                       const uint8_t *gone, const uint8_t *dead, const int64_t *rows, int64_t m);
 
 #endif /* LLMDSDB_NATIVE_H */
