@@ -23,7 +23,7 @@ import crashkit
 
 #: Trials per strategy in the suite (x 3 strategies); e.g. LLMDSDB_KILL9_TRIALS=100 for more.
 N_TRIALS = int(os.environ.get("LLMDSDB_KILL9_TRIALS", "12"))
-STEPS = 6
+STEPS = 8
 
 
 @pytest.fixture(scope="module")

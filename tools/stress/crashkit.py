@@ -18,12 +18,12 @@ point chosen by a *strategy*, then judges the directory it left:
 Workloads (:class:`Workload`):
 
 ``api``
-    Steps through the Python API, each one commit: a ``batch`` step (adds, upserts and
-    deletes in one ``db.batch()``) or an ``optimize`` step. More kinds are added by writing a
-    runner and registering it in :data:`STEP_KINDS` (e.g. compaction or a metadata update
-    once the database has them) and emitting the kind in :func:`api_steps`; the oracle needs
-    no model of what a step does, only that the step is one atomic commit (or several whose
-    intermediate states all have the step's final hash).
+    Steps through the Python API: a ``batch`` (adds, upserts and deletes in one
+    ``db.batch()``), ``optimize``, ``compact`` (several commits) and ``update_metadata``.
+    More kinds are added by writing a runner, registering it in :data:`STEP_KINDS` and
+    emitting the kind in :func:`api_steps`; the oracle needs no model of what a step does,
+    only that the step is one atomic commit (or several whose intermediate states all have
+    the step's final hash).
 ``cli``
     ``llmdsdb ingest`` of a JSONL file with ``--batch-size B``: step *k* is the *k*-th batch;
     the acknowledgement is the command's own progress line (written after each batch
@@ -37,10 +37,11 @@ Kill strategies (:func:`pick_kill`):
 ``ops``       SIGKILL just before the N-th storage write operation (a put or delete of the
               storage layer, ``Txn._put_raw`` / ``Txn.delete``), N uniform over the run.
 ``commit``    one of: ``before`` (just before LMDB's commit of the c-th write transaction,
-              after the generation record was written), ``inside`` (just before the N-th
+              after the generation record was written), ``inside`` (just before, or just after, the N-th
               write, fdatasync or ftruncate of a file in the database directory, through
               the ``iotrace`` LD_PRELOAD shim: between the page writes, the fsync and the
-              meta-page write of a commit, or while LMDB creates its files),
+              meta-page write of a commit - after the meta page is written but before LMDB
+              publishes the transaction id, too - or while LMDB creates its files),
               ``after`` (after the c-th commit returned, before the caller is told).
 
 Children are forked from a *zygote* (:class:`Zygote`): one interpreter, started once with
@@ -118,14 +119,24 @@ def _vector(rnd: random.Random) -> list[float]:
 
 def api_steps(w: Workload) -> list[Step]:
     """The steps of an ``api`` workload: mostly batches (1-6 new documents, two thirds with
-    vectors, sometimes an upsert that changes a live document and a delete), every fifth
-    step an ``optimize``."""
+    vectors, sometimes an upsert that changes a live document and a delete); every fifth
+    step an ``optimize``, every seventh a ``compact`` (in transactions of 2 items, so a kill
+    can land between them), and now and then an ``update_metadata`` of live documents."""
     rnd = random.Random(w.seed)
     live: list[str] = []
     steps: list[Step] = []
     for i in range(w.steps):
         if i % 5 == 4:
             steps.append(Step("optimize"))
+            continue
+        if i % 7 == 6:
+            steps.append(Step("compact", (2,)))
+            continue
+        if len(live) > 1 and rnd.random() < 0.2:
+            ids = rnd.sample(live, min(len(live), rnd.randint(1, 3)))
+            steps.append(Step("update_metadata", (ids, [{"step": i, "k": k}
+                                                        for k in range(len(ids))],
+                                                  rnd.random() < 0.5)))
             continue
         ops = []
         n = rnd.randint(1, 6)
@@ -162,8 +173,21 @@ def _run_optimize(db, step: Step) -> None:
     db.optimize()
 
 
-#: step kind -> runner(db, step); each runner is one atomic commit (or none).
-STEP_KINDS: dict[str, Callable] = {"batch": _run_batch, "optimize": _run_optimize}
+def _run_compact(db, step: Step) -> None:
+    db.compact(max_batch=step.ops[0])
+
+
+def _run_update_metadata(db, step: Step) -> None:
+    ids, metas, merge = step.ops
+    db.update_metadata(ids, metas, merge=merge)
+
+
+#: step kind -> runner(db, step). A runner is one atomic commit (or none), or several
+#: commits whose intermediate states all have the state hash of the step's end (compaction:
+#: it changes no document and no answer).
+STEP_KINDS: dict[str, Callable] = {"batch": _run_batch, "optimize": _run_optimize,
+                                   "compact": _run_compact,
+                                   "update_metadata": _run_update_metadata}
 
 
 def cli_records(w: Workload) -> list[dict]:
@@ -328,12 +352,19 @@ def child_run(req: dict) -> int:
     counters.install(path)
     ack = os.open(req["ack"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     hashes: list[str] = []
+    hashing = [0.0]  # time spent hashing, left out of the run's elapsed time
+
+    def hashed(db) -> None:
+        t = time.monotonic()
+        hashes.append(state_hash(db))
+        hashing[0] += time.monotonic() - t
+
     t0 = time.monotonic()
     if w.kind == "api":
         steps = api_steps(w)
         with llmdsdb.open(path, durability=w.durability) as db:
             if req.get("reference"):
-                hashes.append(state_hash(db))
+                hashed(db)
             shim = _start_recording(path, req)
             for k in range(start, len(steps)):
                 STEP_KINDS[steps[k].kind](db, steps[k])
@@ -341,14 +372,13 @@ def child_run(req: dict) -> int:
                 if shim is not None:
                     shim.mark(k + 1)
                 if req.get("reference"):
-                    hashes.append(state_hash(db))
+                    hashed(db)
     elif req.get("reference"):
         from llmdsdb.ingest import ingest
 
         with llmdsdb.open(path) as db:
-            hashes.append(state_hash(db))
-            ingest(db, [req["input"]], batch_size=w.batch,
-                   on_progress=lambda _p: hashes.append(state_hash(db)))
+            hashed(db)
+            ingest(db, [req["input"]], batch_size=w.batch, on_progress=lambda _p: hashed(db))
     else:
         from llmdsdb.cli import main
 
@@ -358,7 +388,7 @@ def child_run(req: dict) -> int:
         except SystemExit as exc:
             if exc.code not in (0, None):
                 raise
-    elapsed = time.monotonic() - t0
+    elapsed = time.monotonic() - t0 - hashing[0]
     if req.get("out"):
         Path(req["out"]).write_text(json.dumps({"hashes": hashes, "elapsed_s": elapsed,
                                                 **counters.report()}))
@@ -590,8 +620,8 @@ def pick_kill(strategy: str, ref: Reference, rnd: random.Random, *,
         return {"at": "ops", "n": rnd.randint(1, max(ref.ops, 1))}
     points = COMMIT_POINTS if inside_ok and ref.file_ops else ("before", "after")
     at = rnd.choice(points)
-    if at == "inside":
-        return {"at": "inside", "n": rnd.randint(1, ref.file_ops)}
+    if at == "inside":  # n < 0: just after the |n|-th operation completed
+        return {"at": "inside", "n": rnd.randint(1, ref.file_ops) * rnd.choice((1, -1))}
     return {"at": at, "n": rnd.randint(1, max(ref.commits, 1))}
 
 

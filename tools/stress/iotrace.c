@@ -9,7 +9,9 @@
  * forked child uses through ctypes):
  *   IOTRACE_DIR=/abs/dir      track files whose path starts with this prefix
  *   IOTRACE_LOG=/path/log     append one record per tracked open, write and sync (format below)
- *   IOTRACE_KILL_AT=N         raise SIGKILL just before the N-th tracked operation (1-based)
+ *   IOTRACE_KILL_AT=N         raise SIGKILL just before the N-th tracked operation (1-based);
+ *                             -N: just after the N-th one completed (its data is in the
+ *                             page cache; the caller never learns it returned)
  *   IOTRACE_FAIL_AT=N         fail the N-th tracked operation with IOTRACE_FAIL_ERRNO (default
  *                             EIO) without performing it; IOTRACE_FAIL_FOREVER=1 fails every
  *                             later one too
@@ -65,6 +67,7 @@ static char dir[4096];
 static size_t dir_len;
 static int log_fd = -1;
 static long long kill_at, fail_at, ops;
+static volatile int kill_pending; /* kill_at < 0: SIGKILL once the op has completed */
 static int fail_errno = EIO, fail_forever;
 static int fd_file[MAX_FD]; /* 0 = untracked, else file index + 1 */
 static unsigned char fd_dsync[MAX_FD];
@@ -194,13 +197,18 @@ static void on_open(int fd, const char *path, int flags) {
     pthread_mutex_unlock(&mu);
 }
 
+static void check_kill_after(void) {
+    if (kill_pending) raise(SIGKILL);
+}
+
 /* Before a tracked operation: count it; kill or fail it as configured. Returns 0 to go on, -1
  * to fail the call (errno set). */
 static int before_op(int fd) {
     if (fd < 0 || fd >= MAX_FD || !fd_file[fd]) return 0;
     pthread_mutex_lock(&mu);
     long long n = ++ops;
-    int kill_now = kill_at && n == kill_at;
+    int kill_now = kill_at > 0 && n == kill_at;
+    if (kill_at < 0 && n == -kill_at) kill_pending = 1;
     int fail = fail_at && (n == fail_at || (fail_forever && n > fail_at));
     pthread_mutex_unlock(&mu);
     if (kill_now) raise(SIGKILL);
@@ -275,6 +283,7 @@ static ssize_t do_pwrite(__typeof__(pwrite) *fn, int fd, const void *buf, size_t
     ssize_t r = fn(fd, buf, n, off);
     struct iovec v = {(void *)buf, n};
     after_write(fd, off, &v, 1, r);
+    check_kill_after();
     return r;
 }
 
@@ -299,6 +308,7 @@ ssize_t write(int fd, const void *buf, size_t n) {
     ssize_t r = real_write(fd, buf, n);
     struct iovec v = {(void *)buf, n};
     after_write(fd, off, &v, 1, r);
+    check_kill_after();
     return r;
 }
 
@@ -308,6 +318,7 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt) {
     int64_t off = cur_offset(fd);
     ssize_t r = real_writev(fd, iov, cnt);
     after_write(fd, off, iov, cnt, r);
+    check_kill_after();
     return r;
 }
 
@@ -316,6 +327,7 @@ ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
     if (before_op(fd)) return -1;
     ssize_t r = real_pwritev(fd, iov, cnt, off);
     after_write(fd, off, iov, cnt, r);
+    check_kill_after();
     return r;
 }
 
@@ -324,6 +336,7 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off) {
     if (before_op(fd)) return -1;
     ssize_t r = real_pwritev64(fd, iov, cnt, off);
     after_write(fd, off, iov, cnt, r);
+    check_kill_after();
     return r;
 }
 
@@ -332,6 +345,7 @@ int fsync(int fd) {
     if (before_op(fd)) return -1;
     int r = real_fsync(fd);
     if (r == 0) after_simple(R_SYNC, fd, 0);
+    check_kill_after();
     return r;
 }
 
@@ -340,6 +354,7 @@ int fdatasync(int fd) {
     if (before_op(fd)) return -1;
     int r = real_fdatasync(fd);
     if (r == 0) after_simple(R_SYNC, fd, 0);
+    check_kill_after();
     return r;
 }
 
@@ -348,6 +363,7 @@ int ftruncate(int fd, off_t size) {
     if (before_op(fd)) return -1;
     int r = real_ftruncate(fd, size);
     if (r == 0) after_simple(R_TRUNC, fd, size);
+    check_kill_after();
     return r;
 }
 
@@ -356,5 +372,6 @@ int ftruncate64(int fd, off_t size) {
     if (before_op(fd)) return -1;
     int r = real_ftruncate64(fd, size);
     if (r == 0) after_simple(R_TRUNC, fd, size);
+    check_kill_after();
     return r;
 }

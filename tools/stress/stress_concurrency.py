@@ -13,7 +13,8 @@ hold: the commit that makes generation G adds ``b{G}-0 .. b{G}-4`` (text
 Checks (each failure is a violation, written to the run's violation file):
 
 (a) no exception in a reader or the writer (the storage layer handles LMDB's retryable
-    ``MDB_MAP_RESIZED`` / ``MDB_READERS_FULL`` itself);
+    ``MDB_MAP_RESIZED`` / ``MDB_READERS_FULL`` itself; a writer's stale generation read
+    after a writer died inside its commit is counted, see :func:`writer_main`);
 (b) snapshots never go backwards: in each thread, and across the threads of a process (a
     read that starts after another finished sees at least its generation);
 (c) ``stats()`` reads the generation and the document count from one snapshot: the count
@@ -101,24 +102,42 @@ def _violation(path: str, who: str, what: str) -> None:
         os.close(fd)
 
 
-def writer_main(path: str, acked, stop_at: int, vfile: str) -> None:
-    """Commit batches until generation ``stop_at`` (0 = forever); set ``acked`` after each."""
+def writer_main(path: str, acked, stale, stop_at: int, vfile: str) -> None:
+    """Commit batches until generation ``stop_at`` (0 = forever); set ``acked`` after each.
+
+    The batch to write is chosen from the generation read before it. A writer SIGKILLed
+    inside LMDB's commit - after its meta page was written, before the shared reader table
+    learnt the new transaction id - leaves a commit that readers do not see until the next
+    writer takes LMDB's write mutex (robust-mutex recovery adopts the newest meta page). A
+    new writer then reads the older generation, and its batch meets its own documents:
+    ``add`` refuses them and nothing is written. That is counted in ``stale`` and the batch
+    chosen again; twice in a row is a violation."""
     import llmdsdb
+    from llmdsdb.errors import DuplicateIdError
 
     try:
         with llmdsdb.open(path) as db:
+            retried = False
             while True:
                 g = db.generation + 1  # the generation this batch makes
                 if stop_at and g > stop_at:
                     return
                 ids = [f"b{g}-{j}" for j in range(PER_BATCH)]
-                with db.batch():
-                    db.add(ids, [text_of(i) for i in ids],
-                           embeddings=[_vector(g, j) if j % 2 == 0 else None
-                                       for j in range(PER_BATCH)],
-                           metadata=[{"G": g, "j": j} for j in range(PER_BATCH)])
-                    if g > 2:
-                        db.delete([f"b{g - 2}-{j}" for j in DELETED])
+                try:
+                    with db.batch():
+                        db.add(ids, [text_of(i) for i in ids],
+                               embeddings=[_vector(g, j) if j % 2 == 0 else None
+                                           for j in range(PER_BATCH)],
+                               metadata=[{"G": g, "j": j} for j in range(PER_BATCH)])
+                        if g > 2:
+                            db.delete([f"b{g - 2}-{j}" for j in DELETED])
+                except DuplicateIdError:
+                    if retried:
+                        raise
+                    retried = True
+                    stale.value += 1
+                    continue
+                retried = False
                 if db.generation < g:
                     raise AssertionError(f"committed generation {g} but read "
                                          f"{db.generation}")
@@ -200,6 +219,7 @@ class Run:
         self.ctx = mp.get_context("spawn")
         self.path, self.args, self.vfile = path, args, vfile
         self.acked = self.ctx.Value("q", 0, lock=False)
+        self.stale = self.ctx.Value("q", 0, lock=False)
         self.counters = self.ctx.Array("q", args.readers * args.threads, lock=False)
         self.readers: list = [None] * args.readers
         self.writer = None
@@ -217,8 +237,8 @@ class Run:
 
     def start_writer(self) -> None:
         self.writer = self.ctx.Process(target=writer_main, daemon=True,
-                                       args=(self.path, self.acked, self.args.stop_at,
-                                             self.vfile))
+                                       args=(self.path, self.acked, self.stale,
+                                             self.args.stop_at, self.vfile))
         self.writer.start()
 
     def kill(self, p) -> None:
@@ -300,11 +320,11 @@ def run(args: argparse.Namespace, path: str, *, until: Callable[[Run], bool],
                 r.start_reader(slot)
                 next_reader = now + args.reader_kill_s
             if not r.writer.is_alive():  # it stopped by itself: at stop_at, or failed
-                if r.writer.exitcode != 0:
-                    r.writer_failed = True
+                if r.writer.exitcode != 0 and not r.writer_failed:
+                    r.writer_failed = True  # its violation is in the file
                     log(f"writer exited with {r.writer.exitcode}")
-                elif not args.stop_at:
-                    r.start_writer()
+                if not args.stop_at:
+                    r.start_writer()  # the tool goes on with a new writer
             elif now >= next_writer:
                 r.kill(r.writer)
                 r.writer_kills += 1
@@ -348,6 +368,7 @@ def run(args: argparse.Namespace, path: str, *, until: Callable[[Run], bool],
     return {"seconds": round(elapsed, 1), "readers": args.readers, "threads": args.threads,
             "generation": gen, "documents": n, "checked_reads": r.reads(),
             "reader_kills": r.reader_kills, "writer_kills": r.writer_kills,
+            "stale_generation_reads": r.stale.value,
             "reader_processes_started": r.started, "stale_slots": slots,
             "reader_table_after_open": len(listed.splitlines()) - 1,
             "data_bytes": size, "compact_bytes": compact,
