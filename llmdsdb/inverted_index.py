@@ -1268,6 +1268,8 @@ class InvertedIndex:
         terms: list[str | None] = [None] * nterms
         idx._skip = [_EMPTY_SKIP] * nterms
         df = np.zeros(nterms, dtype=np.int64)
+        maxtf = np.zeros(nterms, dtype=np.int64)
+        mindl = np.full(nterms, _INT64_MAX, dtype=np.int64)
         for s in range(N_SHARDS):
             raw = store.get_meta(f"bm25/terms/{s:03x}")
             if raw is None:
@@ -1296,6 +1298,13 @@ class InvertedIndex:
                     idx._skip[tid] = skip[boff[i] : boff[i + 1]]
                     idx._shard_tids[s].append(tid)
                 df[tids] = tdf
+                # per-term bounds in one vectorised step per shard (a loop of two numpy
+                # reductions per term cost ~1 s at 28k terms in a CLI query's open)
+                has = nbl > 0
+                if has.any():
+                    starts = np.asarray(boff[:-1], dtype=np.int64)[has]
+                    maxtf[tids[has]] = np.maximum.reduceat(skip[:, _MAXTF], starts)
+                    mindl[tids[has]] = np.minimum.reduceat(skip[:, _MINDL], starts)
             except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
                 raise CorruptionError(f"{name}: bad record ({exc})") from None
         if any(t is None for t in terms):
@@ -1305,12 +1314,6 @@ class InvertedIndex:
         for lst in idx._shard_tids:
             lst.sort()
         idx._df = _Grow(np.int64, df)
-        maxtf = np.zeros(nterms, dtype=np.int64)
-        mindl = np.full(nterms, _INT64_MAX, dtype=np.int64)
-        for tid, sk in enumerate(idx._skip):
-            if len(sk):
-                maxtf[tid] = sk[:, _MAXTF].max()
-                mindl[tid] = sk[:, _MINDL].min()
         idx._tmaxtf = _Grow(np.int64, maxtf)
         idx._tmindl = _Grow(np.int64, mindl)
         return idx

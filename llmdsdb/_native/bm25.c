@@ -27,13 +27,24 @@
 
 #define SLACK 1e-9
 
+/* (x * 1.0 is x exactly, so qtf == 1 needs no branch.) */
 static inline double contrib(int32_t tf, double norm, double kp1, double idf, double qtf) {
     double t = (double)tf;
     double c = (t * kp1) / (norm + t);
-    c *= idf;
-    if (qtf != 1.0)
-        c *= qtf;
-    return c;
+    return c * idf * qtf;
+}
+
+/* contrib() of n postings (docs d, tfs t) into out: the same operations in the same order,
+ * so the same bits, but vectorised where the CPU allows (the division dominates a
+ * posting's cost; IEEE division and multiplication round the same in every width). */
+__attribute__((target_clones("avx2", "default"))) static void
+contrib_run(const int32_t *restrict d, const int32_t *restrict t, int64_t n,
+            const double *restrict norm, double kp1, double idf, double qtf,
+            double *restrict out) {
+    for (int64_t j = 0; j < n; j++) {
+        double tf = (double)t[j];
+        out[j] = (tf * kp1) / (norm[d[j]] + tf) * idf * qtf;
+    }
 }
 
 /* ---- exact sums: 64-bit fixed point -------------------------------------------------------
@@ -160,14 +171,22 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
     if (L->buf) {
         if (lo < 0 || hi <= lo || (uint64_t)hi > L->buflen)
             return NATIVE_ECORRUPT;
-        n = native_postings_decode(L->buf + lo, (size_t)(hi - lo), 0, dbuf, tbuf,
-                                   (size_t)c->block_cap);
-        if (n == NATIVE_EINVAL)
+        native_block_hdr h;
+        int st = native_postings_header(L->buf + lo, (size_t)(hi - lo), 0, &h);
+        if (st != NATIVE_OK)
+            return st;
+        if (h.n > (uint64_t)c->block_cap)
             return NATIVE_ECORRUPT; /* more postings than any block of this index holds */
-        if (n < 0)
-            return n;
+        if ((st = native_postings_unpack(&h, dbuf, tbuf)) != NATIVE_OK)
+            return st;
+        n = h.n;
         *docs = dbuf;
         *tfs = tbuf;
+        /* the decoder checked order, range and tf >= 1; the row must describe the block */
+        if (n != row[1] || dbuf[0] != row[2] || dbuf[n - 1] != row[3] ||
+            dbuf[n - 1] >= c->ndocs || (int64_t)h.tfmax > row[4])
+            return NATIVE_ECORRUPT;
+        return n;
     } else {
         if (lo < 0 || hi <= lo || (uint64_t)hi > L->npost || hi - lo > c->block_cap)
             return NATIVE_ECORRUPT;
@@ -219,9 +238,11 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
     const int64_t kk = k < c->ndocs ? k : c->ndocs;
     int32_t *dbuf = malloc(sizeof(int32_t) * 2 * (size_t)c->block_cap);
     hit *heap = malloc(sizeof(hit) * (size_t)kk + sizeof(hit));
-    if (!dbuf || !heap) {
+    double *cbuf = malloc(sizeof(double) * (size_t)c->block_cap);
+    if (!dbuf || !heap || !cbuf) {
         free(dbuf);
         free(heap);
+        free(cbuf);
         return NATIVE_ENOMEM;
     }
     int32_t *tbuf = dbuf + c->block_cap;
@@ -237,9 +258,10 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
                 st = (int)n;
                 break;
             }
+            contrib_run(d, t, n, norm, kp1, idf, qtf, cbuf);
             for (int64_t j = 0; j < n; j++) {
                 int32_t doc = d[j];
-                int64_t v = fix(contrib(t[j], norm[doc], kp1, idf, qtf), &f);
+                int64_t v = fix(cbuf[j], &f);
                 int64_t a = acc[doc];
                 /* branch-free: whether a doc is new is a coin toss for the predictor */
                 touched[nt] = doc;
@@ -255,25 +277,39 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
                 if (allowed(c, q, touched[j]))
                     heap_offer(heap, &nh, kk, acc[touched[j]], touched[j]);
         } else {
-            /* in doc order: a later doc with the k-th score loses the tie */
+            /* in doc order: a later doc with the k-th score loses the tie. Chunks of 64
+             * with no score above thr are passed over by one vectorisable test (scores and
+             * thr lie in [0, 2^62]: thr - s is negative exactly when s > thr), and each
+             * chunk is zeroed while it is in cache. */
             int64_t thr = 0; /* 0 until the heap is full, then the k-th score */
-            for (int64_t dd = 0; dd < c->ndocs; dd++) {
-                int64_t s = acc[dd];
-                if (s > thr && allowed(c, q, (int32_t)dd) &&
-                    heap_offer(heap, &nh, kk, s, (int32_t)dd))
-                    thr = heap[0].s;
+            for (int64_t base = 0; base < c->ndocs; base += 64) {
+                int64_t end = base + 64 < c->ndocs ? base + 64 : c->ndocs;
+                uint64_t any = 0;
+                for (int64_t dd = base; dd < end; dd++)
+                    any |= (uint64_t)(thr - acc[dd]);
+                if (any >> 63) {
+                    for (int64_t dd = base; dd < end; dd++) {
+                        int64_t s = acc[dd];
+                        if (s > thr && allowed(c, q, (int32_t)dd) &&
+                            heap_offer(heap, &nh, kk, s, (int32_t)dd))
+                            thr = heap[0].s;
+                    }
+                }
+                memset(acc + base, 0, sizeof(int64_t) * (size_t)(end - base));
             }
+            nt = -1; /* zeroed already */
         }
         heap_emit(heap, nh, &f, out_d, out_s, nout);
     }
-    if (nt * 8 < c->ndocs) {
+    if (nt >= 0 && nt * 8 < c->ndocs) {
         for (int64_t j = 0; j < nt; j++)
             acc[touched[j]] = 0;
-    } else {
+    } else if (nt >= 0) {
         memset(acc, 0, sizeof(int64_t) * (size_t)c->ndocs);
     }
     free(dbuf);
     free(heap);
+    free(cbuf);
     return st;
 }
 
@@ -327,14 +363,6 @@ static int cur_load(const native_bm25_ctx *c, cursor *u, int64_t bi) {
     u->j = 0;
     u->doc = u->d[0];
     return NATIVE_OK;
-}
-
-static inline int cur_next(const native_bm25_ctx *c, cursor *u) {
-    if (++u->j < u->n) {
-        u->doc = u->d[u->j];
-        return NATIVE_OK;
-    }
-    return cur_load(c, u, u->bi + 1);
 }
 
 /* Move to the first posting with doc >= target, decoding only the block that can hold it. */
@@ -428,7 +456,8 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
     hit *heap = malloc(sizeof(hit) * (size_t)kk + sizeof(hit));
     int64_t *wsc = calloc(WIN, sizeof(int64_t));
     uint64_t *bits = calloc(WIN / 64, sizeof(uint64_t));
-    if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits) {
+    double *cbuf = malloc(sizeof(double) * cap);
+    if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits || !cbuf) {
         st = NATIVE_ENOMEM;
         goto out;
     }
@@ -489,16 +518,39 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
         int32_t ne = 0;
         while (ne < m && pre[ne + 1] <= theta)
             ne++;
-        /* essential terms, term at a time, into the window accumulator */
+        /* essential terms, term at a time, into the window accumulator: a block's
+         * postings in the window in one tight loop */
         for (int32_t r = ne; r < m; r++) {
             cursor *u = cur + ord[r];
             if (u->doc < lo && (st = cur_advance(c, u, (int32_t)lo)) != NATIVE_OK)
                 goto out;
+            const double idf = u->idf, qtf = u->qtf;
             while (u->doc < hi) {
-                int64_t off = u->doc - lo;
-                wsc[off] += fix(contrib(u->t[u->j], norm[u->doc], kp1, u->idf, u->qtf), &f);
-                bits[off >> 6] |= (uint64_t)1 << (off & 63);
-                if ((st = cur_next(c, u)) != NATIVE_OK)
+                const int32_t *d = u->d, *t = u->t;
+                int64_t j = u->j, n = u->n, e = n;
+                if (d[n - 1] >= hi) {
+                    int64_t a = j, z = n - 1; /* first posting >= hi: d[z] >= hi */
+                    while (a < z) {
+                        int64_t mid = (a + z) / 2;
+                        if (d[mid] < hi)
+                            a = mid + 1;
+                        else
+                            z = mid;
+                    }
+                    e = a;
+                }
+                contrib_run(d + j, t + j, e - j, norm, kp1, idf, qtf, cbuf);
+                for (int64_t x = 0; j < e; j++, x++) {
+                    int64_t off = d[j] - lo;
+                    wsc[off] += fix(cbuf[x], &f);
+                    bits[off >> 6] |= (uint64_t)1 << (off & 63);
+                }
+                if (e < n) {
+                    u->j = e;
+                    u->doc = d[e];
+                    break;
+                }
+                if ((st = cur_load(c, u, u->bi + 1)) != NATIVE_OK)
                     goto out;
             }
         }
@@ -551,6 +603,7 @@ out:
     free(heap);
     free(wsc);
     free(bits);
+    free(cbuf);
     return st;
 }
 

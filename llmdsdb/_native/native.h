@@ -63,6 +63,7 @@ typedef struct {
     uint32_t n, base, dw, tw;
     const uint8_t *gaps, *tfs;
     size_t glen, tlen;
+    uint32_t tfmax;  /* the largest tf, set by native_postings_unpack */
     const char *why; /* what was wrong, when a check failed */
 } native_block_hdr;
 

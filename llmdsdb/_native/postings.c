@@ -205,6 +205,7 @@ int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs) {
     h->why = "term frequency out of range";
     if (tmax >= NATIVE_MAX_DOC) /* tf - 1 must be < 2**31 - 1 */
         return NATIVE_ECORRUPT;
+    h->tfmax = tmax + 1;
     h->why = NULL;
     return NATIVE_OK;
 }
