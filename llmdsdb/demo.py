@@ -73,8 +73,7 @@ def _choose_embedder(embedder: object, dim: int) -> tuple[Any, str | None]:
 def describe_embedder(ident: dict) -> list[str]:
     """Lines that say honestly which embedder made the demo's vectors."""
     if ident["name"] == "hashing":
-        return [f"  Vectors: a deterministic feature-hashing embedder ({ident['dim']} "
-                "dimensions;",
+        return [f"  Vectors: a deterministic feature-hashing embedder ({ident['dim']} dimensions;",
                 "  word unigrams, bigrams and character trigrams), not a neural model, so",
                 "  vector similarity here means shared words and word pieces, not meaning."]
     return [f"  Vectors: {ident['name']} ({ident['model']}, {ident['dim']} dimensions),",

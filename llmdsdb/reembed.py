@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,13 +218,9 @@ def _identity(embedder: Any) -> tuple[Any, dict]:
 
 
 def _new_graph(view: _Prefixed, cfg: Any, dim: int, options: Any) -> Any:
-    from llmdsdb.hnsw import HNSW
-    from llmdsdb.index_state import graph_overrides
+    from llmdsdb.write_batch import new_graph
 
-    # the live graph's parameters (write_batch.update_indexes): ml = 1/ln M, fixed seed
-    return HNSW(dim, M=cfg.hnsw_M, ef_construction=cfg.hnsw_ef_construction,
-                ml=1.0 / math.log(cfg.hnsw_M), seed=cfg.hnsw_seed, metric=cfg.metric,
-                store=view, **graph_overrides(options))
+    return new_graph(view, cfg, dim, options)  # the live graph's parameters
 
 
 def _open_graph(view: _Prefixed, options: Any) -> Any:
@@ -562,8 +557,7 @@ def check_staging(txn: Any, store: Any) -> list[str]:
                 if names else []
         staged = _read_blocks(view, s)
         if len(staged) != s["staged"]:
-            return [f"{PREFIX}state: {s['staged']} documents staged, blocks hold "
-                    f"{len(staged)}"]
+            return [f"{PREFIX}state: {s['staged']} documents staged, blocks hold {len(staged)}"]
         problems = []
         if staged and (max(staged) > s["cursor"] or s["cursor"] >= next_id(txn)):
             problems.append(f"{PREFIX}state: cursor {s['cursor']} disagrees with the staged "

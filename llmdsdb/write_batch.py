@@ -39,7 +39,7 @@ from llmdsdb.options import Config, Explicit
 from llmdsdb.records import decode_record
 
 __all__ = ["META_CHANGED", "BatchState", "IndexWork", "Op", "apply", "current_hashes",
-           "validate_rows"]
+           "new_graph", "validate_rows"]
 
 #: The overlay's content hash of a document whose metadata a recorded update_metadata
 #: changed (the new hash is known only in the transaction); equal to no real hash.
@@ -298,6 +298,21 @@ def store_config(txn: Any, config: Config, explicit: Explicit, dim: int | None) 
     return config.write(txn, dim)
 
 
+def new_graph(store: Any, cfg: Config, dim: int, options: Any) -> Any:
+    """An empty graph of the database's configuration over ``store``.
+
+    Complexity: O(1).
+    """
+    from llmdsdb.hnsw import HNSW
+
+    # ml = 1/ln M (the paper's recommendation) rather than the seed API's 1/ln 2: at equal
+    # recall it built 1.8-2.7x faster on SciFact, siftsmall and fmnist (docs/tuning.md,
+    # tools/bench/results/hnsw_ml_ln2.md). The graph stores its ml, so reopening keeps it.
+    return HNSW(dim, M=cfg.hnsw_M, ef_construction=cfg.hnsw_ef_construction,
+                ml=1.0 / math.log(cfg.hnsw_M), seed=cfg.hnsw_seed, metric=cfg.metric,
+                store=store, **graph_overrides(options))
+
+
 def update_indexes(store: Any, ix: Indexes, work: IndexWork, options: Any,
                    results: list[int]) -> None:
     """Step 3: apply the index work to the in-memory indexes and write their pages (the
@@ -306,7 +321,6 @@ def update_indexes(store: Any, ix: Indexes, work: IndexWork, options: Any,
     Complexity: O(postings of the changed documents) + the vector segment's inserts.
     """
     from llmdsdb.analysis import Analyzer
-    from llmdsdb.hnsw import HNSW
     from llmdsdb.inverted_index import InvertedIndex
     from llmdsdb.vector_segment import VectorSegment
 
@@ -315,13 +329,8 @@ def update_indexes(store: Any, ix: Indexes, work: IndexWork, options: Any,
         ix.bm25 = InvertedIndex(Analyzer.from_dict(cfg.analyzer), store=store,
                                 cache_bytes=options.cache_bytes)
     if ix.vectors is None and work.dim is not None:
-        # ml = 1/ln M (the paper's recommendation) rather than the seed API's 1/ln 2: at equal
-        # recall it built 1.8-2.7x faster on SciFact, siftsmall and fmnist (docs/tuning.md,
-        # tools/bench/results/hnsw_ml_ln2.md). The graph stores its ml, so reopening keeps it.
-        graph = HNSW(work.dim, M=cfg.hnsw_M, ef_construction=cfg.hnsw_ef_construction,
-                     ml=1.0 / math.log(cfg.hnsw_M), seed=cfg.hnsw_seed, metric=cfg.metric,
-                     store=store, **graph_overrides(options))
-        ix.vectors = VectorSegment(graph, fresh_max_vectors=options.fresh_max_vectors)
+        ix.vectors = VectorSegment(new_graph(store, cfg, work.dim, options),
+                                   fresh_max_vectors=options.fresh_max_vectors)
     for iid in work.removed:
         ix.bm25.remove_document(iid)
     for iid in work.removed_emb:
@@ -350,11 +359,12 @@ def apply(txn: Any, store: Any, ix: Indexes, ops: list[Op], explicit: Explicit,
     Complexity: that of the three steps.
     """
     for op in ops:
-        if op.embedder is not None and op.embedder != ix.config.embedder:
+        now = ix.config.embedder
+        if op.embedder is not None and op.embedder != now:
             raise ConfigConflictError(
-                f"the database was re-embedded (embedder {ix.config.embedder and ix.config.embedder['name']!r}) "
-                f"while this call's texts were embedded with {op.embedder['name']!r}; nothing "
-                "was written: run the call again")
+                f"the database was re-embedded (embedder {now and now['name']!r}) while this "
+                f"call's texts were embedded with {op.embedder['name']!r}; nothing was "
+                "written: run the call again")
     with store.bound(txn):
         ensure_metadata_index(txn, ix)
         results, work = write_documents(txn, ops, ix.config.dim, ix.meta)
