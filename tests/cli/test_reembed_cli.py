@@ -15,7 +15,7 @@ from llmdsdb.cli import cli
 from llmdsdb.embedders import HashingEmbedder
 
 
-def _invoke(*args: object):  # noqa: ANN202 - click's Result
+def _invoke(*args: object):  # click's Result
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
