@@ -245,6 +245,33 @@ def _explain_dict(ex: Any, mode: str = "hybrid", metric: str = "cosine"
     return out
 
 
+def _filter_arg(text: str | None) -> Any:
+    """The parsed ``--filter`` JSON (None when not given)."""
+    if text is None:
+        return None
+    from llmdsdb.errors import FilterError
+    from llmdsdb.filters import parse_filter
+
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise FilterError(f"--filter: not valid JSON ({exc})") from None
+    return parse_filter(spec)
+
+
+def _plan_dict(plan: Any) -> dict[str, Any] | None:
+    return None if plan is None else dict(plan._asdict())
+
+
+def _plan_line(plan: Any) -> str:
+    """How the query ran, in one line."""
+    sides = [f"{name}: {s}" for name, s in (("text", plan.text), ("vector", plan.vector))
+             if s is not None]
+    head = "no filter" if plan.allowed is None else f"filter allows {plan.allowed:,}"
+    return (f"plan: {head}; " + ", ".join(sides) + ("; exact" if plan.exact
+                                                   else "; approximate"))
+
+
 def _score_name(mode: str, fusion: str, metric: str) -> str:
     """What the score column holds: the BM25 score, the vector similarity of the metric, or
     the fused score."""
@@ -272,14 +299,17 @@ def _score_name(mode: str, fusion: str, metric: str) -> str:
               show_default=True, help="Convex combination of normalised scores, or RRF.")
 @click.option("--normalization", type=click.Choice(["minmax", "zscore"]), default="minmax",
               show_default=True, help="Score normalisation for convex fusion.")
+@click.option("--filter", "filter_json", metavar="JSON", help="Metadata filter as JSON, e.g. "
+              "'{\"year\": {\"$gte\": 2020}, \"lang\": \"en\"}' (operators: $eq $ne $in $nin "
+              "$gt $gte $lt $lte $exists $and $or $not).")
 @click.option("--explain", is_flag=True, help="Show each side's score, rank and normalised "
-              "score.")
+              "score, and how the query ran (the filter's strategy, whether exact).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON "
               "object).")
 def query(path: str, text: str | None, vector_file: str | None, top_k: int, offset: int,
           mode: str | None,
-          fusion_weight: float, fusion: str, normalization: str, explain: bool,
-          as_json: bool) -> None:
+          fusion_weight: float, fusion: str, normalization: str, filter_json: str | None,
+          explain: bool, as_json: bool) -> None:
     """Search the database at PATH for TEXT (BM25), a vector (--vector-file) or both.
 
     The score column says what the score is: "bm25" (the BM25 score) for text alone,
@@ -288,10 +318,16 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, offs
 
     --json prints {"query", "mode", "score", "top_k", "results": [{"rank", "id", "score",
     "text", "metadata", "explain"}]}, plus "fusion", "fusion_weight" and "normalization"
-    in hybrid mode; "explain" is null unless --explain is given.
+    in hybrid mode; "explain" is null unless --explain is given, and --explain adds "plan"
+    (the filter's allowed count, each side's strategy, whether exact).
+
+    --filter restricts the hits to documents whose metadata passes the filter; the top-k
+    is taken among them (never a post-filter), so it returns --top-k hits whenever that
+    many allowed documents match.
     """
     from llmdsdb.ingest_io import read_query_vector
 
+    flt = _filter_arg(filter_json)
     with _open_existing(path) as db:
         # a database with an embedder embeds TEXT itself: hybrid from text alone
         embeds = db.config.get("embedder") is not None
@@ -313,7 +349,7 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, offs
             warnings.simplefilter("always", MissingSideWarning)
             hits = db.search(query=q, vector=vec, top_k=top_k, fusion_weight=weight,
                              fusion=fusion, normalization=normalization, explain=explain,
-                             offset=offset)
+                             offset=offset, filter=flt)
         for w in caught:
             click.echo(f"warning: {w.message}", err=True)
         if any(issubclass(w.category, MissingSideWarning) for w in caught):
@@ -326,6 +362,8 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, offs
         out: dict[str, Any] = {"query": q, "mode": mode, "top_k": top_k, "score": score_name}
         if mode == "hybrid":
             out.update(fusion=fusion, fusion_weight=weight, normalization=normalization)
+        if explain:
+            out["plan"] = _plan_dict(hits[0].plan) if hits else None
         out["results"] = [{"rank": i, "id": h.id, "score": float(h.score), "text": h.text,
                            "metadata": h.metadata,
                            "explain": _explain_dict(h.explain, mode, metric) if explain else None}
@@ -335,6 +373,8 @@ def query(path: str, text: str | None, vector_file: str | None, top_k: int, offs
     if not hits:
         click.echo("no results")
         return
+    if explain and hits[0].plan is not None:
+        click.echo(_plan_line(hits[0].plan))
     id_w = min(max(len(h.id) for h in hits), 24)
     click.echo(f"{'rank':>4}  {score_name:>{max(9, len(score_name))}}  {'id':<{id_w}}  text")
     for i, h in enumerate(hits, offset + 1):

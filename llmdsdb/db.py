@@ -623,6 +623,13 @@ class Database:
         :class:`~llmdsdb.errors.MissingSideError`; a hybrid query runs on the other side and
         warns (:class:`~llmdsdb.errors.MissingSideWarning`).
 
+        :param filter: a metadata filter, a dict in the grammar of :mod:`llmdsdb.filters`
+            (``{"lang": "en", "year": {"$gte": 2020}}``; ``$eq $ne $in $nin $gt $gte $lt
+            $lte $exists $and $or $not``): only documents that pass it are returned. Never a
+            post-filter: each side ranks only the allowed documents, so ``top_k`` hits come
+            back whenever ``top_k`` allowed documents match the query. With ``explain``,
+            each hit's ``plan`` (:class:`~llmdsdb.filtered_search.SearchPlan`) names the
+            strategy each side ran and whether the hits are exact.
         :param offset: skip the first ``offset`` hits (paging: ``offset=20, top_k=10`` is
             the third page of ten); ``top_k + offset`` is at most :data:`MAX_TOP_K`.
         :param include: fields to decode up front, any of ``"embedding"``, ``"metadata"``,
@@ -633,10 +640,17 @@ class Database:
         :raises MissingSideError: a vector-only query on a database with no vectors, a
             text-only query on one with no text.
         :raises DimensionError, NonFiniteError, ZeroVectorError: on a bad vector.
+        :raises FilterError: on a filter outside the grammar (the message names the token).
 
-        Complexity: O(|query| · postings scored) + O(log n · ef) (graph) + O(top_k log n).
+        Complexity: O(|query| · postings scored) + O(log n · ef) (graph) + O(top_k log n);
+        with a filter, plus its evaluation over the metadata index and the filtered sides
+        (see :mod:`llmdsdb.filtered_search`).
         """
         from llmdsdb._validate import check_int
+        from llmdsdb.filters import parse_filter
+
+        if filter is not None:
+            filter = parse_filter(filter)  # one query: one filter dict, never a list
 
         skip = check_int("offset", offset, 0)
         fields = _include(include)
@@ -664,6 +678,9 @@ class Database:
         ``queries[i]`` pairs with ``vectors[i]`` and either list may be None. Each query
         gets exactly the hits :meth:`search` gives it.
 
+        ``filter`` is one filter dict for every query, or a list with one filter (or None)
+        per query; each distinct filter is evaluated once.
+
         Complexity: that of :meth:`search` per query; each side runs batched.
         """
         from llmdsdb.documents import search_results
@@ -672,10 +689,8 @@ class Database:
         self._check_open()
         spec = FusionSpec.of(fusion_weight, fusion, normalization)
         explain = as_bool("explain", explain)
-        if filter is not None:
-            raise InvalidArgumentError("filter is not supported yet (metadata filters come "
-                                       "with a later version); pass filter=None")
         qs, given = _pairs(queries, vectors)
+        flts = _query_filters(filter, len(qs))
         vs, used = self._query_vectors(spec, qs, given)
         with self._reading() as (txn, ix):
             # validated against the configuration of this snapshot: another handle may have
@@ -687,8 +702,17 @@ class Database:
                              max_top_k=MAX_TOP_K, max_text_bytes=MAX_QUERY_BYTES)
                   for q, v in zip(qs, vs)]
             qq = _present_sides(qq, ix, txn.count("docs"))
-            hits = HybridSearcher(ix.bm25, ix.vectors, metric=cfg.metric).search_many(qq)
-            return [search_results(txn, h, explain) for h in hits]
+            searcher = HybridSearcher(ix.bm25, ix.vectors, metric=cfg.metric)
+            if any(f is not None for f in flts) or explain:
+                qq = _with_allowed(txn, ix, qq, flts)
+                hits, plans = searcher.search_many_planned(qq, explain=explain)
+            else:
+                hits, plans = searcher.search_many(qq), None
+            out = [search_results(txn, h, explain) for h in hits]
+        for res, p in zip(out, plans) if explain and plans is not None else ():
+            for r in res:
+                r.plan = p
+        return out
 
     def _query_vectors(self, spec: FusionSpec, qs: list, vs: list) -> tuple[list, Any]:
         """The query vectors of a search: ``vs``, with the texts of a database that has an
@@ -898,6 +922,43 @@ def _present_sides(queries: list, ix: Any, documents: int) -> list:
             q = dataclasses.replace(q, vector=None) if lack_vec else \
                 dataclasses.replace(q, text=None)
         out.append(q)
+    return out
+
+
+def _query_filters(filter: object, n: int) -> list:
+    """The parsed filter of each of ``n`` queries: one filter (a dict) for all of them, or
+    a list of filters (or None) with one per query."""
+    from llmdsdb.filters import parse_filter
+
+    if filter is None:
+        return [None] * n
+    if isinstance(filter, (list, tuple)):
+        if len(filter) != n:
+            raise InvalidArgumentError(f"{n} queries but {len(filter)} filters (give one "
+                                       "filter dict for all, or one per query)")
+        return [None if f is None else parse_filter(f) for f in filter]
+    f = parse_filter(filter)
+    return [f] * n
+
+
+def _with_allowed(txn: Any, ix: Any, queries: list, flts: list) -> list:
+    """The queries with their filters evaluated into allowed sets (each distinct filter
+    once) over the metadata index of the snapshot."""
+    import dataclasses
+
+    from llmdsdb.documents import next_id
+    from llmdsdb.index_state import ensure_metadata_index
+
+    if all(f is None for f in flts):
+        return queries
+    ensure_metadata_index(txn, ix)
+    universe = next_id(txn)
+    done: dict[Any, Any] = {}
+    out = []
+    for q, f in zip(queries, flts):
+        if f is not None and f not in done:
+            done[f] = ix.meta.allow(f, universe)
+        out.append(q if f is None else dataclasses.replace(q, filter=done[f]))
     return out
 
 

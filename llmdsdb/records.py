@@ -72,7 +72,10 @@ class SearchResult:
     """One hit, best first: ``id``, ``score`` (higher is better: the fused score when both
     sides ran, else the side's own - BM25 score or vector similarity; see
     :meth:`~llmdsdb.db.Database.search`), ``text``, ``metadata`` and ``explain`` (None
-    unless asked for); ``embedding`` (not a tuple field) is the stored vector or None.
+    unless asked for); ``embedding`` (not a tuple field) is the stored vector or None;
+    ``plan`` (not a tuple field; None unless ``explain``) is the query's
+    :class:`~llmdsdb.filtered_search.SearchPlan`: the strategy each side ran, how many
+    documents the filter allowed, and whether the hits are exact.
 
     ``text`` and ``metadata`` are decoded from the stored record on first access, so a
     caller that reads only ids and scores pays for no decode. Behaves like the named tuple
@@ -82,7 +85,7 @@ class SearchResult:
     Memory: the stored record's bytes until they are decoded.
     """
 
-    __slots__ = ("_emb", "_meta", "_raw", "_text", "explain", "id", "score")
+    __slots__ = ("_emb", "_meta", "_raw", "_text", "explain", "id", "plan", "score")
     _fields = ("id", "score", "text", "metadata", "explain")
 
     def __init__(self, id: str, score: float, text: str = _UNSET, metadata: dict = _UNSET,
@@ -90,6 +93,7 @@ class SearchResult:
         self.id = id
         self.score = score
         self.explain = explain
+        self.plan: Any = None  # with explain: how the query ran (filtered_search.SearchPlan)
         self._text = text
         self._meta = metadata
         self._emb: Any = _UNSET if raw is not None else None

@@ -78,8 +78,9 @@ __all__ = ["HybridQuery", "HybridSearcher", "QueryPlan", "RetrievalPipeline", "m
 @dataclass(frozen=True)
 class HybridQuery:
     """One validated query: text (None: no text side), vector (float32 of shape (dim,) or
-    None), ``top_k`` and the fusion spec (validated where it was made). ``filter`` is kept
-    for metadata filters to come; it must be None today.
+    None), ``top_k``, the fusion spec (validated where it was made) and ``filter``: the
+    :class:`~llmdsdb.allow.AllowSet` of the documents a metadata filter allows (None: no
+    filter; see :mod:`llmdsdb.filtered_search`).
 
     Frozen, so safe to share between threads.
     """
@@ -88,7 +89,7 @@ class HybridQuery:
     vector: np.ndarray | None
     top_k: int
     fusion: FusionSpec
-    filter: None = None
+    filter: Any = None
 
 
 def make_query(text: object, vector: object, top_k: object, fusion: FusionSpec, *,
@@ -209,12 +210,28 @@ class HybridSearcher:
         Complexity: per query, the text index's search + the vector index's search +
         O(c log c) to fuse c candidates.
         """
+        return self.search_many_planned(queries)[0]
+
+    def search_many_planned(self, queries: Sequence[HybridQuery], *, explain: bool = False
+                            ) -> tuple[list[list[FusedHit]], list[Any] | None]:
+        """:meth:`search_many`, plus each query's
+        :class:`~llmdsdb.filtered_search.SearchPlan` when some query has a filter or
+        ``explain`` is set (None otherwise).
+
+        Complexity: as :meth:`search_many`.
+        """
         plans = [plan(q, self.candidates) for q in queries]
         bm, vx = self.text_index, self.vector_index
-        sparse = self._side(plans, 0, bm, lambda t, k: bm.search(t, top_k=k),
-                            lambda ts, k: bm.search_many(ts, top_k=k))
-        dense = self._side(plans, 1, vx, lambda v, k: vx.search(v, k),
-                           lambda vs, k: vx.search_many(np.stack(vs), k))
+        splans = None
+        if explain or any(q.filter is not None for q in queries):
+            from llmdsdb.filtered_search import search_sides
+
+            sparse, dense, splans = search_sides(bm, vx, plans, [q.filter for q in queries])
+        else:
+            sparse = self._side(plans, 0, bm, lambda t, k: bm.search(t, top_k=k),
+                                lambda ts, k: bm.search_many(ts, top_k=k))
+            dense = self._side(plans, 1, vx, lambda v, k: vx.search(v, k),
+                               lambda vs, k: vx.search_many(np.stack(vs), k))
         out: list[list[FusedHit]] = []
         for i, q in enumerate(queries):
             b, d = sparse.get(i), dense.get(i)
@@ -225,7 +242,7 @@ class HybridSearcher:
             if b is None or d is None:  # one side ran: its own score, no fusion fields
                 hits = own_scores(hits, self.metric)
             out.append(hits)
-        return out
+        return out, splans
 
     def search(self, query: HybridQuery) -> list[FusedHit]:
         """:meth:`search_many` for one query. Complexity: as there."""

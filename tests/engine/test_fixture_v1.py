@@ -81,6 +81,12 @@ def test_fixture_v1_filters_without_stored_metadata_indexes(fixture_db):
         f = parse_filter(spec_f)
         want = _matching(spec, f)
         assert fixture_db.count(spec_f) == len(want), spec_f
+        got = {r.id for r in fixture_db.search("study effect", top_k=20, fusion_weight=0.0,
+                                                filter=spec_f)}
+        assert got == {i for i in want if "study" in spec["final"][i][0]}, spec_f
+        vec = fixture_db.search(vector=spec["embs"][0], top_k=20, fusion_weight=1.0,
+                                filter=spec_f)
+        assert {r.id for r in vec} == {i for i in want if spec["final"][i][1] is not None}
 
 
 def test_fixture_v1_first_write_persists_metadata_indexes(tmp_path):
