@@ -329,7 +329,9 @@ class Envelope:
             raise CorruptionError(f"{key_desc}: zstd frame declares {declared} bytes, the "
                                   f"envelope {length}")
         try:
-            out = _decompressor().decompress(body, max_output_size=length)
+            # one frame and nothing after it: bytes behind the frame mean a crafted value
+            out = _decompressor().decompress(body, max_output_size=length,
+                                             allow_extra_data=False)
         except zstandard.ZstdError as exc:
             raise CorruptionError(f"{key_desc}: zstd body does not decompress: {exc}") from exc
         if len(out) != length:
