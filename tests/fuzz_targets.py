@@ -687,6 +687,67 @@ def fuzz_hnsw_set_counts(data: bytes) -> None:
         _well_formed(res, g)  # type: ignore[arg-type]
 
 
+def fuzz_hnsw_repair(data: bytes) -> None:
+    """``_core.hnsw_repair`` (compaction's re-linking of rows that name removed nodes) over
+    damaged rows, row maps and row lists: a typed error, or repaired rows that name no
+    removed node, hold ids in range, each once, -1 padded; other rows untouched."""
+    s = Src(data)
+    nvec, dim, W = s.int(1, 30), s.int(1, 5), s.int(1, 6)
+    layer0 = s.bool()
+    damage = s.int(0, 3) == 0
+    vecs = s.f32((nvec, dim))
+    if layer0:
+        R = nvec
+        rownode = np.arange(nvec, dtype=np.int64)
+        node2row = None
+    else:
+        members = sorted({s.int(0, nvec - 1) for _ in range(s.int(1, nvec))})
+        R = len(members)
+        rownode = np.array(members, np.int64)
+        node2row = np.full(nvec, -1, np.int32)
+        node2row[members] = np.arange(R, dtype=np.int32)
+    pool = rownode.tolist()
+    A = np.full((R, W), -1, np.int32)
+    for r in range(R):
+        for c in range(s.int(0, W)):
+            A[r, c] = s.pick(pool)
+    gone = np.frombuffer(s.raw(nvec), np.uint8) % 4 == 0
+    dead = gone | (np.frombuffer(s.raw(nvec), np.uint8) % 5 == 0)
+    rows = np.array(sorted({s.int(0, max(R - 1, 0)) for _ in range(s.int(0, R))}), np.int64)
+    if damage:
+        which = s.int(0, 5)
+        if which == 0 and A.size:
+            A.flat[s.int(0, A.size - 1)] = s.pick([nvec, -2, 2**31 - 1, -(2**31)])
+        elif which == 1 and len(rows):
+            rows[s.int(0, len(rows) - 1)] = s.pick([R, -1, 2**40])
+        elif which == 2:
+            rownode[s.int(0, R - 1)] = s.pick([nvec, -1, 2**40])
+        elif which == 3 and node2row is not None:
+            node2row[s.int(0, nvec - 1)] = s.pick([R, -2, 2**31 - 1])
+        elif which == 4:
+            gone = gone[:-1]
+        else:
+            A = A[:, :0] if s.bool() else A.astype(np.int64)
+    metric = s.pick([0, 1, 2, 3])
+    before = A.copy()
+    try:
+        _core.hnsw_repair(vecs, metric, A, rownode, node2row, gone.astype(np.uint8),
+                          dead.astype(np.uint8), rows)
+    except EXPECTED:
+        return
+    fixed = set(rows.tolist())
+    for r in range(A.shape[0]):
+        row = A[r].tolist()
+        if r not in fixed:
+            assert row == before[r].tolist(), "a row not asked for changed"
+            continue
+        ids = [x for x in row if x != -1]
+        assert row == ids + [-1] * (len(row) - len(ids)), row
+        assert len(set(ids)) == len(ids) and all(0 <= x < nvec for x in ids), row
+        assert not any(gone[x] for x in ids), (row, gone.tolist())
+    ANSWERED["hnsw_repair"] += 1
+
+
 # --- decoders of stored bytes -------------------------------------------------------------
 
 
@@ -869,6 +930,7 @@ KERNEL_TARGETS: dict[str, Callable[[bytes], None]] = {
     "HnswGraph.search_allowed": fuzz_hnsw_search_allowed,
     "HnswGraph.insert": fuzz_hnsw_insert,
     "HnswGraph.set_counts": fuzz_hnsw_set_counts,
+    "hnsw_repair": fuzz_hnsw_repair,
 }
 
 #: Entry points that take no input (nothing to fuzz).
