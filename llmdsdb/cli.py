@@ -256,6 +256,8 @@ def _filter_arg(text: str | None) -> Any:
         spec = json.loads(text)
     except ValueError as exc:
         raise FilterError(f"--filter: not valid JSON ({exc})") from None
+    except RecursionError:  # json nests by recursion: a bracket bomb must not escape
+        raise FilterError("--filter: nested too deeply to read") from None
     return parse_filter(spec)
 
 
