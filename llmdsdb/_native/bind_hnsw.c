@@ -378,6 +378,8 @@ typedef struct {
     float *out_d;
     const hnsw_allow *allow; /* search_allowed: the allowed set, else NULL */
     int mode;
+    const int32_t *nodes; /* the exact filtered path: allowed live nodes, resolved once */
+    size_t nnodes;
     /* insert */
     size_t efc;
     hnsw_top *top;
@@ -397,7 +399,10 @@ static void *search_worker(void *arg) {
             if (i >= j->stop || __atomic_load_n(&j->status, __ATOMIC_RELAXED) != NATIVE_OK)
                 break;
             size_t nout = 0;
-            int st = j->allow
+            int st = j->nodes
+                         ? hnsw_scan_nodes(j->g, c, j->Q + i * dim, j->nodes, j->nnodes, j->k,
+                                           out, &nout)
+                     : j->allow
                          ? hnsw_query_allowed(j->g, c, j->Q + i * dim, j->entry, j->maxl, j->ef,
                                               j->k, j->allow, j->exact, j->mode, out, &nout)
                          : hnsw_query(j->g, c, j->Q + i * dim, j->entry, j->maxl, j->ef, j->k,
@@ -600,9 +605,23 @@ static PyObject *graph_search_allowed(GraphObject *self, PyObject *const *args, 
     j.mode = (int)mode;
     if (threads > nq)
         threads = nq ? nq : 1;
+    int32_t *nodes = NULL;
+    if (exact && nq > 1 && nids && n > 0) { /* one lookup of the allowed ids serves every query */
+        nodes = malloc((size_t)nids * sizeof(int32_t));
+        if (!nodes) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
-    run_threads(search_worker, &j, threads);
+    if (nodes) {
+        j.status = hnsw_resolve_allowed(&g, &a, nodes, &j.nnodes);
+        j.nodes = nodes;
+    }
+    if (j.status == NATIVE_OK)
+        run_threads(search_worker, &j, threads);
     Py_END_ALLOW_THREADS
+    free(nodes);
     if (j.status != NATIVE_OK)
         native_raise(j.status, j.status == NATIVE_EINVAL
                                    ? "hnsw search: the label map is out of step with the graph"

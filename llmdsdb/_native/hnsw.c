@@ -372,7 +372,7 @@ int hnsw_resolve_allowed(const hnsw_graph *g, const hnsw_allow *a, int32_t *node
         int32_t x = a->knodes[pos];
         if (x < 0 || x >= g->n || a->ext[x] != v)
             return NATIVE_EINVAL;
-        if (!g->deleted[x])
+        if (keep_node(g, a, x)) /* live, and its bit set too: both views must allow it */
             nodes[cnt++] = x;
     }
     *m = cnt;

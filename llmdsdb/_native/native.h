@@ -320,7 +320,8 @@ typedef struct {
 enum { HNSW_FILTER_TRAVERSE = 0, HNSW_FILTER_TWOHOP = 1 };
 
 /* The live allowed nodes: each of a->ids looked up in the label map (galloping search
- * from the previous hit, so sorted ids cost O(m log(n/m))), tombstones dropped. Writes up
+ * from the previous hit, so sorted ids cost O(m log(n/m))), tombstones and ids whose bit
+ * is not set dropped (a node is allowed only when both views allow it). Writes up
  * to a->nids nodes to nodes and their number to *m. NATIVE_EINVAL when the map names a
  * node outside 0..n-1 or one whose vec_id differs (a map out of step with the graph). */
 int hnsw_resolve_allowed(const hnsw_graph *g, const hnsw_allow *a, int32_t *nodes, size_t *m);

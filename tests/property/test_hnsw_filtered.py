@@ -100,7 +100,7 @@ def test_filtered_search_matches_brute_force(n, dim, k, metric, seed, ties, kind
             assert ds == sorted(ds)
             if want:  # the walk's first hit is never closer than the true nearest
                 assert ds[0] >= want[0][1]
-        h._filter_mode = "traverse"
+        h._filter_mode = None
     many = h.search_many(queries, k, allow=allow, exact=True, threads=2)
     assert many == [h.search(q, k, allow=allow, exact=True) for q in queries]
     planned = h.search_many(queries, k, allow=allow, threads=2)
@@ -164,9 +164,10 @@ def test_bad_allow_sets_are_errors_not_crashes() -> None:
         h.search(q, 5, allow=AllowSet(good.ids[::-1].copy(), good.bits, 2000))
     with pytest.raises(InvalidArgumentError):
         h.search(q, 5, allow=AllowSet(good.ids.astype(np.int32), good.bits, 2000))
-    # a bitmap shorter than the ids: the ids past it are simply not allowed to the walk
+    # a bitmap shorter than the ids: the ids past it are not allowed, on either path
     short = AllowSet(good.ids, good.bits[:2].copy(), 2000)
-    assert {v for v, _ in h.search(q, 5, allow=short, exact=False)} <= set(range(16))
+    for exact in (True, False):
+        assert {v for v, _ in h.search(q, 5, allow=short, exact=exact)} <= set(range(16))
 
 
 def test_plan_follows_the_allowed_count(monkeypatch) -> None:
