@@ -431,6 +431,13 @@ class _Run:
                     store.put_meta(name, view.get_meta(name))
                 _drop_staging(store, view, free_pages=False)
                 cfg = dataclasses.replace(ix.config, embedder=self.ident)
+                if ix.bm25 is None:  # a database never written to: a stored configuration
+                    from llmdsdb.analysis import Analyzer  # goes with an inverted index
+                    from llmdsdb.inverted_index import InvertedIndex
+
+                    ix.bm25 = InvertedIndex(Analyzer.from_dict(cfg.analyzer), store=store,
+                                            cache_bytes=db._options.cache_bytes)
+                    ix.bm25.flush()
                 ix.config = cfg.write(txn, self.dim)
                 ix.vectors = VectorSegment.open(
                     store, fresh_max_vectors=db._options.fresh_max_vectors,

@@ -156,6 +156,16 @@ def test_interrupted_reembed_resumes_and_abort_restores(tmp_path: Path) -> None:
         assert db.check() == []
 
 
+def test_reembed_an_empty_database_gives_it_the_embedder(tmp_path: Path) -> None:
+    with llmdsdb.open(tmp_path / "db") as db:
+        assert db.reembed(NEW).switched and db.check() == []
+    with llmdsdb.open(tmp_path / "db") as db:
+        assert db.config["embedder"] == NEW.identity().as_dict() and db.check() == []
+        db.add(["a"], ["owls hunt at night"])
+        assert db.search("owls")[0].id == "a"
+        _assert_embedded_by(db, NEW)
+
+
 def test_reembed_a_text_only_and_a_caller_vector_database(tmp_path: Path) -> None:
     with llmdsdb.open(tmp_path / "text") as db:
         db.add(["a", "b", "c"], ["owls hunt", "sea salt", "..."])
