@@ -28,6 +28,7 @@ from llmdsdb.errors import (
     InvalidPathError,
     LlmdsdbError,
     MissingSideWarning,
+    NetworkFilesystemWarning,
 )
 
 __all__ = ["cli", "main"]
@@ -42,7 +43,9 @@ class LlmdsdbGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except LlmdsdbError as exc:
             click.echo(f"Error: {_one_line(str(exc))}", err=True)
             ctx.exit(EXIT_FAILURE)
@@ -60,6 +63,17 @@ class LlmdsdbGroup(click.Group):
         except KeyboardInterrupt as exc:
             click.echo(f"Interrupted: {exc}" if str(exc) else "Interrupted.", err=True)
             ctx.exit(130)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    """A storage warning (a database on a network filesystem) as one ``Warning:`` line."""
+    if issubclass(category, NetworkFilesystemWarning):
+        click.echo(f"Warning: {_one_line(str(message))}", err=True)
+    else:
+        _default_showwarning(message, category, *args, **kw)
 
 
 def _one_line(msg: str) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "MissingDependencyError",
     "MissingSideError",
     "MissingSideWarning",
+    "NetworkFilesystemWarning",
     "NonFiniteError",
     "NotFoundError",
     "OutOfPagesError",
@@ -92,6 +93,12 @@ class MissingSideError(QueryError):
 class MissingSideWarning(UserWarning):
     """A hybrid query ran on one side only because the database lacks the other (the
     message names the missing side)."""
+
+
+class NetworkFilesystemWarning(UserWarning):
+    """The database directory is on a network filesystem (NFS, CIFS/SMB, ...), where LMDB's
+    locking and memory-map coherence do not hold (lmdb.h: "Do not use LMDB databases on
+    remote filesystems"); keep databases on a local disk."""
 
 
 class FilterError(QueryError):

@@ -11,6 +11,9 @@ Invariants (``RELIABILITY.md`` §0-§1):
   too short, whose LMDB meta pages are not there (magic ``0xBEEFC0DE``) or that is shorter
   than the pages its meta page says exist raises :class:`~llmdsdb.errors.CorruptionError`
   instead of opening as an empty database (size 0) or killing the process with SIGBUS.
+* **A network filesystem is named** (:func:`_warn_network_fs`): a directory whose mount
+  (``/proc/self/mounts``) is NFS, CIFS/SMB or another remote type gets a
+  :class:`~llmdsdb.errors.NetworkFilesystemWarning` (lmdb.h: unsupported there).
 * **A structural check that cannot crash the caller**: :func:`check_structure_in_subprocess`
   walks every page of the file with LMDB in a child process (a damaged page header trips
   an assertion that aborts the process that reads it).
@@ -33,6 +36,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import lmdb
@@ -41,6 +45,7 @@ from llmdsdb.errors import (
     CorruptionError,
     InvalidPathError,
     LockTimeoutError,
+    NetworkFilesystemWarning,
     StorageError,
 )
 from llmdsdb.storage_format import _TAG, _U64, decode_value
@@ -274,6 +279,7 @@ def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
             raise InvalidPathError(f"no database at {path} (the directory does not exist)")
         try:
             os.makedirs(path, mode=0o700, exist_ok=False)
+            _warn_network_fs(path)
             return True
         except FileExistsError:
             # Another process created it an instant ago (two processes creating one new
@@ -313,7 +319,43 @@ def _check_dir(path: str, *, create: bool, readonly: bool) -> bool:
                                    f"corrupted by concurrent use; open it through one path "
                                    f"only (remove the other links, or take a copy with "
                                    f"`llmdsdb backup`)")
+    _warn_network_fs(path)
     return False
+
+
+#: Filesystem types (``/proc/self/mounts``) on which LMDB's locks and map are not safe.
+NETWORK_FS_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p",
+                              "ceph", "glusterfs", "fuse.sshfs", "fuse.glusterfs", "lustre",
+                              "gpfs", "beegfs", "virtiofs"})
+
+
+def _fs_type(path: str, mounts: str = "/proc/self/mounts") -> str | None:
+    """The filesystem type of the mount holding ``path`` (the longest mount point that is a
+    prefix of its real path), or None when the mount table cannot be read."""
+    real = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ").replace("\\011", "\t")
+                inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+                if inside and len(mnt) >= len(best):
+                    best, fstype = mnt, parts[2]
+    except OSError:
+        return None
+    return fstype
+
+
+def _warn_network_fs(path: str) -> None:
+    fstype = _fs_type(path)
+    if fstype in NETWORK_FS_TYPES:
+        warnings.warn(f"{path} is on a {fstype} filesystem: LMDB does not support network "
+                      f"filesystems (its locks and memory map are not kept coherent across "
+                      f"hosts, and concurrent use can corrupt the database); keep it on a "
+                      f"local disk", NetworkFilesystemWarning, stacklevel=4)
 
 
 #: What ``llmdsdb.lock`` holds while a new database is being created, until the first write

@@ -46,6 +46,7 @@ from llmdsdb.errors import (
     InvalidPathError,
     InvalidTypeError,
     LlmdsdbError,
+    NetworkFilesystemWarning,
     NonFiniteError,
     QueryError,
     ZeroVectorError,
@@ -101,7 +102,8 @@ POLICY = {
                                   "nothing written outside the target",
     "K30-restore-target": "BackupError/InvalidPathError: a symlink or non-empty target",
     "K31-path-not-a-directory": "InvalidPathError: a regular file, a FIFO, /dev/zero",
-    "K32-network-filesystem": "a warning naming the filesystem (LMDB does not support it)",
+    "K32-network-filesystem": "NetworkFilesystemWarning naming the filesystem type (from "
+                              "/proc/self/mounts); the database still opens",
     "K33-pickle-bytes": "opaque: str fields stored verbatim, bytes metadata "
                         "InvalidTypeError; nothing is unpickled",
     "K34-jsonl-one-bad-line": "CLI: 'file:line:' and whole batches only (all or nothing "
@@ -587,8 +589,22 @@ def api_k31(ctx):
 
 
 def api_k32(ctx):
-    pytest.skip("network filesystems are not detected yet: LMDB on NFS/CIFS opens without "
-                "a warning (see the report of issue 19)")
+    from llmdsdb import storage_files
+
+    mounts = ctx.file("mounts", "/dev/sda1 / ext4 rw 0 0\n"
+                      "server:/export /mnt/nfs nfs4 rw,relatime 0 0\n"
+                      "//host/share /mnt/my\\040share cifs rw 0 0\n")
+    assert storage_files._fs_type("/mnt/nfs/db", mounts) == "nfs4"
+    assert storage_files._fs_type("/mnt/my share/db", mounts) == "cifs"
+    assert storage_files._fs_type("/mnt/nfsx/db", mounts) == "ext4"
+    assert storage_files._fs_type(str(ctx.tmp)) not in storage_files.NETWORK_FS_TYPES
+    real = storage_files._fs_type
+    storage_files._fs_type = lambda path, mounts="": "nfs4"
+    try:
+        with pytest.warns(NetworkFilesystemWarning, match="nfs4.*local disk"):
+            llmdsdb.open(str(ctx.tmp / "k32-db")).close()
+    finally:
+        storage_files._fs_type = real
 
 
 def api_k33(ctx):
@@ -870,7 +886,15 @@ def cli_k31(ctx):
 
 
 def cli_k32(ctx):
-    api_k32(ctx)
+    from llmdsdb import storage_files
+
+    real = storage_files._fs_type
+    storage_files._fs_type = lambda path, mounts="": "cifs"
+    try:
+        out = run(ctx, "stats", ctx.cli_path, code=0)
+    finally:
+        storage_files._fs_type = real
+    assert "cifs filesystem" in out and "local disk" in out, out
 
 
 def cli_k33(ctx):
