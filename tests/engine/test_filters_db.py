@@ -127,3 +127,20 @@ def test_filter_errors_name_the_token(db):
         db.count({"year": {"$gt": "x"}})
     with pytest.raises(FilterError, match="dict"):
         db.count(["bucket"])  # type: ignore[arg-type]
+
+
+def test_readme_filter_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.DOTALL)
+    example = next(b for b in blocks if "filter=" in b)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(blocks[0], "README-tour", "exec"), ns)  # noqa: S102 - our own README
+    exec(compile(example, "README-filters", "exec"), ns)  # noqa: S102
+    assert "SearchPlan(" in capsys.readouterr().out
+    with llmdsdb.open(str(tmp_path / "my-db")) as db:
+        assert db["a"].metadata == {"lang": "fr"}
+        assert db.count({"lang": "en"}) == len(db) - 1
