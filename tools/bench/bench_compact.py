@@ -54,6 +54,17 @@ def copy_bytes(db) -> int:
         return os.path.getsize(os.path.join(d, "c", "data.mdb"))
 
 
+def token_bytes(db) -> float:
+    """Bytes (values + keys) of the postings and forward-list pages per token."""
+    from llmdsdb.storage import u64key
+
+    with db._state.reading() as (txn, ix):
+        bm = ix.bm25
+        pages = [int(p) for sk in bm._skip for p in sk[:, 0].tolist()] + list(bm._fwd_pages)
+        total = sum(len(txn.raw_get("pages", u64key(p))) + 9 for p in pages)
+        return total / bm._total_len
+
+
 def space(db) -> dict:
     from llmdsdb.compaction import pages_in_use
 
@@ -69,6 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-batch", type=int, default=2000)
     ap.add_argument("--quick", action="store_true", help="2,000 documents, 100 queries")
+    ap.add_argument("--fraction", type=float, default=0.5, help="fraction deleted")
     args = ap.parse_args()
     sf = load_scifact()
     n = 2000 if args.quick else len(sf.doc_ids)
@@ -83,7 +95,8 @@ def main() -> None:
         db.optimize()
         full = space(db)
         rng = np.random.default_rng(0)
-        dead = set(rng.choice(n, n // 2, replace=False).tolist())
+        tok_bytes = token_bytes(db)
+        dead = set(rng.choice(n, int(n * args.fraction), replace=False).tolist())
         db.delete([ids[i] for i in sorted(dead)])
         rest = np.array([i for i in range(n) if i not in dead])
         after_delete = space(db)
@@ -157,7 +170,8 @@ def main() -> None:
     pages_drop_del = 1 - compacted["pages_in_use"] / after_delete["pages_in_use"]
     body = [
         f"SciFact: {n:,} documents with all-MiniLM-L6-v2 vectors (384-d), {len(dead):,} "
-        f"deleted (random, seed 0), {nq} test queries; compact(max_batch={args.max_batch}).",
+        f"deleted (random, seed 0), {nq} test queries; compact(max_batch={args.max_batch}); "
+        "durability sync.",
         "", table(rows), "",
         f"- LMDB pages in use: {pages_drop:.1%} fewer than the full database, "
         f"{pages_drop_del:.1%} fewer than right after the deletes",
@@ -172,10 +186,15 @@ def main() -> None:
         f"- graph: repair phase {phase_s.get('graph_repair', 0):.2f} s against a rebuild of "
         f"the live nodes (HNSW.add_many, one thread) {rebuild_s:.2f} s",
         f"- check() after compaction: {problems or 'clean'}",
+        f"- inverted index bytes per token (postings + forward pages, keys included), full "
+        f"database: {tok_bytes:.2f} (compaction.TOKEN_BYTES estimates debt with it)",
     ]
     cmd = "python tools/bench/bench_compact.py" + (" --quick" if args.quick else "") + \
-        (f" --max-batch {args.max_batch}" if args.max_batch != 2000 else "")
-    path = write_result("bench_compact" + ("_quick" if args.quick else ""), cmd, "\n".join(body),
+        (f" --max-batch {args.max_batch}" if args.max_batch != 2000 else "") + \
+        (f" --fraction {args.fraction}" if args.fraction != 0.5 else "")
+    name = "bench_compact" + ("_quick" if args.quick else "") + \
+        (f"_{int(round(args.fraction * 100))}pct" if args.fraction != 0.5 else "")
+    path = write_result(name, cmd, "\n".join(body),
                         {"rows": rows, "compact_s": compact_s, "phase_s": phase_s,
                          "rebuild_s": rebuild_s})
     print(path.read_text())
