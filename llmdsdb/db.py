@@ -245,7 +245,7 @@ class Database:
         f = parse_filter(filter)
         with self._reading() as (txn, ix):
             ensure_metadata_index(txn, ix)
-            return int(len(ix.meta.evaluate(f)))
+            return len(ix.meta.evaluate(f))
 
     def __len__(self) -> int:
         """``len(db)``: the number of documents. Complexity: O(1)."""

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 import struct
 import threading
@@ -62,6 +63,7 @@ from llmdsdb.allow import AllowSet
 from llmdsdb.codec import decode_arrays, decode_postings, encode_arrays, encode_postings
 from llmdsdb.errors import CorruptionError
 from llmdsdb.filters import And, Eq, Exists, Filter, In, Not, Or, Range
+from llmdsdb.records import unpack
 
 __all__ = ["BLOCK_MAX", "INLINE_MAX", "BlockList", "MetadataIndex", "value_key"]
 
@@ -105,10 +107,7 @@ def _elements(v: object) -> tuple:
 
 
 def _unpack(raw: bytes, what: str) -> Any:
-    try:
-        return msgpack.unpackb(bytes(raw), raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise CorruptionError(f"idxmeta/{what}: malformed record ({exc})") from exc
+    return unpack(raw, f"idxmeta/{what}")
 
 
 # --- block lists ------------------------------------------------------------------------------
@@ -174,7 +173,7 @@ class BlockList:
                 bl.blocks.append(_Block(pid, (minv, minid), (maxv, maxid), count))
         except CorruptionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any malformed shape
+        except Exception as exc:
             raise CorruptionError(f"idxmeta/{what}: malformed list ({exc})") from exc
         return bl
 
@@ -224,8 +223,8 @@ class BlockList:
         parts = [self._rows(store, b)[1] for b in self.blocks]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def range_ids(self, store: Any, lo: float | int | None, lo_incl: bool,
-                  hi: float | int | None, hi_incl: bool) -> np.ndarray:
+    def range_ids(self, store: Any, lo: float | None, lo_incl: bool,
+                  hi: float | None, hi_incl: bool) -> np.ndarray:
         """Ids of the rows with value in the range (numeric lists; bounds already in the
         list's domain, None open). Unsorted, possibly repeated (a list value).
 
@@ -316,7 +315,7 @@ class BlockList:
             parts = -(-n // (3 * BLOCK_MAX // 4))
             cuts = [n * j // parts for j in range(parts + 1)]
         out = []
-        for s, e in zip(cuts, cuts[1:]):
+        for s, e in itertools.pairwise(cuts):
             v, d = vals[s:e], ids[s:e]
             if self.kind == "p":
                 v = d
@@ -392,7 +391,7 @@ def _int_bounds(r: Range) -> tuple[int | None, int | None] | None:
     return lo, hi
 
 
-def _float_bound(b: int | float, incl: bool, upper: bool) -> tuple[float, bool]:
+def _float_bound(b: float, incl: bool, upper: bool) -> tuple[float, bool]:
     """A bound in the float64 domain, exact: ``x >= b`` over floats is ``x >= f`` for the
     smallest float ``f >= b`` (mirrored for upper bounds)."""
     if isinstance(b, float):

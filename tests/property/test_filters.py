@@ -21,7 +21,8 @@ meta_values = st.one_of(scalars, st.none(), st.lists(scalars, max_size=3))
 metadata = st.dictionaries(st.sampled_from(FIELDS), meta_values, max_size=3)
 
 
-def _ops() -> st.SearchStrategy[dict[str, Any]]:
+def _ops(scalars: st.SearchStrategy = scalars, numbers: st.SearchStrategy = numbers
+         ) -> st.SearchStrategy[dict[str, Any]]:
     one = st.one_of(
         st.tuples(st.sampled_from(["$eq", "$ne"]), scalars),
         st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(scalars, min_size=1, max_size=4)),
@@ -31,8 +32,10 @@ def _ops() -> st.SearchStrategy[dict[str, Any]]:
     return st.lists(one, min_size=1, max_size=3).map(dict)
 
 
-def _filters() -> st.SearchStrategy[dict[str, Any]]:
-    leaf = st.dictionaries(st.sampled_from(FIELDS), st.one_of(scalars, _ops()),
+def _filters(scalars: st.SearchStrategy = scalars, numbers: st.SearchStrategy = numbers,
+             max_leaves: int = 6) -> st.SearchStrategy[dict[str, Any]]:
+    """Random filter dicts over FIELDS (also used by test_metadata_index.py)."""
+    leaf = st.dictionaries(st.sampled_from(FIELDS), st.one_of(scalars, _ops(scalars, numbers)),
                            min_size=1, max_size=2)
     return st.recursive(
         leaf,
@@ -41,7 +44,7 @@ def _filters() -> st.SearchStrategy[dict[str, Any]]:
             st.lists(kids, min_size=1, max_size=3).map(lambda k: {"$or": k}),
             kids.map(lambda k: {"$not": k}),
         ),
-        max_leaves=6,
+        max_leaves=max_leaves,
     )
 
 

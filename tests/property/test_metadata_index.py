@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from test_filters import FIELDS, _filters
 
 from llmdsdb import metadata_index as mi
 from llmdsdb.filters import parse_filter
 from llmdsdb.metadata_index import MetadataIndex, value_key
 from llmdsdb.pages import MemoryPageStore
 
-FIELDS = ["a", "b", "c"]
 # few distinct values, so that stored values hit operands and bounds exactly; the edges of
 # the number rules: 1 == 1.0, True != 1, -0.0 == 0, ints past float precision
 EDGE_INTS = [2**53, 2**53 + 1, -(2**63), 2**63 - 1]
@@ -35,28 +35,8 @@ meta_values = st.one_of(scalars, st.none(), st.lists(scalars, max_size=3),
 metadata = st.dictionaries(st.sampled_from(FIELDS), meta_values, max_size=3)
 
 
-def _ops() -> st.SearchStrategy[dict[str, Any]]:
-    one = st.one_of(
-        st.tuples(st.sampled_from(["$eq", "$ne"]), scalars),
-        st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(scalars, min_size=1, max_size=4)),
-        st.tuples(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), numbers),
-        st.tuples(st.just("$exists"), st.booleans()),
-    )
-    return st.lists(one, min_size=1, max_size=3).map(dict)
-
-
 def filters() -> st.SearchStrategy[dict[str, Any]]:
-    leaf = st.dictionaries(st.sampled_from(FIELDS), st.one_of(scalars, _ops()),
-                           min_size=1, max_size=2)
-    return st.recursive(
-        leaf,
-        lambda kids: st.one_of(
-            st.lists(kids, min_size=1, max_size=3).map(lambda k: {"$and": k}),
-            st.lists(kids, min_size=1, max_size=3).map(lambda k: {"$or": k}),
-            kids.map(lambda k: {"$not": k}),
-        ),
-        max_leaves=5,
-    )
+    return _filters(scalars, numbers, max_leaves=5)
 
 
 @pytest.fixture(autouse=True)

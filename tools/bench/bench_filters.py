@@ -20,10 +20,14 @@ range) restrict the 300 test queries, and each system answers them with ``top_k=
 All systems live in one process and the passes are interleaved (ours, Chroma, LanceDB, per
 round; median q/s of ``--rounds``), so the ratios hold under the shared machine's load.
 
+``--synthetic N`` runs the same on N synthetic documents (``bench_db.py``'s generator:
+Zipf-like texts over a 5,000-word vocabulary, random unit 384-d vectors) with 100 queries.
+
 Run from the repository root::
 
     python tools/bench/bench_filters.py              # full run (3 rounds)
-    python tools/bench/bench_filters.py --quick      # 100 queries, 1 round, ours + Chroma
+    python tools/bench/bench_filters.py --quick      # 100 queries, 1 round
+    python tools/bench/bench_filters.py --synthetic 100000 --rounds 1
 """
 
 from __future__ import annotations
@@ -38,9 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
-from common import load_scifact, table, write_result  # noqa: E402
+import numpy as np
+from common import load_scifact, table, write_result
 
 SELECTIVITIES = [
     ("50%", {"bucket": {"$lt": 500}}, "bucket < 500"),
@@ -76,19 +79,27 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--systems", default="ours,chroma,lance")
+    ap.add_argument("--synthetic", type=int, default=0, metavar="N")
     args = ap.parse_args()
     systems = args.systems.split(",")
-    nq = 100 if args.quick else 300
+    nq = 100 if args.quick or args.synthetic else 300
     rounds = 1 if args.quick else args.rounds
 
     import llmdsdb
     from llmdsdb.filters import parse_filter
     from llmdsdb.fusion import FusionSpec
 
-    sf = load_scifact()
+    if args.synthetic:
+        from bench_db import synth_batch, synth_queries
+
+        ids, texts, emb = synth_batch(0, args.synthetic)
+        queries, qemb = synth_queries(nq)
+        sf = _Data(ids, texts, emb)
+    else:
+        sf = load_scifact()
+        queries, qemb = sf.queries[:nq], sf.query_emb[:nq]
     n = len(sf.doc_ids)
     metas = synthetic_metadata(n)
-    queries, qemb = sf.queries[:nq], sf.query_emb[:nq]
     tmp = tempfile.mkdtemp(prefix="bench-filters-")
     notes: list[str] = []
     try:
@@ -107,9 +118,10 @@ def main() -> None:
             t0 = time.perf_counter()
             client = chromadb.PersistentClient(path=f"{tmp}/chroma")
             col = client.create_collection("scifact", metadata={"hnsw:space": "cosine"})
-            for s in range(0, n, 1000):
-                col.add(ids=sf.doc_ids[s:s + 1000], documents=sf.texts[s:s + 1000],
-                        embeddings=sf.corpus_emb[s:s + 1000], metadatas=metas[s:s + 1000])
+            step = 5000 if n > 20000 else 1000
+            for s in range(0, n, step):
+                col.add(ids=sf.doc_ids[s:s + step], documents=sf.texts[s:s + step],
+                        embeddings=sf.corpus_emb[s:s + step], metadatas=metas[s:s + step])
             build["chroma_s"] = time.perf_counter() - t0
         if "lance" in systems:
             try:
@@ -133,10 +145,12 @@ def main() -> None:
                 tbl = None
 
         # --- exact filtered references ----------------------------------------------------
-        full_bm25 = [[r.id for r in db.search(q, top_k=n, fusion_weight=0.0)]
-                     for q in queries]
-        full_bm25_scores = [[r.score for r in db.search(q, top_k=n, fusion_weight=0.0)]
-                            for q in queries]
+        # the whole BM25 ranking of each query, unfiltered, from the database's inverted
+        # index (internal id i is the i-th document added); restricted below
+        bm = db._state.ix.bm25
+        full = [bm.search(q, top_k=n) for q in queries]
+        full_bm25 = [[sf.doc_ids[i] for i, _ in r] for r in full]
+        full_bm25_scores = [[sc for _, sc in r] for r in full]
         sims = qemb @ sf.corpus_emb.T  # unit vectors: cosine similarity
         spec = FusionSpec.of(0.5, "convex", "minmax")
         pos = {d: i for i, d in enumerate(sf.doc_ids)}
@@ -212,13 +226,24 @@ def main() -> None:
             + ", ".join(f"{k} {v:.1f}" for k, v in build.items()), ""]
     body += [f"- {x}" for x in notes]
     body += ["", table(rows), "",
-             "`queries short of k`: queries that returned fewer hits than the exact "
-             "filtered search has (k whenever >= k documents match).", "",
+             ("`queries short of k`: queries that returned fewer hits than the exact "
+              "filtered search has (k whenever >= k documents match)."), "",
              f"llmdsdb metadata index: {stats.get('documents')} documents."]
     name = "bench_filters_quick" if args.quick else "bench_filters"
+    if args.synthetic:
+        name = f"bench_filters_synthetic_{args.synthetic}"
     cmd = "python tools/bench/bench_filters.py" + (" --quick" if args.quick else "") + \
+        (f" --synthetic {args.synthetic}" if args.synthetic else "") + \
+        (f" --rounds {args.rounds}" if args.rounds != 3 and not args.quick else "") + \
         (f" --systems {args.systems}" if args.systems != "ours,chroma,lance" else "")
     print(write_result(name, cmd, "\n".join(body), raw).read_text())
+
+
+class _Data:
+    """The documents of a synthetic run, shaped like the SciFact record."""
+
+    def __init__(self, ids: list[str], texts: list[str], emb: np.ndarray) -> None:
+        self.doc_ids, self.texts, self.corpus_emb = ids, texts, emb
 
 
 def _chroma_where(flt: dict) -> dict:
