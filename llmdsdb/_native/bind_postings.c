@@ -588,6 +588,8 @@ done:
 typedef struct {
     Py_buffer v[4];
     int nv;
+    int32_t *own;      /* decoded docs then tfs (NULL: the list is viewed, not decoded) */
+    int64_t *own_offs; /* their block offsets */
 } term_views;
 
 typedef struct scratch {
@@ -605,6 +607,7 @@ typedef struct {
     native_bm25_terms terms;
     native_bm25_ctx ctx;
     int64_t nbytes, nloaded;
+    int64_t decoded, decode_budget; /* bytes of lists held decoded, and their budget */
     scratch *pool; /* exhaustive scratch, taken and given back with the GIL held */
 } StateObject;
 
@@ -642,9 +645,12 @@ static void scratch_give(StateObject *o, scratch *s) {
 
 static void state_dealloc(StateObject *o) {
     if (o->tv) {
-        for (int64_t t = 0; t < o->terms.nterms; t++)
+        for (int64_t t = 0; t < o->terms.nterms; t++) {
             for (int i = 0; i < o->tv[t].nv; i++)
                 PyBuffer_Release(&o->tv[t].v[i]);
+            free(o->tv[t].own);
+            free(o->tv[t].own_offs);
+        }
     }
     PyMem_Free(o->tv);
     PyMem_Free(o->lists);
@@ -660,12 +666,13 @@ static void state_dealloc(StateObject *o) {
 
 static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *names[] = {"norm", "ext", "df", "maxtf", "mindl", "nterms", "nlive", "avgdl",
-                            "k1", "b", "block_cap", NULL};
+                            "k1", "b", "block_cap", "decode_budget", NULL};
     PyObject *on, *oe, *od, *om, *ol;
-    long long nterms, nlive, block_cap;
+    long long nterms, nlive, block_cap, decode_budget = 0;
     double avgdl, k1, b;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOLLdddL", names, &on, &oe, &od, &om, &ol,
-                                     &nterms, &nlive, &avgdl, &k1, &b, &block_cap))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOLLdddL|L", names, &on, &oe, &od, &om,
+                                     &ol, &nterms, &nlive, &avgdl, &k1, &b, &block_cap,
+                                     &decode_budget))
         return NULL;
     if (nterms < 0 || nlive < 0 || block_cap < 1 || block_cap > NATIVE_MAX_BLOCK_POSTINGS ||
         !(avgdl > 0.0)) {
@@ -675,6 +682,7 @@ static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     StateObject *o = (StateObject *)type->tp_alloc(type, 0);
     if (!o)
         return NULL;
+    o->decode_budget = decode_budget;
     PyObject *objs[5] = {on, oe, od, om, ol};
     const char *what[5] = {"norm", "ext", "df", "maxtf", "mindl"};
     for (int i = 0; i < 5; i++) {
@@ -721,6 +729,59 @@ fail:
     return NULL;
 }
 
+/* Decode a compressed list into memory the state owns when the decode budget allows:
+ * every block checked against its row once, here, so that searches read it raw and trusted
+ * (no decoding, no checks). On success L and tv describe the decoded list (the compressed
+ * buffer's view released) and *bytes counts it; a list over budget stays compressed.
+ * -1 with an exception when a block is corrupt. */
+static int st_decode(StateObject *o, native_plist *L, term_views *tv, int64_t *bytes) {
+    int64_t total = 0;
+    for (int64_t bi = 0; bi < L->nb; bi++) {
+        int64_t cnt = L->skip[6 * bi + 1];
+        if (cnt < 1 || cnt > o->ctx.block_cap) {
+            PyErr_SetString(native_CorruptionError, "bm25 search: a skip row is corrupt");
+            return -1;
+        }
+        total += cnt;
+    }
+    if (o->decoded + 8 * total > o->decode_budget)
+        return 0;
+    /* + block_cap: a block may hold more postings than its row says until it is checked */
+    int32_t *own = malloc(sizeof(int32_t) * 2 * ((size_t)total + (size_t)o->ctx.block_cap));
+    int64_t *offs = malloc(sizeof(int64_t) * ((size_t)L->nb + 1));
+    if (!own || !offs) {
+        free(own);
+        free(offs);
+        return 0; /* stays compressed */
+    }
+    int32_t *tfs = own + total + o->ctx.block_cap;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = native_bm25_decode_list(&o->ctx, L, own, tfs, offs);
+    Py_END_ALLOW_THREADS
+    if (st != NATIVE_OK) {
+        free(own);
+        free(offs);
+        raise_status(st, "bm25 search", "a postings block or skip row is corrupt");
+        return -1;
+    }
+    /* the compressed buffer is the last view: release it */
+    PyBuffer_Release(&tv->v[--tv->nv]);
+    *bytes -= (int64_t)L->buflen;
+    L->buf = NULL;
+    L->buflen = 0;
+    L->docs = own;
+    L->tfs = tfs;
+    L->npost = (size_t)total;
+    L->offs = offs;
+    L->trusted = 1;
+    tv->own = own;
+    tv->own_offs = offs;
+    *bytes += 8 * total + 8 * (L->nb + 1);
+    o->decoded += 8 * total;
+    return 0;
+}
+
 /* set_lists(tids, lists): register the postings lists of these terms (each as
  * bm25_search takes them); a term registered already keeps its list. */
 static PyObject *state_set_lists(StateObject *o, PyObject *args) {
@@ -757,7 +818,7 @@ static PyObject *state_set_lists(StateObject *o, PyObject *args) {
                               &offs, &skip, &docs, &tfs))
             goto fail;
         term_views tv;
-        tv.nv = 0;
+        memset(&tv, 0, sizeof(tv));
         native_plist L;
         memset(&L, 0, sizeof(L));
         int64_t bytes = 0;
@@ -797,6 +858,8 @@ static PyObject *state_set_lists(StateObject *o, PyObject *args) {
                 goto bad;
             }
         }
+        if (L.buf && (st_decode(o, &L, &tv, &bytes) < 0))
+            goto bad;
         o->tv[tid] = tv;
         o->lists[tid] = L;
         o->nbytes += bytes + 256;
@@ -1092,10 +1155,14 @@ static PyObject *state_nbytes(StateObject *o, void *closure) { return PyLong_Fro
 static PyObject *state_nloaded(StateObject *o, void *closure) {
     return PyLong_FromLongLong(o->nloaded);
 }
+static PyObject *state_decoded(StateObject *o, void *closure) {
+    return PyLong_FromLongLong(o->decoded);
+}
 
 static PyGetSetDef state_getset[] = {
     {"nbytes", (getter)state_nbytes, NULL, "bytes of the registered lists (+256 each)", NULL},
     {"nloaded", (getter)state_nloaded, NULL, "terms whose lists are registered", NULL},
+    {"decoded", (getter)state_decoded, NULL, "bytes of postings held decoded", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

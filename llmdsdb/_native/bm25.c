@@ -193,6 +193,8 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
         n = hi - lo;
         *docs = L->docs + lo;
         *tfs = L->tfs + lo;
+        if (L->trusted)
+            return n;
         for (int64_t j = 1; j < n; j++)
             if ((*docs)[j] <= (*docs)[j - 1])
                 return NATIVE_ECORRUPT;
@@ -219,6 +221,27 @@ static inline int allowed(const native_bm25_ctx *c, const native_bm25_query *q, 
         return 1;
     int64_t e = c->ext[d];
     return e >= 0 && (e >> 3) < q->allow_len && ((q->allow[e >> 3] >> (e & 7)) & 1);
+}
+
+int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int32_t *docs,
+                            int32_t *tfs, int64_t *offs) {
+    int64_t pos = 0;
+    offs[0] = 0;
+    for (int64_t bi = 0; bi < L->nb; bi++) {
+        const int32_t *d = NULL, *t = NULL;
+        int64_t n = load_block(c, L, bi, docs + pos, tfs + pos, &d, &t);
+        if (n < 0)
+            return (int)n;
+        if (d != docs + pos) { /* a raw list: copy */
+            memcpy(docs + pos, d, sizeof(int32_t) * (size_t)n);
+            memcpy(tfs + pos, t, sizeof(int32_t) * (size_t)n);
+        }
+        if (bi > 0 && docs[pos] <= docs[pos - 1])
+            return NATIVE_ECORRUPT; /* blocks must ascend */
+        pos += n;
+        offs[bi + 1] = pos;
+    }
+    return NATIVE_OK;
 }
 
 static int check_list(const native_bm25_ctx *c, int32_t li) {

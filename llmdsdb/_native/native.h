@@ -93,6 +93,7 @@ typedef struct {
     const int64_t *offs;
     const int64_t *skip;
     int64_t nb;
+    int trusted; /* raw blocks decoded and checked against their rows by the caller */
 } native_plist;
 
 /* A query: m terms in summation order; term i is lists[list[i]], its BM25 weight idf[i]
@@ -124,6 +125,12 @@ typedef struct {
 } native_bm25_ctx;
 
 enum { NATIVE_BM25_EXHAUSTIVE = 0, NATIVE_BM25_PRUNED = 1 };
+
+/* Decode every block of L (each checked against its skip row, blocks ascending) into
+ * docs/tfs (room for the postings its skip rows count) and offs (nb + 1 posting offsets):
+ * the raw form of the list, which may then be marked trusted. */
+int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int32_t *docs,
+                            int32_t *tfs, int64_t *offs);
 
 /* Top k documents of a query by BM25 (score desc, then doc number asc), exact: scores are
  * summed in 64-bit fixed point, so every mode gives bit-identical results. acc (ndocs

@@ -51,10 +51,26 @@ def plain() -> Analyzer:
     return Analyzer(stopwords=False, stem=False)
 
 
+@contextlib.contextmanager
+def compressed_lists(idx: InvertedIndex):
+    """The query state with no list held decoded: every block decoded by the kernels."""
+    old = inverted_index.DECODED_SHARE
+    inverted_index.DECODED_SHARE = 0
+    idx._cstate = None
+    try:
+        yield
+    finally:
+        inverted_index.DECODED_SHARE = old
+        idx._cstate = None
+
+
 def check_query(idx: InvertedIndex, docs: dict[int, list[str]], query: list[str], k: int):
     ref = textbook(docs, query)
     got = idx.search(" ".join(query), top_k=k, mode="pruned")
     assert got == idx.search(" ".join(query), top_k=k, mode="exhaustive")
+    with compressed_lists(idx):
+        for mode in ("pruned", "exhaustive"):
+            assert idx.search(" ".join(query), top_k=k, mode=mode) == got
     assert len(got) == min(k, len(ref))
     for d, s in got:
         assert abs(s - ref[d]) <= 1e-5, (d, s, ref[d])

@@ -258,6 +258,25 @@ def test_corrupt_page_is_corruption_error_at_query_time() -> None:
     for mode in ("pruned", "exhaustive"):
         with pytest.raises(CorruptionError):
             cold.search("w0 w1", 10, mode=mode)
+    # the same with lists kept compressed in the query state (decoded per query)
+    cold = InvertedIndex.open(store)
+    cold.cache_bytes = 1  # a decode budget of 0
+    for mode in ("pruned", "exhaustive"):
+        with pytest.raises(CorruptionError):
+            cold.search("w0 w1", 10, mode=mode)
+
+
+def test_query_state_decodes_lists_within_its_budget() -> None:
+    texts, queries = _corpus(3000, 12)
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=32)
+    idx.add_documents(range(len(texts)), texts)
+    idx.flush()
+    small = InvertedIndex.open(idx.store)
+    small.cache_bytes = 4 * 8 * 2000  # room for ~2,000 decoded postings
+    ref = [idx.search(q, 10) for q in queries]
+    assert [small.search(q, 10) for q in queries] == ref
+    assert idx._cstate.decoded > small._cstate.decoded > 0
+    assert small._cstate.decoded <= 8 * 2000
 
 
 def test_cached_lists_follow_appends_when_page_ids_come_back() -> None:
