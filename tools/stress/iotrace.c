@@ -322,56 +322,46 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt) {
     return r;
 }
 
-ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
-    resolve();
+static ssize_t do_pwritev(__typeof__(pwritev) *fn, int fd, const struct iovec *iov, int cnt,
+                          off_t off) {
     if (before_op(fd)) return -1;
-    ssize_t r = real_pwritev(fd, iov, cnt, off);
+    ssize_t r = fn(fd, iov, cnt, off);
     after_write(fd, off, iov, cnt, r);
     check_kill_after();
     return r;
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
+    resolve();
+    return do_pwritev(real_pwritev, fd, iov, cnt, off);
 }
 
 ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off) {
     resolve();
+    return do_pwritev(real_pwritev64, fd, iov, cnt, off);
+}
+
+/* fsync, fdatasync (type R_SYNC) and ftruncate (R_TRUNC): a call on fd, logged on success. */
+static int do_simple(int (*call)(int, off_t), int type, int fd, off_t size) {
     if (before_op(fd)) return -1;
-    ssize_t r = real_pwritev64(fd, iov, cnt, off);
-    after_write(fd, off, iov, cnt, r);
+    int r = call(fd, size);
+    if (r == 0) after_simple(type, fd, size);
     check_kill_after();
     return r;
 }
 
-int fsync(int fd) {
-    resolve();
-    if (before_op(fd)) return -1;
-    int r = real_fsync(fd);
-    if (r == 0) after_simple(R_SYNC, fd, 0);
-    check_kill_after();
-    return r;
-}
+static int call_fsync(int fd, off_t unused) { (void)unused; return real_fsync(fd); }
+static int call_fdatasync(int fd, off_t unused) { (void)unused; return real_fdatasync(fd); }
+static int call_ftruncate(int fd, off_t size) { return real_ftruncate(fd, size); }
+static int call_ftruncate64(int fd, off_t size) { return real_ftruncate64(fd, size); }
 
-int fdatasync(int fd) {
-    resolve();
-    if (before_op(fd)) return -1;
-    int r = real_fdatasync(fd);
-    if (r == 0) after_simple(R_SYNC, fd, 0);
-    check_kill_after();
-    return r;
-}
-
+int fsync(int fd) { resolve(); return do_simple(call_fsync, R_SYNC, fd, 0); }
+int fdatasync(int fd) { resolve(); return do_simple(call_fdatasync, R_SYNC, fd, 0); }
 int ftruncate(int fd, off_t size) {
     resolve();
-    if (before_op(fd)) return -1;
-    int r = real_ftruncate(fd, size);
-    if (r == 0) after_simple(R_TRUNC, fd, size);
-    check_kill_after();
-    return r;
+    return do_simple(call_ftruncate, R_TRUNC, fd, size);
 }
-
 int ftruncate64(int fd, off_t size) {
     resolve();
-    if (before_op(fd)) return -1;
-    int r = real_ftruncate64(fd, size);
-    if (r == 0) after_simple(R_TRUNC, fd, size);
-    check_kill_after();
-    return r;
+    return do_simple(call_ftruncate64, R_TRUNC, fd, size);
 }
