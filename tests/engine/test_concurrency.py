@@ -269,3 +269,17 @@ def test_readers_and_a_writer_survive_sigkills(tmp_path):
     assert out["reader_kills"] == 2 and out["writer_kills"] == 1
     assert out["checked_reads"] > 0
     assert out["stale_slots"]["dead_after"] == 0
+
+
+def test_file_growth_check_flags_a_climbing_ratio_only():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "stress"))
+    import stress_concurrency as sc
+
+    steady = [(60, 500, 100), (120, 560, 110), (180, 600, 120), (240, 640, 125)]
+    assert sc.growth_violation(steady) is None
+    climbing = [(60, 200, 100), (120, 300, 100), (180, 500, 100), (240, 800, 100)]
+    assert "3.00x to 8.00x" in sc.growth_violation(climbing)
+    assert sc.growth_violation(climbing[:3]) is None  # too few samples to tell
