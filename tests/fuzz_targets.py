@@ -235,6 +235,8 @@ def _bm25_lists(s: Src, ndocs: int, nterms: int, damage: bool) -> list[tuple]:
             blocks.append(encode_postings(docs, tfs))
             skip.append([0, n, docs[0], docs[-1], tfs.max(), 1])
         sk = np.array(skip, dtype=np.int64)
+        if damage and s.int(0, 15) == 0:
+            sk = _unaligned(sk)
         if damage and s.bool():
             i = s.int(0, nb - 1)
             blocks[i] = _damage(s, blocks[i])
@@ -570,6 +572,8 @@ def fuzz_hnsw_search(data: bytes) -> None:
     if graph is None:
         return
     q = g["q"] if s.int(0, 7) else s.f32((s.int(0, 7),))
+    if s.int(0, 7) == 0:
+        q = _unaligned(q)
     if s.int(0, 3) == 0:  # visited-stamp epochs near the wrap (also the _set_epoch hook)
         _expect(lambda: graph._set_epoch(s.pick([0, 1, 65534, 65535, 65536, -1])))
     for exact in (0, 1):
@@ -729,6 +733,8 @@ def fuzz_hnsw_repair(data: bytes) -> None:
         else:
             A = A[:, :0] if s.bool() else A.astype(np.int64)
     metric = s.pick([0, 1, 2, 3])
+    if s.int(0, 7) == 0:
+        vecs, rows = (_unaligned(vecs), rows) if s.bool() else (vecs, _unaligned(rows))
     before = A.copy()
     try:
         _core.hnsw_repair(vecs, metric, A, rownode, node2row, gone.astype(np.uint8),

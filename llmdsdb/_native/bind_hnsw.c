@@ -65,6 +65,10 @@ static int get_buf(PyObject *o, Py_buffer *v, int kind, int ndim, int writable, 
         PyBuffer_Release(v);
         return -1;
     }
+    if (native_check_aligned(v, what) < 0) {
+        PyBuffer_Release(v);
+        return -1;
+    }
     return 0;
 }
 
@@ -306,6 +310,14 @@ static PyObject *graph_search(GraphObject *self, PyObject *const *args, Py_ssize
         if (raw)
             Py_RETURN_NONE;
         PyErr_Format(native_DimensionError, "query must be a float32 vector of length %zu", dim);
+        return NULL;
+    }
+    if (native_check_aligned(&qv, "query") < 0) {
+        PyBuffer_Release(&qv);
+        if (raw) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
         return NULL;
     }
     size_t kk = (size_t)k;

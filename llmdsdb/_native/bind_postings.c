@@ -61,6 +61,10 @@ static int get_buf(PyObject *obj, Py_buffer *v, char kind, Py_ssize_t itemsize, 
         PyBuffer_Release(v);
         return -1;
     }
+    if (native_check_aligned(v, what) < 0) {
+        PyBuffer_Release(v);
+        return -1;
+    }
     return 0;
 }
 

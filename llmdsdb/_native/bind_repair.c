@@ -28,6 +28,10 @@ static int repair_buf(PyObject *o, Py_buffer *v, const char *codes, Py_ssize_t s
         PyBuffer_Release(v);
         return -1;
     }
+    if (native_check_aligned(v, what) < 0) {
+        PyBuffer_Release(v);
+        return -1;
+    }
     return 0;
 }
 

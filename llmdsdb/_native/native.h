@@ -35,6 +35,18 @@ extern PyObject *native_DimensionError;
 /* Set the Python exception for a kernel status (msg may be NULL) and return NULL. */
 PyObject *native_raise(int status, const char *msg);
 
+/* 0 when the buffer's start is aligned to its items, else InvalidArgumentError (-1; the
+ * caller releases v): a view at an odd byte offset would make every kernel load
+ * misaligned, which is undefined behaviour in C. */
+static inline int native_check_aligned(const Py_buffer *v, const char *what) {
+    if (v->itemsize > 1 && (uintptr_t)v->buf % (uintptr_t)v->itemsize) {
+        PyErr_Format(native_InvalidArgumentError, "%s is not aligned to its %zd-byte items "
+                     "(a view at an odd byte offset); pass a copy", what, v->itemsize);
+        return -1;
+    }
+    return 0;
+}
+
 /* Runtime instruction-set dispatch: the widest x86-64 level this CPU runs ("avx512",
  * "avx2", "sse2") or "neon"/"scalar" elsewhere. Kernels built with target_clones pick
  * their clone by the same CPU features. */

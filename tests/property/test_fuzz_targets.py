@@ -96,3 +96,24 @@ def test_allocator_state_declaring_a_huge_high_water_is_a_corruption_error() -> 
     forged = head + struct.pack("<I", zlib.crc32(head))
     with pytest.raises(CorruptionError):
         PagedAllocator.from_bytes(forged)
+
+
+def test_misaligned_arrays_are_refused_not_read() -> None:
+    """fuzz target "Bm25State" under UBSan: an int64 array at an odd byte offset (a numpy
+    view of a bytes buffer) was read with misaligned loads (undefined behaviour); every
+    binding now refuses it with InvalidArgumentError."""
+    from llmdsdb.errors import InvalidArgumentError
+
+    one = np.ones(1)
+    z = np.zeros(1, np.int64)
+    with pytest.raises(InvalidArgumentError, match="aligned"):
+        _core.Bm25State(one, z, ft._unaligned(np.zeros(2, np.int64)), z, z, 1, 1, 1.0, 1.2,
+                        0.75, 8)
+    v = np.zeros((2, 2), np.float32)
+    with pytest.raises(InvalidArgumentError, match="aligned"):
+        _core.exact_topk(ft._unaligned(v), v, 0, None, np.zeros((2, 1), np.int64),
+                         np.zeros((2, 1), np.float32))
+    A = np.full((2, 2), -1, np.int32)
+    with pytest.raises(InvalidArgumentError, match="aligned"):
+        _core.hnsw_repair(v, 0, A, ft._unaligned(np.arange(2, dtype=np.int64)), None,
+                          np.zeros(2, np.uint8), np.zeros(2, np.uint8), np.zeros(0, np.int64))
