@@ -96,10 +96,15 @@ def current_hashes(txn: Any, keys: Iterable[bytes]) -> dict[bytes, str | None]:
     Complexity: O(k log n).
     """
     out: dict[bytes, str | None] = {}
+    checked: set[bytes] = set()  # neighbours of earlier misses, already checked
     for k in keys:
         raw = txn.get("ids", k)
         if raw is None:
-            verify_miss(txn, k)
+            # as verify_miss, each neighbour once: new ids of one batch share their gaps
+            for nk, nv in txn.around("ids", k):
+                if nk not in checked:
+                    _check_key(txn, nk, nv)
+                    checked.add(nk)
             out[k] = None
             continue
         rec_raw = txn.get("docs", raw)

@@ -105,7 +105,7 @@ from llmdsdb.errors import (
     InvalidTypeError,
     QueryError,
 )
-from llmdsdb.pages import MemoryPageStore, PageCache, PageStore
+from llmdsdb.pages import MemoryPageStore, PageCache, PageStore, put_pages
 
 __all__ = [
     "DECODED_SHARE",
@@ -150,6 +150,11 @@ _INSTANCES = itertools.count()
 ADD_BATCH = 20_000
 #: The word -> term id memo is cleared when it grows past this.
 WORD_MEMO_MAX = 2_000_000
+#: Open last blocks (fewer than block_size postings) kept decoded after a flush, so the next
+#: append to the term reopens its tail without reading the page back: at most this many
+#: terms and this many postings in all (the least recently written are dropped first).
+TAIL_CACHE_TERMS = 1 << 17
+TAIL_CACHE_POSTINGS = 1 << 22
 
 # Skip-row columns.
 _PAGE, _CNT, _FIRST, _LAST, _MAXTF, _MINDL = range(6)
@@ -316,6 +321,11 @@ class InvertedIndex:
         self._dirty_terms: set[int] = set()
         self._dirty_doc_chunks: set[int] = set()
         self._to_free: list[int] = []
+        # a reopened flushed block is rewritten in place: (tid << 32 | block) -> its page
+        self._reuse: dict[int, int] = {}
+        # tid -> (page, docs, tfs) of its flushed open last block (see TAIL_CACHE_TERMS)
+        self._tails: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._tail_postings = 0
         # caches (rebuilt on demand)
         self._word_tid: dict[str, int] = _WordIds(self._new_word)
         self._norm: np.ndarray | None = None  # k1 * (1 - b + b * dl / avgdl), inf if dead
@@ -605,9 +615,14 @@ class InvertedIndex:
         for i, tid in enumerate(utids.tolist()):
             sk = skip[tid]
             if len(sk) and sk[-1, _CNT] < B:
-                d0, t0 = self._block(tid, len(sk) - 1)
-                if sk[-1, _PAGE] >= 0:
-                    self._to_free.append(int(sk[-1, _PAGE]))
+                page = int(sk[-1, _PAGE])
+                if page >= 0:
+                    # flushed: the decoded tail from the last flush when it still describes
+                    # this block (else the page), and the page is rewritten in place
+                    d0, t0 = self._tail_of(tid, page, sk[-1])
+                    self._reuse[(tid << 32) | (len(sk) - 1)] = page
+                else:
+                    d0, t0 = self._block(tid, len(sk) - 1)
                 old_d.append(d0)
                 old_t.append(t0)
                 old_cnt[i] = len(d0)
@@ -658,6 +673,36 @@ class InvertedIndex:
             (np.repeat(utids, nblk), r_bi, np.full(total, buf, dtype=np.int64), b_start,
              b_end - b_start)
         )
+
+    def _tail_of(self, tid: int, page: int, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(docnos, tfs) of the flushed last block ``row`` of term ``tid`` at ``page``: from
+        the tail cache when its entry names this page, count and doc range, else read (not
+        through the page cache: the page is about to be rewritten)."""
+        ent = self._tails.pop(tid, None)
+        if ent is not None:
+            self._tail_postings -= len(ent[1])
+            d, t = ent[1], ent[2]
+            if (ent[0] == page and len(d) == row[_CNT] and d[0] == row[_FIRST]
+                    and d[-1] == row[_LAST]):
+                return d, t
+        return decode_postings(self._store.get(page))
+
+    def _remember_tails(self, tids: list[int], pages: list[int], cnts: list[int],
+                        offs: list[int], D: np.ndarray, T: np.ndarray) -> None:
+        """Keep the decoded content of the blocks just written that are open (fewer than
+        block_size postings), within the cache bounds; forget older entries of their terms."""
+        tails = self._tails
+        B = self.block_size
+        for tid, page, cnt, o in zip(tids, pages, cnts, offs):
+            old = tails.pop(tid, None)
+            if old is not None:
+                self._tail_postings -= len(old[1])
+            if cnt < B:
+                tails[tid] = (page, D[o : o + cnt].copy(), T[o : o + cnt].copy())
+                self._tail_postings += cnt
+        while tails and (len(tails) > TAIL_CACHE_TERMS
+                         or self._tail_postings > TAIL_CACHE_POSTINGS):
+            self._tail_postings -= len(tails.pop(next(iter(tails)))[1])
 
     def _block(self, tid: int, bi: int) -> tuple[np.ndarray, np.ndarray]:
         """(docnos int32, tfs int32) of block ``bi`` of term ``tid`` (read-only)."""
@@ -1089,6 +1134,9 @@ class InvertedIndex:
             _, first_in_rev = np.unique(key[::-1], return_index=True)
             last = len(key) - 1 - first_in_rev  # the latest record of each (term, block)
             self._write_blocks(r_tid[last], r_bi[last], r_buf[last], r_off[last], r_cnt[last])
+        if self._reuse:  # reopened blocks whose rewrite was dropped: their pages go
+            self._to_free.extend(self._reuse.values())
+            self._reuse.clear()
         self._pbufs = []
         self._pending_rows = []
         self._pending_lists.clear()
@@ -1164,14 +1212,21 @@ class InvertedIndex:
                 part = m[s0:s1]
                 idx = _ranges(r_off[part], r_cnt[part])
                 bounds = np.concatenate(([0], np.cumsum(r_cnt[part])))
-                encoded = encode_postings_many(D[idx], T[idx], bounds)
-                pages = st.alloc(len(part))
-                put = st.put
-                for page, data in zip(pages, encoded):
-                    put(page, data)
-                pg = np.asarray(pages, dtype=np.int64)
-                for tid, bi, page in zip(r_tid[part].tolist(), r_bi[part].tolist(), pg.tolist()):
+                Dp, Tp = D[idx], T[idx]
+                encoded = encode_postings_many(Dp, Tp, bounds)
+                tids, bis = r_tid[part].tolist(), r_bi[part].tolist()
+                # a reopened block keeps its page (rewritten in place); new blocks get new ids
+                reuse = self._reuse
+                pages = [reuse.pop((t << 32) | b, -1) for t, b in zip(tids, bis)]
+                fresh = [j for j, p in enumerate(pages) if p < 0]
+                for j, p in zip(fresh, st.alloc(len(fresh)) if fresh else ()):
+                    pages[j] = p
+                # bit-packed postings do not compress: no zstd attempt in the envelope
+                put_pages(st, pages, encoded, compress=False)
+                for tid, bi, page in zip(tids, bis, pages):
                     skip[tid][bi, _PAGE] = page
+                self._remember_tails(tids, pages, r_cnt[part].tolist(), bounds[:-1].tolist(),
+                                     Dp, Tp)
                 s0 = s1
 
     def _encode_shard(self, s: int) -> bytes:
@@ -1353,6 +1408,13 @@ class InvertedIndex:
                 prev_last = int(docs[-1])
             if len(sk) > 1:
                 assert (sk[:-1, _CNT] == self.block_size).all()
+            # a cached open tail that still names the term's last block holds its content
+            ent = self._tails.get(tid)
+            if ent is not None and len(sk) and int(sk[-1, _PAGE]) == ent[0]:
+                docs, tfs = self._block(tid, len(sk) - 1)
+                assert np.array_equal(docs, ent[1]) and np.array_equal(tfs, ent[2])
+        assert self._tail_postings == sum(len(e[1]) for e in self._tails.values())
+        assert len(self._tails) <= TAIL_CACHE_TERMS
         if self._ext_map is not None:
             assert len(self._ext_map) == self._nlive
             for e, d in self._ext_map.items():

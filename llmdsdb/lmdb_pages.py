@@ -279,6 +279,35 @@ class LmdbPageStore:
         self._dirty.add(page_id)
         self._local.pop(page_id, None)
 
+    def put_many(self, page_ids: list[int], datas: list[bytes], *,
+                 compress: bool | None = None) -> None:
+        """:meth:`put` of each page, in one storage call; all are checked first.
+        ``compress=False`` skips the envelope's zstd attempt (for data that does not
+        compress) unless the store was opened with ``compress_pages=True``.
+
+        Complexity: O(k log n) + O(total length).
+
+        :raises PageNotFoundError: when an id is not allocated.
+        """
+        ids, datas = list(page_ids), list(datas)
+        if len(ids) != len(datas):
+            raise InvalidTypeError(f"{len(ids)} page ids but {len(datas)} pages")
+        for data in datas:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InvalidTypeError(f"page data must be bytes, not {type(data).__name__}")
+        txn = self._writing()
+        alloc = self._allocator(txn)
+        missing = [p for p in ids if not alloc.is_allocated(p)]
+        if missing:
+            raise PageNotFoundError(f"page ids {missing[:5]} were not allocated")
+        comp = self._compress if self._compress is not None else compress
+        txn.put_many("pages", [u64key(p) for p in ids], datas, compress=comp)
+        self._dirty.update(ids)
+        local = self._local
+        if local:
+            for p in ids:
+                local.pop(p, None)
+
     def get(self, page_id: int) -> bytes:
         """The verified bytes of a page.
 

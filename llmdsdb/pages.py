@@ -33,7 +33,7 @@ from llmdsdb.errors import (
 from llmdsdb.paged_allocator import PagedAllocator
 from llmdsdb.token_lru import TokenLRU
 
-__all__ = ["CacheStats", "MemoryPageStore", "PageCache", "PageStore",
+__all__ = ["CacheStats", "MemoryPageStore", "PageCache", "PageStore", "put_pages",
            "sizeof_decoded"]
 
 T = TypeVar("T")
@@ -89,6 +89,18 @@ class PageStore(Protocol):
         ...
 
 
+def put_pages(store: PageStore, page_ids: list[int], datas: list[bytes], *,
+              compress: bool | None = None) -> None:
+    """Write many pages: the store's ``put_many`` when it has one (one storage call), else
+    :meth:`PageStore.put` page by page. Complexity: O(k) puts."""
+    many = getattr(store, "put_many", None)
+    if many is not None:
+        many(page_ids, datas, compress=compress)
+    else:
+        for p, data in zip(page_ids, datas):
+            store.put(p, data)
+
+
 def _meta_name(name: object) -> str:
     if not isinstance(name, str):
         raise InvalidTypeError(f"a meta record name must be a str, not {type(name).__name__}")
@@ -140,6 +152,18 @@ class MemoryPageStore:
             raise PageNotFoundError(f"page id {page_id} was not allocated")
         self._pages[page_id] = bytes(data)
         self._decoded.pop(page_id, None)
+
+    def put_many(self, page_ids: list[int], datas: list[bytes], *,
+                 compress: bool | None = None) -> None:
+        """:meth:`put` of each page (``compress`` is accepted and has no effect here).
+
+        Complexity: O(total length).
+        """
+        ids, datas = list(page_ids), list(datas)
+        if len(ids) != len(datas):
+            raise InvalidTypeError(f"{len(ids)} page ids but {len(datas)} pages")
+        for p, data in zip(ids, datas):
+            self.put(p, data)
 
     def get(self, page_id: int) -> bytes:
         """The bytes of a page.

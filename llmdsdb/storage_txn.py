@@ -300,6 +300,45 @@ class Txn:
         v = encode_value(value, kind=_KIND_OF_DB[db], compress=compress)
         self._put_raw(h, db, k, v)
 
+    def put_many(self, db: str, keys: list[bytes], values: list[bytes], *,
+                 compress: bool | None = None) -> None:
+        """:meth:`put` of ``values[i]`` at ``keys[i]`` for every i, in one LMDB call (for
+        the many pages of one index flush): every key and value is checked and wrapped
+        before anything is stored.
+
+        Complexity: O(k log n) + O(total length).
+
+        :raises InvalidArgumentError: when the lists differ in length (or as :meth:`put`).
+        :raises MapFullError: as :meth:`put`.
+        """
+        h = self._handle(db)
+        self._need_write()
+        if len(keys) != len(values):
+            raise InvalidArgumentError(f"{len(keys)} keys but {len(values)} values")
+        kind = _KIND_OF_DB[db]
+        items = [(h + _as_key(k), encode_value(v, kind=kind, compress=compress))
+                 for k, v in zip(keys, values)]
+        if not items:
+            return
+        added = 0
+        try:
+            if db in _COUNTED:
+                replace = self._txn.replace
+                for k, v in items:
+                    if replace(k, v) is None:
+                        added += 1
+            else:
+                with self._txn.cursor() as cur:
+                    cur.putmulti(items, dupdata=False, overwrite=True)
+        except lmdb.Error as exc:
+            if isinstance(exc, lmdb.MapFullError):
+                self._map_full = True
+            raise _wrap(exc, f"put {len(items)} values in {db}") from exc
+        finally:
+            if added:
+                self._delta[db] = self._delta.get(db, 0) + added
+            self._dirty = True
+
     def raw_put(self, db: str, key: bytes | str, raw: bytes) -> None:
         """Store ``raw`` as is, bypassing the envelope (tests and repair tools only).
 

@@ -142,11 +142,15 @@ class IndexWork:
     removed_emb: list[int] = field(default_factory=list)
     dim: int | None = None
     merge: bool = False
-    meta: Any = None  # the MetadataIndex, kept in step document by document
+    meta: Any = None  # the MetadataIndex, brought in step by sync_meta()
+    # metadata index changes not applied yet (applied together: one update per batch,
+    # not one per document)
+    meta_removed: dict[int, dict] = field(default_factory=dict)
+    meta_added: dict[int, dict] = field(default_factory=dict)
 
     def remove(self, iid: int, had_emb: bool, metadata: dict) -> None:
-        """A document leaves (deleted or replaced). Complexity: O(1) plus the metadata
-        index's update."""
+        """A document leaves (deleted or replaced). Complexity: O(1) (the metadata index
+        is updated by :meth:`sync_meta`)."""
         if iid in self.add_text:  # added earlier in this batch: it never reaches an index
             del self.add_text[iid]
             self.add_emb.pop(iid, None)
@@ -154,14 +158,27 @@ class IndexWork:
             self.removed.append(iid)
             if had_emb:
                 self.removed_emb.append(iid)
-        self.meta.update({iid: metadata}, {})
+        if iid in self.meta_added:  # added earlier in this batch: never reached it
+            del self.meta_added[iid]
+        else:
+            self.meta_removed[iid] = metadata
 
     def add(self, iid: int, text: str, emb: np.ndarray | None, metadata: dict) -> None:
-        """A document arrives. Complexity: O(1) plus the metadata index's update."""
+        """A document arrives. Complexity: O(1) (the metadata index is updated by
+        :meth:`sync_meta`)."""
         self.add_text[iid] = text
         if emb is not None:
             self.add_emb[iid] = emb
-        self.meta.update({}, {iid: metadata})
+        self.meta_added[iid] = metadata
+
+    def sync_meta(self) -> Any:
+        """Apply the pending metadata changes in one update; returns the metadata index,
+        now in step with the batch so far. Complexity: that of one
+        ``MetadataIndex.update`` of the pending documents."""
+        if self.meta_removed or self.meta_added:
+            self.meta.update(self.meta_removed, self.meta_added)
+            self.meta_removed, self.meta_added = {}, {}
+        return self.meta
 
 
 def _delete_docs(txn: Any, rows: tuple, work: IndexWork) -> int:
@@ -180,11 +197,11 @@ def _delete_docs(txn: Any, rows: tuple, work: IndexWork) -> int:
 
 def _delete_where(txn: Any, flt: Any, work: IndexWork) -> int:
     """Delete the documents that pass the parsed filter ``flt`` as of this point of the
-    batch (the metadata index is kept in step document by document)."""
+    batch (the metadata index is brought in step first)."""
     from llmdsdb.storage import id_key
 
     pairs = []
-    for iid in work.meta.evaluate(flt).tolist():
+    for iid in work.sync_meta().evaluate(flt).tolist():
         raw = txn.get("docs", u64key(iid))
         if raw is None:
             raise CorruptionError(f"docs/{iid}: missing, but the metadata index holds it; "
@@ -211,7 +228,7 @@ def _set_meta(txn: Any, rows: tuple, work: IndexWork) -> int:
         if h == rec["hash"]:
             continue
         txn.put("docs", raw, record, compress=False)
-        work.meta.update({iid: rec["meta"]}, {iid: new})
+        work.sync_meta().update({iid: rec["meta"]}, {iid: new})
         n += 1
     return n
 
@@ -272,6 +289,7 @@ def write_documents(txn: Any, ops: list[Op], dim: int | None, meta: Any
             results.append(_put_docs(txn, op, work, counter))
     if counter[0] != first:
         set_next_id(txn, counter[0])
+    work.sync_meta()
     return results, work
 
 

@@ -1,5 +1,6 @@
-"""The numpy postings decoders that llmdsdb.codec used before the compiled kernels: the
-reference model the C decoder is tested against (byte-identical results, same errors).
+"""The numpy postings decoders and encoders that llmdsdb.codec used before the compiled
+kernels: the reference models the C decoder and encoder are tested against (byte-identical
+results, same errors).
 
 Not used at run time (one runtime path: llmdsdb._native)."""
 
@@ -11,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from llmdsdb.codec import MAX_BLOCK_POSTINGS, MAX_DOC, POSTINGS_VERSION, _read_varint
-from llmdsdb.errors import CorruptionError, FormatVersionError
+from llmdsdb.codec import MAX_BLOCK_POSTINGS, MAX_DOC, POSTINGS_VERSION, _read_varint, _varint
+from llmdsdb.errors import CorruptionError, FormatVersionError, InvalidArgumentError
 
 _CRC = struct.Struct("<I")
 _POW2 = [(1 << np.arange(w, dtype=np.int64)) for w in range(33)]
@@ -240,3 +241,149 @@ def decode_postings_many(blocks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarra
         b0 = b1
     tfs += 1
     return docs, tfs, n
+
+
+# --- encoders ------------------------------------------------------------------------------
+
+
+def _pack(vals: np.ndarray, w: int) -> bytes:
+    if w == 0 or len(vals) == 0:
+        return b""
+    bits = (vals[:, None] >> np.arange(w, dtype=np.int64)) & 1
+    return np.packbits(bits.astype(np.uint8).ravel(), bitorder="little").tobytes()
+
+
+def encode_postings(docs: np.ndarray, tfs: np.ndarray) -> bytes:
+    """Encode one postings block.
+
+    :param docs: int array of shape (n,): strictly increasing doc numbers in [0, 2**31).
+    :param tfs: int array of shape (n,): term frequencies in [1, 2**31).
+    :raises InvalidArgumentError: when the arrays break those rules or n is 0 or too big.
+
+    Complexity: O(n) (vectorised).
+    """
+    d = np.asarray(docs, dtype=np.int64)
+    t = np.asarray(tfs, dtype=np.int64)
+    n = len(d)
+    if d.ndim != 1 or t.shape != d.shape:
+        raise InvalidArgumentError("docs and tfs must be 1-D arrays of the same length")
+    if not 1 <= n <= MAX_BLOCK_POSTINGS:
+        raise InvalidArgumentError(f"a block holds 1..{MAX_BLOCK_POSTINGS} postings, got {n}")
+    if d[0] < 0 or d[-1] > MAX_DOC or t.min() < 1 or t.max() > MAX_DOC:
+        raise InvalidArgumentError("doc numbers and tfs must lie in [0, 2**31) and [1, 2**31)")
+    gaps = np.diff(d) - 1
+    if n > 1 and gaps.min() < 0:
+        raise InvalidArgumentError("doc numbers must be strictly increasing")
+    tm1 = t - 1
+    tw = int(tm1.max()).bit_length()
+    head = bytearray((POSTINGS_VERSION,))
+    head += _varint(n)
+    head += _varint(int(d[0]))
+    if n > 1:
+        dw = int(gaps.max()).bit_length()
+        head.append(dw)
+        head.append(tw)
+        head += _pack(gaps, dw)
+    else:
+        head.append(tw)
+    head += _pack(tm1, tw)
+    head += _CRC.pack(zlib.crc32(head))
+    return bytes(head)
+
+
+def _bit_length(x: np.ndarray) -> np.ndarray:
+    """Vectorised int.bit_length for 0 <= x < 2**53."""
+    return np.frexp(x.astype(np.float64))[1].astype(np.int64)
+
+
+def _scatter_vals(nwords: int, parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Little-endian bit stream as uint32 words: each (vals, first_bit) pair writes vals[i]
+    (< 2**31, fields disjoint) at bit first_bit[i]. Disjoint fields add up to their OR, and
+    sums of 32-bit words are exact in float64, so one bincount per half-word does the
+    scatter in O(values) instead of O(bits)."""
+    words = np.zeros(nwords, dtype=np.float64)
+    for vals, first_bit in parts:
+        if len(vals) == 0:
+            continue
+        w = first_bit >> 5
+        sh = first_bit & 31
+        lo = (vals << sh) & 0xFFFFFFFF
+        hi = vals >> (32 - sh)  # sh == 0 -> vals >> 32 == 0
+        words += np.bincount(w, weights=lo, minlength=nwords)[:nwords]
+        words += np.bincount(w + 1, weights=hi, minlength=nwords + 1)[:nwords]
+    return words.astype("<u4")
+
+
+def encode_postings_many(
+    docs: np.ndarray, tfs: np.ndarray, bounds: np.ndarray
+) -> list[bytes]:
+    """Encode many blocks at once; block i is ``docs[bounds[i]:bounds[i+1]]`` (same format
+    as :func:`encode_postings`, byte for byte).
+
+    Vectorised across blocks: only the few header bytes and the crc are computed per block
+    in Python, which makes a bulk build ~10x faster than encoding block by block.
+
+    :param bounds: int array of shape (nblocks + 1,), increasing, from 0 to len(docs).
+    :raises InvalidArgumentError: as :func:`encode_postings`, for any block.
+
+    Complexity: O(total postings + total bits) (vectorised) + O(nblocks) Python steps.
+    """
+    d = np.asarray(docs, dtype=np.int64)
+    t = np.asarray(tfs, dtype=np.int64)
+    b = np.asarray(bounds, dtype=np.int64)
+    if d.ndim != 1 or t.shape != d.shape or b.ndim != 1 or len(b) < 1:
+        raise InvalidArgumentError("docs, tfs and bounds must be 1-D; docs and tfs alike")
+    nb = len(b) - 1
+    if nb == 0:
+        return []
+    starts, ends = b[:-1], b[1:]
+    n = ends - starts
+    if b[0] != 0 or b[-1] != len(d) or n.min() < 1 or n.max() > MAX_BLOCK_POSTINGS:
+        raise InvalidArgumentError(
+            f"bounds must run from 0 to len(docs) with 1..{MAX_BLOCK_POSTINGS} per block"
+        )
+    if d.min() < 0 or d.max() > MAX_DOC or t.min() < 1 or t.max() > MAX_DOC:
+        raise InvalidArgumentError("doc numbers and tfs must lie in [0, 2**31) and [1, 2**31)")
+    g = np.empty(len(d), dtype=np.int64)
+    g[0] = 0
+    np.subtract(d[1:], d[:-1], out=g[1:])
+    g -= 1
+    g[starts] = 0
+    if g.min() < 0:
+        raise InvalidArgumentError("doc numbers must be strictly increasing within a block")
+    tm1 = t - 1
+    dw = _bit_length(np.maximum.reduceat(g, starts))
+    dw[n == 1] = 0
+    tw = _bit_length(np.maximum.reduceat(tm1, starts))
+    gbytes = ((n - 1) * dw + 7) // 8
+    tbytes = (n * tw + 7) // 8
+    plen = gbytes + tbytes
+    poff = np.cumsum(plen) - plen
+    total_bytes = int(plen.sum())
+    blk = np.repeat(np.arange(nb, dtype=np.int64), n)
+    rank = np.arange(len(d), dtype=np.int64) - np.repeat(starts, n)
+    nonstart = rank > 0
+    gb = blk[nonstart]
+    payload = _scatter_vals(
+        (total_bytes + 3) // 4 + 1,
+        [
+            (g[nonstart], poff[gb] * 8 + (rank[nonstart] - 1) * dw[gb]),
+            (tm1, (poff[blk] + gbytes[blk]) * 8 + rank * tw[blk]),
+        ],
+    ).tobytes()
+    out = []
+    crc32 = zlib.crc32
+    pack = _CRC.pack
+    for i, (cnt, first, w1, w2, off, ln) in enumerate(
+        zip(n.tolist(), d[starts].tolist(), dw.tolist(), tw.tolist(), poff.tolist(), plen.tolist())
+    ):
+        head = bytearray((POSTINGS_VERSION,))
+        head += _varint(cnt)
+        head += _varint(first)
+        if cnt > 1:
+            head.append(w1)
+        head.append(w2)
+        head += payload[off : off + ln]
+        head += pack(crc32(head))
+        out.append(bytes(head))
+    return out

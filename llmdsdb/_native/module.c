@@ -14,6 +14,7 @@ PyObject *native_DimensionError = NULL;
 static PyMethodDef *native_families[] = {
     native_info_methods,
     native_postings_methods,
+    native_postings_write_methods,
     native_hnsw_methods,
     native_repair_methods,
     NULL,

@@ -61,6 +61,7 @@ extern PyMethodDef native_info_methods[];
 extern PyMethodDef native_hnsw_methods[]; /* bind_hnsw.c: distances, exact top-k, HNSW */
 extern PyMethodDef native_postings_methods[]; /* bind_postings.c: postings decode, BM25 */
 extern PyMethodDef native_repair_methods[]; /* bind_repair.c: compaction's HNSW repair */
+extern PyMethodDef native_postings_write_methods[]; /* bind_postings_write.c: encode */
 
 /* ---- postings.c: postings blocks (llmdsdb.codec format version 1) --------------------- */
 
@@ -89,6 +90,16 @@ int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs);
 /* Both of the above: the number of postings (<= cap) or a negative status. */
 int64_t native_postings_decode(const uint8_t *p, size_t len, int verify_crc, int32_t *docs,
                                int32_t *tfs, size_t cap);
+
+/* ---- postings_write.c: encoding postings blocks ---------------------------------------- */
+
+/* Bytes an encoded block of n postings can take at most. */
+size_t native_postings_encoded_bound(size_t n);
+/* NATIVE_OK when n in 1..65536, docs strictly increasing and >= 0, tfs >= 1; else EINVAL. */
+int native_postings_check(const int32_t *docs, const int32_t *tfs, size_t n);
+/* Encode one block into out (native_postings_encoded_bound(n) bytes): its length, or
+ * NATIVE_EINVAL (nothing meaningful written) when the postings break the rules above. */
+int64_t native_postings_encode(const int32_t *docs, const int32_t *tfs, size_t n, uint8_t *out);
 
 /* ---- bm25.c: BM25 top-k over postings lists ------------------------------------------- */
 

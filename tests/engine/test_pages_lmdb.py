@@ -46,6 +46,9 @@ op_strategy = st.one_of(
     st.tuples(st.just("put"), st.integers(0, 10**6), st.binary(max_size=300)),
     st.tuples(st.just("free"), st.integers(0, 10**6)),
     st.tuples(st.just("meta"), st.sampled_from(["a", "b", "bm25/dir"]), st.binary(max_size=50)),
+    st.tuples(st.just("put_many"), st.lists(st.tuples(st.integers(0, 10**6),
+                                                      st.binary(max_size=300)), max_size=5),
+              st.sampled_from([None, False])),
 )
 
 
@@ -91,6 +94,13 @@ class PageStoreMachine(RuleBasedStateMachine):
                         p[pid] = op[2]
                         e.discard(pid)
                         assert self.store.load(pid, bytes) == op[2]  # sees its own write
+                    elif op[0] == "put_many" and live:
+                        items = {live[k % len(live)]: d for k, d in op[1]}  # one per id
+                        self.store.put_many(list(items), list(items.values()), compress=op[2])
+                        for pid, data in items.items():
+                            p[pid] = data
+                            e.discard(pid)
+                            assert self.store.load(pid, bytes) == data
                     elif op[0] == "free" and live:
                         pid = live[op[1] % len(live)]
                         self.store.free([pid])
@@ -135,6 +145,7 @@ class PageStoreMachine(RuleBasedStateMachine):
     @invariant()
     def matches_model(self):
         with self.env.read() as txn, self.store.bound(txn):
+            assert len(self.store) == len(self.pages)  # the stored page count (put_many too)
             for pid, data in self.pages.items():
                 assert self.store.get(pid) == data
                 assert self.store.load(pid, bytes) == data
@@ -186,6 +197,14 @@ def test_protocol_and_errors(env):
             with pytest.raises(PageNotFoundError):
                 store.free([ids[0], 12345])
             assert store.get(ids[0]) == b"a"  # the failed frees changed nothing
+            with pytest.raises(PageNotFoundError):  # all checked before anything is written
+                store.put_many([ids[1], 999], [b"y", b"x"])
+            with pytest.raises(InvalidTypeError):
+                store.put_many([ids[1]], ["text"])  # type: ignore[list-item]
+            with pytest.raises(InvalidTypeError):
+                store.put_many([ids[1]], [])
+            with pytest.raises(PageNotFoundError):
+                store.get(ids[1])
             with pytest.raises(InvalidTypeError):
                 store.put_meta(7, b"x")  # type: ignore[arg-type]  (was a bare TypeError)
             with pytest.raises(InvalidTypeError):

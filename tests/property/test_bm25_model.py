@@ -175,6 +175,12 @@ class IndexMachine(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         self.idx.flush()
+        # every page the store holds is one the index points at (rewritten tails keep
+        # their page, replaced pages are freed): nothing leaks, nothing dangles
+        ix = self.idx
+        held = {int(p) for sk in ix._skip for p in sk[:, 0].tolist()}
+        held |= {p for p in ix._doc_pages + ix._fwd_pages if p >= 0}
+        assert held == set(self.store._pages)
 
     @rule()
     def reopen(self) -> None:

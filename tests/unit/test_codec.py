@@ -5,9 +5,12 @@ from __future__ import annotations
 import struct
 import zlib
 
+import codec_reference as ref
 import numpy as np
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmdsdb.codec import (
     MAX_BLOCK_POSTINGS,
@@ -70,6 +73,10 @@ def test_many_matches_one_by_one() -> None:
         bounds.append(bounds[-1] + n)
     many = encode_postings_many(np.concatenate(docs), np.concatenate(tfs), np.array(bounds))
     assert many == [encode_postings(d, t) for d, t in zip(docs, tfs)]
+    # the compiled encoder writes what the numpy reference writes, byte for byte
+    assert many == ref.encode_postings_many(np.concatenate(docs), np.concatenate(tfs),
+                                            np.array(bounds))
+    assert many == [ref.encode_postings(d, t) for d, t in zip(docs, tfs)]
     assert encode_postings_many(np.zeros(0), np.zeros(0), np.array([0])) == []
     with pytest.raises(InvalidArgumentError):
         encode_postings_many(np.array([1, 2]), np.array([1, 1]), np.array([0, 1]))
@@ -77,6 +84,45 @@ def test_many_matches_one_by_one() -> None:
         encode_postings_many(np.array([5, 2]), np.array([1, 1]), np.array([0, 2]))
     # decreasing across a block boundary is fine: blocks are independent
     assert len(encode_postings_many(np.array([5, 2]), np.array([1, 1]), np.array([0, 1, 2]))) == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 300), st.integers(0, 30), st.integers(0, 30)),
+                min_size=1, max_size=12), st.integers(0, 2**31 - 1), st.integers(0, 2**32 - 1))
+def test_encoder_matches_reference(shapes: list, start: int, seed: int) -> None:
+    # blocks of random lengths, gap widths and tf widths (up to 31 bits), at any base
+    rng = np.random.default_rng(seed)
+    docs, tfs, bounds = [], [], [0]
+    for n, gw, tw in shapes:
+        g = rng.integers(1, 2 ** min(gw, 30) + 1, n).astype(np.int64)
+        d = np.minimum(start, MAX_DOC - int(g.sum())) + np.cumsum(g) - g[0]
+        if d[0] < 0:
+            continue
+        docs.append(d)
+        tfs.append(rng.integers(1, 2 ** min(tw, 31), n, endpoint=True).clip(1, MAX_DOC))
+        bounds.append(bounds[-1] + n)
+    if not docs:
+        return
+    D, T, B = np.concatenate(docs), np.concatenate(tfs), np.array(bounds)
+    got = encode_postings_many(D.astype(np.int32), T.astype(np.int32), B)
+    assert got == ref.encode_postings_many(D, T, B)
+    for blk, d, t in zip(got, docs, tfs):
+        dd, tt = decode_postings(blk)
+        assert dd.tolist() == d.tolist() and tt.tolist() == t.tolist()
+
+
+def test_encoder_refuses_what_the_reference_refuses() -> None:
+    bad = [([3, 3], [1, 1]), ([4, 2], [1, 1]), ([1], [0]), ([-1], [1])]
+    for d, t in bad:
+        with pytest.raises(InvalidArgumentError):
+            encode_postings_many(np.array(d, np.int32), np.array(t, np.int32), np.array([0, len(d)]))
+        with pytest.raises(InvalidArgumentError):
+            ref.encode_postings_many(np.array(d), np.array(t), np.array([0, len(d)]))
+    with pytest.raises(InvalidArgumentError):  # bounds not covering the postings
+        encode_postings_many(np.array([1, 2], np.int32), np.array([1, 1], np.int32),
+                             np.array([0, 1]))
+    with pytest.raises(InvalidArgumentError):  # float input
+        encode_postings_many(np.array([1.0]), np.array([1]), np.array([0, 1]))
 
 
 def test_every_single_byte_flip_is_refused() -> None:
