@@ -897,8 +897,10 @@ def _present_sides(queries: list, ix: Any, documents: int) -> list:
 
     if not documents:
         return queries
-    no_vec = ix.vectors is None or len(ix.vectors) == 0
     no_text = ix.bm25 is None or ix.bm25._avgdl() == 0.0
+    # the vector count only when a query has a vector side: it reads a lazily opened graph
+    no_vec = ix.vectors is None or (
+        any(plan(q, 1).vector is not None for q in queries) and len(ix.vectors) == 0)
     if not (no_vec or no_text):
         return queries
     out = []

@@ -45,8 +45,8 @@ def load(store: Any, txn: Any, gen: int, config: Config, explicit: Explicit,
     """The indexes as of the snapshot of ``txn`` (generation ``gen``); ``config`` is the
     handle's configuration so far, checked against the stored one.
 
-    Complexity: O(1) for the inverted index (its directory is loaded, postings lazily) plus
-    O(n) to load the graph's arrays and the fresh vectors.
+    Complexity: O(1) for the inverted index (its directory is loaded, postings lazily) and
+    for the vector segment (its graph and fresh vectors are read at their first use).
 
     :raises ConfigConflictError: when an explicit setting of this handle disagrees with
         the stored configuration (another handle may have stored it after this one opened).
@@ -66,8 +66,10 @@ def load(store: Any, txn: Any, gen: int, config: Config, explicit: Explicit,
         ix.bm25 = InvertedIndex.open(store)
         ix.bm25.cache_bytes = options.cache_bytes
         if stored.dim is not None:
+            # lazily: the graph is read by the first vector query (or write, or stats) of
+            # this generation, never by open or by BM25-only queries
             ix.vectors = VectorSegment.open(store, fresh_max_vectors=options.fresh_max_vectors,
-                                            **graph_overrides(options))
+                                            lazy=True, **graph_overrides(options))
     return ix
 
 

@@ -191,8 +191,10 @@ class HybridSearcher:
         exactly their per-query answers)."""
         rows = [i for i, p in enumerate(plans) if p[field] is not None]
         out: dict[int, list] = {i: [] for i in rows}
+        if not rows:  # before len(): a lazily opened graph is read only when asked
+            return out
         n = len(idx) if idx is not None else 0
-        if not rows or not n:
+        if not n:
             return out
         by_depth: dict[int, list[int]] = {}
         for i in rows:

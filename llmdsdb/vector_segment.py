@@ -20,6 +20,10 @@ transaction is touched here): ``fresh/dir`` (msgpack ``{rows, dim, metric}``) an
 ``fresh/<b>`` (msgpack ``{ids: int64 LE bytes, vecs: float32 LE bytes}`` for rows
 ``b*1024 ..``, id -1 = deleted row), as ``storage/FORMAT.md`` (version 1) describes.
 
+Opened with ``lazy=True`` (as a database opens it), the segment reads only the graph's
+configuration; the graph and the fresh part are read at their first use, once, under a
+lock - so opening a database and BM25-only queries never read the vectors.
+
 Invariant: every live vector is in exactly one of the graph and the fresh part; in the
 fresh part ``pos[i] == row`` exactly for the live rows, and ``live`` counts them.
 
@@ -30,6 +34,8 @@ written (the database's reader/writer lock arranges that).
 from __future__ import annotations
 
 import math
+import threading
+import time
 from typing import Any
 
 import msgpack
@@ -38,7 +44,7 @@ import numpy as np
 from llmdsdb._native import _core
 from llmdsdb._validate import vectors as _check_vectors
 from llmdsdb.allow import AllowSet
-from llmdsdb.errors import CorruptionError
+from llmdsdb.errors import CorruptionError, NotFoundError
 from llmdsdb.hnsw import HNSW, FilterPlan
 from llmdsdb.pages import PageStore
 
@@ -234,6 +240,11 @@ class FreshVectors:
         assert all(self.pos[int(self.ids[r])] == r for r in live.tolist())
 
 
+def _fresh_limit(fresh_max_vectors: int | None, dim: int) -> int:
+    return (fresh_max_vectors if fresh_max_vectors is not None
+            else max(2048, FRESH_MAX_COMPONENTS // max(dim, 1)))
+
+
 class VectorSegment:
     """The graph and the fresh part behind the search interface of
     :class:`~llmdsdb.hnsw.HNSW` (module docstring).
@@ -249,20 +260,96 @@ class VectorSegment:
 
     def __init__(self, graph: HNSW, fresh: FreshVectors | None = None, *,
                  fresh_max_vectors: int | None = None) -> None:
-        self.graph = graph
+        self._graph: HNSW | None = graph
         self.dim = graph.dim
         self.metric = graph.metric
-        self.fresh = fresh if fresh is not None else FreshVectors(graph.dim, graph.metric)
-        self.fresh_limit = (fresh_max_vectors if fresh_max_vectors is not None
-                            else max(2048, FRESH_MAX_COMPONENTS // max(graph.dim, 1)))
+        self._fresh: FreshVectors | None = (fresh if fresh is not None
+                                            else FreshVectors(graph.dim, graph.metric))
+        self.fresh_limit = _fresh_limit(fresh_max_vectors, graph.dim)
+        self._pending: tuple[PageStore, dict[str, Any]] | None = None
+        self._load_lock = threading.Lock()
+        #: seconds the deferred load took (0.0 when loaded eagerly or not yet)
+        self.load_seconds = 0.0
 
     @classmethod
     def open(cls, store: PageStore, *, fresh_max_vectors: int | None = None,
-             **graph_overrides: Any) -> VectorSegment:
-        """Load the graph and the fresh part from ``store``. Complexity: O(n·dim)."""
-        graph = HNSW.open(store, **graph_overrides)
-        return cls(graph, FreshVectors.open(store, graph.dim, graph.metric),
-                   fresh_max_vectors=fresh_max_vectors)
+             lazy: bool = False, **graph_overrides: Any) -> VectorSegment:
+        """Load the graph and the fresh part from ``store``.
+
+        :param lazy: read only the graph's configuration now; the graph and the fresh part
+            are read on first use (a search, a write, stats), through ``store`` bound to the
+            transaction of that use - which must see the same committed state (the
+            database reloads its indexes whenever the generation changes, so it does).
+            A database opened for BM25-only queries never reads its vectors.
+
+        Complexity: O(n·dim); O(1) with ``lazy`` (the O(n·dim) at first use).
+
+        :raises NotFoundError: when the store holds no graph.
+        """
+        if not lazy:
+            graph = HNSW.open(store, **graph_overrides)
+            return cls(graph, FreshVectors.open(store, graph.dim, graph.metric),
+                       fresh_max_vectors=fresh_max_vectors)
+        raw = store.get_meta("hnsw/config")
+        if raw is None:
+            raise NotFoundError("the store holds no HNSW index (no hnsw/config record)")
+        cfg = _unpack(raw, "idxmeta/hnsw/config")
+        if (not isinstance(cfg, dict) or not isinstance(cfg.get("dim"), int)
+                or cfg.get("metric") not in _METRIC_CODE):
+            raise CorruptionError("idxmeta/hnsw/config: malformed record")
+        self = cls.__new__(cls)
+        self._graph = self._fresh = None
+        self.dim, self.metric = cfg["dim"], cfg["metric"]
+        self.fresh_limit = _fresh_limit(fresh_max_vectors, self.dim)
+        self._pending = (store, graph_overrides)
+        self._load_lock = threading.Lock()
+        self.load_seconds = 0.0
+        return self
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the graph and the fresh part are in memory. Complexity: O(1)."""
+        return self._graph is not None
+
+    def _load(self) -> tuple[HNSW, FreshVectors]:
+        """The deferred load of :meth:`open` (``lazy=True``), once, whichever thread asks
+        first. Complexity: O(n·dim) the first time, O(1) after."""
+        with self._load_lock:
+            if self._graph is None:
+                assert self._pending is not None
+                store, overrides = self._pending
+                t = time.perf_counter()
+                graph = HNSW.open(store, **overrides)
+                if (graph.dim, graph.metric) != (self.dim, self.metric):
+                    raise CorruptionError("hnsw: the graph disagrees with its configuration")
+                self._fresh = FreshVectors.open(store, graph.dim, graph.metric)
+                self._graph = graph
+                self._pending = None
+                self.load_seconds = time.perf_counter() - t
+        assert self._fresh is not None
+        return self._graph, self._fresh
+
+    @property
+    def graph(self) -> HNSW:
+        """The HNSW graph (read on first use when opened lazily)."""
+        g = self._graph
+        return g if g is not None else self._load()[0]
+
+    @graph.setter
+    def graph(self, value: HNSW) -> None:
+        self._load()
+        self._graph = value
+
+    @property
+    def fresh(self) -> FreshVectors:
+        """The fresh part (read on first use when opened lazily)."""
+        f = self._fresh
+        return f if f is not None and self._graph is not None else self._load()[1]
+
+    @fresh.setter
+    def fresh(self, value: FreshVectors) -> None:
+        self._load()
+        self._fresh = value
 
     def __len__(self) -> int:
         """Live vectors in the graph and the fresh part. Complexity: O(1)."""
@@ -310,6 +397,8 @@ class VectorSegment:
 
         Complexity: O(changed pages and blocks).
         """
+        if self._graph is None:
+            return  # never read, so nothing changed
         self.graph.flush()
         self.fresh.flush(store)
 
