@@ -114,16 +114,15 @@ def debt(ix: Any) -> dict[str, Any]:
         dead += dead_tok * TOKEN_BYTES
     vs = ix.vectors if ix is not None else None
     if vs is not None:
-        g = vs.graph
-        node = 4 * g.dim + 8 * g.M + 18
-        out["dead_nodes"] = int(g._n - g._live)
-        live += g._live * node
-        dead += (g._n - g._live) * node
-        fr = vs.fresh
-        row = 4 * fr.dim + 8
-        out["dead_fresh_rows"] = int(fr.n - len(fr.pos))
-        live += len(fr.pos) * row
-        dead += (fr.n - len(fr.pos)) * row
+        c = vs.counts()  # does not read a lazily opened graph
+        node = 4 * vs.dim + 8 * c["M"] + 18
+        out["dead_nodes"] = c["graph_nodes"] - c["graph_live"]
+        live += c["graph_live"] * node
+        dead += (c["graph_nodes"] - c["graph_live"]) * node
+        row = 4 * vs.dim + 8
+        out["dead_fresh_rows"] = c["fresh_rows"] - c["fresh_live"]
+        live += c["fresh_live"] * row
+        dead += (c["fresh_rows"] - c["fresh_live"]) * row
     out["live_bytes"] = int(live)
     out["dead_bytes"] = int(dead)
     out["debt"] = dead / (live + dead) if live + dead else 0.0

@@ -1408,9 +1408,12 @@ class InvertedIndex:
                 prev_last = int(docs[-1])
             if len(sk) > 1:
                 assert (sk[:-1, _CNT] == self.block_size).all()
-            # a cached open tail that still names the term's last block holds its content
+            # a cached open tail that would be used (it names the term's last block: page,
+            # count, first and last doc - see _tail_of) holds that block's content
             ent = self._tails.get(tid)
-            if ent is not None and len(sk) and int(sk[-1, _PAGE]) == ent[0]:
+            if (ent is not None and len(sk) and int(sk[-1, _PAGE]) == ent[0]
+                    and len(ent[1]) == sk[-1, _CNT] and ent[1][0] == sk[-1, _FIRST]
+                    and ent[1][-1] == sk[-1, _LAST]):
                 docs, tfs = self._block(tid, len(sk) - 1)
                 assert np.array_equal(docs, ent[1]) and np.array_equal(tfs, ent[2])
         assert self._tail_postings == sum(len(e[1]) for e in self._tails.values())

@@ -306,6 +306,28 @@ class VectorSegment:
         self.load_seconds = 0.0
         return self
 
+    def counts(self) -> dict[str, int]:
+        """Nodes and live nodes of the graph, rows and live rows of the fresh part, and the
+        graph's M - without reading the vectors when they are not loaded (then from the
+        graph's state record and the fresh part's directory; the fresh part's deleted rows
+        are not counted until it is read). Complexity: O(1) (one small record read when
+        not loaded; the store must be bound)."""
+        if self._graph is not None:
+            g, f = self._graph, self.fresh
+            return {"graph_nodes": g._n, "graph_live": g._live, "fresh_rows": f.n,
+                    "fresh_live": len(f.pos), "M": g.M}
+        assert self._pending is not None
+        store = self._pending[0]
+        cfg = _unpack(store.get_meta("hnsw/config") or b"\x80", "idxmeta/hnsw/config")
+        st = _unpack(store.get_meta("hnsw/state") or b"\x80", "idxmeta/hnsw/state")
+        fd = _unpack(store.get_meta(_FRESH_DIR) or b"\x80", "idxmeta/fresh/dir")
+        try:
+            rows = int(fd.get("rows", 0))
+            return {"graph_nodes": int(st.get("n", 0)), "graph_live": int(st.get("live", 0)),
+                    "fresh_rows": rows, "fresh_live": rows, "M": int(cfg["M"])}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptionError(f"idxmeta/hnsw: malformed state record ({exc})") from None
+
     @property
     def loaded(self) -> bool:
         """Whether the graph and the fresh part are in memory. Complexity: O(1)."""

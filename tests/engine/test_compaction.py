@@ -91,8 +91,15 @@ def test_half_deleted_gives_back_40_percent(tmp_path) -> None:
         assert st["bm25"]["total_postings"] == sum(
             len(set(texts[i].split())) for i in rest)  # no dead postings left
         a = st["compaction"]
-        # page ids dense, but for pages of other owners (the metadata index) left in place
-        assert a["page_ids_high_water"] - a["page_ids_used"] <= 4
+        # page ids dense, but for pages of other owners (the metadata index) left in place:
+        # no movable page above `used`, and only a few pinned ones (where they sit depends
+        # on the allocator's holes when they were written - postings tails are rewritten in
+        # place, so a dense build leaves none below)
+        with db._state.reading() as (_txn, ix):
+            pinned = compaction._pinned(db._state.store, ix)
+            assert pinned is not None and len(pinned) <= 4
+            assert compaction._to_move(db._state.store.allocator, pinned) == 0
+        assert a["page_ids_used"] <= a["page_ids_high_water"]
         same(ref, answers(db, texts, emb, rest))
         for i in rest:  # every remaining document found by its own vector
             assert db.search(vector=emb[i], top_k=1, fusion_weight=1.0)[0].id == ids[i]
