@@ -16,9 +16,10 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from test_filters import json_like
 
 import llmdsdb
 from llmdsdb.errors import MissingSideError, MissingSideWarning
@@ -167,3 +168,47 @@ def test_healthy_after_filtered_writes(tmp_path):
                            [{"b": 9}] * len([i for i in range(0, 300, 7) if i % 5 != 2]))
         assert db.check() == []
         assert db.count({"b": 2}) == 0
+
+
+_FUZZ_DB: dict = {}
+
+
+def _fuzz_db() -> llmdsdb.Database:
+    """One small database shared by the fuzz examples (read-only use)."""
+    if "db" not in _FUZZ_DB:
+        d = tempfile.mkdtemp(prefix="dbfilters-fuzz-")
+        db = llmdsdb.open(d + "/db", dim=DIM)
+        rng = np.random.default_rng(5)
+        db.add([f"f{i}" for i in range(40)], [" ".join(WORDS[: 1 + i % 6]) for i in range(40)],
+               rng.standard_normal((40, DIM)).astype(np.float32),
+               [{"a": i % 3, "b": [i % 2, "x"], "": None, "$x": i} for i in range(40)])
+        _FUZZ_DB["db"], _FUZZ_DB["gen"] = db, db.generation
+    return _FUZZ_DB["db"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_like)
+def test_fuzzed_filters_through_the_database(spec):
+    """Any JSON-like filter given to count / search / delete either works - with the
+    semantics of Filter.matches - or raises FilterError naming where; nothing is written
+    (delete runs inside a batch that is rolled back)."""
+    from llmdsdb.errors import FilterError
+
+    if spec is None:
+        return  # None is "no filter" in the database API
+    db = _fuzz_db()
+    try:
+        f = parse_filter(spec)
+    except FilterError as exc:
+        for call in (lambda: db.count(spec), lambda: db.search("apple", filter=spec)):
+            with pytest.raises(FilterError) as got:
+                call()
+            assert str(got.value) == str(exc)
+        return
+    want = {d.id for d in db.iter_documents() if f.matches(d.metadata)}
+    assert db.count(spec) == len(want)
+    assert {r.id for r in db.search("apple", top_k=40, fusion_weight=0.0, filter=spec)} == want
+    with pytest.raises(RuntimeError), db.batch():
+        db.delete(filter=spec)
+        raise RuntimeError("roll back")
+    assert db.generation == _FUZZ_DB["gen"]
