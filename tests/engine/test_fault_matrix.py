@@ -376,6 +376,20 @@ def test_f07_truncated_and_zero_length_data_files_never_crash_or_open_empty(tmp_
     assert path_state_hash(str(src)) == want
 
 
+def flipped_copies(data: bytes, rng: np.random.Generator, dirs: list[Path]) -> list[int]:
+    """Write ``data`` with one random byte flipped as ``data.mdb`` into each of ``dirs``
+    (created 0700); returns the flipped offsets. Shared with tools/fuzz/fuzz_files.py."""
+    offs = []
+    for d in dirs:
+        d.mkdir(mode=0o700)
+        b = bytearray(data)
+        off = int(rng.integers(0, len(b)))
+        b[off] ^= int(rng.integers(1, 256))
+        (d / "data.mdb").write_bytes(bytes(b))
+        offs.append(off)
+    return offs
+
+
 def test_f08_bit_flips_are_detected_or_harmless_never_silent(tmp_path):
     """Flip one byte (30 trials over the whole file, deterministic seed) in a copy: the
     child opens, checks, reads every document and runs queries. Each trial must end in a
@@ -385,15 +399,9 @@ def test_f08_bit_flips_are_detected_or_harmless_never_silent(tmp_path):
     make_db(src, 4)
     data = (src / "data.mdb").read_bytes()
     rng = np.random.default_rng(2026)
-    dirs = []
-    for t in range(30):
-        d = tmp_path / f"flip{t}"
-        d.mkdir(mode=0o700)
-        b = bytearray(data)
-        off = int(rng.integers(0, len(b)))
-        b[off] ^= int(rng.integers(1, 256))
-        (d / "data.mdb").write_bytes(bytes(b))
-        dirs.append(str(d))
+    paths = [tmp_path / f"flip{t}" for t in range(30)]
+    flipped_copies(data, rng, paths)
+    dirs = [str(d) for d in paths]
     clean = run_child(_OPEN_SCAN.format(dirs=[str(src)]))[0]
     assert clean["problems"] == [] and clean["count"] == 20
     recs = run_child(_OPEN_SCAN.format(dirs=dirs), timeout=300)
