@@ -25,6 +25,10 @@ static int get_ints(PyObject *obj, Py_buffer *v, Py_ssize_t itemsize, const char
         PyBuffer_Release(v);
         return -1;
     }
+    if (native_check_aligned(v, what) < 0) {
+        PyBuffer_Release(v);
+        return -1;
+    }
     return 0;
 }
 
