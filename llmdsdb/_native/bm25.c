@@ -463,6 +463,29 @@ static inline int64_t lookup_ub(const native_bm25_ctx *c, cursor *u, int32_t d,
     return u->lbi_ub;
 }
 
+/* One cursor per query term, nothing loaded yet; bufs holds 2 * block_cap int32 a term. */
+static int cursors_init(const native_bm25_ctx *c, const native_bm25_query *q, cursor *cur,
+                        int32_t *bufs) {
+    const size_t cap = (size_t)c->block_cap;
+    for (int32_t i = 0; i < q->m; i++) {
+        int st = check_list(c, q->list[i]);
+        if (st != NATIVE_OK)
+            return st;
+        cursor *u = cur + i;
+        u->L = c->lists + q->list[i];
+        u->idf = q->idf[i];
+        u->qtf = q->qtf[i];
+        u->w = q->idf[i] * q->qtf[i];
+        u->dbuf = bufs + 2 * cap * (size_t)i;
+        u->tbuf = u->dbuf + cap;
+        u->prev_last = -1;
+        u->bi = -1;
+        u->doc = u->L->nb > 0 ? -1 : DONE; /* -1: nothing loaded yet */
+        u->lbi_ub = -1;
+    }
+    return NATIVE_OK;
+}
+
 static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
                        int32_t *out_d, double *out_s, int64_t *nout) {
     const int32_t m = q->m;
@@ -484,22 +507,10 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
         st = NATIVE_ENOMEM;
         goto out;
     }
-    for (int32_t i = 0; i < m; i++) {
-        if ((st = check_list(c, q->list[i])) != NATIVE_OK)
-            goto out;
-        cursor *u = cur + i;
-        u->L = c->lists + q->list[i];
-        u->idf = q->idf[i];
-        u->qtf = q->qtf[i];
-        u->w = q->idf[i] * q->qtf[i];
-        u->dbuf = bufs + 2 * cap * (size_t)i;
-        u->tbuf = u->dbuf + cap;
-        u->prev_last = -1;
-        u->bi = -1;
-        u->doc = u->L->nb > 0 ? -1 : DONE; /* -1: nothing loaded yet */
-        u->lbi_ub = -1;
+    if ((st = cursors_init(c, q, cur, bufs)) != NATIVE_OK)
+        goto out;
+    for (int32_t i = 0; i < m; i++)
         ord[i] = i;
-    }
     int64_t theta = -1; /* the k-th score once the heap is full */
     int64_t nh = 0;
     int64_t lo = 0;
@@ -654,21 +665,8 @@ static int topk_candidates(const native_bm25_ctx *c, const native_bm25_query *q,
         st = NATIVE_ENOMEM;
         goto out;
     }
-    for (int32_t i = 0; i < m; i++) {
-        if ((st = check_list(c, q->list[i])) != NATIVE_OK)
-            goto out;
-        cursor *u = cur + i;
-        u->L = c->lists + q->list[i];
-        u->idf = q->idf[i];
-        u->qtf = q->qtf[i];
-        u->w = q->idf[i] * q->qtf[i];
-        u->dbuf = bufs + 2 * cap * (size_t)i;
-        u->tbuf = u->dbuf + cap;
-        u->prev_last = -1;
-        u->bi = -1;
-        u->doc = u->L->nb > 0 ? -1 : DONE;
-        u->lbi_ub = -1;
-    }
+    if ((st = cursors_init(c, q, cur, bufs)) != NATIVE_OK)
+        goto out;
     /* rest[i]: bound of terms i.. together (each term's largest block bound) */
     rest[m] = 0;
     for (int32_t i = m - 1; i >= 0; i--) {

@@ -227,6 +227,12 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
     same_modes = all(
         idx.search(q, K, mode="pruned") == idx.search(q, K, mode="exhaustive") for q in queries
     )
+    db_root = tempfile.mkdtemp(prefix="bench_bm25_db_")
+    db = _scifact_db(sf, os.path.join(db_root, "db"))
+    row_of = {d: i for i, d in enumerate(sf.doc_ids)}
+    same_db = [[row_of[h.id] for h in r] for r in
+               db.search_many(queries, top_k=K, fusion_weight=0.0)] == \
+        [[d for d, _ in r] for r in idx.search_many(queries, K)]
     fns = {
         "llmdsdb search (one query per call)": lambda: [idx.search(q, K) for q in queries],
         "llmdsdb search_many (all queries in one call)": lambda: idx.search_many(queries, K),
@@ -238,8 +244,16 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
         ],
         "llmdsdb search_many threads=2": lambda: idx.search_many(queries, K, threads=2),
         "llmdsdb search, 2 Python threads": lambda: _two_threads(idx, queries),
+        "llmdsdb Database.search (one query per call)": lambda: [
+            db.search(q, top_k=K, fusion_weight=0.0) for q in queries
+        ],
+        "llmdsdb Database.search_many (all queries in one call)": lambda: db.search_many(
+            queries, top_k=K, fusion_weight=0.0
+        ),
     }
     q_t = interleaved(fns, repeat)
+    fresh = _fresh_process_queries(sf, texts, db, db_root, max(3, repeat - 2))
+    db.close()
     st = idx.stats()
     page_bytes = sum(
         len(idx.store.get(p)) for sk in idx._skip for p in sk[:, 0].tolist()
@@ -298,11 +312,79 @@ def scifact_core(sf: common.SciFact, repeat: int) -> tuple[list[dict], dict]:
             / qps["llmdsdb search_many (all queries in one call)"],
         "wall_two_python_threads_vs_one":
             qps["llmdsdb search, 2 Python threads"] / qps["llmdsdb search (one query per call)"],
+        "cpu_database_search_vs_bm25s_one_query_per_call":
+            rows[8]["qps_cpu"] / rows[3]["qps_cpu"],
+        "cpu_database_search_many_vs_bm25s_all_queries": rows[9]["qps_cpu"] / rows[4]["qps_cpu"],
+        "cpu_database_search_vs_tantivy": rows[8]["qps_cpu"] / rows[5]["qps_cpu"],
+        "fresh_process_query_vs_bm25s": fresh["bm25s_s"] / fresh["llmdsdb_cli_s"],
+        "fresh_process_query_vs_tantivy": fresh["tantivy_s"] / fresh["llmdsdb_cli_s"],
     }
+    details["database_search_many_same_hits_as_index"] = same_db
+    details["fresh_process_one_query_s"] = fresh
     details["build_cpu_s"] = {
         k: statistics.median(CPU_TIMES[k]) for k in ("llmdsdb", "bm25s", "tantivy")
     }
     return rows, {"details": details, "ratios": ratios}
+
+
+def _scifact_db(sf: common.SciFact, path: str):
+    """A Database holding the SciFact texts (no vectors), ids as in the corpus."""
+    import llmdsdb
+
+    db = llmdsdb.open(path, durability="nosync")
+    db.add(list(sf.doc_ids), list(sf.texts))
+    return db
+
+
+_FRESH_BM25S = """
+import sys, bm25s, Stemmer
+ret = bm25s.BM25.load(sys.argv[1], show_progress=False)
+qt = bm25s.tokenize([sys.argv[2]], stopwords="en", stemmer=Stemmer.Stemmer("english"),
+                    show_progress=False)
+docs, scores = ret.retrieve(qt, k=10, show_progress=False, n_threads=1)
+print(docs[0].tolist())
+"""
+
+_FRESH_TANTIVY = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import bench_bm25
+ix = bench_bm25.open_tantivy(sys.argv[1])
+s = ix.searcher()
+print([s.doc(a)["id"][0] for _, a in bench_bm25.tantivy_search(ix, s, sys.argv[2])])
+"""
+
+
+def _fresh_process_queries(sf: common.SciFact, texts: list[str], db, root: str,
+                           rounds: int) -> dict:
+    """One query in a new process, start to printed result: ``llmdsdb query DB TEXT`` (the
+    CLI: interpreter start, imports, open, query, print) against a new Python process that
+    loads bm25s's saved index and runs the same query, and one that opens tantivy's index
+    (the CLI runs as ``python -m llmdsdb``, what the ``llmdsdb`` script runs);
+    the three interleaved for each of a few queries, median wall seconds."""
+    bm_dir = os.path.join(root, "bm25s")
+    build_bm25s(texts).save(bm_dir, show_progress=False)
+    tv_dir = os.path.join(root, "tantivy")
+    os.mkdir(tv_dir)
+    build_tantivy(texts, tv_dir)
+    db_path = os.path.join(root, "db")
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    times: dict[str, list[float]] = {"llmdsdb_cli_s": [], "bm25s_s": [], "tantivy_s": []}
+    cmds = {
+        "llmdsdb_cli_s": lambda q: [sys.executable, "-m", "llmdsdb", "query", db_path, q,
+                                    "--mode", "bm25", "-k", "10", "--json"],
+        "bm25s_s": lambda q: [sys.executable, "-c", _FRESH_BM25S, bm_dir, q],
+        "tantivy_s": lambda q: [sys.executable, "-c", _FRESH_TANTIVY, tv_dir, q, here],
+    }
+    for q in sf.queries[:rounds]:
+        for name, cmd in cmds.items():
+            t0 = time.perf_counter()
+            subprocess.run(cmd(q), check=True, stdout=subprocess.DEVNULL, env=env)
+            times[name].append(time.perf_counter() - t0)
+    out: dict = {name: statistics.median(ts) for name, ts in times.items()}
+    out["runs_each"] = rounds
+    return out
 
 
 def _two_threads(idx: InvertedIndex, queries: list[str]) -> None:
@@ -668,6 +750,17 @@ def duel_child(save_dir: Path, rounds: int = 5) -> dict:
             wall[n] = min(best_n, time.perf_counter() - t0)
     out["qps_wall_ours_many_threads1"] = len(queries) / wall[1]
     out["qps_wall_ours_many_threads2"] = len(queries) / wall[2]
+    # several Python threads calling search at once (the kernel releases the GIL)
+    pyw = {1: math.inf, 2: math.inf}
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        ours_single()
+        pyw[1] = min(pyw[1], time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _two_threads(ours, queries)
+        pyw[2] = min(pyw[2], time.perf_counter() - t0)
+    out["qps_wall_ours_search_1_python_thread"] = len(queries) / pyw[1]
+    out["qps_wall_ours_search_2_python_threads"] = len(queries) / pyw[2]
     out["rounds"] = rounds
     out["load_average_1min_at_end"] = os.getloadavg()[0]
     return out
@@ -703,6 +796,9 @@ def scale(args: argparse.Namespace) -> None:
             / duel["qps_cpu_first_pass_after_load_tantivy"],
         "wall_search_many_threads2_vs_threads1":
             duel["qps_wall_ours_many_threads2"] / duel["qps_wall_ours_many_threads1"],
+        "wall_search_2_python_threads_vs_1":
+            duel["qps_wall_ours_search_2_python_threads"]
+            / duel["qps_wall_ours_search_1_python_thread"],
         "reopened_process_vs_building_process_warm_cpu":
             duel["qps_cpu_ours_single"] / ours["qps_cpu"],
         "build_vs_tantivy": ours["build_docs_per_s"] / tv["build_docs_per_s"],
