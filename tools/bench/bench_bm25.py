@@ -530,11 +530,23 @@ def scale_child(system: str, n_docs: int, save_dir: Path) -> dict:
     rss_corpus = common.peak_rss_mb()
     out: dict = {"system": system, "docs": n_docs, "rss_after_corpus_mb": rss_corpus}
     if system == "llmdsdb":
+        import resource
+
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         c0 = time.process_time()
         idx = build_llmdsdb(texts_all)
         out["build_s"] = time.perf_counter() - t0
         out["build_cpu_s"] = time.process_time() - c0
+        # where wall time beyond CPU time goes: blocking waits (voluntary switches) or
+        # other processes taking the core (involuntary); and the system time of faults
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        out["build_rusage"] = {
+            "sys_s": r1.ru_stime - r0.ru_stime,
+            "minor_faults": r1.ru_minflt - r0.ru_minflt,
+            "voluntary_switches": r1.ru_nvcsw - r0.ru_nvcsw,
+            "involuntary_switches": r1.ru_nivcsw - r0.ru_nivcsw,
+        }
         print(f"llmdsdb build {out['build_s']:.1f} s", file=sys.stderr, flush=True)
         st = idx.stats()
         page_bytes = sum(
