@@ -26,6 +26,12 @@ index size alone, so :meth:`HNSW.search` and :meth:`HNSW.search_many` give ident
 answers for the same query. There is no numpy search path: the tests keep a plain-Python
 reference model of the kernels (``tests/property/test_hnsw_kernels.py``).
 
+Filtered search (``allow=`` an :class:`~llmdsdb.allow.AllowSet` of vec_ids) returns only
+allowed live vectors, exactly ``min(k, allowed live)`` of them: :meth:`HNSW.filter_plan`
+picks an exact scan of the allowed vectors (a sorted vec_id -> node label map, rebuilt
+after inserts) or a layer-0 walk that keeps only allowed nodes (ACORN-1's two-hop expansion
+where the set is sparse, hnswlib's rule elsewhere); see ``docs/tuning.md``.
+
 Invariant (checked by :meth:`HNSW._check`): every stored neighbour id names an existing
 node of that layer, no row holds its own node or a duplicate, padding only follows the
 real entries; a node appears in exactly the layers ``0 .. level``; the entry point has the
