@@ -41,9 +41,10 @@ Why repair and not a rebuild (``HNSW.compact``): a rebuild re-inserts every live
 (a search with ``ef_construction`` each) in one transaction of the whole graph's size; the
 repair touches only the rows that point at deleted nodes, runs in the C kernel
 ``_core.hnsw_repair`` (llmdsdb/_native/repair.c) and fits bounded transactions. On SciFact
-with half the documents deleted it took 0.84 s against 1.48 s for a one-thread rebuild of
-the live nodes, at recall@10 0.9963 against 0.9920 (tools/bench/bench_compact.py,
-results/bench_compact.md); the fewer nodes are deleted, the larger its lead.
+with half the documents deleted it took 0.54 s against 1.71 s for a one-thread rebuild of
+the live nodes, at recall@10 0.9960 against 0.9920; with a tenth deleted, 0.21 s against
+4.76 s, recall 0.9953 against 0.9900 (tools/bench/bench_compact.py, results/bench_compact.md
+and bench_compact_10pct.md, one process, same run).
 
 Invariant: between any two steps the database satisfies every invariant of
 ``Database.check()``; the documents, their BM25 scores and their vector distances are those

@@ -164,7 +164,7 @@ def main() -> None:
     bit_same = sum(a == b for a, b in zip(b0, b1))
     max_rel = max((abs(x[1] - y[1]) / abs(x[1]) for a, b in zip(b0, b1) for x, y in zip(a, b)),
                   default=0.0)
-    for r, name in ((full, "full"), (after_delete, "half deleted"), (compacted, "compacted")):
+    for r, name in ((full, "full"), (after_delete, "after the deletes"), (compacted, "compacted")):
         rows.append({"state": name, **r})
     pages_drop = 1 - compacted["pages_in_use"] / full["pages_in_use"]
     pages_drop_del = 1 - compacted["pages_in_use"] / after_delete["pages_in_use"]
