@@ -53,6 +53,7 @@ of the uncompacted database. A deleted document never comes back to life.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -186,7 +187,8 @@ def auto_compact(holder: Any, threshold: float) -> dict[str, Any] | None:
 
 def compact(holder: Any, *, max_batch: int = DEFAULT_MAX_BATCH,
             progress: Callable[[dict], object] | None = None,
-            stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+            stop: Callable[[], bool] | None = None,
+            lock: Any = None) -> dict[str, Any]:
     """Run compaction steps until the database is compact (or resume one a kill stopped).
 
     :param holder: the database's :class:`~llmdsdb.index_state.IndexHolder`; each step runs
@@ -195,6 +197,8 @@ def compact(holder: Any, *, max_batch: int = DEFAULT_MAX_BATCH,
     :param progress: called after each committed step with ``{"phase", "step", "done",
         "todo"}``.
     :param stop: polled before each step; True stops early (a later call resumes).
+    :param lock: held around each step only (the database's write-call lock), so that other
+        threads' write calls run between steps.
     :returns: ``{"steps", "phases": {phase: items}, "before", "after", "resumed"}`` where
         ``before``/``after`` are :func:`debt` figures.
 
@@ -210,7 +214,8 @@ def compact(holder: Any, *, max_batch: int = DEFAULT_MAX_BATCH,
         report["resumed"] = holder.store.get_meta(PROGRESS) is not None
     passes = 0
     while not (stop is not None and stop()):
-        out = holder.writing(lambda txn: _step(txn, holder, max_batch))
+        with lock if lock is not None else contextlib.nullcontext():
+            out = holder.writing(lambda txn: _step(txn, holder, max_batch))
         if out is None:
             break
         phase, items, done, todo = out

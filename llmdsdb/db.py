@@ -790,7 +790,9 @@ class Database:
             self._check_writable()
             if self._batch is not None:
                 raise InvalidArgumentError("compact() cannot run inside batch()")
-            return compact(self._state, max_batch=max_batch, progress=progress)
+        # the write-call lock per step only: other threads' writes run between steps
+        return compact(self._state, max_batch=max_batch, progress=progress,
+                       lock=self._write_lock)
 
     def stats(self) -> dict:
         """Figures about the database: documents, terms, pages, bytes on disk, generation,

@@ -170,6 +170,39 @@ def test_concurrent_reader_sees_whole_steps(tmp_path) -> None:
         assert db.check() == []
 
 
+def test_other_threads_write_between_steps(tmp_path) -> None:
+    """compact() holds the write-call lock per step only: a writer thread's add completes
+    while the compaction is still running (the progress callback, between two steps, waits
+    for it)."""
+    db, ids, texts, emb = build(str(tmp_path / "db"), n=200, dim=32)
+    with db:
+        delete_half(db, ids)
+        go, done = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            go.wait(60)
+            db.add(["new"], ["a document added during compaction"], emb[:1] * 2)
+            done.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        seen = []
+
+        def between(p: dict) -> None:
+            if p["step"] == 2:
+                go.set()
+                seen.append(done.wait(60))
+
+        try:
+            db.compact(max_batch=30, progress=between)
+        finally:
+            go.set()
+            t.join()
+        assert seen == [True]
+        assert db.search("during compaction", top_k=1)[0].id == "new"
+        assert db.check() == []
+
+
 def test_stop_and_resume(tmp_path) -> None:
     db, ids, texts, emb = build(str(tmp_path / "db"), n=200, dim=32)
     with db:
