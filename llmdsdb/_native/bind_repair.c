@@ -46,32 +46,26 @@ static PyObject *py_hnsw_repair(PyObject *mod, PyObject *args) {
         PyErr_SetString(native_InvalidArgumentError, "hnsw_repair: unknown metric");
         return NULL;
     }
+    /* vecs, A, rownode, gone, dead, rows, node2row: checked in this order */
+    struct {
+        PyObject *o;
+        const char *codes;
+        Py_ssize_t size;
+        int ndim, writable;
+        const char *what;
+    } spec[7] = {
+        {ov, "f", 4, 2, 0, "vecs"}, {oa, "il", 4, 2, 1, "rows A"},
+        {orn, "qlL", 8, 1, 0, "rownode"}, {og, "B?b", 1, 1, 0, "gone"},
+        {od, "B?b", 1, 1, 0, "dead"}, {orows, "qlL", 8, 1, 0, "rows"},
+        {on2r, "il", 4, 1, 0, "node2row"},
+    };
     Py_buffer b[7];
     int nb = 0, ok = 0;
     int has_map = on2r != Py_None;
-    if (repair_buf(ov, &b[nb], "f", 4, 2, 0, "vecs") < 0)
-        goto out;
-    nb++;
-    if (repair_buf(oa, &b[nb], "il", 4, 2, 1, "rows A") < 0)
-        goto out;
-    nb++;
-    if (repair_buf(orn, &b[nb], "qlL", 8, 1, 0, "rownode") < 0)
-        goto out;
-    nb++;
-    if (repair_buf(og, &b[nb], "B?b", 1, 1, 0, "gone") < 0)
-        goto out;
-    nb++;
-    if (repair_buf(od, &b[nb], "B?b", 1, 1, 0, "dead") < 0)
-        goto out;
-    nb++;
-    if (repair_buf(orows, &b[nb], "qlL", 8, 1, 0, "rows") < 0)
-        goto out;
-    nb++;
-    if (has_map) {
-        if (repair_buf(on2r, &b[nb], "il", 4, 1, 0, "node2row") < 0)
+    for (int i = 0; i < (has_map ? 7 : 6); i++, nb++)
+        if (repair_buf(spec[i].o, &b[i], spec[i].codes, spec[i].size, spec[i].ndim,
+                       spec[i].writable, spec[i].what) < 0)
             goto out;
-        nb++;
-    }
     Py_ssize_t nvec = b[0].shape[0], dim = b[0].shape[1];
     Py_ssize_t R = b[1].shape[0], W = b[1].shape[1];
     if (b[2].shape[0] != R || b[3].shape[0] != nvec || b[4].shape[0] != nvec ||
