@@ -147,8 +147,8 @@ def main() -> None:
         # --- exact filtered references ----------------------------------------------------
         # the whole BM25 ranking of each query, unfiltered, from the database's inverted
         # index (internal id i is the i-th document added); restricted below
-        bm = db._state.ix.bm25
-        full = [bm.search(q, top_k=n) for q in queries]
+        with db._reading() as (_txn, ix):
+            full = [ix.bm25.search(q, top_k=n) for q in queries]
         full_bm25 = [[sf.doc_ids[i] for i, _ in r] for r in full]
         full_bm25_scores = [[sc for _, sc in r] for r in full]
         sims = qemb @ sf.corpus_emb.T  # unit vectors: cosine similarity
