@@ -33,7 +33,8 @@ Kill strategies (:func:`pick_kill`):
 
 ``time``      SIGKILL after a uniform random delay in [0, 1.1 x the uninterrupted run time]
               (the child's own run, from opening the database; ``exec`` trials also count
-              the interpreter start).
+              the interpreter start); a run that ends before its kill shortens that time
+              for the next trials (the load of a shared machine changes).
 ``ops``       SIGKILL just before the N-th storage write operation (a put or delete of the
               storage layer, ``Txn._put_raw`` / ``Txn.delete``), N uniform over the run.
 ``commit``    one of: ``before`` (just before LMDB's commit of the c-th write transaction,
@@ -654,6 +655,7 @@ def run_trial(zyg: Zygote, ref: Reference, strategy: str, rnd: random.Random, wo
         assert w.kind == "cli" and strategy == "time"
         budget = ref.exec_elapsed_s or 2.0
         kill = trial.kill = {"at": "time", "s": rnd.uniform(0.0, 1.1 * budget)}
+        t0 = time.monotonic()
         with open(f["ack"], "ab") as ack:
             proc = subprocess.Popen([sys.executable, "-m", "llmdsdb",
                                      *cli_args(path, ref.input, w)],
@@ -664,6 +666,8 @@ def run_trial(zyg: Zygote, ref: Reference, strategy: str, rnd: random.Random, wo
                 proc.kill()
                 proc.wait()
         trial.killed = proc.returncode == -signal.SIGKILL
+        if proc.returncode == 0:
+            ref.exec_elapsed_s = time.monotonic() - t0  # ended sooner: a shorter span
         if proc.returncode not in (0, -signal.SIGKILL):
             trial.violations.append(f"the ingest exited with {proc.returncode}")
     else:
@@ -674,6 +678,10 @@ def run_trial(zyg: Zygote, ref: Reference, strategy: str, rnd: random.Random, wo
             req["kill_after_s"] = kill["s"]
         reply = zyg.request(req)
         trial.killed = reply["signal"] == signal.SIGKILL
+        if kill["at"] == "time" and reply["rc"] == 0:
+            # the run ended before the kill: the machine is faster now than when the
+            # reference was timed; later random times are drawn over this run's length
+            ref.elapsed_s = reply["ran_s"]
         if not trial.killed and reply["rc"] != 0:
             err = Path(f["err"]).read_text() if os.path.exists(f["err"]) else ""
             trial.violations.append(f"the writer failed: {reply} {err[-1500:]}")
