@@ -163,8 +163,11 @@ def main() -> int:
                 logdir = ROOT / "tools/fuzz/findings" / n
                 logdir.mkdir(parents=True, exist_ok=True)
                 (logdir / "log.txt").write_text(log)
-                tail = [ln for ln in log.splitlines() if ln.strip()][-3:]
-                result = f"FINDING (exit {p.returncode}; {logdir}/log.txt): " + " / ".join(tail)[:300]
+                lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+                key = [ln for ln in lines if "runtime error" in ln or "ERROR: " in ln
+                       or ln.startswith(("AssertionError", "Error", "==", "Traceback"))
+                       or "Error:" in ln][:2] or lines[-3:]
+                result = f"FINDING (exit {p.returncode}; {logdir}/log.txt): " + " / ".join(key)[:300]
             row = f"| {n} | {execs} | {secs:.0f} | {result} |"
             rows.append(row)
             print(row, flush=True)
