@@ -105,6 +105,10 @@ def check_lmdb_file(data_path: str) -> dict[str, int]:
                                       f"pages: truncated; restore from a backup")
             fh.seek(0)
             pages = fh.read(2 * psize)
+            # A writer may have committed since the stat: LMDB writes a commit's pages
+            # (growing the file) before its meta page, so the size taken after reading the
+            # meta pages covers every page they name.
+            size = max(size, os.fstat(fh.fileno()).st_size)
     except OSError as exc:
         raise InvalidPathError(f"cannot read {data_path}: {exc.strerror or exc}") from exc
     best = None
