@@ -130,7 +130,9 @@ def test_fuzz_topk_kernel() -> None:
     rng = np.random.default_rng(99)
     end = time.monotonic() + FUZZ_SECONDS
     runs = answered = 0
-    while time.monotonic() < end:
+    # a fixed number of cases always (so the test asserts the same under a sanitizer or a
+    # loaded machine), then more while the time allows
+    while runs < 60 or time.monotonic() < end:
         ndocs = int(rng.integers(1, 120))
         nterms = int(rng.integers(1, 6))
         lists = _lists(rng, ndocs, nterms, damage=True)
@@ -149,7 +151,7 @@ def test_fuzz_topk_kernel() -> None:
             except (CorruptionError, InvalidArgumentError):
                 continue
             answered += 1
-    assert runs > 50 and answered > 0
+    assert answered > 0
 
 
 def test_kernel_modes_agree_on_valid_lists() -> None:
