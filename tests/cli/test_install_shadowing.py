@@ -49,8 +49,11 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def _pip(*args: object) -> None:
+    # --ignore-installed: with --prefix, pip would otherwise first uninstall the llmdsdb of
+    # the environment running this suite (and every later test would lose the package)
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                           "--no-build-isolation", "--no-index", *map(str, args)],
+                           "--no-build-isolation", "--no-index", "--ignore-installed",
+                           *map(str, args)],
                           capture_output=True, text=True, timeout=600, env=ENV, check=False)
     if proc.returncode != 0:
         pytest.skip(f"pip cannot build the package offline here: {proc.stderr[-300:]}")
