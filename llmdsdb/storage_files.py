@@ -73,16 +73,41 @@ _META_LAST_OFF = 16 + 24 + 96  # mm_last_pg, mm_txnid
 
 
 def check_lmdb_file(data_path: str) -> dict[str, int]:
+    """Check that ``data_path`` looks like an LMDB data file that liblmdb can map safely:
+    see :func:`_check_lmdb_file_once`. A writer in another process may commit (and reuse
+    pages of older snapshots) while the main database's pages are read; a problem found
+    while the newest transaction id moved is therefore read again, a few times, before it
+    is reported.
+
+    Complexity: O(pages of the main database).
+    """
+    for _ in range(4):
+        try:
+            return _check_lmdb_file_once(data_path)
+        except CorruptionError as exc:
+            first = exc
+            try:
+                again = _check_lmdb_file_once(data_path, walk=False)
+            except CorruptionError:
+                raise first from None
+            if again["txnid"] == getattr(exc, "llmdsdb_txnid", again["txnid"]):
+                raise
+    raise first
+
+
+def _check_lmdb_file_once(data_path: str, *, walk: bool = True) -> dict[str, int]:
     """Check that ``data_path`` looks like an LMDB data file that liblmdb can map safely.
 
-    Reads only the two meta pages: both must carry the LMDB magic ``0xBEEFC0DE`` and the meta
+    Reads the two meta pages: both must carry the LMDB magic ``0xBEEFC0DE`` and the meta
     page flag, and the file must be at least as long as the pages the newer meta page says are
     in use. This catches an empty file (which LMDB would silently open as a new, empty
     database), a foreign file, and a truncated one (which would crash the process with SIGBUS
-    on the first read of a missing page). It is not a full verification (``python -m lmdb
-    verify`` walks every page).
+    on the first read of a missing page). Then it follows the page numbers liblmdb follows
+    while opening (:func:`_check_main_tree`), so that a damaged page number there is an error
+    rather than a SIGBUS. It is not a full verification (:func:`check_structure_in_subprocess`
+    walks every page).
 
-    Complexity: O(1) (two page reads).
+    Complexity: O(pages of the main database): a handful of page reads.
 
     :returns: ``{"page_size", "last_page", "txnid", "file_bytes"}``.
     :raises CorruptionError: when the file is empty, foreign or truncated.
@@ -123,14 +148,84 @@ def check_lmdb_file(data_path: str) -> dict[str, int]:
             raise CorruptionError(f"{data_path}: unsupported LMDB data version {version}")
         last_pg, txnid = struct.unpack_from("<QQ", pages, off + _META_LAST_OFF)
         if best is None or txnid > best[1]:
-            best = (last_pg, txnid)
+            best = (last_pg, txnid, off)
     assert best is not None
-    last_pg, txnid = best
+    last_pg, txnid, meta_off = best
     if (last_pg + 1) * psize > size:
         raise CorruptionError(f"{data_path} is {size} bytes but its meta page uses "
                               f"{(last_pg + 1) * psize}: the file is truncated; restore from a "
                               f"backup (opening it would crash the process)")
+    if walk:
+        try:
+            _check_main_tree(data_path, pages[meta_off:meta_off + psize], psize,
+                             size // psize)
+        except CorruptionError as exc:
+            exc.llmdsdb_txnid = txnid  # type: ignore[attr-defined]
+            raise
     return {"page_size": psize, "last_page": last_pg, "txnid": txnid, "file_bytes": size}
+
+
+_P_INVALID = (1 << 64) - 1
+_P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_LEAF2 = 0x01, 0x02, 0x04, 0x20
+_DB_ROOT_OFF = 40  # md_root within an MDB_db record (48 bytes)
+_META_DBS_OFF = 16 + 24  # mm_dbs[FREE_DBI], then mm_dbs[MAIN_DBI] 48 bytes further
+
+
+def _check_main_tree(data_path: str, meta: bytes, psize: int, npages: int) -> None:
+    """Follow the page numbers liblmdb follows from the newest meta page down to the leaves:
+    the free database's root, the main database's root (every table of the project lives in
+    the main database under a one-byte key prefix) and the children named by its branch
+    pages. A page number at or past the end of the file would be a SIGBUS inside liblmdb
+    at the first lookup; here it is a CorruptionError. Leaf pages are named, not read (the
+    overflow pages their values point to are the structural walk's job).
+
+    Complexity: O(branch pages of the main database): about one in a hundred pages.
+    """
+    def bad(what: str) -> CorruptionError:
+        return CorruptionError(f"{data_path} is damaged: {what}; restore from a backup "
+                               f"(opening it would crash the process)")
+
+    def in_file(pgno: int, what: str) -> None:
+        if pgno != _P_INVALID and pgno >= npages:
+            raise bad(f"{what} names page {pgno} but the file has {npages}")
+
+    main = _META_DBS_OFF + 48
+    free_root = struct.unpack_from("<Q", meta, _META_DBS_OFF + _DB_ROOT_OFF)[0]
+    main_root = struct.unpack_from("<Q", meta, main + _DB_ROOT_OFF)[0]
+    depth = struct.unpack_from("<H", meta, main + 6)[0]
+    in_file(free_root, "the free-page database's root")
+    in_file(main_root, "the main database's root")
+    if main_root == _P_INVALID or depth <= 1:
+        return
+    if depth > 64:
+        raise bad(f"the main database claims a depth of {depth}")
+    seen: set[int] = set()
+    todo = [(main_root, 1)]
+    with open(data_path, "rb") as fh:
+        while todo:
+            pgno, level = todo.pop()
+            if pgno in seen or len(seen) >= npages:
+                raise bad(f"page {pgno} is reached twice in the main database")
+            seen.add(pgno)
+            fh.seek(pgno * psize)
+            page = fh.read(psize)
+            if len(page) < psize:
+                raise bad(f"page {pgno} of the main database is past the end of the file")
+            flags, lower, upper = struct.unpack_from("<HHH", page, 10)
+            if flags & (_P_BRANCH | _P_LEAF | _P_OVERFLOW | _P_LEAF2) != _P_BRANCH:
+                raise bad(f"page {pgno} at level {level} of {depth} of the main database is "
+                          f"not a branch page (flags 0x{flags:04x})")
+            if lower < 16 or lower > upper or upper > psize or lower & 1:
+                raise bad(f"page {pgno} of the main database has a bad header")
+            for i in range((lower - 16) // 2):
+                off = struct.unpack_from("<H", page, 16 + 2 * i)[0]
+                if off < upper or off + 8 > psize:
+                    raise bad(f"page {pgno} of the main database: node {i} out of bounds")
+                lo, hi, nflags = struct.unpack_from("<HHH", page, off)
+                child = lo | (hi << 16) | (nflags << 32)
+                in_file(child, f"a branch of the main database (page {pgno})")
+                if level + 1 < depth:
+                    todo.append((child, level + 1))
 
 
 #: The structural walk run by :func:`check_structure_in_subprocess`: a fresh interpreter

@@ -363,3 +363,54 @@ def test_check_on_a_damaged_page_header_reports_instead_of_aborting(tmp_path):
         checked += 1
         break
     assert checked == 1, "no damaged copy reached check(): the test needs another page"
+
+
+_OPEN_CHILD = """
+import sys
+import llmdsdb
+from llmdsdb.errors import CorruptionError
+try:
+    llmdsdb.open(sys.argv[1]).close()
+except CorruptionError as exc:
+    print("CorruptionError:", exc)
+    sys.exit(3)
+print("opened")
+"""
+
+
+def _meta_and_main_root(data: bytes) -> tuple[int, int, int]:
+    import struct
+
+    psize = struct.unpack_from("<I", data, 40)[0]
+    newest = max(range(2), key=lambda i: struct.unpack_from("<Q", data, i * psize + 144)[0])
+    off = newest * psize + 16 + 24 + 48 + 40  # mm_dbs[MAIN_DBI].md_root
+    return psize, off, struct.unpack_from("<Q", data, off)[0]
+
+
+@pytest.mark.parametrize("where", ["main-root", "branch-child"])
+def test_a_page_number_past_the_end_is_refused_before_lmdb_follows_it(tmp_path, where):
+    # file fuzz trial 204: one flipped byte made liblmdb follow a page number past the end
+    # of the file at open - SIGBUS in the caller
+    import struct
+
+    path = tmp_path / "db"
+    with llmdsdb.open(str(path)) as db:
+        n = 2 if where == "main-root" else 400
+        db.add([f"d{i}" for i in range(n)], [f"text number {i} " * 8 for i in range(n)])
+    data_file = path / "data.mdb"
+    data = bytearray(data_file.read_bytes())
+    psize, off, main_root = _meta_and_main_root(bytes(data))
+    far = len(data) // psize + 1000
+    if where == "main-root":
+        struct.pack_into("<Q", data, off, far)
+    else:
+        page = main_root * psize
+        flags = struct.unpack_from("<H", data, page + 10)[0]
+        assert flags & 0x01, "400 documents make the main database two levels deep"
+        node = page + struct.unpack_from("<H", data, page + 16 + 2)[0]  # the second child
+        struct.pack_into("<HHH", data, node, far & 0xFFFF, (far >> 16) & 0xFFFF, far >> 32)
+    data_file.write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-c", _OPEN_CHILD, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert f"names page {far}" in proc.stdout
