@@ -8,42 +8,18 @@
  */
 #include "native.h"
 
-#include <string.h>
-
-static int get_ints(PyObject *obj, Py_buffer *v, Py_ssize_t itemsize, const char *what) {
-    if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyErr_Clear();
-        PyErr_Format(native_InvalidArgumentError, "%s must be a contiguous buffer", what);
-        return -1;
-    }
-    const char *f = v->format ? v->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-    if (v->itemsize != itemsize || f[1] != '\0' || !strchr("ilq", *f)) {
-        PyErr_Format(native_InvalidArgumentError, "%s must hold int%d values (format %s)", what,
-                     (int)(8 * itemsize), v->format ? v->format : "B");
-        PyBuffer_Release(v);
-        return -1;
-    }
-    if (native_check_aligned(v, what) < 0) {
-        PyBuffer_Release(v);
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *py_encode_many(PyObject *self, PyObject *args) {
     PyObject *od, *ot, *ob;
     if (!PyArg_ParseTuple(args, "OOO:postings_encode_many", &od, &ot, &ob))
         return NULL;
     Py_buffer vd, vt, vb;
-    if (get_ints(od, &vd, 4, "docs") < 0)
+    if (native_get_buffer(od, &vd, "ilq", 4, -1, 0, "docs") < 0)
         return NULL;
-    if (get_ints(ot, &vt, 4, "tfs") < 0) {
+    if (native_get_buffer(ot, &vt, "ilq", 4, -1, 0, "tfs") < 0) {
         PyBuffer_Release(&vd);
         return NULL;
     }
-    if (get_ints(ob, &vb, 8, "bounds") < 0) {
+    if (native_get_buffer(ob, &vb, "ilq", 8, -1, 0, "bounds") < 0) {
         PyBuffer_Release(&vd);
         PyBuffer_Release(&vt);
         return NULL;

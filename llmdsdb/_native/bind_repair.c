@@ -6,35 +6,6 @@
  */
 #include "native.h"
 
-#include <string.h>
-
-/* A C-contiguous buffer of `ndim` dimensions whose items are `size` bytes of one of the
- * struct codes in `codes`; InvalidArgumentError naming `what` otherwise. */
-static int repair_buf(PyObject *o, Py_buffer *v, const char *codes, Py_ssize_t size, int ndim,
-                      int writable, const char *what) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(o, v, flags) < 0) {
-        PyErr_Clear();
-        PyErr_Format(native_InvalidArgumentError, "hnsw_repair: %s must be a C-contiguous%s "
-                     "array", what, writable ? " writable" : "");
-        return -1;
-    }
-    const char *f = v->format ? v->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@')
-        f++;
-    if (v->ndim != ndim || v->itemsize != size || !f[0] || f[1] || !strchr(codes, f[0])) {
-        PyErr_Format(native_InvalidArgumentError, "hnsw_repair: %s has the wrong type or shape",
-                     what);
-        PyBuffer_Release(v);
-        return -1;
-    }
-    if (native_check_aligned(v, what) < 0) {
-        PyBuffer_Release(v);
-        return -1;
-    }
-    return 0;
-}
-
 /* hnsw_repair(vecs, metric, A, rownode, node2row | None, gone, dead, rows): native_hnsw_repair
  * over one layer (see repair.c); A is changed in place. */
 static PyObject *py_hnsw_repair(PyObject *mod, PyObject *args) {
@@ -63,8 +34,8 @@ static PyObject *py_hnsw_repair(PyObject *mod, PyObject *args) {
     int nb = 0, ok = 0;
     int has_map = on2r != Py_None;
     for (int i = 0; i < (has_map ? 7 : 6); i++, nb++)
-        if (repair_buf(spec[i].o, &b[i], spec[i].codes, spec[i].size, spec[i].ndim,
-                       spec[i].writable, spec[i].what) < 0)
+        if (native_get_buffer(spec[i].o, &b[i], spec[i].codes, spec[i].size, spec[i].ndim,
+                              spec[i].writable, spec[i].what) < 0)
             goto out;
     Py_ssize_t nvec = b[0].shape[0], dim = b[0].shape[1];
     Py_ssize_t R = b[1].shape[0], W = b[1].shape[1];

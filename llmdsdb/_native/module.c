@@ -36,6 +36,32 @@ PyObject *native_raise(int status, const char *msg) {
     return NULL;
 }
 
+int native_get_buffer(PyObject *o, Py_buffer *v, const char *codes, Py_ssize_t itemsize,
+                      int ndim, int writable, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(o, v, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(native_InvalidArgumentError, "%s must be a C-contiguous%s array", what,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    const char *f = v->format ? v->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    if ((ndim >= 0 && v->ndim != ndim) || v->itemsize != itemsize || !f[0] || f[1] ||
+        !strchr(codes, f[0])) {
+        PyErr_Format(native_InvalidArgumentError, "%s has the wrong type or shape (format %s, "
+                     "%d dimensions)", what, v->format ? v->format : "B", v->ndim);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    if (native_check_aligned(v, what) < 0) {
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
 const char *native_isa(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();

@@ -47,6 +47,12 @@ static inline int native_check_aligned(const Py_buffer *v, const char *what) {
     return 0;
 }
 
+/* Get a C-contiguous buffer (writable when asked) of `ndim` dimensions (any when ndim < 0)
+ * whose items are `itemsize` bytes of one of the struct codes in `codes`, aligned to its
+ * items: 0, or InvalidArgumentError naming `what` and -1 (nothing left to release). */
+int native_get_buffer(PyObject *o, Py_buffer *v, const char *codes, Py_ssize_t itemsize,
+                      int ndim, int writable, const char *what);
+
 /* Runtime instruction-set dispatch: the widest x86-64 level this CPU runs ("avx512",
  * "avx2", "sse2") or "neon"/"scalar" elsewhere. Kernels built with target_clones pick
  * their clone by the same CPU features. */
