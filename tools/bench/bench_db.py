@@ -24,8 +24,9 @@ Run from the repository root::
     python tools/bench/bench_db.py --synthetic 100000   # synthetic ingest vs Chroma
 
 * **Synthetic ingest** (``--synthetic N``): N documents generated from a seed (texts of
-  20-60 words drawn from a fixed 5,000-word vocabulary, Zipf-like; unit vectors of 384
-  dimensions from a normal distribution), ``Database.upsert`` in batches of ``--batch``
+  20-60 words drawn from a fixed 5,000-word vocabulary, Zipf-like; 384-d unit vectors made
+  from SciFact's MiniLM embeddings cycled plus N(0, 0.03^2) noise, as bench_hnsw.py's
+  synthetic sets -- ``--random-vectors`` for i.i.d. random ones), ``Database.upsert`` in batches of ``--batch``
   (``durability="sync"``; ``db.optimize()`` at the end merges whatever the fresh part still
   holds, and its time counts) against Chroma's ``PersistentClient`` (``add`` of the same
   documents, embeddings and batches; its clock stops after one query returns), each in its
@@ -53,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
+import common  # noqa: E402
 from common import load_scifact, mean_ndcg, peak_rss_mb, table, write_result  # noqa: E402
 
 
@@ -255,6 +257,44 @@ def query_lance(path: str, qidx: list[int]) -> dict:
 
 SYNTH_DIM = 384
 SYNTH_VOCAB = 5000
+SYNTH_SIGMA = 0.03
+# "scifact": SciFact's all-MiniLM-L6-v2 embeddings cycled with N(0, 0.03^2) noise per row and
+# renormalised -- the structure of real embeddings, and the generator of bench_hnsw.py's
+# synthetic sets; "random": i.i.d. unit vectors (no neighbourhood structure: every ANN index
+# reaches recall@10 ~0.12 at default settings, so it measures nothing but cost). Children of
+# this script inherit the choice through the environment.
+SYNTH_VECTORS_ENV = "LLMDSDB_BENCH_SYNTH_VECTORS"
+
+
+def synth_vector_kind() -> str:
+    kind = os.environ.get(SYNTH_VECTORS_ENV, "scifact")
+    if kind not in ("scifact", "random"):
+        raise SystemExit(f"{SYNTH_VECTORS_ENV}={kind!r}: expected 'scifact' or 'random'")
+    return kind
+
+
+_SCIFACT_CACHE: dict[str, np.ndarray] = {}
+
+
+def scifact_embeddings(which: str) -> np.ndarray:
+    """SciFact's corpus or query embeddings (float32, unit rows), loaded once."""
+    if which not in _SCIFACT_CACHE:
+        path = common.data_dir() / "scifact" / f"{which}_emb.npy"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: the structured synthetic vectors need the SciFact "
+                             f"embeddings (or set {SYNTH_VECTORS_ENV}=random)")
+        _SCIFACT_CACHE[which] = np.load(path).astype(np.float32)
+    return _SCIFACT_CACHE[which]
+
+
+def synth_vectors(rows: np.ndarray, rng: np.random.Generator, which: str = "corpus") -> np.ndarray:
+    """Unit vectors for the synthetic rows ``rows`` (see SYNTH_VECTORS_ENV)."""
+    if synth_vector_kind() == "random":
+        v = rng.standard_normal((len(rows), SYNTH_DIM)).astype(np.float32)
+    else:
+        base = scifact_embeddings(which)
+        v = base[rows % len(base)] + rng.normal(0, SYNTH_SIGMA, (len(rows), SYNTH_DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def synth_vocab(seed: int = 7) -> list[str]:
@@ -287,8 +327,7 @@ def synth_batch(start: int, stop: int, seed: int = 11) -> tuple[list[str], list[
         lo, hi = blk * 1000, blk * 1000 + 1000
         lens = rng.integers(20, 61, size=1000)
         words = rng.choice(SYNTH_VOCAB, size=int(lens.sum()), p=p)
-        v = rng.standard_normal((1000, SYNTH_DIM)).astype(np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        v = synth_vectors(np.arange(lo, hi), rng)
         offs = np.concatenate([[0], np.cumsum(lens)])
         for j in range(max(lo, start), min(hi, stop)):
             r = j - lo
@@ -304,9 +343,7 @@ def synth_queries(nq: int, seed: int = 99) -> tuple[list[str], np.ndarray]:
     rng = np.random.default_rng(seed)
     texts = [" ".join(vocab[w] for w in rng.integers(0, 500, size=int(rng.integers(2, 6))))
              for _ in range(nq)]
-    v = rng.standard_normal((nq, SYNTH_DIM)).astype(np.float32)
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return texts, v
+    return texts, synth_vectors(np.arange(nq), rng, "queries")
 
 
 def synth_ingest_ours(path: str, n: int, batch: int, fresh: int | None,
@@ -486,7 +523,7 @@ def synthetic(args: argparse.Namespace) -> None:
             "bytes on disk": summary[name]["bytes_on_disk"],
         })
     body = (f"{n:,} synthetic documents (20-60 words from a 5,000-word vocabulary, Zipf-like) "
-            f"with {SYNTH_DIM}-d unit embeddings, batches of {batch}; llmdsdb: "
+            f"with {SYNTH_DIM}-d unit embeddings ({synth_vector_kind()}: see SYNTH_VECTORS_ENV), batches of {batch}; llmdsdb: "
             "`Database.upsert`, durability \"sync\", `db.optimize()` at the end (counted), "
             "one hybrid query; Chroma: `PersistentClient` `add`, one query. Each ingest in "
             "its own process, order alternating over "
@@ -498,7 +535,8 @@ def synthetic(args: argparse.Namespace) -> None:
             "process's open and first BM25-only query (the vectors are never read).\n\n"
             + table(rows))
     cmd = "python " + " ".join(["tools/bench/bench_db.py"] + sys.argv[1:])
-    p = write_result(args.name or f"bench_db_synthetic_{n}", cmd, body, res)
+    suffix = "_random" if synth_vector_kind() == "random" else ""
+    p = write_result(args.name or f"bench_db_synthetic_{n}{suffix}", cmd, body, res)
     print(body)
     print("written", p)
 
@@ -659,7 +697,12 @@ def main() -> None:
     ap.add_argument("--tmpdir", default=None, help="where the databases are written")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--name", default=None, help="result file name")
+    ap.add_argument("--random-vectors", action="store_true",
+                    help="synthetic sets: i.i.d. random unit vectors instead of SciFact's embeddings "
+                         "plus noise (a cost-only case: no ANN structure)")
     args = ap.parse_args()
+    if args.random_vectors:
+        os.environ[SYNTH_VECTORS_ENV] = "random"
     if args.child:
         child(args.child)
         return
