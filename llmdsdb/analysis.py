@@ -145,6 +145,10 @@ class Analyzer:
         self.min_token_len = min_token_len
         self.max_token_len = max_token_len
         self._stemmer = Stemmer.Stemmer(language)
+        # The memo below is the cache: PyStemmer's own (10,000 words by default) only adds
+        # its upkeep -- measured 4x slower stemWords on SciFact's 36k distinct words
+        # (0.10 s against 0.025 s with it off).
+        self._stemmer.maxCacheSize = 0
         self._memo: dict[str, str | None] = {}
 
     # --- configuration ---------------------------------------------------------------------

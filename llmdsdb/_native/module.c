@@ -17,6 +17,7 @@ static PyMethodDef *native_families[] = {
     native_postings_write_methods,
     native_hnsw_methods,
     native_repair_methods,
+    native_words_methods,
     NULL,
 };
 

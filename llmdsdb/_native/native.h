@@ -68,6 +68,7 @@ extern PyMethodDef native_hnsw_methods[]; /* bind_hnsw.c: distances, exact top-k
 extern PyMethodDef native_postings_methods[]; /* bind_postings.c: postings decode, BM25 */
 extern PyMethodDef native_repair_methods[]; /* bind_repair.c: compaction's HNSW repair */
 extern PyMethodDef native_postings_write_methods[]; /* bind_postings_write.c: encode */
+extern PyMethodDef native_words_methods[]; /* bind_words.c: text -> interned words */
 
 /* ---- postings.c: postings blocks (llmdsdb.codec format version 1) --------------------- */
 
@@ -106,6 +107,37 @@ int native_postings_check(const int32_t *docs, const int32_t *tfs, size_t n);
 /* Encode one block into out (native_postings_encoded_bound(n) bytes): its length, or
  * NATIVE_EINVAL (nothing meaningful written) when the postings break the rules above. */
 int64_t native_postings_encode(const int32_t *docs, const int32_t *tfs, size_t n, uint8_t *out);
+
+/* ---- words.c: normalised text -> words, interned (llmdsdb.analysis's word rule) ------- */
+
+/* One text: len code units of kind bytes each (1, 2 or 4: a str's storage). */
+typedef struct {
+    const void *data;
+    size_t len;
+    int kind;
+} native_text;
+
+/* The words of the texts split so far (start zeroed; release with native_words_free):
+ * token i is word slots[i]; word k is arena[woff[k] .. woff[k + 1]) in code points. */
+typedef struct {
+    int32_t *slots;
+    size_t nslots, cap_slots;
+    uint32_t *arena;
+    size_t narena, cap_arena;
+    int64_t *woff;
+    size_t cap_woff;
+    uint64_t *whash;
+    size_t nwords, cap_words;
+    int32_t *table; /* open addressing: word numbers, -1 = empty; tcap a power of two */
+    size_t tcap;
+} native_words;
+
+/* Split n texts into words (maximal runs of Py_UNICODE_ISALNUM code points, ASCII letters
+ * lower-cased), appending each token's word number to w->slots and each text's token count
+ * to counts[t]; new words are added to w. NATIVE_OK, NATIVE_ENOMEM, or NATIVE_EINVAL for a
+ * kind other than 1, 2, 4. Runs without the GIL (reads only the texts and static tables). */
+int native_words_split(native_words *w, const native_text *texts, size_t n, int64_t *counts);
+void native_words_free(native_words *w);
 
 /* ---- bm25.c: BM25 top-k over postings lists ------------------------------------------- */
 
