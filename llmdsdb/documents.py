@@ -153,13 +153,12 @@ def search_results(txn: Any, hits: list, explain: bool) -> list[SearchResult]:
 
     :raises CorruptionError: when an index returns a document that has no record.
     """
+    raws = txn.get_many("docs", [u64key(h[0]) for h in hits])
     out = []
-    for h in hits:
-        iid = h[0]
-        raw = txn.get("docs", u64key(iid))
+    for h, raw in zip(hits, raws):
         if raw is None:
-            raise CorruptionError(f"docs/{iid}: missing, but an index returns it; run check()")
-        out.append(SearchResult(record_id(raw, f"docs/{iid}"), float(h[1]),
+            raise CorruptionError(f"docs/{h[0]}: missing, but an index returns it; run check()")
+        out.append(SearchResult(record_id(raw, f"docs/{h[0]}"), float(h[1]),
                                 explain=Explain._make(h[2:]) if explain else None, raw=raw))
     return out
 

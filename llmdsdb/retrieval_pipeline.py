@@ -164,6 +164,26 @@ def own_scores(hits: Sequence[FusedHit], metric: str) -> list[FusedHit]:
     return out
 
 
+def _text_only_depths(plans: list[QueryPlan], queries: Sequence[HybridQuery]
+                      ) -> list[QueryPlan]:
+    """The plans with a text-only query asking BM25 for ``top_k + 1`` candidates instead of
+    the fusion depth: one side is not fused, so its hits are its own top ``top_k`` by score,
+    ties by key - the same as from the full depth whenever the ``top_k + 1``-th score is
+    below the ``top_k``-th (:func:`_tie_past` tells when it is not). BM25 is exact, so only
+    the depth changes; the vector side is approximate and keeps its depth.
+
+    Complexity: O(len(plans))."""
+    return [p._replace(depth=min(p.depth, q.top_k + 1))
+            if p.vector is None and p.text is not None else p
+            for p, q in zip(plans, queries)]
+
+
+def _tie_past(hits: list | None, top_k: int) -> bool:
+    """Whether a ``top_k + 1``-deep list's last score ties with its ``top_k``-th: the tie may
+    run on past the list, and the hits by key may lie beyond it."""
+    return hits is not None and len(hits) > top_k and hits[top_k][1] == hits[top_k - 1][1]
+
+
 class HybridSearcher:
     """The hybrid query path, shared by :class:`RetrievalPipeline` (indexes in memory) and
     :class:`~llmdsdb.db.Database` (indexes over LMDB): plans each query once, asks the text
@@ -230,8 +250,16 @@ class HybridSearcher:
 
             sparse, dense, splans = search_sides(bm, vx, plans, [q.filter for q in queries])
         else:
-            sparse = self._side(plans, 0, bm, lambda t, k: bm.search(t, top_k=k),
+            shallow = _text_only_depths(plans, queries)
+            sparse = self._side(shallow, 0, bm, lambda t, k: bm.search(t, top_k=k),
                                 lambda ts, k: bm.search_many(ts, top_k=k))
+            deep = [i for i, p in enumerate(shallow) if p is not plans[i]
+                    and _tie_past(sparse.get(i), queries[i].top_k)]
+            if deep:  # the top_k-th score ties past the list: the full candidate depth
+                sparse.update(self._side([plans[i] if i in deep else p._replace(text=None)
+                                          for i, p in enumerate(plans)], 0, bm,
+                                         lambda t, k: bm.search(t, top_k=k),
+                                         lambda ts, k: bm.search_many(ts, top_k=k)))
             dense = self._side(plans, 1, vx, lambda v, k: vx.search(v, k),
                                lambda vs, k: vx.search_many(np.stack(vs), k))
         out: list[list[FusedHit]] = []

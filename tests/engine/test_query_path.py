@@ -108,3 +108,45 @@ def test_search_equals_search_many_across_the_exact_graph_threshold(tmp_path, mo
                        [[(r.id, r.score) for r in hits] for hits in one], (s, w)
         graph = db.stats()["hnsw"]
         assert graph["count"] * dim > hnsw.EXACT_COMPONENTS  # the graph was walked
+
+
+
+def test_text_only_queries_read_top_k_plus_one_and_equal_the_full_depth(tmp_path, monkeypatch):
+    """A text-only query asks BM25 for top_k + 1 candidates; where the last one ties with
+    the top_k-th it takes the full depth again. With keys that do not follow the insertion
+    order (the pipeline's ids here, descending), ties ordered by key differ from the index's
+    own order: the hits must be those of the full depth all the same - and the database's
+    too (its keys follow the insertion order)."""
+    from llmdsdb import retrieval_pipeline as rp
+
+    rng = np.random.default_rng(11)
+    n = 120
+    texts = [" ".join(rng.choice(WORDS[:6], rng.integers(1, 4))) for _ in range(n)]
+    pipe = RetrievalPipeline(embedding_dim=4, token_budget=0)
+    for i, t in enumerate(texts):
+        pipe.add_document(n - i, t)
+    db = llmdsdb.open(str(tmp_path / "db"))
+    try:
+        db.add([str(i) for i in range(n)], texts)
+        queries = [" ".join(rng.choice(WORDS[:6], rng.integers(1, 3))) for _ in range(25)]
+        calls = []
+        real = rp._tie_past
+        monkeypatch.setattr(rp, "_tie_past", lambda h, k: calls.append(real(h, k)) or calls[-1])
+
+        def run(k):
+            return ([pipe.search(q, None, top_k=k, fusion_weight=0.0) for q in queries],
+                    [[(r.id, r.score) for r in db.search(q, top_k=k, fusion_weight=0.0)]
+                     for q in queries],
+                    [[(r.id, r.score) for r in hits]
+                     for hits in db.search_many(queries, top_k=k, fusion_weight=0.0)])
+
+        for k in (1, 3, 10):
+            shallow = run(k)
+            with monkeypatch.context() as m:
+                m.setattr(rp, "_text_only_depths", lambda plans, qs: plans)
+                full = run(k)
+            assert shallow == full, k
+            assert shallow[1] == shallow[2], k
+        assert any(calls) and not all(calls)  # both paths ran
+    finally:
+        db.close()
