@@ -87,6 +87,7 @@ from typing import Literal, Self, TypeVar
 import lmdb
 
 from llmdsdb._mapguard import _MapGuard
+from llmdsdb._mapspan import MapSpan
 from llmdsdb._validate import DURABILITIES, check_choice
 from llmdsdb.errors import (
     ClosedError,
@@ -259,6 +260,7 @@ class Environment:
         self._write_mutex = threading.Lock()
         self._write_owner: int | None = None
         self._guard = _MapGuard()
+        self._span = MapSpan("")
         self.before_commit: list[Callable[[Txn], None]] = []
         self.on_commit: list[Callable[[int], None]] = []
         self.on_abort: list[Callable[[], None]] = []
@@ -416,6 +418,7 @@ class Environment:
             except OSError:
                 lock = True
         self._lmdb_lock = lock
+        self._span = MapSpan(data)
         try:
             self._env = lmdb.open(
                 p, map_size=map_size_bytes or DEFAULT_MAP_SIZE_BYTES, subdir=True,
@@ -437,6 +440,7 @@ class Environment:
                                     f"readonly=True") from exc
             raise _wrap(exc, f"open {p}") from exc
         try:
+            self._span.invalidate(int(self._env.stat()["psize"]))
             if lock:
                 with contextlib.suppress(lmdb.Error):
                     self._env.reader_check()
@@ -525,7 +529,7 @@ class Environment:
             self._guard.release_shared()
 
     def _read_generation(self, t: lmdb.Transaction) -> int:
-        raw = t.get(_TAG["meta"] + b"generation")
+        raw = self._span.get(t, _TAG["meta"] + b"generation", "meta/'generation'")
         if raw is None:
             return 0
         v = decode_value(raw, key_desc="meta/'generation'", kind=KIND_META)
@@ -586,6 +590,8 @@ class Environment:
                 self._env.set_mapsize(0)
             except lmdb.Error as exc:
                 raise _wrap(exc, what) from exc
+            finally:
+                self._span.invalidate()
 
     def _start(self, write: bool) -> tuple[lmdb.Transaction, Txn]:
         """Begin an LMDB transaction and wrap it; the LMDB one is aborted if wrapping fails
@@ -726,6 +732,8 @@ class Environment:
             self._env.set_mapsize(new)
         except lmdb.Error as exc:
             raise _wrap(exc, f"grow map of {self.path} to {new}") from exc
+        finally:
+            self._span.invalidate()
 
     def _full_error(self, cause: BaseException, grown: int | None) -> MapFullError:
         if grown is None:

@@ -202,7 +202,7 @@ class Txn:
         h = self._handle(db)
         k = _as_key(key)
         try:
-            return k, self._txn.get(h + k)
+            return k, self._env._span.get(self._txn, h + k, lambda: self._desc(db, k))
         except lmdb.Error as exc:
             raise _wrap(exc, f"get {self._desc(db, k)}") from exc
 
@@ -229,6 +229,7 @@ class Txn:
                 if not values:
                     yield k, None
                 else:
+                    self._env._span.check(cur.key(), lambda k=k: self._desc(db, k))
                     raw = cur.value()
                     if verify:
                         yield k, decode_value(raw, key_desc=self._desc(db, k), kind=kind)
@@ -278,7 +279,9 @@ class Txn:
                 ok = found if step == 0 else (cur.prev() if found else cur.last())
                 fk = bytes(cur.key()) if ok else b""
                 if fk[:1] == h:
-                    out.append((fk[1:], decode_value(cur.value(), key_desc=self._desc(db, fk[1:]),
+                    self._env._span.check(cur.key(), self._desc(db, fk[1:]))
+                    raw = cur.value()
+                    out.append((fk[1:], decode_value(raw, key_desc=self._desc(db, fk[1:]),
                                                      kind=kind)))
         except lmdb.Error as exc:
             raise _wrap(exc, f"seek {db}") from exc
@@ -293,7 +296,8 @@ class Txn:
         if db not in _COUNTED:
             return sum(1 for _ in self._iter(db, b"", False, False))
         try:
-            raw = self._txn.get(_TAG["meta"] + b"count/" + db.encode())
+            raw = self._env._span.get(self._txn, _TAG["meta"] + b"count/" + db.encode(),
+                                      f"meta/'count/{db}'")
         except lmdb.Error as exc:
             raise _wrap(exc, f"count {db}") from exc
         stored = 0

@@ -799,6 +799,70 @@ def fuzz_hnsw_repair(data: bytes) -> None:
     ANSWERED["hnsw_repair"] += 1
 
 
+
+# --- the LMDB value bounds check ------------------------------------------------------------
+
+
+def _ref_value_extent(f: bytes, koff: int, ks: int, n: int, psize: int) -> bool:
+    """Reference of ``lmdb_value_check`` for a key at offset ``koff`` of the file image
+    ``f`` whose first ``n`` bytes count: True when the value ends inside them."""
+    if koff < 2 * psize or koff > n:
+        return False
+    page = koff - koff % psize
+    node = koff - 8
+    if koff - page < 24 or koff + ks > page + psize or page + psize > n:
+        return False
+    lo, hi, flags, ksize = struct.unpack_from("<HHHH", f, node)
+    dsize = lo | hi << 16
+    if ksize != ks:
+        return False
+    data = node + 8 + ks
+    if flags & 1:
+        if data + 8 > page + psize:
+            return False
+        pgno = struct.unpack_from("<Q", f, data)[0]
+        return 2 <= pgno < n // psize and pgno * psize + 16 + dsize <= n // psize * psize
+    return data + dsize <= page + psize
+
+
+def fuzz_lmdb_value_check(data: bytes) -> None:
+    """``_core.lmdb_value_check`` over a random file image standing in for the map: it
+    agrees with the reference (True, or CorruptionError), reads nothing outside the image
+    (ASan), and says False for a key in no mapping."""
+    s = Src(data)
+    psize = s.pick([512, 1024, 4096])
+    npages = s.int(0, 6)
+    img = bytearray(s.raw(npages * psize))
+    # plant a plausible node (header + key + data or page number) at a chosen place
+    koff = s.int(0, max(0, len(img)))
+    ks = s.int(0, 40)
+    if s.bool() and koff >= 8 and koff + ks + 8 <= len(img):
+        flags = s.pick([0, 1, 2, 1 | 4])
+        dsize = s.pick([0, 1, 16, psize - 40, psize, 3 * psize, 1 << 31, (1 << 32) - 1])
+        struct.pack_into("<HHHH", img, koff - 8, dsize & 0xFFFF, dsize >> 16, flags,
+                         ks if s.int(0, 7) else s.int(0, 0xFFFF))
+        if flags & 1:
+            struct.pack_into("<Q", img, koff + ks, s.pick([0, 2, npages - 1, npages, 1 << 60]))
+    file_bytes = s.pick([len(img), max(0, len(img) - psize), len(img) + psize, 0])
+    ks = min(ks, max(0, len(img) - koff))
+    base = int(np.frombuffer(img, np.uint8).__array_interface__["data"][0]) if img else 0
+    key = memoryview(img)[koff:koff + ks]
+    end = base + len(img)
+    if not img or not ks:
+        assert _core.lmdb_value_check(key, base, end, file_bytes, psize) is False
+        return
+    want = _ref_value_extent(bytes(img), koff, ks, min(file_bytes, len(img)), psize)
+    got = _expect(lambda: _core.lmdb_value_check(key, base, end, file_bytes, psize),
+                  CorruptionError)
+    assert (got is True) == want, (got, want)
+    assert _core.lmdb_value_check(key, end + 4096, end + 8192, file_bytes, psize) is False
+    assert _expect(lambda: _core.lmdb_value_check(key, end, base, file_bytes, psize),
+                   InvalidArgumentError) is None
+    assert _expect(lambda: _core.lmdb_value_check(key, base, end, file_bytes, psize + 1),
+                   InvalidArgumentError) is None
+    ANSWERED["lmdb_value_check"] += 1
+
+
 # --- decoders of stored bytes -------------------------------------------------------------
 
 
@@ -983,6 +1047,7 @@ KERNEL_TARGETS: dict[str, Callable[[bytes], None]] = {
     "HnswGraph.insert": fuzz_hnsw_insert,
     "HnswGraph.set_counts": fuzz_hnsw_set_counts,
     "hnsw_repair": fuzz_hnsw_repair,
+    "lmdb_value_check": fuzz_lmdb_value_check,
 }
 
 #: Entry points that take no input (nothing to fuzz).

@@ -18,6 +18,7 @@ static PyMethodDef *native_families[] = {
     native_hnsw_methods,
     native_repair_methods,
     native_words_methods,
+    native_lmdbguard_methods,
     NULL,
 };
 

@@ -69,6 +69,7 @@ extern PyMethodDef native_postings_methods[]; /* bind_postings.c: postings decod
 extern PyMethodDef native_repair_methods[]; /* bind_repair.c: compaction's HNSW repair */
 extern PyMethodDef native_postings_write_methods[]; /* bind_postings_write.c: encode */
 extern PyMethodDef native_words_methods[]; /* bind_words.c: text -> interned words */
+extern PyMethodDef native_lmdbguard_methods[]; /* bind_lmdbguard.c: LMDB value bounds */
 
 /* ---- postings.c: postings blocks (llmdsdb.codec format version 1) --------------------- */
 

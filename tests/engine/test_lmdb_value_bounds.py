@@ -1,0 +1,119 @@
+"""A damaged value size or overflow page number in a leaf node of ``data.mdb`` is a
+CorruptionError on the ordinary read paths, never a SIGBUS (llmdsdb/_mapspan.py).
+
+LMDB 0.9 refuses an overflow page number at or past the last page in use
+(MDB_PAGE_NOTFOUND), but trusts one inside the file and trusts the value size: py-lmdb then
+touches every page of a value that runs past the end of the file. Each damaged copy is
+opened first in a child process (a crash there fails the test with the signal), then in
+this one.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from test_fault_matrix import run_child
+
+import llmdsdb
+from llmdsdb.errors import CorruptionError
+
+_F_BIGDATA = 1
+_DOCS = 0x02  # the docs table's one-byte key prefix (storage_format._TAG)
+
+
+def _leaf_nodes(data: bytes, psize: int = 4096) -> list[tuple[int, int, int, int]]:
+    """``(node offset, flags, key size, data size)`` of every node of every leaf page."""
+    out = []
+    for pg in range(2, len(data) // psize):
+        base = pg * psize
+        flags, lower, _upper = struct.unpack_from("<HHH", data, base + 10)
+        if flags & 0x02 and not flags & 0x20:  # leaf, not LEAF2
+            for i in range((lower - 16) // 2):
+                off = base + struct.unpack_from("<H", data, base + 16 + 2 * i)[0]
+                lo, hi, nflags, ks = struct.unpack_from("<HHHH", data, off)
+                out.append((off, nflags, ks, lo | hi << 16))
+    return out
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> dict[str, Path]:
+    """Copies of a small database, each with one leaf node of the docs table damaged."""
+    root = tmp_path_factory.mktemp("bounds")
+    src = root / "src"
+    with llmdsdb.open(str(src)) as db:
+        db.add(["big"] + [f"d{i}" for i in range(5)],
+               ["lorem ipsum " * 3000] + [f"small doc {i}" for i in range(5)],
+               embeddings=[[1.0, 0.0, 0.0, 0.0]] + [[0.0, 1.0, 0.0, float(i)] for i in range(5)])
+    data = (src / "data.mdb").read_bytes()
+    npages = len(data) // 4096
+    nodes = [n for n in _leaf_nodes(data) if data[n[0] + 8] == _DOCS]
+    big = next(n for n in nodes if n[1] & _F_BIGDATA)
+    small = next(n for n in nodes if not n[1] & _F_BIGDATA)
+    cases = {
+        # an overflow page number inside the file: the value runs past its end
+        "overflow-pgno-last-page": (big[0] + 8 + big[2], struct.pack("<Q", npages - 1)),
+        # past the last page: LMDB's own check (MDB_PAGE_NOTFOUND)
+        "overflow-pgno-past-end": (big[0] + 8 + big[2], struct.pack("<Q", npages + 3)),
+        "overflow-size-huge": (big[0], struct.pack("<HH", 0xFFFF, 0x7FFF)),
+        "inline-size-huge": (small[0], struct.pack("<HH", 0xFFFF, 0x7FFF)),
+    }
+    out = {}
+    for name, (off, patch) in cases.items():
+        b = bytearray(data)
+        b[off:off + len(patch)] = patch
+        d = root / name
+        d.mkdir(mode=0o700)
+        (d / "data.mdb").write_bytes(bytes(b))
+        out[name] = d
+    return out
+
+
+_READ_ALL = """
+    import json, llmdsdb
+    out = {{}}
+    for d in {dirs!r}:
+        try:
+            with llmdsdb.open(d) as db:
+                [x.id for x in db.iter_documents()]
+                db.get("big")
+                db.search("lorem", top_k=3)
+            out[d] = "read"
+        except llmdsdb.errors.LlmdsdbError as exc:
+            out[d] = type(exc).__name__ + ": " + str(exc)
+    print(json.dumps(out))
+"""
+
+
+def test_damaged_value_size_or_overflow_page_is_an_error_not_a_crash(damaged):
+    dirs = [str(d) for d in damaged.values()]
+    got = run_child(_READ_ALL.format(dirs=dirs))  # fails on a signal
+    for d in dirs:
+        assert got[d].startswith("CorruptionError"), (d, got[d])
+        assert "backup" in got[d]
+    for name, d in damaged.items():
+        with llmdsdb.open(str(d)) as db:
+            with pytest.raises(CorruptionError):
+                [x.id for x in db.iter_documents()]
+            if name.startswith("overflow"):
+                with pytest.raises(CorruptionError):
+                    db.get("big")
+            assert db.check(), name  # check() reports it too
+
+
+def test_the_bounds_check_leaves_a_sound_database_alone(tmp_path):
+    """Values in the map (read transactions) and on a write transaction's own pages (not in
+    the map) read as before, across a map resize."""
+    with llmdsdb.open(str(tmp_path / "db"), map_size_bytes=1 << 16) as db:
+        for b in range(3):  # grows the 64 KiB map several times
+            db.add([f"b{b}-{i}" for i in range(20)], [f"text {b} {i} " * 200 for i in range(20)],
+                   embeddings=[[1.0, float(b), float(i), 0.0] for i in range(20)])
+        with db.batch():  # the upsert reads a value on the batch's own pages
+            db.add(["new"], ["fresh " * 500], embeddings=[[0.0, 0.0, 1.0, 0.0]])
+            db.upsert(["b0-1", "new"], ["changed " * 500, "fresh " * 400],
+                      embeddings=[[0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+        assert db.count() == 61
+        assert db.get("b0-1").text.startswith("changed")
+        assert db.get("new").text == "fresh " * 400
+        assert db.check() == []
