@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 import msgpack
 import numpy as np
 
+from llmdsdb._native import _core
 from llmdsdb._validate import utf8, vector, vectors
+from llmdsdb.analysis import Analyzer
 from llmdsdb.errors import (
     CorruptionError,
     DuplicateIdError,
@@ -37,7 +39,8 @@ from llmdsdb.errors import (
 )
 from llmdsdb.fusion import Explain
 
-__all__ = ["MAX_ID_BYTES", "MAX_META_BYTES", "MAX_META_DEPTH", "MAX_TEXT_BYTES", "Document",
+__all__ = ["MAX_DOC_WORDS", "MAX_ID_BYTES", "MAX_META_BYTES", "MAX_META_DEPTH", "MAX_TEXT_BYTES",
+           "Document",
            "Explain", "Row", "SearchResult", "build_rows", "check_ids", "check_metadata",
            "content_hash", "decode_record", "document", "pack", "record_id", "unpack",
            "validate_embeddings", "with_embedding", "with_metadata"]
@@ -46,6 +49,11 @@ __all__ = ["MAX_ID_BYTES", "MAX_META_BYTES", "MAX_META_DEPTH", "MAX_TEXT_BYTES",
 MAX_ID_BYTES = 64 * 1024
 #: Largest document text accepted (UTF-8 bytes); rejected before tokenising.
 MAX_TEXT_BYTES = 10 * 1024 * 1024
+#: Most distinct words per document (the analyzer's words: runs of letters and digits,
+#: case-folded; its terms are at most as many). Every new term costs the index a postings
+#: page when the batch is flushed: a document of 10^6 distinct tokens took minutes to add.
+#: Natural text stays well below it (a 10 MiB English text has some 50,000-80,000).
+MAX_DOC_WORDS = 100_000
 #: Largest packed metadata map per document.
 MAX_META_BYTES = 1024 * 1024
 #: Deepest nesting of metadata values.
@@ -306,6 +314,13 @@ def _check_text(text: object, where: str) -> str:
     n = len(utf8(text, f"{where}: text"))
     if n > MAX_TEXT_BYTES:
         raise InvalidArgumentError(f"{where}: text is {n} bytes; the limit is {MAX_TEXT_BYTES}")
+    # words are separated: a text shorter than 2 * MAX_DOC_WORDS cannot have more
+    if len(text) >= 2 * MAX_DOC_WORDS:
+        words = _core.words_split([text if text.isascii() else Analyzer.normalize(text)])[2]
+        if len(words) > MAX_DOC_WORDS:
+            raise InvalidArgumentError(
+                f"{where}: text has {len(words)} distinct words; the limit is "
+                f"{MAX_DOC_WORDS} per document (split it into several documents)")
     return text
 
 
