@@ -800,6 +800,46 @@ def fuzz_hnsw_repair(data: bytes) -> None:
 
 
 
+# --- the word splitter -------------------------------------------------------------------------
+
+
+def fuzz_words_split(data: bytes) -> None:
+    """``_core.words_split`` over texts made of the bytes (UTF-8 with surrogates kept,
+    Latin-1, UTF-32 code points: every str kind CPython has) equals the analyzer's
+    ``words``: the same tokens in order, distinct words numbered by first appearance."""
+    from llmdsdb.analysis import Analyzer
+
+    s = Src(data)
+    an = Analyzer()
+    texts: list[object] = []
+    for _ in range(s.int(0, 5)):
+        raw = s.raw(s.int(0, 300))
+        mode = s.int(0, 3)
+        if mode == 0:
+            t = raw.decode("utf-8", "surrogateescape")
+        elif mode == 1:
+            t = raw.decode("latin-1")
+        elif mode == 2:
+            cps = np.frombuffer(raw[: len(raw) // 4 * 4], "<u4") % 0x110000
+            t = "".join(map(chr, cps.tolist()))
+        else:
+            t = raw.decode("ascii", "replace").upper()
+        texts.append(t)
+    if s.int(0, 15) == 15:
+        texts.insert(s.int(0, len(texts)), s.pick([b"bytes", 7, None]))
+        assert _expect(lambda: _core.words_split(texts), InvalidArgumentError) is None
+        return
+    strs = [str(t) for t in texts]
+    slots, counts, words = _core.words_split([t if t.isascii() else an.normalize(t)
+                                              for t in strs])
+    ref = [an.words(t) for t in strs]
+    assert np.frombuffer(counts, np.int64).tolist() == [len(r) for r in ref]
+    flat = [w for r in ref for w in r]
+    assert [words[i] for i in np.frombuffer(slots, np.int32).tolist()] == flat
+    assert words == list(dict.fromkeys(flat))
+    ANSWERED["words_split"] += 1
+
+
 # --- the LMDB value bounds check ------------------------------------------------------------
 
 
@@ -1048,6 +1088,7 @@ KERNEL_TARGETS: dict[str, Callable[[bytes], None]] = {
     "HnswGraph.set_counts": fuzz_hnsw_set_counts,
     "hnsw_repair": fuzz_hnsw_repair,
     "lmdb_value_check": fuzz_lmdb_value_check,
+    "words_split": fuzz_words_split,
 }
 
 #: Entry points that take no input (nothing to fuzz).
