@@ -25,13 +25,16 @@ the shards of terms that changed.
 **Top-k** runs in the compiled kernels (llmdsdb/_native/bm25.c, GIL released).
 ``mode="exhaustive"`` adds every posting of every query term into a dense per-thread
 accumulator; ``mode="pruned"`` runs block-max MaxScore over windows of 4,096 doc numbers: a
-window whose block bounds (from the skip rows) cannot beat the k-th score so far is skipped
-without decoding, the terms whose bounds together could lift a document into the top k (the
+window whose block bounds cannot beat the k-th score so far is skipped without decoding, the
+terms whose bounds together could lift a document into the top k (the
 *essential* ones) are added into a window accumulator, and each document they touch looks
 up the other terms, best bound first, only while its score plus the bound of the block that
 could hold it plus the bounds left can still beat the k-th score -- only the blocks a
-candidate falls in are decoded. ``mode="auto"`` (the default) picks exhaustive for queries
-whose terms hold at most :data:`EXHAUSTIVE_MAX_POSTINGS` postings. Contributions are summed
+candidate falls in are decoded. A block's bound is exact: the query state computes, when it
+registers a list, each block's largest ``tf * (k1 + 1) / (norm + tf)`` (times idf and the
+query count at query time), not a bound from the skip row's max tf and min length.
+``mode="auto"`` (the default) picks exhaustive for queries whose terms hold at most
+:data:`EXHAUSTIVE_MAX_POSTINGS` postings. Contributions are summed
 in 64-bit fixed point (a power-of-two scale per query, ~1e-16 relative), so every mode and
 every evaluation order returns bit-identical scores (tested), within 1e-12 of the float
 formula.

@@ -594,6 +594,7 @@ typedef struct {
     int nv;
     int32_t *own;      /* decoded docs then tfs (NULL: the list is viewed, not decoded) */
     int64_t *own_offs; /* their block offsets */
+    double *own_bmax;  /* the list's exact block maxima (native_bm25_block_max) */
 } term_views;
 
 typedef struct scratch {
@@ -654,6 +655,7 @@ static void state_dealloc(StateObject *o) {
                 PyBuffer_Release(&o->tv[t].v[i]);
             free(o->tv[t].own);
             free(o->tv[t].own_offs);
+            free(o->tv[t].own_bmax);
         }
     }
     PyMem_Free(o->tv);
@@ -786,6 +788,31 @@ static int st_decode(StateObject *o, native_plist *L, term_views *tv, int64_t *b
     return 0;
 }
 
+/* The exact block maxima of L (one pass over its blocks, each checked against its skip
+ * row), so that the kernels bound each block by what it holds rather than by its row's max
+ * tf and min doc length. -1 with an exception when a block is corrupt; without memory the
+ * list keeps the row bounds. */
+static int st_block_max(StateObject *o, native_plist *L, term_views *tv, int64_t *bytes) {
+    double *bmax = malloc(sizeof(double) * ((size_t)L->nb + 1));
+    if (!bmax)
+        return 0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = native_bm25_block_max(&o->ctx, L, bmax);
+    Py_END_ALLOW_THREADS
+    if (st != NATIVE_OK) {
+        free(bmax);
+        if (st == NATIVE_ENOMEM)
+            return 0;
+        raise_status(st, "bm25 search", "a postings block or skip row is corrupt");
+        return -1;
+    }
+    L->bmax = bmax;
+    tv->own_bmax = bmax;
+    *bytes += 8 * L->nb;
+    return 0;
+}
+
 /* set_lists(tids, lists): register the postings lists of these terms (each as
  * bm25_search takes them); a term registered already keeps its list. */
 static PyObject *state_set_lists(StateObject *o, PyObject *args) {
@@ -864,6 +891,8 @@ static PyObject *state_set_lists(StateObject *o, PyObject *args) {
         }
         if (L.buf && (st_decode(o, &L, &tv, &bytes) < 0))
             goto bad;
+        if (st_block_max(o, &L, &tv, &bytes) < 0)
+            goto bad;
         o->tv[tid] = tv;
         o->lists[tid] = L;
         o->nbytes += bytes + 256;
@@ -872,6 +901,9 @@ static PyObject *state_set_lists(StateObject *o, PyObject *args) {
     bad:
         for (int j = 0; j < tv.nv; j++)
             PyBuffer_Release(&tv.v[j]);
+        free(tv.own);
+        free(tv.own_offs);
+        free(tv.own_bmax);
         goto fail;
     }
     Py_DECREF(ft);
@@ -1170,9 +1202,28 @@ static PyGetSetDef state_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* block_max(tid) -> float64 bytes of the term's exact block maxima, or None when its list
+ * is not registered (or kept the skip-row bounds): for tests of the bounds. */
+static PyObject *state_block_max(StateObject *o, PyObject *arg) {
+    long long tid = PyLong_AsLongLong(arg);
+    if (tid == -1 && PyErr_Occurred())
+        return NULL;
+    if (tid < 0 || tid >= o->terms.nterms) {
+        PyErr_SetString(native_InvalidArgumentError, "term id out of range");
+        return NULL;
+    }
+    const native_plist *L = &o->lists[tid];
+    if (!L->offs || !L->bmax)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)L->bmax, (Py_ssize_t)(8 * L->nb));
+}
+
 static PyMethodDef state_methods[] = {
     {"set_lists", (PyCFunction)state_set_lists, METH_VARARGS,
      "set_lists(tids, lists): register postings lists (buf, offs, skip, docs, tfs)"},
+    {"block_max", (PyCFunction)state_block_max, METH_O,
+     "block_max(tid) -> float64 bytes: the exact block maxima of tf (k1 + 1) / (norm + tf), "
+     "or None when the term's list is not registered"},
     {"search", (PyCFunction)(void (*)(void))state_search, METH_VARARGS | METH_KEYWORDS,
      "search(queries, k, mode, auto_max, threads=1, allows=None) -> (results, missing)"},
     {NULL, NULL, 0, NULL},

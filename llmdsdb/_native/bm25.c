@@ -244,6 +244,37 @@ int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int
     return NATIVE_OK;
 }
 
+int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L, double *bmax) {
+    if (c->block_cap < 1 || c->block_cap > NATIVE_MAX_BLOCK_POSTINGS)
+        return NATIVE_EINVAL;
+    int32_t *dbuf = malloc(sizeof(int32_t) * 2 * (size_t)c->block_cap);
+    double *cbuf = malloc(sizeof(double) * (size_t)c->block_cap);
+    if (!dbuf || !cbuf) {
+        free(dbuf);
+        free(cbuf);
+        return NATIVE_ENOMEM;
+    }
+    const double kp1 = c->k1 + 1.0;
+    int st = NATIVE_OK;
+    for (int64_t bi = 0; bi < L->nb; bi++) {
+        const int32_t *d = NULL, *t = NULL;
+        int64_t n = load_block(c, L, bi, dbuf, dbuf + c->block_cap, &d, &t);
+        if (n < 0) {
+            st = (int)n;
+            break;
+        }
+        /* the factor contrib_run forms before * idf * qtf, by the same operations */
+        contrib_run(d, t, n, c->norm, kp1, 1.0, 1.0, cbuf);
+        double mx = 0.0;
+        for (int64_t j = 0; j < n; j++)
+            mx = cbuf[j] > mx ? cbuf[j] : mx;
+        bmax[bi] = mx;
+    }
+    free(dbuf);
+    free(cbuf);
+    return st;
+}
+
 static int check_list(const native_bm25_ctx *c, int32_t li) {
     return li < 0 || li >= c->nlists ? NATIVE_EINVAL : NATIVE_OK;
 }
@@ -422,6 +453,10 @@ static int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t target) {
 
 static inline int64_t block_ub(const native_bm25_ctx *c, const cursor *u, int64_t bi,
                                const fixedpt *f) {
+    if (u->L->bmax) {
+        double g = u->L->bmax[bi];
+        return g >= 0.0 ? fix_bound(u->w * g, f) : f->cap;
+    }
     const int64_t *row = u->L->skip + 6 * bi;
     double mt = (double)row[4];
     double den = mt + c->k1 * (1.0 - c->b + c->b * ((double)row[5] / c->avgdl));

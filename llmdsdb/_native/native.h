@@ -156,6 +156,10 @@ typedef struct {
     const int64_t *skip;
     int64_t nb;
     int trusted; /* raw blocks decoded and checked against their rows by the caller */
+    /* NULL, or nb exact block maxima of (tf * (k1 + 1)) / (norm[d] + tf) over each block's
+     * postings (native_bm25_block_max, for this ctx's norms): block bounds then come from
+     * these instead of the skip row's max tf and min doc length. */
+    const double *bmax;
 } native_plist;
 
 /* A query: m terms in summation order; term i is lists[list[i]], its BM25 weight idf[i]
@@ -193,6 +197,10 @@ enum { NATIVE_BM25_EXHAUSTIVE = 0, NATIVE_BM25_PRUNED = 1 };
  * the raw form of the list, which may then be marked trusted. */
 int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int32_t *docs,
                             int32_t *tfs, int64_t *offs);
+
+/* The exact block maxima of L for c's norms into bmax (L->nb doubles): every block loaded
+ * and checked against its skip row as a query would. NATIVE_OK or the block's status. */
+int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L, double *bmax);
 
 /* Top k documents of a query by BM25 (score desc, then doc number asc), exact: scores are
  * summed in 64-bit fixed point, so every mode gives bit-identical results. acc (ndocs
