@@ -48,7 +48,7 @@ from llmdsdb.errors import CorruptionError, NotFoundError
 from llmdsdb.hnsw import HNSW, FilterPlan
 from llmdsdb.pages import PageStore
 
-__all__ = ["FRESH_BLOCK", "FRESH_MAX_COMPONENTS", "FreshVectors",
+__all__ = ["FRESH_BLOCK", "FRESH_MAX_COMPONENTS", "FreshVectors", "GraphWork",
            "VectorSegment"]
 
 #: Rows per persisted block of the fresh part.
@@ -245,6 +245,46 @@ def _fresh_limit(fresh_max_vectors: int | None, dim: int) -> int:
             else max(2048, FRESH_MAX_COMPONENTS // max(dim, 1)))
 
 
+class GraphWork:
+    """A graph insert running in a worker thread (or nothing, for ``fn=None``);
+    :meth:`wait` joins it and raises what it raised.
+
+    :param fn: the work (called once, in a new thread) or None.
+    """
+
+    def __init__(self, fn: Any) -> None:
+        self._exc: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if fn is not None:
+            self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True,
+                                            name="llmdsdb-graph-insert")
+            self._thread.start()
+
+    def _run(self, fn: Any) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to wait(), in the caller's thread
+            self._exc = exc
+
+    def wait(self, *, reraise: bool = True) -> None:
+        """Block until the work is done (an interrupt arriving meanwhile is raised after
+        it, so nothing changes the segment once this returns); then raise the work's
+        exception, if any and ``reraise``. Complexity: that of the work."""
+        if self._thread is not None:
+            interrupted: BaseException | None = None
+            while self._thread.is_alive():
+                try:
+                    self._thread.join()
+                except KeyboardInterrupt as exc:
+                    interrupted = exc
+            self._thread = None
+            if interrupted is not None:
+                raise interrupted
+        exc, self._exc = self._exc, None
+        if exc is not None and reraise:
+            raise exc
+
+
 class VectorSegment:
     """The graph and the fresh part behind the search interface of
     :class:`~llmdsdb.hnsw.HNSW` (module docstring).
@@ -383,35 +423,57 @@ class VectorSegment:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def add_many(self, vecs: np.ndarray, ids: np.ndarray) -> None:
+    def add_many(self, vecs: np.ndarray, ids: np.ndarray, *, threads: int | None = None
+                 ) -> None:
         """Add validated vectors (float32 (k, dim)) under new ids: to the fresh part, which
         moves into the graph in one batch once it holds more than its limit.
 
+        :param threads: threads of a graph insert (default: the machine's cores).
+
         Complexity: O(k·dim) amortised; a merge costs the graph inserts of the fresh part.
+        """
+        self.add_many_async(vecs, ids, threads=threads).wait()
+
+    def add_many_async(self, vecs: np.ndarray, ids: np.ndarray, *,
+                       threads: int | None = None) -> GraphWork:
+        """:meth:`add_many`, with the graph insert it may need (a merge of the fresh part,
+        or the rows themselves when there is no fresh part) running in a worker thread:
+        the kernel releases the GIL, so the caller's other work of the same write proceeds
+        meanwhile. The fresh part's append happens before this returns.
+
+        Until :meth:`GraphWork.wait` returns, the caller must not touch this segment (no
+        search, write or flush); the rows being inserted are in neither part. The graph
+        that results is the one :meth:`add_many` builds (with ``threads=1``, the same
+        graph bit for bit).
+
+        Complexity: that of :meth:`add_many` (the graph part off the calling thread).
         """
         ids = np.asarray(ids, np.int64)
         if not len(ids):
-            return
+            return GraphWork(None)
+        graph = self.graph  # read here, in the caller's transaction, when opened lazily
         if self.fresh_limit > 0:
             self.fresh.add(ids, vecs)
-        else:
-            self.graph.add_many(vecs, ids)
-        if self.fresh.n > self.fresh_limit:
-            self.merge()
+            if self.fresh.n <= self.fresh_limit:
+                return GraphWork(None)
+            ids, vecs = self.fresh.take_all()
+        return GraphWork(lambda: graph.add_many(vecs, ids, threads=threads))
 
     def delete(self, vec_id: int) -> None:
         """Delete a vector (a tombstone in either part). Complexity: O(1)."""
         if not self.fresh.delete(vec_id):
             self.graph.delete(vec_id)
 
-    def merge(self) -> int:
+    def merge(self, *, threads: int | None = None) -> int:
         """Move every fresh vector into the graph; returns how many moved.
+
+        :param threads: threads of the graph insert (default: the machine's cores).
 
         Complexity: O(f · log n · ef_construction) for f fresh vectors.
         """
         ids, vecs = self.fresh.take_all()
         if len(ids):
-            self.graph.add_many(vecs, ids)
+            self.graph.add_many(vecs, ids, threads=threads)
         return len(ids)
 
     def flush(self, store: PageStore) -> None:

@@ -334,7 +334,10 @@ def new_graph(store: Any, cfg: Config, dim: int, options: Any) -> Any:
 def update_indexes(store: Any, ix: Indexes, work: IndexWork, options: Any,
                    results: list[int]) -> None:
     """Step 3: apply the index work to the in-memory indexes and write their pages (the
-    indexes are created with the first documents / embeddings).
+    indexes are created with the first documents / embeddings). A graph insert the new
+    vectors cause runs in a worker thread while the text is indexed and its pages written
+    (:meth:`~llmdsdb.vector_segment.VectorSegment.add_many_async`); it is joined before
+    the vector pages are written, and before an exception leaves this function.
 
     Complexity: O(postings of the changed documents) + the vector segment's inserts.
     """
@@ -353,15 +356,23 @@ def update_indexes(store: Any, ix: Indexes, work: IndexWork, options: Any,
         ix.bm25.remove_document(iid)
     for iid in work.removed_emb:
         ix.vectors.delete(iid)
-    if work.add_text:
-        ix.bm25.add_documents(list(work.add_text), list(work.add_text.values()))
-    if work.add_emb:
+    graph_work = None
+    if work.add_emb:  # the graph insert (if any) runs in a worker while the text is indexed
         ids = np.fromiter(work.add_emb, dtype=np.int64, count=len(work.add_emb))
-        ix.vectors.add_many(np.stack(list(work.add_emb.values())), ids)
+        graph_work = ix.vectors.add_many_async(np.stack(list(work.add_emb.values())), ids)
+    try:
+        if work.add_text:
+            ix.bm25.add_documents(list(work.add_text), list(work.add_text.values()))
+        ix.bm25.flush()
+    except BaseException:
+        if graph_work is not None:
+            graph_work.wait(reraise=False)  # joined before the transaction aborts
+        raise
+    if graph_work is not None:
+        graph_work.wait()
     if work.merge:
         moved = ix.vectors.merge() if ix.vectors is not None else 0
         results[:] = [moved if r == -1 else r for r in results]
-    ix.bm25.flush()
     if ix.vectors is not None:
         ix.vectors.flush(store)
     ix.meta.flush()

@@ -369,7 +369,9 @@ def synth_ingest_ours(path: str, n: int, batch: int, fresh: int | None,
            "fresh_vectors_before_optimize": fresh_left, "optimize_s": opt_s,
            "optimize_moved": moved, "fresh_max_vectors": fresh,
            "graph_count": (db.stats().get("hnsw") or {}).get("count"),
-           "fresh_vectors_after": db.stats()["fresh_vectors"]}
+           "fresh_vectors_after": db.stats()["fresh_vectors"],
+           "hnsw": {"M": db.config["hnsw_M"], "ef_construction": db.config["hnsw_ef_construction"],
+                    "ef_search": (db.stats().get("hnsw") or {}).get("ef_search")}}
     # search and search_many: identical hits (ids and scores) for every sampled query
     qt, qv = synth_queries(n_check)
     mism = 0
@@ -441,7 +443,10 @@ def synth_ingest_chroma(path: str, n: int, batch: int) -> dict:
     col.query(query_embeddings=qv[:1], n_results=10)
     cnt = col.count()
     dt = time.perf_counter() - t0 - gen_s
-    return {"docs": cnt, "seconds": dt, "docs_per_s": cnt / dt, "peak_rss_mb": peak_rss_mb()}
+    h = (col.configuration or {}).get("hnsw") or {}  # the defaults Chroma filled in
+    return {"docs": cnt, "seconds": dt, "docs_per_s": cnt / dt, "peak_rss_mb": peak_rss_mb(),
+            "hnsw": {"M": h.get("max_neighbors"), "ef_construction": h.get("ef_construction"),
+                     "ef_search": h.get("ef_search")}}
 
 
 def synth_cold_chroma(path: str) -> dict:
@@ -511,6 +516,9 @@ def synthetic(args: argparse.Namespace) -> None:
         chk = ing.get("search_vs_search_many", {})
         rows.append({
             "system": name, "ingest docs/s": ing.get("docs_per_s", ing.get("error")),
+            "graph M / ef_construction / ef_search": "/".join(
+                f"{v:.0f}" if isinstance(v, (int, float)) else "?"
+                for v in (ing.get("hnsw") or {}).values()) or "-",
             "of which optimize (s)": ing.get("optimize_s", "-"),
             "ingest / chroma": (ing["docs_per_s"] / summary["chroma"]["ingest"]["docs_per_s"]
                                 if "chroma" in summary and "docs_per_s" in ing
@@ -532,7 +540,10 @@ def synthetic(args: argparse.Namespace) -> None:
             "runs one hybrid query (Chroma: one vector query); 'vector segment load' is "
             "the part of it spent reading the HNSW graph and the fresh part, which llmdsdb "
             "reads at the first vector query, not at open; 'BM25-only' is another new "
-            "process's open and first BM25-only query (the vectors are never read).\n\n"
+            "process's open and first BM25-only query (the vectors are never read). "
+            "'graph M / ef_construction / ef_search': each system's graph parameters as it "
+            "reports them (its defaults here); llmdsdb's vector side asks the graph for the "
+            "fusion's candidate depth (100 at top_k=10), so its queries run at ef 100.\n\n"
             + table(rows))
     cmd = "python " + " ".join(["tools/bench/bench_db.py"] + sys.argv[1:])
     suffix = "_random" if synth_vector_kind() == "random" else ""
