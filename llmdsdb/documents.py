@@ -22,10 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from llmdsdb._native import _core
 from llmdsdb.errors import CorruptionError
 from llmdsdb.fusion import Explain
 from llmdsdb.records import Document, SearchResult, decode_record, document, record_id
 from llmdsdb.storage import from_u64key, id_key, u64key
+from llmdsdb.storage_format import FORMAT_VERSION, KIND_DOC, decode_value
 
 __all__ = ["contains", "current_hashes", "docs_after", "id_key", "iter_documents", "lookup",
            "next_id",
@@ -153,13 +155,21 @@ def search_results(txn: Any, hits: list, explain: bool) -> list[SearchResult]:
 
     :raises CorruptionError: when an index returns a document that has no record.
     """
-    raws = txn.get_many("docs", [u64key(h[0]) for h in hits])
+    keys = [u64key(h[0]) for h in hits]
+    raws = txn.raw_many("docs", keys)
+    # the envelope checks and the ids of the usual records in one C pass; any other value
+    # (compressed, or failing a check) through the Python decoder, which names the fault
+    bodies, ids = _core.docs_open(raws, KIND_DOC, FORMAT_VERSION)
     out = []
-    for h, raw in zip(hits, raws):
+    for h, key, raw, body, rid in zip(hits, keys, raws, bodies, ids):
         if raw is None:
             raise CorruptionError(f"docs/{h[0]}: missing, but an index returns it; run check()")
-        out.append(SearchResult(record_id(raw, f"docs/{h[0]}"), float(h[1]),
-                                explain=Explain._make(h[2:]) if explain else None, raw=raw))
+        if body is None:
+            body = decode_value(raw, key_desc=txn.desc("docs", key), kind=KIND_DOC)
+        if rid is None:
+            rid = record_id(body, f"docs/{h[0]}")
+        out.append(SearchResult(rid, float(h[1]),
+                                explain=Explain._make(h[2:]) if explain else None, raw=body))
     return out
 
 

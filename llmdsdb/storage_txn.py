@@ -159,35 +159,27 @@ class Txn:
             return None
         return decode_value(raw, key_desc=self._desc(db, k), kind=_KIND_OF_DB[db])
 
-    def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]:
-        """:meth:`get` of each key (verified values, None where absent) in one pass: the
-        table is resolved once and a key is named only in an error (what a search's hits
-        cost per record).
+    def raw_many(self, db: str, keys: list[bytes]) -> list[memoryview | None]:
+        """The stored values at ``keys`` (None where absent) without verification, as
+        buffers valid only inside this transaction: for a caller that verifies them in one
+        batch (the search results' records, :func:`llmdsdb.documents.search_results`).
 
-        Complexity: O(k log n) + O(their lengths) for k keys.
-
-        :raises CorruptionError: when a stored value fails its envelope check.
+        Complexity: O(k log n) for k keys.
         """
         h = self._handle(db)
-        kind = _KIND_OF_DB[db]
-        get = self._txn.get
-        out: list[bytes | None] = []
+        get, txn = self._env._span.get, self._txn  # each value's extent checked first
+        out: list[memoryview | None] = []
         for key in keys:
             k = _as_key(key)
             try:
-                raw = get(h + k)
+                out.append(get(txn, h + k, lambda k=k: self._desc(db, k)))
             except lmdb.Error as exc:
                 raise _wrap(exc, f"get {self._desc(db, k)}") from exc
-            if raw is None:
-                out.append(None)
-                continue
-            try:
-                out.append(decode_value(raw, key_desc="", kind=kind))
-            except (CorruptionError, FormatVersionError):
-                # the same check again, now naming the value in the message
-                decode_value(raw, key_desc=self._desc(db, k), kind=kind)
-                raise
         return out
+
+    def desc(self, db: str, key: bytes) -> str:
+        """How errors name the value at ``key`` of ``db`` (``"docs/doc 42"``)."""
+        return self._desc(db, key)
 
     def raw_get(self, db: str, key: bytes | str) -> bytes | None:
         """The stored bytes at ``key`` without verification (for check and repair tools).

@@ -19,6 +19,7 @@ static PyMethodDef *native_families[] = {
     native_repair_methods,
     native_words_methods,
     native_lmdbguard_methods,
+    native_envelope_methods,
     NULL,
 };
 

@@ -70,6 +70,7 @@ extern PyMethodDef native_repair_methods[]; /* bind_repair.c: compaction's HNSW 
 extern PyMethodDef native_postings_write_methods[]; /* bind_postings_write.c: encode */
 extern PyMethodDef native_words_methods[]; /* bind_words.c: text -> interned words */
 extern PyMethodDef native_lmdbguard_methods[]; /* bind_lmdbguard.c: LMDB value bounds */
+extern PyMethodDef native_envelope_methods[]; /* bind_envelope.c: stored values' fast path */
 
 /* ---- postings.c: postings blocks (llmdsdb.codec format version 1) --------------------- */
 
@@ -139,6 +140,17 @@ typedef struct {
  * kind other than 1, 2, 4. Runs without the GIL (reads only the texts and static tables). */
 int native_words_split(native_words *w, const native_text *texts, size_t n, int64_t *counts);
 void native_words_free(native_words *w);
+
+/* ---- envelope.c: the storage envelope's fast path (llmdsdb.storage_format) ----------- */
+
+/* The body offset (12) of the n-byte stored value at p when it is an uncompressed envelope
+ * of `kind` with a version in 1..max_version, its length field and crc32 right; else -1
+ * (anything else is the Python decoder's to judge). Reads only p[0..n). */
+int64_t native_envelope_body(const uint8_t *p, size_t n, int kind, int max_version);
+/* The offset of the id string in the n-byte document record at p when the record is a
+ * fixmap whose first key is "id" and whose value is a str that fits (*len: its bytes);
+ * else -1. Reads only p[0..n); the bytes are not checked to be UTF-8. */
+int64_t native_record_id(const uint8_t *p, size_t n, size_t *len);
 
 /* ---- bm25.c: BM25 top-k over postings lists ------------------------------------------- */
 

@@ -517,6 +517,27 @@ def test_check_detects_a_flipped_byte_and_get_refuses_it(path):
             db.get("d2")
 
 
+
+def test_search_refuses_a_damaged_record_among_its_hits(path):
+    """The hits' records are checked in one pass (C fast path, Python decoder for the rest):
+    a damaged one raises CorruptionError naming it."""
+    from llmdsdb.errors import CorruptionError
+
+    with llmdsdb.open(path) as db:
+        db.add(["a", "b", "c"], ["apple pie " * 60, "apple tart", "apple " + "x" * 300])
+        assert {r.id for r in db.search("apple", top_k=3, fusion_weight=0.0)} == {"a", "b", "c"}
+        assert all(r.text.startswith("apple") for r in db.search("apple", fusion_weight=0.0))
+        key = (1).to_bytes(8, "big")
+
+        def flip(txn):
+            raw = bytearray(txn.raw_get("docs", key))
+            raw[-3] ^= 0x40
+            txn.raw_put("docs", key, bytes(raw))
+
+        db._env.run_write(flip)
+        with pytest.raises(CorruptionError, match="docs/doc 1"):
+            db.search("apple", top_k=3, fusion_weight=0.0)
+
 def test_iter_documents_across_blocks_with_gaps(path, monkeypatch):
     import llmdsdb.db as dbmod
 
