@@ -701,7 +701,7 @@ class Database:
             qq = [make_query(q, v, top_k, spec, dim=cfg.dim, metric=cfg.metric,
                              max_top_k=MAX_TOP_K, max_text_bytes=MAX_QUERY_BYTES)
                   for q, v in zip(qs, vs)]
-            qq = _present_sides(qq, ix, txn.count("docs"))
+            qq = _present_sides(qq, ix, lambda: txn.count("docs"))
             searcher = HybridSearcher(ix.bm25, ix.vectors, metric=cfg.metric)
             if any(f is not None for f in flts) or explain:
                 qq = _with_allowed(txn, ix, qq, flts)
@@ -884,7 +884,7 @@ def _include(include: object) -> tuple[str, ...]:
     return tuple(include)
 
 
-def _present_sides(queries: list, ix: Any, documents: int) -> list:
+def _present_sides(queries: list, ix: Any, count_documents: Callable[[], int]) -> list:
     """The queries with a side the database lacks taken out: a query that needs only that
     side raises :class:`MissingSideError`; a hybrid query runs on the other side with a
     :class:`MissingSideWarning` naming the missing one. An empty database has nothing to
@@ -897,17 +897,19 @@ def _present_sides(queries: list, ix: Any, documents: int) -> list:
 
     from llmdsdb.retrieval_pipeline import plan
 
-    if not documents:
-        return queries
+    plans = [plan(q, 1) for q in queries]
     no_text = ix.bm25 is None or ix.bm25._avgdl() == 0.0
     # the vector count only when a query has a vector side: it reads a lazily opened graph
     no_vec = ix.vectors is None or (
-        any(plan(q, 1).vector is not None for q in queries) and len(ix.vectors) == 0)
-    if not (no_vec or no_text):
+        any(p.vector is not None for p in plans) and len(ix.vectors) == 0)
+    if not any((p.vector is not None and no_vec) or (p.text is not None and no_text)
+               for p in plans):
+        return queries  # no query lacks a side (the document count is not read)
+    documents = count_documents()
+    if not documents:
         return queries
     out = []
-    for q in queries:
-        p = plan(q, 1)
+    for q, p in zip(queries, plans):
         lack_vec, lack_text = p.vector is not None and no_vec, p.text is not None and no_text
         if lack_vec and (p.text is None or no_text):
             raise MissingSideError(
@@ -932,10 +934,10 @@ def _present_sides(queries: list, ix: Any, documents: int) -> list:
 def _query_filters(filter: object, n: int) -> list:
     """The parsed filter of each of ``n`` queries: one filter (a dict) for all of them, or
     a list of filters (or None) with one per query."""
-    from llmdsdb.filters import parse_filter
-
     if filter is None:
         return [None] * n
+    from llmdsdb.filters import parse_filter
+
     if isinstance(filter, (list, tuple)):
         if len(filter) != n:
             raise InvalidArgumentError(f"{n} queries but {len(filter)} filters (give one "

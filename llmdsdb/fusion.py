@@ -101,6 +101,7 @@ __all__ = [
     "FusionSpec",
     "Metric",
     "Normalization",
+    "bm25_own_hits",
     "candidate_depth",
     "distance_to_similarity",
     "fuse",
@@ -778,15 +779,12 @@ def fuse_one_side(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: Fus
     return [FusedHit(keys[i], sc, None, r, None, rk, None, sc) for i, sc, r, rk in zip(o, *cols)]
 
 
-def _one_side_sorted(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: FusionSpec,
-                     top_k: int | None) -> list[FusedHit] | None:
-    """:func:`fuse_one_side` in plain Python for the common case - a list already best
-    first, as the indexes return it, min-max / theoretical (BM25) / RRF - with the same
-    float operations as the numpy path, so the same scores; None when it does not apply."""
-    if spec.method != "rrf" and (spec.normalization == "zscore" or (
-            spec.normalization == "theoretical" and side == "vector")):
-        return None
-    sims = [float(p[1]) for p in pairs] if side == "bm25" else [-float(p[1]) for p in pairs]
+def _sorted_head(pairs: Sequence[tuple[Hashable, float]], sims: list[float],
+                 top_k: int | None) -> tuple[list[int], list[int]] | None:
+    """The positions of the best ``top_k`` of a list whose similarities ``sims`` are best
+    first (ties ordered by key), and the competition rank of every position up to the last
+    tie of the ``top_k``-th; None when the list is not best first (or holds NaN) or its tied
+    keys do not compare."""
     n = len(sims)
     for i in range(1, n):
         if not sims[i - 1] >= sims[i]:  # also refuses NaN
@@ -802,6 +800,22 @@ def _one_side_sorted(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: 
     ranks = [0] * end
     for i in range(end):
         ranks[i] = ranks[i - 1] if i and sims[i] == sims[i - 1] else i + 1
+    return head, ranks
+
+
+def _one_side_sorted(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: FusionSpec,
+                     top_k: int | None) -> list[FusedHit] | None:
+    """:func:`fuse_one_side` in plain Python for the common case - a list already best
+    first, as the indexes return it, min-max / theoretical (BM25) / RRF - with the same
+    float operations as the numpy path, so the same scores; None when it does not apply."""
+    if spec.method != "rrf" and (spec.normalization == "zscore" or (
+            spec.normalization == "theoretical" and side == "vector")):
+        return None
+    sims = [float(p[1]) for p in pairs] if side == "bm25" else [-float(p[1]) for p in pairs]
+    got = _sorted_head(pairs, sims, top_k)
+    if got is None:
+        return None
+    head, ranks = got
     if spec.method == "rrf":
         kk = float(spec.rrf_k)
         norm = [1.0 / (kk + ranks[i]) for i in head]
@@ -820,6 +834,24 @@ def _one_side_sorted(pairs: Sequence[tuple[Hashable, float]], side: Side, spec: 
         out.append(FusedHit(key, sc, raw, None, ranks[i], None, sc, None) if side == "bm25"
                    else FusedHit(key, sc, None, raw, None, ranks[i], None, sc))
     return out
+
+
+def bm25_own_hits(pairs: Sequence[tuple[Hashable, float]], top_k: int
+                  ) -> list[FusedHit] | None:
+    """The hits of a BM25-only query with BM25's own scores, straight from the index's list
+    (best first): what the fusion of that one side, its normalised score then replaced by
+    the raw one, gives - under every spec, since one side's order is its score order, ties
+    by key - without the normalisation; None when the list is not best first.
+
+    Complexity: O(n + k log k).
+    """
+    sims = [float(p[1]) for p in pairs]
+    got = _sorted_head(pairs, sims, top_k)
+    if got is None:
+        return None
+    head, ranks = got
+    return [FusedHit(pairs[i][0], sims[i], sims[i], None, ranks[i], None, None, None)
+            for i in head]
 
 
 def fused_pairs(hits: Sequence[FusedHit]) -> list[tuple[Hashable, float]]:

@@ -63,6 +63,7 @@ from llmdsdb.fusion import (
     FusionMethod,
     FusionSpec,
     Normalization,
+    bm25_own_hits,
 )
 from llmdsdb.hnsw import HNSW
 from llmdsdb.inverted_index import InvertedIndex
@@ -268,9 +269,11 @@ class HybridSearcher:
             if not b and not d:
                 out.append([])
                 continue
-            hits = q.fusion.fuse(b, d, top_k=q.top_k, metric=self.metric)
-            if b is None or d is None:  # one side ran: its own score, no fusion fields
-                hits = own_scores(hits, self.metric)
+            hits = bm25_own_hits(b, q.top_k) if d is None and b else None
+            if hits is None:
+                hits = q.fusion.fuse(b, d, top_k=q.top_k, metric=self.metric)
+                if b is None or d is None:  # one side ran: its own score, no fusion fields
+                    hits = own_scores(hits, self.metric)
             out.append(hits)
         return out, splans
 

@@ -255,3 +255,21 @@ class PipelineMachine(RuleBasedStateMachine):
 PipelineMachine.TestCase.settings = settings(max_examples=15, stateful_step_count=25,
                                              deadline=None)
 TestPipelineMachine = PipelineMachine.TestCase
+
+
+@given(st.dictionaries(KEYS, st.sampled_from([0.5, 1.25, 2.0, 3.5]) | BM25_SCORE, max_size=25),
+       st.integers(1, 30), METHODS, st.floats(0.0, 0.99))
+def test_bm25_own_hits_equal_the_one_side_fusion_with_own_scores(scores, k, method_norm,
+                                                                   w) -> None:
+    """A BM25 list as the index gives it (best first, ties in any key order, few distinct
+    scores so that ties cross the k-th): the direct path equals fusing the one side and
+    replacing the normalised score by the raw one, under every spec."""
+    from llmdsdb.fusion import FusionSpec, bm25_own_hits
+    from llmdsdb.retrieval_pipeline import own_scores
+
+    pairs = sorted(scores.items(), key=lambda kv: (-kv[1], -kv[0]))  # ties: keys descending
+    spec = FusionSpec(w, method_norm[0], method_norm[1])
+    got = bm25_own_hits(pairs, k)
+    want = own_scores(spec.fuse(pairs, None, top_k=k, metric="cosine"), "cosine") if pairs else []
+    assert got == want
+    assert bm25_own_hits(pairs[::-1], k) is None or len(set(scores.values())) <= 1
