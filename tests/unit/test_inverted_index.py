@@ -328,3 +328,53 @@ def test_allow_filters_and_plans() -> None:
         idx.search("w1", allow={1, 2})  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):
         idx.search_many(["w1", "w2"], allow=[few])
+
+
+def test_open_refuses_damaged_term_dictionary_shards() -> None:
+    """Every way a term-dictionary shard can disagree with itself or the others is a
+    CorruptionError at open (naming the shard where one is to blame); an intact copy opens
+    to the same index."""
+    import msgpack
+
+    from llmdsdb.errors import CorruptionError
+    from llmdsdb.pages import MemoryPageStore
+
+    idx = InvertedIndex(store=MemoryPageStore(), block_size=16)
+    idx.add_documents(range(60), [f"w{i % 7} w{i % 11} x{i} common" for i in range(60)])
+    idx.remove_document(5)
+    idx.flush()
+    st = idx.store
+    names = [n for n in st.meta_names("bm25/terms/")]
+    assert len(names) > 2
+    same = InvertedIndex.open(st)
+    assert same._terms == idx._terms and same._tid == idx._tid
+    assert all(np.array_equal(a, b) for a, b in zip(same._skip, idx._skip))
+    assert same._shard_tids == idx._shard_tids
+    assert np.array_equal(same._df.view, idx._df.view)
+    assert np.array_equal(same._tmaxtf.view, idx._tmaxtf.view)
+    assert np.array_equal(same._tmindl.view, idx._tmindl.view)
+
+    def damaged(name: str, change) -> None:
+        old = st.get_meta(name)
+        rec = msgpack.unpackb(old, raw=False)
+        change(rec)
+        st.put_meta(name, msgpack.packb(rec))
+        try:
+            with pytest.raises(CorruptionError):
+                InvertedIndex.open(st)
+        finally:
+            st.put_meta(name, old)
+
+    a, b = names[0], names[1]
+    damaged(a, lambda r: r.pop("skip"))
+    damaged(a, lambda r: r.update(tids=r["tids"][:-8]))
+    damaged(a, lambda r: r.update(terms=r["terms"] + b"x"))
+    damaged(a, lambda r: r.update(skip=r["skip"][:-48]))
+    damaged(a, lambda r: r.update(terms="text"))
+    damaged(a, lambda r: r.update(tids=np.full(len(r["tids"]) // 8, 10**6, "<i8").tobytes()))
+    other = msgpack.unpackb(st.get_meta(b), raw=False)["tids"][:8]
+    damaged(a, lambda r: r.update(tids=other + r["tids"][8:]))  # a term id in two shards
+    damaged(a, lambda r: r.update(term_lens=np.full(len(r["term_lens"]) // 4, -1,
+                                                    "<i4").tobytes()))
+    damaged(a, lambda r: r.update(terms=b"\xff" * len(r["terms"])))
+    assert InvertedIndex.open(st)._terms == idx._terms  # restored: opens again
