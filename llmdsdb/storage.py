@@ -468,7 +468,8 @@ class Environment:
                 cur = t.cursor()
                 empty = not cur.first()
                 first_tag = bytes(cur.key())[:1] if not empty else b""
-                has_version = t.get(_TAG["meta"] + b"format_version") is not None
+                has_version = self._span.get(t, _TAG["meta"] + b"format_version",
+                                             "meta/'format_version'") is not None
             finally:
                 self._end(t)
         except lmdb.Error as exc:

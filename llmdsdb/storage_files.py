@@ -38,6 +38,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from typing import BinaryIO
 
 import lmdb
 
@@ -167,19 +168,29 @@ def _check_lmdb_file_once(data_path: str, *, walk: bool = True) -> dict[str, int
 
 _P_INVALID = (1 << 64) - 1
 _P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_LEAF2 = 0x01, 0x02, 0x04, 0x20
+_F_BIGDATA = 0x01  # a leaf node whose value is on overflow pages
+_NODE = struct.Struct("<HHHH")  # a node's header: data size lo/hi (or child pgno), flags, key size
 _DB_ROOT_OFF = 40  # md_root within an MDB_db record (48 bytes)
 _META_DBS_OFF = 16 + 24  # mm_dbs[FREE_DBI], then mm_dbs[MAIN_DBI] 48 bytes further
 
 
 def _check_main_tree(data_path: str, meta: bytes, psize: int, npages: int) -> None:
-    """Follow the page numbers liblmdb follows from the newest meta page down to the leaves:
-    the free database's root, the main database's root (every table of the project lives in
-    the main database under a one-byte key prefix) and the children named by its branch
-    pages. A page number at or past the end of the file would be a SIGBUS inside liblmdb
-    at the first lookup; here it is a CorruptionError. Leaf pages are named, not read (the
-    overflow pages their values point to are the structural walk's job).
+    """Check the pages whose damage liblmdb would turn into a SIGBUS or SIGSEGV of the
+    process that opens the file, from the newest meta page down:
 
-    Complexity: O(branch pages of the main database): about one in a hundred pages.
+    * the free-page database's and the main database's roots, and every child page number
+      named by a branch page of either (liblmdb follows them without checking them against
+      the file's length), with each branch node inside its page;
+    * every leaf page of the free-page database (liblmdb reads its records, overflow ones
+      included, when a writer allocates pages): nodes, keys and values inside the page,
+      overflow values inside the file;
+    * the leaf pages of the main database among the last pages of the file
+      (:func:`_tail_pages`): a node offset or a key size is at most 65,535 bytes, so only
+      there can a damaged one send liblmdb's key comparisons past the end of the file
+      (anywhere else it stays inside the mapped file: garbage, which the envelopes catch).
+      Values of the main database are checked as they are read (:mod:`llmdsdb._mapspan`).
+
+    Complexity: O(branch pages + free-database pages + a few dozen leaf pages).
     """
     def bad(what: str) -> CorruptionError:
         return CorruptionError(f"{data_path} is damaged: {what}; restore from a backup "
@@ -189,43 +200,105 @@ def _check_main_tree(data_path: str, meta: bytes, psize: int, npages: int) -> No
         if pgno != _P_INVALID and pgno >= npages:
             raise bad(f"{what} names page {pgno} but the file has {npages}")
 
-    main = _META_DBS_OFF + 48
-    free_root = struct.unpack_from("<Q", meta, _META_DBS_OFF + _DB_ROOT_OFF)[0]
-    main_root = struct.unpack_from("<Q", meta, main + _DB_ROOT_OFF)[0]
-    depth = struct.unpack_from("<H", meta, main + 6)[0]
-    in_file(free_root, "the free-page database's root")
-    in_file(main_root, "the main database's root")
-    if main_root == _P_INVALID or depth <= 1:
-        return
-    if depth > 64:
-        raise bad(f"the main database claims a depth of {depth}")
-    seen: set[int] = set()
-    todo = [(main_root, 1)]
+    tail = npages - _tail_pages(psize)
     with open(data_path, "rb") as fh:
-        while todo:
-            pgno, level = todo.pop()
-            if pgno in seen or len(seen) >= npages:
-                raise bad(f"page {pgno} is reached twice in the main database")
-            seen.add(pgno)
-            fh.seek(pgno * psize)
-            page = fh.read(psize)
-            if len(page) < psize:
-                raise bad(f"page {pgno} of the main database is past the end of the file")
-            flags, lower, upper = struct.unpack_from("<HHH", page, 10)
-            if flags & (_P_BRANCH | _P_LEAF | _P_OVERFLOW | _P_LEAF2) != _P_BRANCH:
-                raise bad(f"page {pgno} at level {level} of {depth} of the main database is "
-                          f"not a branch page (flags 0x{flags:04x})")
-            if lower < 16 or lower > upper or upper > psize or lower & 1:
-                raise bad(f"page {pgno} of the main database has a bad header")
-            for i in range((lower - 16) // 2):
-                off = struct.unpack_from("<H", page, 16 + 2 * i)[0]
-                if off < upper or off + 8 > psize:
-                    raise bad(f"page {pgno} of the main database: node {i} out of bounds")
-                lo, hi, nflags = struct.unpack_from("<HHH", page, off)
-                child = lo | (hi << 16) | (nflags << 32)
-                in_file(child, f"a branch of the main database (page {pgno})")
-                if level + 1 < depth:
-                    todo.append((child, level + 1))
+        for dbi, name in ((0, "free-page database"), (1, "main database")):
+            rec = _META_DBS_OFF + 48 * dbi
+            root = struct.unpack_from("<Q", meta, rec + _DB_ROOT_OFF)[0]
+            depth = struct.unpack_from("<H", meta, rec + 6)[0]
+            in_file(root, f"the {name}'s root")
+            if root == _P_INVALID:
+                continue
+            if depth > 64 or depth < 1:
+                raise bad(f"the {name} claims a depth of {depth}")
+            for pgno in _walk_branches(fh, root, depth, psize, npages, name, bad, in_file,
+                                       0 if dbi == 0 else tail):
+                _check_leaf(fh, pgno, psize, npages, name, bad)
+
+
+def _tail_pages(psize: int) -> int:
+    """How many pages at the end of the file a damaged node offset, key size or key count
+    of a page can reach past: 16 + 2 * 32,767 (the pointer array) or 65,535 + 8 + 65,535
+    (a node and its key) bytes past the page's start."""
+    return (2 * 65535 + 8) // psize + 2
+
+
+def _read_page(fh: BinaryIO, pgno: int, psize: int, name: str,
+               bad: Callable[[str], CorruptionError]) -> tuple[bytes, int, int, int]:
+    fh.seek(pgno * psize)
+    page = fh.read(psize)
+    if len(page) < psize:
+        raise bad(f"page {pgno} of the {name} is past the end of the file")
+    flags, lower, upper = struct.unpack_from("<HHH", page, 10)
+    if lower < 16 or lower > upper or upper > psize or lower & 1:
+        raise bad(f"page {pgno} of the {name} has a bad header")
+    return page, flags, lower, upper
+
+
+def _walk_branches(fh: BinaryIO, root: int, depth: int, psize: int, npages: int, name: str,
+                   bad: Callable[[str], CorruptionError],
+                   in_file: Callable[[int, str], None], keep_from: int = 0) -> list[int]:
+    """Read the branch pages of a tree of ``depth`` levels from ``root``; their nodes and
+    child page numbers are checked. Returns the leaf page numbers from ``keep_from`` on."""
+    if depth == 1:
+        return [root] if root >= keep_from else []
+    seen: set[int] = set()
+    leaves: list[int] = []
+    todo = [(root, 1)]
+    while todo:
+        pgno, level = todo.pop()
+        if pgno in seen or len(seen) >= npages:
+            raise bad(f"page {pgno} is reached twice in the {name}")
+        seen.add(pgno)
+        page, flags, lower, upper = _read_page(fh, pgno, psize, name, bad)
+        if flags & (_P_BRANCH | _P_LEAF | _P_OVERFLOW | _P_LEAF2) != _P_BRANCH:
+            raise bad(f"page {pgno} at level {level} of {depth} of the {name} is not a "
+                      f"branch page (flags 0x{flags:04x})")
+        last = level + 1 == depth
+        n = (lower - 16) // 2
+        for i, off in enumerate(struct.unpack_from(f"<{n}H", page, 16)):
+            if off < upper or off + 8 > psize:
+                raise bad(f"page {pgno} of the {name}: node {i} out of bounds")
+            lo, hi, nflags, ksize = _NODE.unpack_from(page, off)
+            if off + 8 + ksize > psize:
+                raise bad(f"page {pgno} of the {name}: the key of node {i} runs past the page")
+            child = lo | (hi << 16) | (nflags << 32)
+            if child >= npages:
+                in_file(child, f"a branch of the {name} (page {pgno})")
+            if not last:
+                todo.append((child, level + 1))
+            elif child >= keep_from:
+                leaves.append(child)
+    return leaves
+
+
+def _check_leaf(fh: BinaryIO, pgno: int, psize: int, npages: int, name: str,
+                bad: Callable[[str], CorruptionError]) -> None:
+    """Every node, key and value of leaf page ``pgno`` inside its page (an overflow value
+    inside the file)."""
+    if pgno == _P_INVALID:
+        return
+    page, flags, lower, upper = _read_page(fh, pgno, psize, name, bad)
+    if flags & (_P_BRANCH | _P_LEAF | _P_OVERFLOW) != _P_LEAF:
+        raise bad(f"page {pgno} of the {name} is not a leaf page (flags 0x{flags:04x})")
+    if flags & _P_LEAF2:
+        return  # fixed-size keys, no nodes (the project uses no DUPFIXED tables)
+    for i in range((lower - 16) // 2):
+        off = struct.unpack_from("<H", page, 16 + 2 * i)[0]
+        if off < upper or off + 8 > psize:
+            raise bad(f"page {pgno} of the {name}: node {i} out of bounds")
+        lo, hi, nflags, ksize = _NODE.unpack_from(page, off)
+        dsize = lo | (hi << 16)
+        data = off + 8 + ksize
+        if nflags & _F_BIGDATA:
+            if data + 8 > psize:
+                raise bad(f"page {pgno} of the {name}: node {i} runs past the page")
+            ov = struct.unpack_from("<Q", page, data)[0]
+            if ov < 2 or ov >= npages or dsize > (npages - ov) * psize - 16:
+                raise bad(f"page {pgno} of the {name}: the overflow value of node {i} runs "
+                          f"past the end of the file")
+        elif data + dsize > psize:
+            raise bad(f"page {pgno} of the {name}: node {i} runs past the page")
 
 
 #: The structural walk run by :func:`check_structure_in_subprocess`: a fresh interpreter

@@ -1,5 +1,7 @@
 """A damaged value size or overflow page number in a leaf node of ``data.mdb`` is a
-CorruptionError on the ordinary read paths, never a SIGBUS (llmdsdb/_mapspan.py).
+CorruptionError on the ordinary read paths, never a SIGBUS (llmdsdb/_mapspan.py); a damaged
+node offset or key size in a leaf page near the end of the file is one at open
+(llmdsdb/storage_files.py).
 
 LMDB 0.9 refuses an overflow page number at or past the last page in use
 (MDB_PAGE_NOTFOUND), but trusts one inside the file and trusts the value size: py-lmdb then
@@ -17,14 +19,16 @@ import pytest
 from test_fault_matrix import run_child
 
 import llmdsdb
+from llmdsdb import storage_files
 from llmdsdb.errors import CorruptionError
 
 _F_BIGDATA = 1
 _DOCS = 0x02  # the docs table's one-byte key prefix (storage_format._TAG)
 
 
-def _leaf_nodes(data: bytes, psize: int = 4096) -> list[tuple[int, int, int, int]]:
-    """``(node offset, flags, key size, data size)`` of every node of every leaf page."""
+def _leaf_nodes(data: bytes, psize: int = 4096) -> list[tuple[int, int, int, int, int]]:
+    """``(node offset, flags, key size, data size, offset of its pointer)`` of every node of
+    every leaf page."""
     out = []
     for pg in range(2, len(data) // psize):
         base = pg * psize
@@ -33,7 +37,7 @@ def _leaf_nodes(data: bytes, psize: int = 4096) -> list[tuple[int, int, int, int
             for i in range((lower - 16) // 2):
                 off = base + struct.unpack_from("<H", data, base + 16 + 2 * i)[0]
                 lo, hi, nflags, ks = struct.unpack_from("<HHHH", data, off)
-                out.append((off, nflags, ks, lo | hi << 16))
+                out.append((off, nflags, ks, lo | hi << 16, base + 16 + 2 * i))
     return out
 
 
@@ -57,7 +61,10 @@ def damaged(tmp_path_factory) -> dict[str, Path]:
         # past the last page: LMDB's own check (MDB_PAGE_NOTFOUND)
         "overflow-pgno-past-end": (big[0] + 8 + big[2], struct.pack("<Q", npages + 3)),
         "overflow-size-huge": (big[0], struct.pack("<HH", 0xFFFF, 0x7FFF)),
-        "inline-size-huge": (small[0], struct.pack("<HH", 0xFFFF, 0x7FFF)),
+        "inline-size-huge": (small[0], struct.pack("<HH", small[3], 2)),  # + 128 KiB
+        # liblmdb itself reads these while searching: refused at open (file fuzz, trial 204)
+        "open-leaf-node-offset": (small[4], struct.pack("<H", 0xD24C)),
+        "open-leaf-key-size": (small[0] + 6, struct.pack("<H", 0xFFFF)),
     }
     out = {}
     for name, (off, patch) in cases.items():
@@ -71,7 +78,9 @@ def damaged(tmp_path_factory) -> dict[str, Path]:
 
 
 _READ_ALL = """
-    import json, llmdsdb
+    import json, llmdsdb, llmdsdb.storage_files
+    if {no_tail}:  # as in a large file, where these leaf pages are not among the last ones
+        llmdsdb.storage_files._tail_pages = lambda psize: 0
     out = {{}}
     for d in {dirs!r}:
         try:
@@ -86,20 +95,39 @@ _READ_ALL = """
 """
 
 
-def test_damaged_value_size_or_overflow_page_is_an_error_not_a_crash(damaged):
-    dirs = [str(d) for d in damaged.values()]
-    got = run_child(_READ_ALL.format(dirs=dirs))  # fails on a signal
-    for d in dirs:
+def test_damaged_value_size_or_overflow_page_is_an_error_not_a_crash(damaged, monkeypatch):
+    """Checked as the values are read. In a small file every leaf page is among the last
+    ones, which open checks whole; the read-time check is what covers a large file's
+    other leaf pages, so open's tail check is turned off here."""
+    cases = {n: str(d) for n, d in damaged.items() if not n.startswith("open-")}
+    got = run_child(_READ_ALL.format(dirs=list(cases.values()), no_tail=True))
+    for d in cases.values():
         assert got[d].startswith("CorruptionError"), (d, got[d])
-        assert "backup" in got[d]
-    for name, d in damaged.items():
-        with llmdsdb.open(str(d)) as db:
+        assert "backup" in got[d] and "opening it" not in got[d], got[d]
+    # an overflow value's size reaches the read-time check (liblmdb sees nothing wrong
+    # with it; it refuses an inline value larger than its page itself: MDB_CORRUPTED)
+    assert "runs past the end of the file" in got[cases["overflow-size-huge"]]
+    monkeypatch.setattr(storage_files, "_tail_pages", lambda psize: 0)
+    for name, d in cases.items():
+        with llmdsdb.open(d) as db:
             with pytest.raises(CorruptionError):
                 [x.id for x in db.iter_documents()]
             if name.startswith("overflow"):
                 with pytest.raises(CorruptionError):
                     db.get("big")
             assert db.check(), name  # check() reports it too
+
+
+def test_damaged_pages_near_the_end_of_the_file_are_refused_at_open(damaged):
+    """A node offset or key size liblmdb reads while searching (file fuzz, trial 204), and
+    the value cases too: in a small file every leaf page is among the last ones."""
+    dirs = [str(d) for d in damaged.values()]
+    got = run_child(_READ_ALL.format(dirs=dirs, no_tail=False))  # fails on a signal
+    for name, d in damaged.items():
+        assert got[str(d)].startswith("CorruptionError"), (name, got[str(d)])
+        if name != "overflow-pgno-past-end":  # liblmdb's own check on the read finds it
+            with pytest.raises(CorruptionError, match="opening it would crash"):
+                llmdsdb.open(str(d))
 
 
 def test_the_bounds_check_leaves_a_sound_database_alone(tmp_path):

@@ -70,7 +70,9 @@ def preload_env(so: str, *, track: str = "", log: str = "", kill_at: int = 0,
         or one file's path).
     """
     env = dict(os.environ if base is None else base)
-    env["LD_PRELOAD"] = so
+    # after what is preloaded already: tools/sanitize preloads libasan, which must come
+    # first (its interceptors reach the shim's functions as the next definition)
+    env["LD_PRELOAD"] = f"{env.get('LD_PRELOAD', '')} {so}".strip()
     env["IOTRACE_DIR"] = track
     env["IOTRACE_LOG"] = log
     env["IOTRACE_KILL_AT"] = str(kill_at)
