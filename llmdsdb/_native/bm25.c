@@ -419,35 +419,56 @@ static int cur_load(const native_bm25_ctx *c, cursor *u, int64_t bi) {
     return NATIVE_OK;
 }
 
+/* Within the loaded block, whose last doc is >= target: move to the first posting >= target.
+ * Lookups mostly land a few postings ahead, so a short scan comes before the galloping. */
+static inline void cur_seek(cursor *u, int32_t target) {
+    const int32_t *d = u->d;
+    int64_t j = u->j + 1, last = u->n - 1;
+    int64_t stop = j + 8 < last ? j + 8 : last;
+    while (j < stop && d[j] < target)
+        j++;
+    if (d[j] < target) { /* j == stop < last */
+        int64_t lo = j + 1, hi = last, step = 1;
+        while (lo + step < hi && d[lo + step] < target) {
+            lo += step + 1;
+            step <<= 1;
+        }
+        if (lo + step < hi)
+            hi = lo + step;
+        while (lo < hi) {
+            int64_t mid = (lo + hi) / 2;
+            if (d[mid] < target)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        j = lo;
+    }
+    u->j = j;
+    u->doc = d[j];
+}
+
+/* cur_advance past the loaded block: load the block that can hold target. */
+static __attribute__((noinline)) int cur_advance_block(const native_bm25_ctx *c, cursor *u,
+                                                       int32_t target) {
+    const int64_t *skip = u->L->skip;
+    int64_t bi = u->bi + 1;
+    while (bi < u->L->nb && skip[6 * bi + 3] < target)
+        bi++;
+    int st = cur_load(c, u, bi);
+    if (st != NATIVE_OK || u->doc >= target)
+        return st;
+    cur_seek(u, target);
+    return NATIVE_OK;
+}
+
 /* Move to the first posting with doc >= target, decoding only the block that can hold it. */
-static int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t target) {
+static inline int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t target) {
     if (u->doc >= target)
         return NATIVE_OK;
-    const int64_t *skip = u->L->skip;
-    if (u->bi < 0 || u->d[u->n - 1] < target) {
-        int64_t bi = u->bi + 1;
-        while (bi < u->L->nb && skip[6 * bi + 3] < target)
-            bi++;
-        int st = cur_load(c, u, bi);
-        if (st != NATIVE_OK || u->doc >= target)
-            return st;
-    }
-    int64_t lo = u->j + 1, hi = u->n - 1, step = 1;
-    while (lo + step < hi && u->d[lo + step] < target) {
-        lo += step + 1;
-        step <<= 1;
-    }
-    if (lo + step < hi)
-        hi = lo + step;
-    while (lo < hi) {
-        int64_t mid = (lo + hi) / 2;
-        if (u->d[mid] < target)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    u->j = lo;
-    u->doc = u->d[lo];
+    if (u->bi < 0 || u->d[u->n - 1] < target)
+        return cur_advance_block(c, u, target);
+    cur_seek(u, target);
     return NATIVE_OK;
 }
 
