@@ -427,8 +427,26 @@ def fuzz_bm25_state(data: bytes) -> None:
             assert len(hits) <= k and len(set(ids)) == len(ids)
             assert set(ids) <= live_ids, (ids, live_ids)
             assert scores == sorted(scores, reverse=True)
+        _check_block_max(s, state, nterms, norm, args[8])
         ANSWERED["Bm25State"] += 1
         return
+
+
+def _check_block_max(s: Src, state: object, nterms: int, norm: np.ndarray, k1: float) -> None:
+    """``Bm25State.block_max`` of a term (registered or not, or out of range): None, a typed
+    error, or one bound per block, in [0, k1 + 1] when every norm is a positive number."""
+    for _ in range(s.int(1, 3)):
+        t = s.int(-2, nterms + 1)
+        try:
+            bm = state.block_max(t)  # type: ignore[attr-defined]
+        except (InvalidArgumentError, CorruptionError, TypeError, OverflowError):
+            continue
+        if bm is None:
+            continue
+        assert isinstance(bm, bytes) and len(bm) % 8 == 0, type(bm)
+        a = np.frombuffer(bm, np.float64)
+        if np.all(np.isfinite(norm) & (norm > 0)) and 0 <= k1 < math.inf:
+            assert np.all((a >= 0) & (a <= (k1 + 1) * (1 + 1e-12))), (a, k1)
 
 
 # --- vectors ------------------------------------------------------------------------------
@@ -840,6 +858,56 @@ def fuzz_words_split(data: bytes) -> None:
     ANSWERED["words_split"] += 1
 
 
+# --- the envelope fast path --------------------------------------------------------------------
+
+
+def fuzz_docs_open(data: bytes) -> None:
+    """``_core.docs_open`` over stored values (records or any bytes, enveloped as one kind
+    or another, compressed or not, then damaged or cut): a body only for a plain envelope
+    of the asked kind that ``decode_value`` accepts, and then its body; an id only when it
+    equals ``record_id``'s."""
+    from llmdsdb.errors import LlmdsdbError
+    from llmdsdb.storage_format import FORMAT_VERSION, decode_value, encode_value
+
+    s = Src(data)
+    raws: list[bytes | None] = []
+    for _ in range(s.int(0, 5)):
+        if s.int(0, 5) == 0:
+            raws.append(None)
+            continue
+        if s.bool():
+            body = msgpack.packb({"id": s.raw(s.int(0, 40)).decode("utf-8", "replace"),
+                                  "text": "t", "meta": {}, "hash": "h", "emb": None})
+        else:
+            body = s.raw(s.int(0, 200))
+        raw = bytearray(encode_value(body, kind=s.pick([KIND_DOC, KIND_DOC, 1, 4]),
+                                     compress=s.pick([False, None, True])))
+        for _ in range(s.int(0, 2)):
+            if s.bool() and raw:
+                raw[s.int(0, len(raw) - 1)] ^= s.int(1, 255)
+            else:
+                del raw[s.int(0, len(raw)):]
+        raws.append(bytes(raw))
+    maxv = s.pick([FORMAT_VERSION, FORMAT_VERSION, 0, 255])
+    bodies, ids = _core.docs_open([None if r is None else memoryview(r) for r in raws],
+                                  KIND_DOC, maxv)
+    assert len(bodies) == len(ids) == len(raws)
+    for raw, body, rid in zip(raws, bodies, ids):
+        if raw is None:
+            assert body is None and rid is None
+            continue
+        try:
+            want = decode_value(raw, key_desc="fuzz/1", kind=KIND_DOC)
+        except LlmdsdbError:
+            want = None
+        if body is not None:
+            assert body == want and raw[3] == 0 and raw[1] <= maxv
+        if rid is not None:
+            assert body is not None and rid == record_id(body, "fuzz/1")
+    assert _expect(lambda: _core.docs_open(5, KIND_DOC, maxv), TypeError) is None
+    ANSWERED["docs_open"] += 1
+
+
 # --- the LMDB value bounds check ------------------------------------------------------------
 
 
@@ -1089,6 +1157,7 @@ KERNEL_TARGETS: dict[str, Callable[[bytes], None]] = {
     "hnsw_repair": fuzz_hnsw_repair,
     "lmdb_value_check": fuzz_lmdb_value_check,
     "words_split": fuzz_words_split,
+    "docs_open": fuzz_docs_open,
 }
 
 #: Entry points that take no input (nothing to fuzz).
@@ -1096,7 +1165,8 @@ NO_INPUT = {"kernel_info", "dist_isa", "HnswGraph.scratch_bytes", "HnswGraph._ep
             "Bm25State.nbytes", "Bm25State.nloaded", "Bm25State.decoded"}
 #: Test hooks whose input the target named here covers.
 COVERED_BY = {"HnswGraph._set_epoch": "HnswGraph.search",
-              "Bm25State.set_lists": "Bm25State", "Bm25State.search": "Bm25State"}
+              "Bm25State.set_lists": "Bm25State", "Bm25State.search": "Bm25State",
+              "Bm25State.block_max": "Bm25State"}
 
 DECODER_TARGETS: dict[str, Callable[[bytes], None]] = {
     "envelope": fuzz_envelope,
