@@ -498,24 +498,28 @@ def test_fresh_segment_disabled(path):
         assert db.check() == []
 
 
+def _flip_doc_byte(db, iid: int, at: int) -> None:
+    """Flip one bit of byte ``at`` of the stored docs record of internal id ``iid``."""
+    key = iid.to_bytes(8, "big")
+
+    def flip(txn):
+        raw = bytearray(txn.raw_get("docs", key))
+        raw[at] ^= 0x40
+        txn.raw_put("docs", key, bytes(raw))
+
+    db._env.run_write(flip)
+
+
 def test_check_detects_a_flipped_byte_and_get_refuses_it(path):
     from llmdsdb.errors import CorruptionError
 
     with llmdsdb.open(path) as db:
         _fill(db)
-        key = (2).to_bytes(8, "big")
-
-        def flip(txn):
-            raw = bytearray(txn.raw_get("docs", key))
-            raw[-5] ^= 0x40
-            txn.raw_put("docs", key, bytes(raw))
-
-        db._env.run_write(flip)
+        _flip_doc_byte(db, 2, -5)
         problems = db.check()
         assert any("docs" in p for p in problems), problems
         with pytest.raises(CorruptionError):
             db.get("d2")
-
 
 
 def test_search_refuses_a_damaged_record_among_its_hits(path):
@@ -527,14 +531,7 @@ def test_search_refuses_a_damaged_record_among_its_hits(path):
         db.add(["a", "b", "c"], ["apple pie " * 60, "apple tart", "apple " + "x" * 300])
         assert {r.id for r in db.search("apple", top_k=3, fusion_weight=0.0)} == {"a", "b", "c"}
         assert all(r.text.startswith("apple") for r in db.search("apple", fusion_weight=0.0))
-        key = (1).to_bytes(8, "big")
-
-        def flip(txn):
-            raw = bytearray(txn.raw_get("docs", key))
-            raw[-3] ^= 0x40
-            txn.raw_put("docs", key, bytes(raw))
-
-        db._env.run_write(flip)
+        _flip_doc_byte(db, 1, -3)
         with pytest.raises(CorruptionError, match="docs/doc 1"):
             db.search("apple", top_k=3, fusion_weight=0.0)
 
