@@ -708,7 +708,7 @@ class Database:
                 hits, plans = searcher.search_many_planned(qq, explain=explain)
             else:
                 hits, plans = searcher.search_many(qq), None
-            out = [search_results(txn, h, explain) for h in hits]
+            out = search_results(txn, hits, explain)  # one pass for all queries
         for res, p in zip(out, plans) if explain and plans is not None else ():
             for r in res:
                 r.plan = p

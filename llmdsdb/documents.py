@@ -147,29 +147,36 @@ def docs_after(txn: Any, after: int) -> Iterator[tuple[int, bytes]]:
         block += 1
 
 
-def search_results(txn: Any, hits: list, explain: bool) -> list[SearchResult]:
-    """The :class:`~llmdsdb.records.SearchResult` of each fused hit (keyed by internal id):
-    one record read per hit and only its id decoded; text and metadata decode on access.
+def search_results(txn: Any, hits: list[list], explain: bool) -> list[list[SearchResult]]:
+    """The :class:`~llmdsdb.records.SearchResult` of each fused hit (keyed by internal id)
+    of each query's list: one record read per hit, all the queries' records checked in one
+    pass, and only the ids decoded; text and metadata decode on access.
 
     Complexity: O(hits · log n).
 
-    :raises CorruptionError: when an index returns a document that has no record.
+    :raises CorruptionError: when an index returns a document that has no record, or a
+        record fails its check.
     """
-    keys = [u64key(h[0]) for h in hits]
+    flat = [h for hs in hits for h in hs]
+    keys = [u64key(h[0]) for h in flat]
     raws = txn.raw_many("docs", keys)
     # the envelope checks and the ids of the usual records in one C pass; any other value
     # (compressed, or failing a check) through the Python decoder, which names the fault
     bodies, ids = _core.docs_open(raws, KIND_DOC, FORMAT_VERSION)
-    out = []
-    for h, key, raw, body, rid in zip(hits, keys, raws, bodies, ids):
+    res = []
+    for h, key, raw, body, rid in zip(flat, keys, raws, bodies, ids):
         if raw is None:
             raise CorruptionError(f"docs/{h[0]}: missing, but an index returns it; run check()")
         if body is None:
             body = decode_value(raw, key_desc=txn.desc("docs", key), kind=KIND_DOC)
         if rid is None:
             rid = record_id(body, f"docs/{h[0]}")
-        out.append(SearchResult(rid, float(h[1]),
+        res.append(SearchResult(rid, float(h[1]),
                                 explain=Explain._make(h[2:]) if explain else None, raw=body))
+    out, at = [], 0
+    for hs in hits:
+        out.append(res[at : at + len(hs)])
+        at += len(hs)
     return out
 
 
