@@ -30,9 +30,10 @@ terms whose bounds together could lift a document into the top k (the
 *essential* ones) are added into a window accumulator, and each document they touch looks
 up the other terms, best bound first, only while its score plus the bound of the block that
 could hold it plus the bounds left can still beat the k-th score -- only the blocks a
-candidate falls in are decoded. A block's bound is exact: the query state computes, when it
-registers a list, each block's largest ``tf * (k1 + 1) / (norm + tf)`` (times idf and the
-query count at query time), not a bound from the skip row's max tf and min length.
+candidate falls in are decoded. A block's bound is exact once known: its largest
+``tf * (k1 + 1) / (norm + tf)`` (times idf and the query count), which the query state
+learns the first time a query decodes the block (at registration for a list it holds
+decoded); until then the bound from the skip row's max tf and min length stands in.
 ``mode="auto"`` (the default) picks exhaustive for queries whose terms hold at most
 :data:`EXHAUSTIVE_MAX_POSTINGS` postings. Contributions are summed
 in 64-bit fixed point (a power-of-two scale per query, ~1e-16 relative), so every mode and

@@ -594,7 +594,7 @@ typedef struct {
     int nv;
     int32_t *own;      /* decoded docs then tfs (NULL: the list is viewed, not decoded) */
     int64_t *own_offs; /* their block offsets */
-    double *own_bmax;  /* the list's exact block maxima (native_bm25_block_max) */
+    double *own_bmax;  /* the list's block maxima (L->bmax), -1 until known */
 } term_views;
 
 typedef struct scratch {
@@ -788,26 +788,31 @@ static int st_decode(StateObject *o, native_plist *L, term_views *tv, int64_t *b
     return 0;
 }
 
-/* The exact block maxima of L (one pass over its blocks, each checked against its skip
- * row), so that the kernels bound each block by what it holds rather than by its row's max
- * tf and min doc length. -1 with an exception when a block is corrupt; without memory the
- * list keeps the row bounds. */
+/* Room for L's exact block maxima (each -1: not known yet; the kernels learn a block's the
+ * first time they decode it). A list held decoded gets them all now: a pass over its
+ * postings, no decoding. Without memory the list keeps the skip-row bounds. -1 with an
+ * exception when a block is corrupt. */
 static int st_block_max(StateObject *o, native_plist *L, term_views *tv, int64_t *bytes) {
     double *bmax = malloc(sizeof(double) * ((size_t)L->nb + 1));
     if (!bmax)
         return 0;
-    int st;
-    Py_BEGIN_ALLOW_THREADS
-    st = native_bm25_block_max(&o->ctx, L, bmax);
-    Py_END_ALLOW_THREADS
-    if (st != NATIVE_OK) {
-        free(bmax);
-        if (st == NATIVE_ENOMEM)
-            return 0;
-        raise_status(st, "bm25 search", "a postings block or skip row is corrupt");
-        return -1;
-    }
+    for (int64_t bi = 0; bi < L->nb; bi++)
+        bmax[bi] = -1.0;
     L->bmax = bmax;
+    if (L->trusted) {
+        int st;
+        Py_BEGIN_ALLOW_THREADS
+        st = native_bm25_block_max(&o->ctx, L);
+        Py_END_ALLOW_THREADS
+        if (st != NATIVE_OK) {
+            L->bmax = NULL;
+            free(bmax);
+            if (st == NATIVE_ENOMEM)
+                return 0;
+            raise_status(st, "bm25 search", "a postings block or skip row is corrupt");
+            return -1;
+        }
+    }
     tv->own_bmax = bmax;
     *bytes += 8 * L->nb;
     return 0;
@@ -1202,8 +1207,8 @@ static PyGetSetDef state_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-/* block_max(tid) -> float64 bytes of the term's exact block maxima, or None when its list
- * is not registered (or kept the skip-row bounds): for tests of the bounds. */
+/* block_max(tid) -> float64 bytes of the term's exact block maxima (-1: not known yet), or
+ * None when its list is not registered (or kept the skip-row bounds): for tests. */
 static PyObject *state_block_max(StateObject *o, PyObject *arg) {
     long long tid = PyLong_AsLongLong(arg);
     if (tid == -1 && PyErr_Occurred())
@@ -1215,15 +1220,21 @@ static PyObject *state_block_max(StateObject *o, PyObject *arg) {
     const native_plist *L = &o->lists[tid];
     if (!L->offs || !L->bmax)
         Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)L->bmax, (Py_ssize_t)(8 * L->nb));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(8 * L->nb));
+    if (!out)
+        return NULL;
+    double *p = (double *)PyBytes_AS_STRING(out);
+    for (int64_t bi = 0; bi < L->nb; bi++)
+        __atomic_load(&L->bmax[bi], &p[bi], __ATOMIC_RELAXED);
+    return out;
 }
 
 static PyMethodDef state_methods[] = {
     {"set_lists", (PyCFunction)state_set_lists, METH_VARARGS,
      "set_lists(tids, lists): register postings lists (buf, offs, skip, docs, tfs)"},
     {"block_max", (PyCFunction)state_block_max, METH_O,
-     "block_max(tid) -> float64 bytes: the exact block maxima of tf (k1 + 1) / (norm + tf), "
-     "or None when the term's list is not registered"},
+     "block_max(tid) -> float64 bytes: the exact block maxima of tf (k1 + 1) / (norm + tf) "
+     "(-1: not known yet), or None when the term's list is not registered"},
     {"search", (PyCFunction)(void (*)(void))state_search, METH_VARARGS | METH_KEYWORDS,
      "search(queries, k, mode, auto_max, threads=1, allows=None) -> (results, missing)"},
     {NULL, NULL, 0, NULL},

@@ -47,6 +47,37 @@ contrib_run(const int32_t *restrict d, const int32_t *restrict t, int64_t n,
     }
 }
 
+/* ---- exact block maxima ------------------------------------------------------------------ */
+
+static inline double bmax_get(const native_plist *L, int64_t bi) {
+    double g;
+    __atomic_load(&L->bmax[bi], &g, __ATOMIC_RELAXED);
+    return g;
+}
+
+/* The largest contrib_run factor (idf = qtf = 1) of a block's n postings, by the same
+ * operations as contrib_run, so that times idf and qtf it bounds each contribution. */
+static double block_factor_max(const native_bm25_ctx *c, const int32_t *d, const int32_t *t,
+                               int64_t n) {
+    const double kp1 = c->k1 + 1.0;
+    double mx = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        double tf = (double)t[j];
+        double g = (tf * kp1) / (c->norm[d[j]] + tf);
+        mx = g > mx ? g : mx;
+    }
+    return mx;
+}
+
+/* Note block bi's exact maximum the first time it is decoded (any thread may). */
+static inline void bmax_learn(const native_bm25_ctx *c, const native_plist *L, int64_t bi,
+                              const int32_t *d, const int32_t *t, int64_t n) {
+    if (L->bmax && bmax_get(L, bi) < 0.0) {
+        double g = block_factor_max(c, d, t, n);
+        __atomic_store(&L->bmax[bi], &g, __ATOMIC_RELAXED);
+    }
+}
+
 /* ---- exact sums: 64-bit fixed point -------------------------------------------------------
  *
  * A contribution c (a double, formed as above) enters every sum as round(c * S), S = 2^e a
@@ -186,6 +217,7 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
         if (n != row[1] || dbuf[0] != row[2] || dbuf[n - 1] != row[3] ||
             dbuf[n - 1] >= c->ndocs || (int64_t)h.tfmax > row[4])
             return NATIVE_ECORRUPT;
+        bmax_learn(c, L, bi, dbuf, tbuf, n);
         return n;
     } else {
         if (lo < 0 || hi <= lo || (uint64_t)hi > L->npost || hi - lo > c->block_cap)
@@ -211,6 +243,7 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
     }
     if (tmax > row[4] || tmin < 1)
         return NATIVE_ECORRUPT;
+    bmax_learn(c, L, bi, *docs, *tfs, n);
     return n;
 }
 
@@ -244,17 +277,12 @@ int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int
     return NATIVE_OK;
 }
 
-int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L, double *bmax) {
-    if (c->block_cap < 1 || c->block_cap > NATIVE_MAX_BLOCK_POSTINGS)
+int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L) {
+    if (c->block_cap < 1 || c->block_cap > NATIVE_MAX_BLOCK_POSTINGS || !L->bmax)
         return NATIVE_EINVAL;
     int32_t *dbuf = malloc(sizeof(int32_t) * 2 * (size_t)c->block_cap);
-    double *cbuf = malloc(sizeof(double) * (size_t)c->block_cap);
-    if (!dbuf || !cbuf) {
-        free(dbuf);
-        free(cbuf);
+    if (!dbuf)
         return NATIVE_ENOMEM;
-    }
-    const double kp1 = c->k1 + 1.0;
     int st = NATIVE_OK;
     for (int64_t bi = 0; bi < L->nb; bi++) {
         const int32_t *d = NULL, *t = NULL;
@@ -263,15 +291,10 @@ int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L, doubl
             st = (int)n;
             break;
         }
-        /* the factor contrib_run forms before * idf * qtf, by the same operations */
-        contrib_run(d, t, n, c->norm, kp1, 1.0, 1.0, cbuf);
-        double mx = 0.0;
-        for (int64_t j = 0; j < n; j++)
-            mx = cbuf[j] > mx ? cbuf[j] : mx;
-        bmax[bi] = mx;
+        double g = block_factor_max(c, d, t, n);
+        __atomic_store(&L->bmax[bi], &g, __ATOMIC_RELAXED);
     }
     free(dbuf);
-    free(cbuf);
     return st;
 }
 
@@ -475,8 +498,9 @@ static inline int cur_advance(const native_bm25_ctx *c, cursor *u, int32_t targe
 static inline int64_t block_ub(const native_bm25_ctx *c, const cursor *u, int64_t bi,
                                const fixedpt *f) {
     if (u->L->bmax) {
-        double g = u->L->bmax[bi];
-        return g >= 0.0 ? fix_bound(u->w * g, f) : f->cap;
+        double g = bmax_get(u->L, bi);
+        if (g >= 0.0)
+            return fix_bound(u->w * g, f);
     }
     const int64_t *row = u->L->skip + 6 * bi;
     double mt = (double)row[4];

@@ -169,9 +169,11 @@ typedef struct {
     int64_t nb;
     int trusted; /* raw blocks decoded and checked against their rows by the caller */
     /* NULL, or nb exact block maxima of (tf * (k1 + 1)) / (norm[d] + tf) over each block's
-     * postings (native_bm25_block_max, for this ctx's norms): block bounds then come from
-     * these instead of the skip row's max tf and min doc length. */
-    const double *bmax;
+     * postings for this ctx's norms, -1 where not known yet: a block bound comes from its
+     * maximum once known, else from the skip row's max tf and min doc length. The kernels
+     * fill an entry the first time they decode its block (relaxed atomic stores: every
+     * writer stores the same value); native_bm25_block_max fills them all. */
+    double *bmax;
 } native_plist;
 
 /* A query: m terms in summation order; term i is lists[list[i]], its BM25 weight idf[i]
@@ -210,9 +212,10 @@ enum { NATIVE_BM25_EXHAUSTIVE = 0, NATIVE_BM25_PRUNED = 1 };
 int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int32_t *docs,
                             int32_t *tfs, int64_t *offs);
 
-/* The exact block maxima of L for c's norms into bmax (L->nb doubles): every block loaded
- * and checked against its skip row as a query would. NATIVE_OK or the block's status. */
-int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L, double *bmax);
+/* Fill L->bmax (L->nb doubles) with the exact block maxima for c's norms: every block
+ * loaded and checked against its skip row as a query would. NATIVE_OK or the block's status
+ * (cheap for raw lists; a compressed list is decoded whole). */
+int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L);
 
 /* Top k documents of a query by BM25 (score desc, then doc number asc), exact: scores are
  * summed in 64-bit fixed point, so every mode gives bit-identical results. acc (ndocs

@@ -119,19 +119,39 @@ def test_block_maxima_are_exact(corpus: list[tuple[list[tuple[str, int]], int]],
 
 
 def _check_block_max(idx: InvertedIndex) -> None:
-    idx.search(" ".join(VOCAB), top_k=3)  # registers every word's list
+    # a pruned query learns the maxima of the blocks it decodes (lists held compressed) or
+    # has them all (lists held decoded); an exhaustive one decodes every block
+    idx.search(" ".join(VOCAB[:3]), top_k=2, mode="pruned")
+    _compare_block_max(idx, complete=False)
+    idx.search(" ".join(VOCAB), top_k=3, mode="exhaustive")
+    _compare_block_max(idx, complete=True)
+
+
+def _compare_block_max(idx: InvertedIndex, complete: bool) -> None:
     state = idx._cstate
+    if state is None:  # no query term indexed: nothing registered
+        assert not complete or not any(w in idx._tid for w in VOCAB)
+        return
     norm = idx._norms()
     kp1 = idx.k1 + 1.0
     for w in VOCAB:
         tid = idx._tid.get(w)
         if tid is None:
             continue
-        got = np.frombuffer(state.block_max(tid), dtype=np.float64)
+        raw = state.block_max(tid)
+        if raw is None:  # not registered yet
+            assert not complete
+            continue
+        got = np.frombuffer(raw, dtype=np.float64)
         docs, tfs = idx._term_postings(tid)
         counts = idx._skip[tid][:, _CNT]
         assert len(got) == len(counts)
         t = tfs.astype(np.float64)
         g = (t * kp1) / (norm[docs] + t)  # the kernel's operations, in the same order
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        assert got.tolist() == np.maximum.reduceat(g, starts).tolist()
+        exact = np.maximum.reduceat(g, starts)
+        known = got >= 0
+        assert got[known].tolist() == exact[known].tolist()
+        assert (got[~known] == -1.0).all()
+        if complete:
+            assert known.all()
