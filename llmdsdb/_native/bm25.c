@@ -442,6 +442,18 @@ static int cur_load(const native_bm25_ctx *c, cursor *u, int64_t bi) {
     return NATIVE_OK;
 }
 
+/* The first index in [lo, hi] whose doc is >= target, given d[hi] >= target (ascending d). */
+static inline int64_t first_at_least(const int32_t *d, int64_t lo, int64_t hi, int32_t target) {
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (d[mid] < target)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* Within the loaded block, whose last doc is >= target: move to the first posting >= target.
  * Lookups mostly land a few postings ahead, so a short scan comes before the galloping. */
 static inline void cur_seek(cursor *u, int32_t target) {
@@ -456,16 +468,7 @@ static inline void cur_seek(cursor *u, int32_t target) {
             lo += step + 1;
             step <<= 1;
         }
-        if (lo + step < hi)
-            hi = lo + step;
-        while (lo < hi) {
-            int64_t mid = (lo + hi) / 2;
-            if (d[mid] < target)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        j = lo;
+        j = first_at_least(d, lo, lo + step < hi ? lo + step : hi, target);
     }
     u->j = j;
     u->doc = d[j];
@@ -642,17 +645,8 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
             while (u->doc < hi) {
                 const int32_t *d = u->d, *t = u->t;
                 int64_t j = u->j, n = u->n, e = n;
-                if (d[n - 1] >= hi) {
-                    int64_t a = j, z = n - 1; /* first posting >= hi: d[z] >= hi */
-                    while (a < z) {
-                        int64_t mid = (a + z) / 2;
-                        if (d[mid] < hi)
-                            a = mid + 1;
-                        else
-                            z = mid;
-                    }
-                    e = a;
-                }
+                if (d[n - 1] >= hi)
+                    e = first_at_least(d, j, n - 1, (int32_t)hi);
                 contrib_run(d + j, t + j, e - j, norm, kp1, idf, qtf, cbuf);
                 for (int64_t x = 0; j < e; j++, x++) {
                     int64_t off = d[j] - lo;
