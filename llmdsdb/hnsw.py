@@ -115,6 +115,22 @@ FILTER_TWOHOP_BELOW = 0.2
 #: correlated 10%) an unwidened pool gave 0.93-0.96.
 FILTER_TWOHOP_WIDEN_AT = 0.2
 FILTER_EF_WIDEN_MAX = 4
+#: A planned filtered walk gives up once it has computed more than this many distances
+#: per allowed vector (``budget = FILTER_WALK_BUDGET * m``), and the m allowed vectors are
+#: scored exactly instead: scoring them costs m distances (plus the id lookups), so past
+#: that the walk is dearer than the exact answer, and a walk never costs much more than
+#: twice the scan it stands in for. Where the graph has no structure to follow (i.i.d.
+#: random vectors) the walk wanders and this is what stops it.
+FILTER_WALK_BUDGET = 1.0
+#: After a planned filtered walk, ``max(FILTER_VERIFY_SAMPLE, distances walked / 8)``
+#: allowed vectors, evenly spaced in the allowed ids, are checked against the walk's k-th
+#: distance: two of them that the walk never reached yet are nearer than its k-th hit mean
+#: it has demonstrably missed part of the top k (about ``2 * m / sample`` of the m allowed
+#: vectors belong there and were not found), and the exact scan answers. A walk that
+#: found its top k misses nothing the check can see, so it costs that walk about 1/8 more
+#: distances and never changes its answer (``llmdsdb/_native/native.h``:
+#: ``hnsw_filter_opts``).
+FILTER_VERIFY_SAMPLE = 256
 _FILTER_MODE = {"traverse": 0, "two-hop": 1}  # as llmdsdb/_native/native.h numbers them
 
 
@@ -122,10 +138,20 @@ class FilterPlan(NamedTuple):
     """How a vector query runs: ``strategy`` is ``"scan"`` (every vector, exactly),
     ``"graph"`` (a graph walk), ``"allowed-scan"`` (the allowed vectors only, exactly) or
     ``"filtered-graph"`` (a graph walk that keeps only allowed vectors); ``exact`` says
-    whether the answer is the exact top k."""
+    whether the answer is the exact top k. What answered one filtered query
+    (:meth:`HNSW.search_allowed_arrays`) may also be a walk that handed over to the exact
+    scan: ``"walk-short-scan"`` (it reached fewer than k allowed vectors),
+    ``"walk-budget-scan"`` (it ran past :data:`FILTER_WALK_BUDGET`) or ``"walk-check-scan"``
+    (it failed the check of :data:`FILTER_VERIFY_SAMPLE`), all three exact."""
 
     strategy: str
     exact: bool
+
+
+#: What answered a filtered query, by the kernel's HNSW_RAN_* code (native.h).
+_RAN_PLAN = (FilterPlan("filtered-graph", False), FilterPlan("allowed-scan", True),
+             FilterPlan("walk-short-scan", True), FilterPlan("walk-budget-scan", True),
+             FilterPlan("walk-check-scan", True))
 
 
 #: Largest M (layer-0 rows of 2*M ids; the kernels' bound is far above any useful M).
@@ -589,7 +615,7 @@ class HNSW:
         if allow is not None:
             Q = self._prepare(query, matrix=False, what="query")[0]
             k, ef = self._prepare_k(k, ef)
-            ids, ds = self._search_allowed(Q, k, ef, exact, allow, 1)
+            ids, ds, _ = self._search_allowed(Q, k, ef, exact, allow, 1)
             return [(i, d) for i, d in zip(ids[0].tolist(), ds[0].tolist()) if d != math.inf]
         if type(k) is not int or k < 1 or not (ef is None or (type(ef) is int and ef >= 1)):
             k, ef = self._prepare_k(k, ef)
@@ -639,7 +665,7 @@ class HNSW:
         k, ef = self._prepare_k(k, ef)
         nt = _threads(threads)
         if allow is not None:
-            return self._search_allowed(Q, k, ef, exact, allow, nt)
+            return self._search_allowed(Q, k, ef, exact, allow, nt)[:2]
         nq = Q.shape[0]
         ids = np.empty((nq, k), np.int64)
         ds = np.empty((nq, k), np.float32)
@@ -651,6 +677,23 @@ class HNSW:
         return ids, ds
 
     # ------------------------------------------------------------------ filtered search
+
+    def search_allowed_arrays(
+        self, queries: object, k: int = 10, ef: int | None = None, *, allow: AllowSet,
+        exact: bool | None = None, threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, list[FilterPlan]]:
+        """:meth:`search_many_arrays` restricted to ``allow``, and what answered each query:
+        the :meth:`filter_plan` strategy, or for a planned walk that handed over to the
+        exact scan, why (see :class:`FilterPlan`). ``exact=False`` forces the walk without
+        its budget and check (it still hands over when it reaches fewer than k).
+
+        Complexity: that of :meth:`search_many_arrays`; a walk at most about
+        ``(1 + FILTER_WALK_BUDGET) * m`` distances for m allowed vectors.
+        """
+        Q, _ = self._prepare(queries, matrix=True, what="queries")
+        k, ef = self._prepare_k(k, ef)
+        ids, ds, info = self._search_allowed(Q, k, ef, exact, allow, _threads(threads))
+        return ids, ds, [_RAN_PLAN[int(r)] for r in info[:, 0]]
 
     def filter_plan(self, allow: AllowSet | None = None, *, exact: bool | None = None) -> FilterPlan:
         """How a query restricted to ``allow`` (None: unrestricted) runs; the search methods
@@ -694,15 +737,23 @@ class HNSW:
 
     def _search_allowed(
         self, Q: np.ndarray, k: int, ef: int, exact: bool | None, allow: AllowSet, threads: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Prepared queries restricted to ``allow``, by :meth:`filter_plan`."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prepared queries restricted to ``allow``, by :meth:`filter_plan`: ids, distances
+        and int64 (nq, 2) per query what answered (``_RAN_PLAN`` index) and the distances
+        computed."""
         plan = self.filter_plan(allow, exact=exact)
         nq = Q.shape[0]
         ids = np.empty((nq, k), np.int64)
         ds = np.empty((nq, k), np.float32)
+        info = np.zeros((nq, 2), np.int64)
+        info[:, 0] = 1 if plan.exact else 0
         if not nq:
-            return ids, ds
+            return ids, ds, info
         mode = "traverse"
+        budget = verify = 0
+        if not plan.exact and exact is None:  # a planned walk: see FILTER_WALK_BUDGET
+            budget = max(1, math.ceil(FILTER_WALK_BUDGET * len(allow)))
+            verify = FILTER_VERIFY_SAMPLE
         if not plan.exact:
             sel = len(allow) / max(self._live, 1)
             mode = self._filter_mode or ("two-hop" if sel < FILTER_TWOHOP_BELOW else "traverse")
@@ -713,8 +764,9 @@ class HNSW:
         self._graph().search_allowed(
             Q, self._n, self._entry, self._max_level, k, ef, plan.exact,
             _FILTER_MODE[mode], threads, allow.bits, allow.ids, keys, nodes, ids, ds,
+            budget, verify, info,
         )
-        return ids, ds
+        return ids, ds, info
 
     def stats(self) -> dict[str, Any]:
         """Counts, configuration, layer sizes and memory. Complexity: O(levels)."""

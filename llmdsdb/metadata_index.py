@@ -59,7 +59,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from llmdsdb.allow import AllowSet
+from llmdsdb.allow import AllowSet, sorted_unique
 from llmdsdb.codec import decode_arrays, decode_postings, encode_arrays, encode_postings
 from llmdsdb.errors import CorruptionError
 from llmdsdb.filters import And, Eq, Exists, Filter, In, Not, Or, Range
@@ -684,7 +684,7 @@ class MetadataIndex:
             return bl.ids(self.store) if bl is not None else _EMPTY
         if isinstance(f, In):
             parts = [self.evaluate(Eq(f.field, v)) for v in f.values]
-            return np.unique(np.concatenate(parts)) if parts else _EMPTY
+            return sorted_unique(np.concatenate(parts)) if parts else _EMPTY
         if isinstance(f, Range):
             return self._range(f)
         if isinstance(f, Exists):
@@ -703,7 +703,7 @@ class MetadataIndex:
                 out = np.intersect1d(out, self.evaluate(c), assume_unique=True)
             return out
         if isinstance(f, Or):
-            return np.unique(np.concatenate([self.evaluate(c) for c in f.children]))
+            return sorted_unique(np.concatenate([self.evaluate(c) for c in f.children]))
         raise TypeError(f"not a filter node: {type(f).__name__}")
 
     def _range(self, r: Range) -> np.ndarray:
@@ -718,7 +718,7 @@ class MetadataIndex:
             lo = _float_bound(r.lo, r.lo_incl, False) if r.lo is not None else (None, True)
             hi = _float_bound(r.hi, r.hi_incl, True) if r.hi is not None else (None, True)
             parts.append(fl.floats.range_ids(self.store, lo[0], lo[1], hi[0], hi[1]))
-        return np.unique(np.concatenate(parts)) if parts else _EMPTY
+        return sorted_unique(np.concatenate(parts)) if parts else _EMPTY
 
     def allow(self, f: Filter, universe: int) -> AllowSet:
         """:meth:`evaluate` as an :class:`AllowSet` over ids ``[0, universe)``.

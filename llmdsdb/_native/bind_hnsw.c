@@ -389,7 +389,8 @@ typedef struct {
     int64_t *out_ids;
     float *out_d;
     const hnsw_allow *allow; /* search_allowed: the allowed set, else NULL */
-    int mode;
+    hnsw_filter_opts opts;
+    int64_t *out_info; /* search_allowed: (nq, 2) what answered (HNSW_RAN_*), distances; or NULL */
     const int32_t *nodes; /* the exact filtered path: allowed live nodes, resolved once */
     size_t nnodes;
     /* insert */
@@ -410,15 +411,23 @@ static void *search_worker(void *arg) {
             size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
             if (i >= j->stop || __atomic_load_n(&j->status, __ATOMIC_RELAXED) != NATIVE_OK)
                 break;
-            size_t nout = 0;
+            size_t nout = 0, ndist = 0;
+            int ran = HNSW_RAN_EXACT;
             int st = j->nodes
                          ? hnsw_scan_nodes(j->g, c, j->Q + i * dim, j->nodes, j->nnodes, j->k,
                                            out, &nout)
                      : j->allow
                          ? hnsw_query_allowed(j->g, c, j->Q + i * dim, j->entry, j->maxl, j->ef,
-                                              j->k, j->allow, j->exact, j->mode, out, &nout)
+                                              j->k, j->allow, j->exact, &j->opts, out, &nout,
+                                              &ran, &ndist)
                          : hnsw_query(j->g, c, j->Q + i * dim, j->entry, j->maxl, j->ef, j->k,
                                       j->live, j->exact, out, &nout);
+            if (j->nodes)
+                ndist = j->nnodes;
+            if (j->out_info) {
+                j->out_info[2 * i] = ran;
+                j->out_info[2 * i + 1] = (int64_t)ndist;
+            }
             if (st != NATIVE_OK) {
                 __atomic_store_n(&j->status, st, __ATOMIC_RELAXED);
                 break;
@@ -543,47 +552,55 @@ static PyObject *graph_search_many(GraphObject *self, PyObject *const *args, Py_
 }
 
 /* search_allowed(Q, n, entry, max_level, k, ef, exact, mode, threads, bits, ids, keys,
- * knodes, out_ids, out_d): search_many restricted to an allowed set (hnsw_query_allowed).
- * bits: uint8 (any length) bitmap over vec_ids; ids: int64 strictly increasing vec_ids;
- * keys / knodes: int64 / int32 of one length, the label map (vec_id -> node, keys
- * increasing; a map out of step with the graph is an InvalidArgumentError, never a read
- * out of bounds). Q float32 (nq, dim) prepared; outs (nq, k) padded with -1 / inf. */
+ * knodes, out_ids, out_d[, budget, verify, out_info]): search_many restricted to an
+ * allowed set (hnsw_query_allowed). bits: uint8 (any length) bitmap over vec_ids; ids:
+ * int64 strictly increasing vec_ids; keys / knodes: int64 / int32 of one length, the label
+ * map (vec_id -> node, keys increasing; a map out of step with the graph is an
+ * InvalidArgumentError, never a read out of bounds). Q float32 (nq, dim) prepared; outs
+ * (nq, k) padded with -1 / inf. budget, verify: hnsw_filter_opts (default 0: none);
+ * out_info: int64 (nq, 2), per query what answered (HNSW_RAN_*) and the distances
+ * computed. */
 static PyObject *graph_search_allowed(GraphObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_ssize_t n, entry, maxl, k, ef, exact, mode, threads;
-    if (nargs != 15) {
-        PyErr_SetString(native_InvalidArgumentError, "search_allowed takes 15 arguments");
+    Py_ssize_t n, entry, maxl, k, ef, exact, mode, threads, budget = 0, verify = 0;
+    if (nargs != 15 && nargs != 18) {
+        PyErr_SetString(native_InvalidArgumentError, "search_allowed takes 15 or 18 arguments");
         return NULL;
     }
     if (fast_ssize(args, 1, &n) || fast_ssize(args, 2, &entry) || fast_ssize(args, 3, &maxl) ||
         fast_ssize(args, 4, &k) || fast_ssize(args, 5, &ef) || fast_ssize(args, 6, &exact) ||
-        fast_ssize(args, 7, &mode) || fast_ssize(args, 8, &threads))
+        fast_ssize(args, 7, &mode) || fast_ssize(args, 8, &threads) ||
+        (nargs == 18 && (fast_ssize(args, 15, &budget) || fast_ssize(args, 16, &verify))))
         return NULL;
     if (check_ready(self, n) < 0)
         return NULL;
     if (k < 1 || ef < 1 || threads < 1 || entry < -1 || entry > INT32_MAX || maxl < -1 ||
-        maxl > INT32_MAX || (mode != HNSW_FILTER_TRAVERSE && mode != HNSW_FILTER_TWOHOP)) {
+        maxl > INT32_MAX || (mode != HNSW_FILTER_TRAVERSE && mode != HNSW_FILTER_TWOHOP) ||
+        budget < 0 || verify < 0) {
         PyErr_SetString(native_InvalidArgumentError,
-                        "bad k, ef, threads, entry, max_level or filter mode");
+                        "bad k, ef, threads, entry, max_level, filter mode, budget or verify");
         return NULL;
     }
-    Py_buffer b[7];
-    static const int kinds[7] = {K_F32, K_U8, K_I64, K_I64, K_I32, K_I64, K_F32};
-    static const int dims[7] = {2, 1, 1, 1, 1, 2, 2};
-    static const int slot[7] = {0, 9, 10, 11, 12, 13, 14};
-    static const char *what[7] = {"queries", "allow bitmap", "allowed ids", "label keys",
-                                  "label nodes", "out_ids", "out_d"};
+    Py_buffer b[8];
+    static const int kinds[8] = {K_F32, K_U8, K_I64, K_I64, K_I32, K_I64, K_F32, K_I64};
+    static const int dims[8] = {2, 1, 1, 1, 1, 2, 2, 2};
+    static const int slot[8] = {0, 9, 10, 11, 12, 13, 14, 17};
+    static const char *what[8] = {"queries", "allow bitmap", "allowed ids", "label keys",
+                                  "label nodes", "out_ids", "out_d", "out_info"};
+    int nb = nargs == 18 && args[17] != Py_None ? 8 : 7;
     int got = 0;
-    for (; got < 7; got++)
+    for (; got < nb; got++)
         if (get_buf(args[slot[got]], &b[got], kinds[got], dims[got], got >= 5, what[got]) < 0)
             break;
     PyObject *ret = NULL;
-    if (got < 7)
+    if (got < nb)
         goto done;
     Py_ssize_t nq = b[0].shape[0], nids = b[2].shape[0];
     if (b[0].shape[1] != self->g.dim || b[5].shape[0] != nq || b[5].shape[1] != k ||
-        b[6].shape[0] != nq || b[6].shape[1] != k) {
+        b[6].shape[0] != nq || b[6].shape[1] != k ||
+        (nb == 8 && (b[7].shape[0] != nq || b[7].shape[1] != 2))) {
         PyErr_SetString(native_DimensionError,
-                        "search_allowed: queries (nq, dim), out_ids / out_d (nq, k) expected");
+                        "search_allowed: queries (nq, dim), out_ids / out_d (nq, k), "
+                        "out_info (nq, 2) expected");
         goto done;
     }
     if (b[3].shape[0] != b[4].shape[0]) {
@@ -598,7 +615,7 @@ static PyObject *graph_search_allowed(GraphObject *self, PyObject *const *args, 
             goto done;
         }
     hnsw_allow a = {b[1].buf, (size_t)b[1].shape[0], ids, (size_t)nids, b[3].buf, b[4].buf,
-                    (size_t)b[3].shape[0], self->ext.buf};
+                    (size_t)b[3].shape[0], self->ext.buf, NULL};
     hnsw_graph g = self->g;
     g.n = (int32_t)n;
     job_t j = {0};
@@ -614,19 +631,30 @@ static PyObject *graph_search_allowed(GraphObject *self, PyObject *const *args, 
     j.out_ids = b[5].buf;
     j.out_d = b[6].buf;
     j.allow = &a;
-    j.mode = (int)mode;
+    j.opts = (hnsw_filter_opts){(int)mode, (size_t)budget, (size_t)verify};
+    j.out_info = nb == 8 ? b[7].buf : NULL;
     if (threads > nq)
         threads = nq ? nq : 1;
     int32_t *nodes = NULL;
-    if (exact && nq > 1 && nids && n > 0) { /* one lookup of the allowed ids serves every query */
+    uint8_t *nodebits = NULL;
+    /* one lookup of the allowed ids serves every query: the nodes of an exact scan, or
+     * the node bitmap of a two-hop walk (hnsw_allow_nodes) */
+    int scan = exact && nq > 1, twohop = !exact && mode == HNSW_FILTER_TWOHOP;
+    if ((scan || twohop) && nq && nids && n > 0) {
         nodes = malloc((size_t)nids * sizeof(int32_t));
-        if (!nodes) {
+        nodebits = twohop ? calloc(((size_t)n + 7) / 8, 1) : NULL;
+        if (!nodes || (twohop && !nodebits)) {
+            free(nodes);
+            free(nodebits);
             PyErr_NoMemory();
             goto done;
         }
     }
     Py_BEGIN_ALLOW_THREADS
-    if (nodes) {
+    if (nodebits) {
+        j.status = hnsw_allow_nodes(&g, &a, nodebits, nodes);
+        a.nodebits = nodebits;
+    } else if (nodes) {
         j.status = hnsw_resolve_allowed(&g, &a, nodes, &j.nnodes);
         j.nodes = nodes;
     }
@@ -634,6 +662,7 @@ static PyObject *graph_search_allowed(GraphObject *self, PyObject *const *args, 
         run_threads(search_worker, &j, threads);
     Py_END_ALLOW_THREADS
     free(nodes);
+    free(nodebits);
     if (j.status != NATIVE_OK)
         native_raise(j.status, j.status == NATIVE_EINVAL
                                    ? "hnsw search: the label map is out of step with the graph"

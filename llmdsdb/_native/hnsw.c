@@ -186,6 +186,7 @@ static int greedy(const hnsw_graph *g, hnsw_ctx *c, const float *q, int from, in
             int len = row ? row_len(g, row, g->m) : -1;
             if (len < 0)
                 return NATIVE_ECORRUPT;
+            c->ndist += (size_t)len;
             for (int j = 0; j < len; j++) {
                 int32_t nb = row[j];
                 float d = native_dist(g->metric, q, vec(g, nb), dim);
@@ -202,6 +203,8 @@ static int greedy(const hnsw_graph *g, hnsw_ctx *c, const float *q, int from, in
 
 /* Whether node i (0 <= i < n) may be a result: live and, under a filter, allowed. */
 static inline int keep_node(const hnsw_graph *g, const hnsw_allow *a, int32_t i) {
+    if (a && a->nodebits)
+        return (a->nodebits[i >> 3] >> (i & 7)) & 1;
     if (g->deleted[i])
         return 0;
     if (!a)
@@ -239,10 +242,15 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
         c->res[nr++] = ep;
         lb = ep.d;
     }
+    c->over = 0;
     while (nc) {
         native_pair top = c->cand[0];
         if (-top.d > lb && nr >= ef)
             break;
+        if (c->budget && c->ndist > c->budget) { /* see hnsw_filter_opts */
+            c->over = 1;
+            break;
+        }
         native_heap_pop(c->cand, &nc);
         /* the next node to expand is likely the new top: fetch its row while this one's
          * neighbours are scored (rows live apart from vectors, so nothing else brings it) */
@@ -281,6 +289,7 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
             fresh[nf++] = nb;
             prefetch_vec(g, nb);
         }
+        c->ndist += (size_t)nf;
         for (int j = 0; j < nf; j++) {
             int32_t nb = fresh[j];
             float d = native_dist(g->metric, q, vec(g, nb), dim);
@@ -379,6 +388,17 @@ int hnsw_resolve_allowed(const hnsw_graph *g, const hnsw_allow *a, int32_t *node
     return NATIVE_OK;
 }
 
+int hnsw_allow_nodes(const hnsw_graph *g, const hnsw_allow *a, uint8_t *nodebits,
+                     int32_t *scratch) {
+    size_t m;
+    int st = hnsw_resolve_allowed(g, a, scratch, &m);
+    if (st != NATIVE_OK)
+        return st;
+    for (size_t i = 0; i < m; i++)
+        nodebits[scratch[i] >> 3] |= (uint8_t)(1u << (scratch[i] & 7));
+    return NATIVE_OK;
+}
+
 int hnsw_scan_nodes(const hnsw_graph *g, hnsw_ctx *c, const float *q, const int32_t *nodes,
                     size_t m, size_t k, native_pair *out, size_t *nout) {
     size_t dim = (size_t)g->dim, h = 0;
@@ -420,14 +440,56 @@ static int allowed_exact(const hnsw_graph *g, hnsw_ctx *c, const float *q, const
     }
     if ((st = hnsw_resolve_allowed(g, a, c->nodes, &m)) != NATIVE_OK)
         return st;
+    c->ndist += m;
     return hnsw_scan_nodes(g, c, q, c->nodes, m, k, out, nout);
+}
+
+/* The check of a finished walk (see hnsw_filter_opts): r allowed ids evenly spaced in
+ * a->ids, each looked up in the label map; a live allowed node the walk never reached
+ * (its mark is not the walk's epoch) that is nearer than dk is a hit. *missed = 1 once
+ * HNSW_VERIFY_HITS hits are found. A node the walk reached and that is nearer than dk is
+ * among the walk's hits already (the pool keeps the ef nearest allowed nodes it reached),
+ * so every hit is a node of the true top k the walk did not return. */
+static int verify_walk(const hnsw_graph *g, hnsw_ctx *c, const float *q, const hnsw_allow *a,
+                       size_t r, float dk, int *missed) {
+    size_t m = a->nids, pos = 0, hits = 0;
+    uint16_t e = c->epoch;
+    int64_t prev = INT64_MIN;
+    *missed = 0;
+    if (r > m)
+        r = m;
+    size_t step = r ? m / r : 0, rem = r ? m % r : 0;
+    for (size_t j = 0; j < r; j++) {
+        int64_t v = a->ids[j * step + (j * rem) / r]; /* floor(j * m / r) < m */
+        if (v < prev) /* ids not increasing: search from the start */
+            pos = 0;
+        prev = v;
+        pos = gallop(a->keys, pos, a->nkeys, v);
+        if (pos >= a->nkeys || a->keys[pos] != v)
+            continue;
+        int32_t x = a->knodes[pos];
+        if (x < 0 || x >= g->n || a->ext[x] != v)
+            return NATIVE_EINVAL;
+        if (c->mark[x] == e || !keep_node(g, a, x))
+            continue;
+        c->ndist++;
+        if (native_dist(g->metric, q, vec(g, x), (size_t)g->dim) < dk && ++hits >= HNSW_VERIFY_HITS) {
+            *missed = 1;
+            break;
+        }
+    }
+    return NATIVE_OK;
 }
 
 int hnsw_query_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
                        int32_t max_level, size_t ef, size_t k, const hnsw_allow *a, int exact,
-                       int mode, native_pair *out, size_t *nout) {
+                       const hnsw_filter_opts *o, native_pair *out, size_t *nout, int *ran,
+                       size_t *ndist) {
     int st;
     *nout = 0;
+    *ran = exact ? HNSW_RAN_EXACT : HNSW_RAN_WALK;
+    c->ndist = 0;
+    *ndist = 0;
     if (!g->n || !k || !a->nids)
         return NATIVE_OK;
     if (!exact) {
@@ -437,23 +499,43 @@ int hnsw_query_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t
             ef = k;
         int32_t cur = entry;
         float curd = native_dist(g->metric, q, vec(g, cur), (size_t)g->dim);
+        c->ndist = 1;
         if ((st = greedy(g, c, q, max_level, 0, &cur, &curd)) != NATIVE_OK)
             return st;
         size_t nr;
-        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, a, mode, &nr)) !=
-            NATIVE_OK)
+        c->budget = o->budget;
+        st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, a, o->mode, &nr);
+        c->budget = 0;
+        if (st != NATIVE_OK)
             return st;
-        if (nr >= k) {
+        if (c->over) {
+            *ran = HNSW_RAN_BUDGET;
+        } else if (nr < k) {
+            /* fewer than k allowed nodes reached: the exact path knows whether more exist */
+            *ran = HNSW_RAN_SHORT;
+        } else {
             if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
                 return st;
             native_heap_drain(c->res, nr, c->tmp);
-            memcpy(out, c->tmp, k * sizeof(native_pair));
-            *nout = k;
-            return NATIVE_OK;
+            int missed = 0;
+            if (o->verify) {
+                size_t r = c->ndist / HNSW_VERIFY_SHARE;
+                if ((st = verify_walk(g, c, q, a, r > o->verify ? r : o->verify,
+                                      c->tmp[k - 1].d, &missed)) != NATIVE_OK)
+                    return st;
+            }
+            if (!missed) {
+                memcpy(out, c->tmp, k * sizeof(native_pair));
+                *nout = k;
+                *ndist = c->ndist;
+                return NATIVE_OK;
+            }
+            *ran = HNSW_RAN_VERIFY;
         }
-        /* fewer than k allowed nodes reached: the exact path knows whether more exist */
     }
-    return allowed_exact(g, c, q, a, k, out, nout);
+    st = allowed_exact(g, c, q, a, k, out, nout);
+    *ndist = c->ndist;
+    return st;
 }
 
 /* ---- insert ---------------------------------------------------------------------------- */

@@ -369,6 +369,9 @@ typedef struct hnsw_ctx {
     size_t nodes_cap;
     float *q;
     double *qd;
+    size_t ndist;  /* distances the current filtered walk has computed */
+    size_t budget; /* a filtered walk stops past this many distances (0: no limit) */
+    int over;      /* the last walk stopped at its budget */
     struct hnsw_ctx *next; /* free-list link of the owner's pool */
 } hnsw_ctx;
 
@@ -403,6 +406,9 @@ typedef struct {
     const int32_t *knodes;
     size_t nkeys;
     const int64_t *ext;
+    /* NULL, or the same set over nodes: bit i set when node i is live and allowed
+     * (hnsw_allow_nodes), read instead of the two lookups above inside a walk */
+    const uint8_t *nodebits;
 } hnsw_allow;
 
 /* How a filtered walk treats nodes outside the allowed set. TRAVERSE: they are walked
@@ -418,18 +424,54 @@ enum { HNSW_FILTER_TRAVERSE = 0, HNSW_FILTER_TWOHOP = 1 };
  * node outside 0..n-1 or one whose vec_id differs (a map out of step with the graph). */
 int hnsw_resolve_allowed(const hnsw_graph *g, const hnsw_allow *a, int32_t *nodes, size_t *m);
 
+/* a->nodebits for a walk: nodebits ((n + 7) / 8 bytes, zeroed by the caller) gets the bit
+ * of every node hnsw_resolve_allowed finds (scratch: a->nids int32); the bitmap is
+ * L1-sized where the vec_id lookups it replaces are scattered over n int64s, which a
+ * two-hop walk makes m0 of for every node it expands. Errors as hnsw_resolve_allowed. */
+int hnsw_allow_nodes(const hnsw_graph *g, const hnsw_allow *a, uint8_t *nodebits,
+                     int32_t *scratch);
+
 /* Exact k nearest of q among the m given nodes (each 0 <= node < n, checked by the
  * caller), nearest first, ties to the lower node; *nout = min(k, m). */
 int hnsw_scan_nodes(const hnsw_graph *g, hnsw_ctx *c, const float *q, const int32_t *nodes,
                     size_t m, size_t k, native_pair *out, size_t *nout);
 
+/* How a filtered walk runs (hnsw_query_allowed). mode: HNSW_FILTER_*. budget: the walk
+ * gives up once it has computed more than this many distances and the allowed nodes are
+ * scanned exactly instead (0: no limit) -- the caller sets it to what the exact scan costs,
+ * so a walk never costs much more than the scan it stands in for. verify: after the walk,
+ * up to max(verify, distances walked / HNSW_VERIFY_SHARE) allowed nodes, evenly spaced in
+ * the allowed ids, are checked against the walk's k-th distance; when HNSW_VERIFY_HITS of
+ * them were never reached by the walk yet are nearer than its k-th hit, the walk has
+ * demonstrably missed part of the top k (an estimated hits * m / sample of the m allowed
+ * nodes) and the exact scan answers (0: no check). */
+typedef struct {
+    int mode;
+    size_t budget;
+    size_t verify;
+} hnsw_filter_opts;
+enum { HNSW_VERIFY_SHARE = 8, HNSW_VERIFY_HITS = 2 };
+
+/* What answered a filtered query (hnsw_query_allowed's *ran): the walk, the exact scan
+ * (asked for), or the exact scan after a walk that found fewer than k allowed nodes, ran
+ * past its budget, or failed its check. */
+enum {
+    HNSW_RAN_WALK = 0,
+    HNSW_RAN_EXACT = 1,
+    HNSW_RAN_SHORT = 2,
+    HNSW_RAN_BUDGET = 3,
+    HNSW_RAN_VERIFY = 4
+};
+
 /* k nearest allowed live nodes of q. exact != 0: hnsw_resolve_allowed + hnsw_scan_nodes.
  * Else the greedy descent and a layer-0 search with a pool of ef (>= k) in which only
- * allowed live nodes become results (mode: HNSW_FILTER_*); when the walk finds fewer than
- * k of them, the exact path answers instead, so *nout = min(k, allowed live nodes). */
+ * allowed live nodes become results (o: mode, budget, check); when the walk finds fewer
+ * than k of them, runs past its budget or fails its check, the exact path answers instead,
+ * so *nout = min(k, allowed live nodes). *ran: HNSW_RAN_*; *ndist: distances computed. */
 int hnsw_query_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
                        int32_t max_level, size_t ef, size_t k, const hnsw_allow *a, int exact,
-                       int mode, native_pair *out, size_t *nout);
+                       const hnsw_filter_opts *o, native_pair *out, size_t *nout, int *ran,
+                       size_t *ndist);
 
 /* Link node x (its vector and level already stored, its rows empty) into the graph: the
  * paper's insert with ef_construction efc, neighbour-selection heuristic (Algorithm 4)

@@ -219,3 +219,92 @@ def test_recall_at_10_at_every_selectivity(clustered, selectivity, correlated) -
         assert np.isin(got[:, :want], allowed).all()
         recall = np.mean([len(set(g[:want]) & set(e[:want])) / want for g, e in zip(got, exact_ids)])
         assert recall >= 0.95, (forced, recall)
+
+
+def _planned_walk(monkeypatch) -> None:
+    """Plan a filtered walk for any allowed set (no exact scan chosen up front)."""
+    import llmdsdb.hnsw as hnsw_mod
+
+    monkeypatch.setattr(hnsw_mod, "FILTER_EXACT_MAX", 0)
+    monkeypatch.setattr(hnsw_mod, "FILTER_EXACT_FRACTION", 0.0)
+    monkeypatch.setattr(hnsw_mod, "EXACT_COMPONENTS", 0)
+
+
+@pytest.fixture(scope="module")
+def unstructured() -> tuple[HNSW, np.ndarray, np.ndarray]:
+    """3,000 i.i.d. gaussian 48-d vectors (no neighbourhood structure: a small pool walks
+    badly) and 20 queries."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(3000, 48)).astype(np.float32)
+    h = HNSW(48, M=4, ef_construction=16, seed=11, metric="l2")
+    h.add_many(X, np.arange(3000), threads=1)
+    return h, X, rng.normal(size=(20, 48)).astype(np.float32)
+
+
+def test_walk_past_its_budget_hands_over_to_the_exact_scan(unstructured, monkeypatch) -> None:
+    """A planned walk that computes more than FILTER_WALK_BUDGET * m distances stops and the
+    exact scan answers: the plan says so and the hits are the exact ones."""
+    import llmdsdb.hnsw as hnsw_mod
+
+    h, X, Q = unstructured
+    _planned_walk(monkeypatch)
+    allow = AllowSet.from_ids(np.arange(0, 3000, 3), 3000)
+    exact_ids, exact_d = h.search_many_arrays(Q, 10, allow=allow, exact=True)
+    monkeypatch.setattr(hnsw_mod, "FILTER_WALK_BUDGET", 0.01)  # 10 distances
+    ids, ds, plans = h.search_allowed_arrays(Q, 10, allow=allow)
+    assert plans == [("walk-budget-scan", True)] * len(Q)
+    assert (ids == exact_ids).all() and (ds == exact_d).all()
+    # forced walk (exact=False): no budget, no check, the walk answers
+    _, _, forced = h.search_allowed_arrays(Q, 10, allow=allow, exact=False)
+    assert {p.strategy for p in forced} <= {"filtered-graph", "walk-short-scan"}
+    _, _, planned_exact = h.search_allowed_arrays(Q, 10, allow=allow, exact=True)
+    assert planned_exact == [("allowed-scan", True)] * len(Q)
+
+
+def test_the_check_catches_a_walk_that_missed_its_top_k(unstructured, monkeypatch) -> None:
+    """With the check's sample covering every allowed vector, a walk is accepted only when
+    fewer than HNSW_VERIFY_HITS (2) allowed vectors nearer than its k-th hit were missed;
+    otherwise the exact scan answers. On unstructured data some walks fail and are caught."""
+    import llmdsdb.hnsw as hnsw_mod
+
+    h, X, Q = unstructured
+    _planned_walk(monkeypatch)
+    monkeypatch.setattr(hnsw_mod, "FILTER_WALK_BUDGET", 1e9)  # the check alone decides
+    k = 10
+    for sel, seed in ((0.5, 1), (0.15, 2)):
+        allowed = np.flatnonzero(np.random.default_rng(seed).random(3000) < sel)
+        allow = AllowSet.from_ids(allowed, 3000)
+        exact_ids, exact_d = h.search_many_arrays(Q, k, allow=allow, exact=True)
+        walk_ids, _ = h.search_many_arrays(Q, k, 4, allow=allow, exact=False)
+        walk_recall = np.mean([len(set(w) & set(e)) / k for w, e in zip(walk_ids, exact_ids)])
+        monkeypatch.setattr(hnsw_mod, "FILTER_VERIFY_SAMPLE", len(allowed))
+        ids, ds, plans = h.search_allowed_arrays(Q, k, 4, allow=allow)
+        strategies = {p.strategy for p in plans}
+        assert strategies <= {"filtered-graph", "walk-check-scan", "walk-short-scan"}
+        assert "walk-check-scan" in strategies, walk_recall  # the small pool misses here
+        for row, drow, erow, edrow, plan in zip(ids, ds, exact_ids, exact_d, plans):
+            if plan.exact:
+                assert (row == erow).all() and (drow == edrow).all()
+            else:  # accepted: at most one allowed vector nearer than its k-th was missed
+                nearer = set(erow[edrow < drow[-1]].tolist())
+                assert len(nearer - set(row.tolist())) <= 1
+        recall = np.mean([len(set(g) & set(e)) / k for g, e in zip(ids, exact_ids)])
+        assert recall >= walk_recall and recall >= (k - 1) / k
+        monkeypatch.setattr(hnsw_mod, "FILTER_VERIFY_SAMPLE", 256)
+
+
+def test_search_allowed_reports_what_answered(clustered) -> None:
+    """search_allowed_arrays: the same hits as search_many_arrays, one plan per query that
+    agrees with filter_plan when the plan is exact."""
+    h, X, Q = clustered
+    small = AllowSet.from_ids(np.arange(0, 20_000, 200), 20_000)  # 100: the exact scan
+    ids, ds, plans = h.search_allowed_arrays(Q, 10, allow=small)
+    want_ids, want_d = h.search_many_arrays(Q, 10, allow=small)
+    assert (ids == want_ids).all() and (ds == want_d).all()
+    assert plans == [h.filter_plan(small)] * len(Q) == [("allowed-scan", True)] * len(Q)
+    big = AllowSet.from_ids(np.arange(0, 20_000, 2), 20_000)
+    ids, ds, plans = h.search_allowed_arrays(Q, 10, allow=big)
+    want_ids, _ = h.search_many_arrays(Q, 10, allow=big)
+    assert (ids == want_ids).all()
+    assert all(p.strategy in {"filtered-graph", "walk-budget-scan", "walk-check-scan",
+                              "walk-short-scan"} for p in plans)

@@ -21,18 +21,24 @@ All systems live in one process and the passes are interleaved (ours, Chroma, La
 round; median q/s of ``--rounds``), so the ratios hold under the shared machine's load.
 
 ``--synthetic N`` runs the same on N synthetic documents (``bench_db.py``'s generator:
-Zipf-like texts over a 5,000-word vocabulary, random unit 384-d vectors) with 100 queries.
+Zipf-like texts over a 5,000-word vocabulary; 384-d unit vectors that are SciFact's
+embeddings cycled with N(0, 0.03^2) noise per component, the queries SciFact's query
+embeddings with the same noise) with 100 queries. ``--random-vectors`` uses i.i.d. random
+unit vectors instead (no neighbourhood structure for any ANN index: a cost-only case; the
+result file gets the suffix ``_random``).
 
 Run from the repository root::
 
     python tools/bench/bench_filters.py              # full run (3 rounds)
     python tools/bench/bench_filters.py --quick      # 100 queries, 1 round
     python tools/bench/bench_filters.py --synthetic 100000 --rounds 1
+    python tools/bench/bench_filters.py --synthetic 100000 --random-vectors
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -80,7 +86,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--systems", default="ours,chroma,lance")
     ap.add_argument("--synthetic", type=int, default=0, metavar="N")
+    ap.add_argument("--random-vectors", action="store_true",
+                    help="with --synthetic: i.i.d. random unit vectors instead of SciFact's "
+                         "embeddings plus noise (a cost-only case: no ANN structure)")
     args = ap.parse_args()
+    if args.random_vectors:
+        if not args.synthetic:
+            ap.error("--random-vectors needs --synthetic N")
+        os.environ["LLMDSDB_BENCH_SYNTH_VECTORS"] = "random"
     systems = args.systems.split(",")
     nq = 100 if args.quick or args.synthetic else 300
     rounds = 1 if args.quick else args.rounds
@@ -89,9 +102,13 @@ def main() -> None:
     from llmdsdb.filters import parse_filter
     from llmdsdb.fusion import FusionSpec
 
+    vector_kind = "SciFact all-MiniLM-L6-v2 embeddings"
     if args.synthetic:
-        from bench_db import synth_batch, synth_queries
+        from bench_db import SYNTH_SIGMA, synth_batch, synth_queries, synth_vector_kind
 
+        vector_kind = ("i.i.d. random unit vectors (no ANN structure)"
+                       if synth_vector_kind() == "random" else
+                       f"SciFact embeddings cycled + N(0, {SYNTH_SIGMA}^2) noise, renormalised")
         ids, texts, emb = synth_batch(0, args.synthetic)
         queries, qemb = synth_queries(nq)
         sf = _Data(ids, texts, emb)
@@ -224,16 +241,17 @@ def main() -> None:
     body = [__doc__.split("Run from")[0].strip(), "",
             f"{nq} queries, top_k=10, {rounds} round(s), median q/s; build seconds: "
             + ", ".join(f"{k} {v:.1f}" for k, v in build.items()), ""]
-    body += [f"- {x}" for x in notes]
+    body += [f"- vectors: {vector_kind}"] + [f"- {x}" for x in notes]
     body += ["", table(rows), "",
              ("`queries short of k`: queries that returned fewer hits than the exact "
               "filtered search has (k whenever >= k documents match)."), "",
              f"llmdsdb metadata index: {stats.get('documents')} documents."]
     name = "bench_filters_quick" if args.quick else "bench_filters"
     if args.synthetic:
-        name = f"bench_filters_synthetic_{args.synthetic}"
+        name = f"bench_filters_synthetic_{args.synthetic}" + ("_random" if args.random_vectors else "")
     cmd = "python tools/bench/bench_filters.py" + (" --quick" if args.quick else "") + \
         (f" --synthetic {args.synthetic}" if args.synthetic else "") + \
+        (" --random-vectors" if args.random_vectors else "") + \
         (f" --rounds {args.rounds}" if args.rounds != 3 and not args.quick else "") + \
         (f" --systems {args.systems}" if args.systems != "ours,chroma,lance" else "")
     print(write_result(name, cmd, "\n".join(body), raw).read_text())
