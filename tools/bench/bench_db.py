@@ -31,7 +31,9 @@ Run from the repository root::
   holds, and its time counts) against Chroma's ``PersistentClient`` (``add`` of the same
   documents, embeddings and batches; its clock stops after one query returns), each in its
   own process, the order alternating between rounds. ``--fresh-limits`` adds llmdsdb runs
-  at other ``fresh_max_vectors`` (0: vectors join the graph in the write that adds them).
+  at other ``fresh_max_vectors`` (0: vectors join the graph in the write that adds them),
+  ``--ef-constructions`` at other ``hnsw_ef_construction`` (the graph parameters of each
+  system are in the table).
   After each of our ingests the same process checks that ``search`` and ``search_many``
   return identical hits (ids and scores) for a sample of hybrid and vector queries; then a
   new process opens the database and runs one hybrid query (cold open -> first result,
@@ -346,17 +348,29 @@ def synth_queries(nq: int, seed: int = 99) -> tuple[list[str], np.ndarray]:
     return texts, synth_vectors(np.arange(nq), rng, "queries")
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process so far, all threads (a cost the machine's load
+    does not inflate, unlike the wall clock)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def synth_ingest_ours(path: str, n: int, batch: int, fresh: int | None,
-                      n_check: int) -> dict:
+                      n_check: int, efc: int | None = None) -> dict:
     import llmdsdb
 
+    c0 = cpu_seconds()
     t0 = time.perf_counter()
-    gen_s = 0.0
-    db = llmdsdb.open(path, durability="sync", fresh_max_vectors=fresh)
+    gen_s = gen_cpu = 0.0
+    db = llmdsdb.open(path, durability="sync", fresh_max_vectors=fresh,
+                      **({"hnsw_ef_construction": efc} if efc else {}))
     for s in range(0, n, batch):
-        g0 = time.perf_counter()
+        g0, gc0 = time.perf_counter(), cpu_seconds()
         ids, texts, vecs = synth_batch(s, min(n, s + batch))
         gen_s += time.perf_counter() - g0  # the generator's time is not the database's
+        gen_cpu += cpu_seconds() - gc0
         db.upsert(ids, texts, embeddings=vecs)
     fresh_left = db.stats()["fresh_vectors"]
     t1 = time.perf_counter()
@@ -365,7 +379,8 @@ def synth_ingest_ours(path: str, n: int, batch: int, fresh: int | None,
     qt, qv = synth_queries(1)
     db.search(qt[0], vector=qv[0], top_k=10)
     dt = time.perf_counter() - t0 - gen_s
-    out = {"docs": db.count(), "seconds": dt, "docs_per_s": db.count() / dt,
+    cpu = cpu_seconds() - c0 - gen_cpu
+    out = {"docs": db.count(), "seconds": dt, "docs_per_s": db.count() / dt, "cpu_s": cpu,
            "fresh_vectors_before_optimize": fresh_left, "optimize_s": opt_s,
            "optimize_moved": moved, "fresh_max_vectors": fresh,
            "graph_count": (db.stats().get("hnsw") or {}).get("count"),
@@ -430,21 +445,24 @@ def synth_cold_bm25_ours(path: str) -> dict:
 def synth_ingest_chroma(path: str, n: int, batch: int) -> dict:
     import chromadb
 
+    c0 = cpu_seconds()
     t0 = time.perf_counter()
-    gen_s = 0.0
+    gen_s = gen_cpu = 0.0
     client = chromadb.PersistentClient(path=path)
     col = client.create_collection("synthetic", metadata={"hnsw:space": "cosine"})
     for s in range(0, n, batch):
-        g0 = time.perf_counter()
+        g0, gc0 = time.perf_counter(), cpu_seconds()
         ids, texts, vecs = synth_batch(s, min(n, s + batch))
         gen_s += time.perf_counter() - g0
+        gen_cpu += cpu_seconds() - gc0
         col.add(ids=ids, documents=texts, embeddings=vecs)
     _qt, qv = synth_queries(1)
     col.query(query_embeddings=qv[:1], n_results=10)
     cnt = col.count()
     dt = time.perf_counter() - t0 - gen_s
     h = (col.configuration or {}).get("hnsw") or {}  # the defaults Chroma filled in
-    return {"docs": cnt, "seconds": dt, "docs_per_s": cnt / dt, "peak_rss_mb": peak_rss_mb(),
+    return {"docs": cnt, "seconds": dt, "docs_per_s": cnt / dt,
+            "cpu_s": cpu_seconds() - c0 - gen_cpu, "peak_rss_mb": peak_rss_mb(),
             "hnsw": {"M": h.get("max_neighbors"), "ef_construction": h.get("ef_construction"),
                      "ef_search": h.get("ef_search")}}
 
@@ -463,11 +481,13 @@ def synth_cold_chroma(path: str) -> dict:
 def synthetic(args: argparse.Namespace) -> None:
     """The synthetic ingest comparison (module docstring)."""
     n, batch = args.synthetic, args.batch
-    variants: list[tuple[str, str, int | None]] = [("ours", "ours", None)]
+    variants: list[tuple[str, str, int | None, int | None]] = [("ours", "ours", None, None)]
     for f in [x for x in (args.fresh_limits or "").split(",") if x.strip()]:
-        variants.append((f"ours-fresh{int(f)}", "ours", int(f)))
+        variants.append((f"ours-fresh{int(f)}", "ours", int(f), None))
+    for e in [x for x in (args.ef_constructions or "").split(",") if x.strip()]:
+        variants.append((f"ours-efc{int(e)}", "ours", None, int(e)))
     if "chroma" in args.systems.split(","):
-        variants.append(("chroma", "chroma", None))
+        variants.append(("chroma", "chroma", None, None))
     rounds = args.rounds or 1
     root = tempfile.mkdtemp(prefix="bench_db-synth-", dir=args.tmpdir)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
@@ -486,10 +506,10 @@ def synthetic(args: argparse.Namespace) -> None:
     try:
         for r in range(rounds):
             order = variants if (r + args.reverse) % 2 == 0 else variants[::-1]
-            for name, system, fresh in order:
+            for name, system, fresh, efc in order:
                 path = os.path.join(root, f"{name}-{r}")
                 ing = child_run({"system": system, "phase": "synth_ingest", "path": path,
-                                 "n": n, "batch": batch, "fresh": fresh,
+                                 "n": n, "batch": batch, "fresh": fresh, "efc": efc,
                                  "n_check": args.check_queries})
                 print(r, name, "ingest", json.dumps(ing)[:500], flush=True)
                 cold = (child_run({"system": system, "phase": "synth_cold", "path": path})
@@ -504,14 +524,14 @@ def synthetic(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     summary: dict = {}
-    for name, _s, _f in variants:
+    for name, _s, _f, _e in variants:
         runs = [x for x in res["runs"] if x["variant"] == name]
         summary[name] = {"ingest": _median_dict([x["ingest"] for x in runs]),
                          "cold": _median_dict([x["cold"] for x in runs]),
                          "bytes_on_disk": float(np.median([x["bytes_on_disk"] for x in runs]))}
     res["summary"] = summary
     rows = []
-    for name, _s, _f in variants:
+    for name, _s, _f, _e in variants:
         ing, cold = summary[name]["ingest"], summary[name]["cold"]
         chk = ing.get("search_vs_search_many", {})
         rows.append({
@@ -520,6 +540,7 @@ def synthetic(args: argparse.Namespace) -> None:
                 f"{v:.0f}" if isinstance(v, (int, float)) else "?"
                 for v in (ing.get("hnsw") or {}).values()) or "-",
             "of which optimize (s)": ing.get("optimize_s", "-"),
+            "ingest CPU (s, all threads)": ing.get("cpu_s", "-"),
             "ingest / chroma": (ing["docs_per_s"] / summary["chroma"]["ingest"]["docs_per_s"]
                                 if "chroma" in summary and "docs_per_s" in ing
                                 and "docs_per_s" in summary["chroma"]["ingest"] else "-"),
@@ -659,7 +680,8 @@ def bm25_per_call(args: argparse.Namespace) -> None:
 def child(spec_json: str) -> None:
     s = json.loads(spec_json)
     if s["phase"] == "synth_ingest":
-        res = (synth_ingest_ours(s["path"], s["n"], s["batch"], s["fresh"], s["n_check"])
+        res = (synth_ingest_ours(s["path"], s["n"], s["batch"], s["fresh"], s["n_check"],
+                                 s.get("efc"))
                if s["system"] == "ours" else synth_ingest_chroma(s["path"], s["n"], s["batch"]))
         print(json.dumps(res))
         return
@@ -699,6 +721,9 @@ def main() -> None:
     ap.add_argument("--bm25-docs", type=int, default=1400)
     ap.add_argument("--synthetic", type=int, default=None, metavar="N",
                     help="synthetic ingest of N documents (384-d) vs Chroma")
+    ap.add_argument("--ef-constructions", default="",
+                    help="with --synthetic: extra llmdsdb runs creating the database at these "
+                         "hnsw_ef_construction values")
     ap.add_argument("--fresh-limits", default="",
                     help="with --synthetic: extra llmdsdb runs at these fresh_max_vectors")
     ap.add_argument("--check-queries", type=int, default=50,
