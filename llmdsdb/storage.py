@@ -87,7 +87,7 @@ from typing import Literal, Self, TypeVar
 import lmdb
 
 from llmdsdb._mapguard import _MapGuard
-from llmdsdb._mapspan import MapSpan
+from llmdsdb.storage_mapspan import MapSpan
 from llmdsdb._validate import DURABILITIES, check_choice
 from llmdsdb.errors import (
     ClosedError,

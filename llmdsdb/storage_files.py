@@ -188,7 +188,7 @@ def _check_main_tree(data_path: str, meta: bytes, psize: int, npages: int) -> No
       (:func:`_tail_pages`): a node offset or a key size is at most 65,535 bytes, so only
       there can a damaged one send liblmdb's key comparisons past the end of the file
       (anywhere else it stays inside the mapped file: garbage, which the envelopes catch).
-      Values of the main database are checked as they are read (:mod:`llmdsdb._mapspan`).
+      Values of the main database are checked as they are read (:mod:`llmdsdb.storage_mapspan`).
 
     Complexity: O(branch pages + free-database pages + a few dozen leaf pages).
     """

@@ -6,7 +6,7 @@
  * whose value runs past the end of data.mdb kills the process with SIGBUS. The key a
  * cursor returns (a buffer into the leaf page, right after the node's 8-byte header) leads
  * to that header; this checks the value's extent against the file before the value is
- * asked for (llmdsdb._mapspan).
+ * asked for (llmdsdb.storage_mapspan).
  *
  * Memory is read only inside a mapping the caller names and only below that mapping's
  * start plus the file's length: the 8 bytes before the key and, for an overflow value, the

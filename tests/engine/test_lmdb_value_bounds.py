@@ -1,5 +1,5 @@
 """A damaged value size or overflow page number in a leaf node of ``data.mdb`` is a
-CorruptionError on the ordinary read paths, never a SIGBUS (llmdsdb/_mapspan.py); a damaged
+CorruptionError on the ordinary read paths, never a SIGBUS (llmdsdb/storage_mapspan.py); a damaged
 node offset or key size in a leaf page near the end of the file is one at open
 (llmdsdb/storage_files.py).
 
