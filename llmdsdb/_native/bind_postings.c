@@ -533,8 +533,11 @@ static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
             if (views_get(&vw, touched, 'i', 4, 1, "touched") < 0)
                 goto done;
             tp = LAST(&vw)->buf;
-            if (alen < c.ndocs || LAST(&vw)->len / 4 < c.ndocs) {
-                PyErr_SetString(native_InvalidArgumentError, "scratch shorter than norm");
+            /* touched: ndocs + 1 entries, the exhaustive loop stores each posting's doc
+             * at touched[nt] before it knows whether the doc is new (branch-free) */
+            if (alen < c.ndocs || LAST(&vw)->len / 4 < c.ndocs + 1) {
+                PyErr_SetString(native_InvalidArgumentError, "scratch shorter than norm (acc) "
+                                "or than norm + 1 (touched)");
                 goto done;
             }
         }
@@ -1275,6 +1278,7 @@ PyMethodDef native_postings_methods[] = {
     {"bm25_search", (PyCFunction)(void (*)(void))py_bm25_search, METH_VARARGS | METH_KEYWORDS,
      "bm25_search(lists, queries, norm, k, k1, b, avgdl, block_cap, mode, threads=1, "
      "acc=None, touched=None, ext=None) -> [(docs int32 bytes, scores float64 bytes)] per "
-     "query; a query is (lists, idf, qtf, ub[, allow bitmap, cand docnos])."},
+     "query; a query is (lists, idf, qtf, ub[, allow bitmap, cand docnos]). Caller scratch: "
+     "acc int64 zeros of len(norm), touched int32 of len(norm) + 1."},
     {NULL, NULL, 0, NULL},
 };

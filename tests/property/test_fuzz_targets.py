@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmdsdb._native import _core
-from llmdsdb.errors import CorruptionError
+from llmdsdb.codec import encode_postings
+from llmdsdb.errors import CorruptionError, InvalidArgumentError
 from llmdsdb.paged_allocator import PagedAllocator
 from llmdsdb.records import decode_record, record_id
 
@@ -117,3 +118,21 @@ def test_misaligned_arrays_are_refused_not_read() -> None:
     with pytest.raises(InvalidArgumentError, match="aligned"):
         _core.hnsw_repair(v, 0, A, ft._unaligned(np.arange(2, dtype=np.int64)), None,
                           np.zeros(2, np.uint8), np.zeros(2, np.uint8), np.zeros(0, np.int64))
+
+
+def test_bm25_search_refuses_a_touched_scratch_without_its_extra_entry() -> None:
+    """``--sanitize`` fuzz, bm25_search (16:38): with every document touched, the
+    exhaustive loop's branch-free store wrote one int32 past a caller's ``touched`` of
+    len(norm) entries (ASan heap-buffer-overflow); the binding now wants len(norm) + 1."""
+    ndocs = 4
+    docs = np.arange(ndocs, dtype=np.int32)
+    block = encode_postings(docs, np.ones(ndocs, np.int32))
+    skip = np.array([[0, ndocs, 0, ndocs - 1, 1, 1]], np.int64)
+    lst = (block, np.array([0, len(block)], np.int64), skip, None, None)
+    q = (np.array([0, 0], np.int32), np.ones(2), np.ones(2), np.full(2, 10.0))
+    norm = np.full(ndocs, 0.9)
+    args = ([lst], [q], norm, 3, 1.2, 0.75, 7.0, 8, 0, 1, np.zeros(ndocs, np.int64))
+    with pytest.raises(InvalidArgumentError, match="touched"):
+        _core.bm25_search(*args, np.zeros(ndocs, np.int32))
+    (d, _sc), = _core.bm25_search(*args, np.zeros(ndocs + 1, np.int32))
+    assert len(np.frombuffer(d, np.int32)) == 3

@@ -110,7 +110,7 @@ def _lists(rng: np.random.Generator, ndocs: int, nterms: int, damage: bool) -> l
 def _search(lists, queries, ndocs, k, mode, threads=1, ext=None):
     norm = np.full(ndocs, 0.9)
     acc = np.zeros(ndocs, dtype=np.int64)
-    touched = np.zeros(ndocs, dtype=np.int32)
+    touched = np.zeros(ndocs + 1, dtype=np.int32)  # one past: the branch-free store
     got = _core.bm25_search(lists, queries, norm, k, 1.2, 0.75, 7.0, 8, mode, threads, acc,
                             touched, ext)
     assert not acc.any()  # the kernel leaves its accumulator zeroed
