@@ -367,21 +367,32 @@ static size_t gallop(const int64_t *keys, size_t lo, size_t n, int64_t x) {
     return l;
 }
 
+/* The node of allowed id v through the label map: 0 and *x set when found, 1 when the id
+ * is not in the map, NATIVE_EINVAL when the map points at a node whose label is not v.
+ * pos and prev carry the gallop between calls (ids not increasing: search from the start). */
+static int lookup_allowed(const hnsw_graph *g, const hnsw_allow *a, int64_t v, size_t *pos,
+                          int64_t *prev, int32_t *x) {
+    if (v < *prev)
+        *pos = 0;
+    *prev = v;
+    *pos = gallop(a->keys, *pos, a->nkeys, v);
+    if (*pos >= a->nkeys || a->keys[*pos] != v)
+        return 1;
+    *x = a->knodes[*pos];
+    if (*x < 0 || *x >= g->n || a->ext[*x] != v)
+        return NATIVE_EINVAL;
+    return 0;
+}
+
 int hnsw_resolve_allowed(const hnsw_graph *g, const hnsw_allow *a, int32_t *nodes, size_t *m) {
     size_t pos = 0, cnt = 0;
     int64_t prev = INT64_MIN;
     for (size_t i = 0; i < a->nids; i++) {
-        int64_t v = a->ids[i];
-        if (v < prev) /* ids not increasing: start over rather than miss one */
-            pos = 0;
-        prev = v;
-        pos = gallop(a->keys, pos, a->nkeys, v);
-        if (pos >= a->nkeys || a->keys[pos] != v)
-            continue;
-        int32_t x = a->knodes[pos];
-        if (x < 0 || x >= g->n || a->ext[x] != v)
-            return NATIVE_EINVAL;
-        if (keep_node(g, a, x)) /* live, and its bit set too: both views must allow it */
+        int32_t x;
+        int st = lookup_allowed(g, a, a->ids[i], &pos, &prev, &x);
+        if (st == NATIVE_EINVAL)
+            return st;
+        if (st == 0 && keep_node(g, a, x)) /* live, and its bit set too: both views must allow it */
             nodes[cnt++] = x;
     }
     *m = cnt;
@@ -460,17 +471,12 @@ static int verify_walk(const hnsw_graph *g, hnsw_ctx *c, const float *q, const h
         r = m;
     size_t step = r ? m / r : 0, rem = r ? m % r : 0;
     for (size_t j = 0; j < r; j++) {
-        int64_t v = a->ids[j * step + (j * rem) / r]; /* floor(j * m / r) < m */
-        if (v < prev) /* ids not increasing: search from the start */
-            pos = 0;
-        prev = v;
-        pos = gallop(a->keys, pos, a->nkeys, v);
-        if (pos >= a->nkeys || a->keys[pos] != v)
-            continue;
-        int32_t x = a->knodes[pos];
-        if (x < 0 || x >= g->n || a->ext[x] != v)
-            return NATIVE_EINVAL;
-        if (c->mark[x] == e || !keep_node(g, a, x))
+        int32_t x;
+        int st = lookup_allowed(g, a, a->ids[j * step + (j * rem) / r], /* floor(j*m/r) < m */
+                                &pos, &prev, &x);
+        if (st == NATIVE_EINVAL)
+            return st;
+        if (st != 0 || c->mark[x] == e || !keep_node(g, a, x))
             continue;
         c->ndist++;
         if (native_dist(g->metric, q, vec(g, x), (size_t)g->dim) < dk && ++hits >= HNSW_VERIFY_HITS) {
