@@ -46,17 +46,18 @@ class SearchPlan(NamedTuple):
 
 
 def vector_side(seg: Any, Q: np.ndarray, k: int, allow: AllowSet
-                ) -> tuple[list[list[tuple[int, float]]], str, bool]:
-    """The ``k`` nearest allowed vectors of each query, the strategy and whether exact:
-    the segment's filtered search (:meth:`VectorSegment.filter_plan
-    <llmdsdb.vector_segment.VectorSegment.filter_plan>` names the plan it runs).
+                ) -> tuple[list[list[tuple[int, float]]], list[tuple[str, bool]]]:
+    """The ``k`` nearest allowed vectors of each query, and per query the strategy that
+    answered and whether exact: the segment's filtered search
+    (:meth:`VectorSegment.search_allowed <llmdsdb.vector_segment.VectorSegment.search_allowed>`),
+    which reports a planned walk that handed over to the exact scan as such.
 
     Complexity: that of the strategy chosen.
     """
     if not len(allow):
-        return [[] for _ in range(len(Q))], "empty", True
-    strategy, exact = seg.filter_plan(allow)
-    return seg.search_many(Q, k, allow=allow), str(strategy), bool(exact)
+        return [[] for _ in range(len(Q))], [("empty", True)] * len(Q)
+    got, plans = seg.search_allowed(Q, k, allow)
+    return got, [(str(p.strategy), bool(p.exact)) for p in plans]
 
 
 def _vector_exact(vx: Any) -> bool:
@@ -113,9 +114,8 @@ def search_sides(bm: Any, vx: Any, plans: Sequence[Any], allows: Sequence[AllowS
         if a is None:
             got = vx.search_many(Q, depth)
         else:
-            got, strategy, exact = vector_side(vx, Q, depth, a)
-            for i in rows:
-                vstrat[i] = (strategy, exact)
+            got, ran = vector_side(vx, Q, depth, a)
+            vstrat.update(zip(rows, ran))
         dense.update(zip(rows, got))
     out = []
     for i, _p in enumerate(plans):

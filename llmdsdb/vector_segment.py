@@ -528,6 +528,29 @@ class VectorSegment:
             self.filter_plan(allow)  # the type check, even when the graph is empty
         graph = (self.graph.search_many(Q, k, ef, allow=allow) if len(self.graph)
                  else [[] for _ in range(len(Q))])
+        return self._with_fresh(Q, k, allow, graph)
+
+    def search_allowed(self, queries: np.ndarray, k: int, allow: AllowSet
+                       ) -> tuple[list[list[tuple[int, float]]], list[FilterPlan]]:
+        """:meth:`search_many` restricted to ``allow``, and what answered each query in the
+        graph part: its :meth:`filter_plan`, or for a planned walk that handed over to the
+        exact scan, why (:meth:`llmdsdb.hnsw.HNSW.search_allowed_arrays`). The fresh part is
+        scanned exactly either way.
+
+        Complexity: that of :meth:`search_many`.
+        """
+        Q = _check_vectors(queries, dim=self.dim, metric=self.metric, what="queries")
+        plan = self.filter_plan(allow)
+        if not len(self.graph):
+            return self._with_fresh(Q, k, allow, [[] for _ in range(len(Q))]), [plan] * len(Q)
+        ids, ds, plans = self.graph.search_allowed_arrays(Q, k, allow=allow)
+        graph = [[(i, d) for i, d in zip(ri, rd) if d != math.inf]
+                 for ri, rd in zip(ids.tolist(), ds.tolist())]
+        return self._with_fresh(Q, k, allow, graph), plans
+
+    def _with_fresh(self, Q: np.ndarray, k: int, allow: AllowSet | None,
+                    graph: list[list[tuple[int, float]]]) -> list[list[tuple[int, float]]]:
+        """The graph part's lists merged with the fresh part's exact ones, k per query."""
         if not len(self.fresh):
             return graph
         out = []

@@ -144,3 +144,28 @@ def test_readme_filter_example_runs(tmp_path, monkeypatch, capsys):
     with llmdsdb.open(str(tmp_path / "my-db")) as db:
         assert db["a"].metadata == {"lang": "fr"}
         assert db.count({"lang": "en"}) == len(db) - 1
+
+
+def test_explain_names_a_walk_that_handed_over_to_the_exact_scan(tmp_path, monkeypatch):
+    """A planned filtered walk that runs past its budget is answered by the exact scan:
+    the hit's plan says so (not the planned "filtered-graph") and the hits are exact."""
+    import llmdsdb.hnsw as hnsw_mod
+
+    rng = np.random.default_rng(3)
+    n, dim = 2000, 32
+    X = rng.normal(size=(n, dim)).astype(np.float32)  # i.i.d.: the walk wanders
+    with llmdsdb.open(tmp_path / "db", dim=dim, fresh_max_vectors=1) as db:
+        db.add([f"d{i}" for i in range(n)], [""] * n, embeddings=X,
+               metadata=[{"b": i % 3} for i in range(n)])
+        db.optimize()  # every vector in the graph
+        q = rng.normal(size=dim).astype(np.float32)
+        exact = db.search(vector=q, top_k=10, filter={"b": 0}, explain=True)
+        assert {r.plan.vector for r in exact} == {"allowed-scan"} and exact[0].plan.exact
+        monkeypatch.setattr(hnsw_mod, "FILTER_EXACT_MAX", 0)
+        monkeypatch.setattr(hnsw_mod, "FILTER_EXACT_FRACTION", 0.0)
+        monkeypatch.setattr(hnsw_mod, "EXACT_COMPONENTS", 0)
+        monkeypatch.setattr(hnsw_mod, "FILTER_WALK_BUDGET", 0.001)
+        got = db.search(vector=q, top_k=10, filter={"b": 0}, explain=True)
+        assert {r.plan.vector for r in got} == {"walk-budget-scan"}
+        assert all(r.plan.exact for r in got)
+        assert [r.id for r in got] == [r.id for r in exact]
