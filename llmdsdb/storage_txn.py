@@ -346,24 +346,36 @@ class Txn:
                  for k, v in zip(keys, values)]
         if not items:
             return
-        added = 0
         try:
-            if db in _COUNTED:
-                replace = self._txn.replace
-                for k, v in items:
-                    if replace(k, v) is None:
-                        added += 1
-            else:
-                with self._txn.cursor() as cur:
-                    cur.putmulti(items, dupdata=False, overwrite=True)
+            self._store(h, db, items)
         except lmdb.Error as exc:
             if isinstance(exc, lmdb.MapFullError):
                 self._map_full = True
             raise _wrap(exc, f"put {len(items)} values in {db}") from exc
+
+    def _store(self, h: bytes, db: str, items: list[tuple[bytes, bytes]]) -> None:
+        """Put each ``(h + key, value)`` of ``items``, replacing old values, and count the
+        new keys of a counted table (also when a put fails part way). An old value is never read: the extent its leaf node claims is checked
+        (:mod:`llmdsdb.storage_mapspan`) before LMDB replaces it and frees its overflow
+        pages, so a damaged node is a CorruptionError, not a crash.
+
+        Complexity: O(len(items) log n) + O(total length).
+        """
+        added = 0
+        check, cut = self._env._span.check, len(h)
+        try:
+            with self._txn.cursor() as cur:
+                for k, v in items:
+                    if cur.set_key(k):
+                        check(cur.key(), lambda k=k: self._desc(db, k[cut:]))
+                        cur.put(k, v)
+                    else:
+                        cur.put(k, v)
+                        added += 1
         finally:
-            if added:
-                self._delta[db] = self._delta.get(db, 0) + added
             self._dirty = True
+            if added and db in _COUNTED:
+                self._delta[db] = self._delta.get(db, 0) + added
 
     def raw_put(self, db: str, key: bytes | str, raw: bytes) -> None:
         """Store ``raw`` as is, bypassing the envelope (tests and repair tools only).
@@ -376,11 +388,7 @@ class Txn:
 
     def _put_raw(self, h: bytes, db: str, k: bytes, v: bytes) -> None:
         try:
-            if db in _COUNTED:
-                if self._txn.replace(h + k, v) is None:
-                    self._delta[db] = self._delta.get(db, 0) + 1
-            else:
-                self._txn.put(h + k, v)
+            self._store(h, db, [(h + k, v)])
         except lmdb.Error as exc:
             if isinstance(exc, lmdb.MapFullError):
                 self._map_full = True

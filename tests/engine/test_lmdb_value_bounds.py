@@ -145,3 +145,46 @@ def test_the_bounds_check_leaves_a_sound_database_alone(tmp_path):
         assert db.get("b0-1").text.startswith("changed")
         assert db.get("new").text == "fresh " * 400
         assert db.check() == []
+
+
+_OVERWRITE = """
+    import json, llmdsdb.storage_files
+    from llmdsdb.errors import CorruptionError
+    from llmdsdb.storage import Environment
+    llmdsdb.storage_files._tail_pages = lambda psize: 0  # as in a large file
+    out = {{}}
+    for d, key in {cases!r}:
+        env = Environment.open(d)
+        got = []
+        for how in ("put", "put_many"):
+            try:
+                with env.write() as txn:
+                    if how == "put":
+                        txn.put("docs", bytes.fromhex(key), b"replaced")
+                    else:
+                        txn.put_many("docs", [bytes.fromhex(key)], [b"replaced"])
+                got.append("stored")
+            except CorruptionError as exc:
+                got.append("CorruptionError: " + str(exc))
+        env.close()
+        out[d] = got
+    print(json.dumps(out))
+"""
+
+
+def test_overwriting_a_damaged_value_is_an_error_not_a_crash(damaged):
+    """A put over a value whose node is damaged never reads the old value (LMDB would copy
+    it, or free its overflow pages, past the end of the file): the node's extent is checked
+    first and the write fails with a CorruptionError, leaving the file as it was."""
+    cases = []
+    for name in ("overflow-pgno-last-page", "overflow-size-huge"):
+        data = (damaged[name] / "data.mdb").read_bytes()
+        off, _fl, ks, _size, _ptr = next(n for n in _leaf_nodes(data)
+                                         if data[n[0] + 8] == _DOCS and n[1] & _F_BIGDATA)
+        cases.append((str(damaged[name]), data[off + 9:off + 8 + ks].hex()))
+    before = {d: (Path(d) / "data.mdb").read_bytes() for d, _ in cases}
+    got = run_child(_OVERWRITE.format(cases=cases))
+    for d, _ in cases:
+        assert all(g.startswith("CorruptionError") and "past the end" in g
+                   for g in got[d]), got[d]
+        assert (Path(d) / "data.mdb").read_bytes() == before[d]
