@@ -64,8 +64,9 @@ def _wrap(exc: lmdb.Error, what: str) -> StorageError:
                             f"while committing) and LMDB refuses further use of this handle; "
                             f"close every handle of the database and open it again: the "
                             f"last committed state is intact ({exc})")
-    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError,
-                        lmdb.InvalidError, lmdb.VersionMismatchError)):
+    # MDB_INCOMPATIBLE: the file's main database flags are not the ones llmdsdb writes
+    if isinstance(exc, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                        lmdb.VersionMismatchError, lmdb.IncompatibleError)):
         return CorruptionError(f"{what}: LMDB reports a damaged file ({exc}); restore from a "
                                f"backup")  # type: ignore[return-value]
     if isinstance(exc, lmdb.DiskError):

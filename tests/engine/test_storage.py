@@ -673,3 +673,14 @@ def test_growth_waits_for_live_transactions_and_nested_ones_do_not_wait(env):
         assert txn.get("docs", u64key(1)) == b"x" * 3000
         with pytest.raises(StorageError, match="holds a transaction"):
             env._grow()  # never waits for itself
+
+
+@pytest.mark.parametrize("cls", [lmdb.IncompatibleError, lmdb.CorruptedError,
+                                 lmdb.PageNotFoundError, lmdb.InvalidError])
+def test_lmdb_reports_of_a_damaged_file_are_corruption_errors(cls):
+    """What LMDB says of a file it cannot use as stored (MDB_INCOMPATIBLE included: main
+    database flags llmdsdb never writes) reaches the caller as a CorruptionError."""
+    from llmdsdb.storage_txn import _wrap
+
+    err = _wrap(cls("mdb_txn_begin", -30784), "read x")
+    assert isinstance(err, CorruptionError) and "backup" in str(err)
