@@ -9,7 +9,9 @@ A *backup* is a directory holding exactly two files, never an archive:
   "llmdsdb_version", "source"}`` describing exactly that snapshot.
 
 :func:`backup` builds it in a temporary directory beside ``dest`` and renames it into place,
-so ``dest`` either does not exist or holds a complete backup; a killed backup leaves only
+so ``dest`` either does not exist or holds a complete backup, every value of which was read
+back and verified (a source with a damaged value gets no backup, but an error that says
+so); a killed backup leaves only
 ``.DEST.llmdsdb-backup-*``, removed by the next backup to the same ``dest``.
 
 :func:`restore` treats the backup as untrusted input (RELIABILITY.md §3.1):
@@ -80,6 +82,7 @@ from typing import Any
 from llmdsdb._version import __version__
 from llmdsdb.errors import (
     BackupError,
+    CorruptionError,
     InvalidArgumentError,
     InvalidPathError,
     LlmdsdbError,
@@ -412,7 +415,8 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
 
     :raises InvalidPathError: when ``path`` holds no database.
     :raises BackupError: when ``dest`` exists (other than as an empty directory) or is a
-        symlink.
+        symlink, or when the copy holds a damaged value (the source's damage).
+    :raises CorruptionError: when LMDB's copy itself finds the source damaged.
     """
     from llmdsdb.db import Database
 
@@ -447,6 +451,32 @@ def backup(path: Any, dest: str | os.PathLike[str]) -> BackupInfo:
         if isinstance(exc, LlmdsdbError):
             raise
         raise _storage_error(exc, f"the backup of {source}", parent) from exc
+
+
+def _verify_copy(copy: Path, source: str) -> None:
+    """Read back every value of the copy just taken, each checked (extent and envelope
+    checksum) as reads always are: a backup never carries a damaged value unnoticed.
+
+    Complexity: O(size of the copy).
+
+    :raises BackupError: naming the first damaged value; the source database needs
+        ``llmdsdb check`` (and a restore from an older backup), and no backup is written.
+    """
+    from llmdsdb.storage import Environment
+    from llmdsdb.storage_format import _KIND_OF_DB
+
+    env = Environment.open(copy, readonly=True)
+    try:
+        with env.read() as txn:
+            for table in _KIND_OF_DB:
+                for _ in txn.items(table):
+                    pass
+    except CorruptionError as exc:
+        raise BackupError(f"{source} holds a damaged value, so its backup would too; no "
+                          f"backup was written. Run `llmdsdb check {source}` and restore "
+                          f"from an earlier backup ({exc})") from None
+    finally:
+        env.close()
 
 
 def _backup(path: Any, source: str, target: Path, parent: Path) -> BackupInfo:
@@ -487,6 +517,7 @@ def _backup(path: Any, source: str, target: Path, parent: Path) -> BackupInfo:
         finally:
             if own:
                 db.close()
+        _verify_copy(tmp, source)
         for extra in os.listdir(tmp):  # a copy has no lock file; keep only data.mdb
             if extra != DATA_FILE:
                 os.unlink(tmp / extra)

@@ -188,3 +188,34 @@ def test_overwriting_a_damaged_value_is_an_error_not_a_crash(damaged):
         assert all(g.startswith("CorruptionError") and "past the end" in g
                    for g in got[d]), got[d]
         assert (Path(d) / "data.mdb").read_bytes() == before[d]
+
+
+_BACKUP = """
+    import json, os, llmdsdb.storage_files
+    from llmdsdb.backup import backup
+    from llmdsdb.errors import LlmdsdbError
+    llmdsdb.storage_files._tail_pages = lambda psize: 0  # as in a large file
+    out = {{}}
+    for d in {dirs!r}:
+        try:
+            backup(d, d + "-backup")
+            out[d] = "written"
+        except LlmdsdbError as exc:
+            out[d] = type(exc).__name__ + ": " + str(exc)
+        out[d + "/dest"] = os.path.exists(d + "-backup")
+    print(json.dumps(out))
+"""
+
+
+def test_a_backup_of_a_damaged_value_is_refused(damaged):
+    """The copy is read back before the manifest is written: a damaged value in the source
+    is a BackupError naming it (or LMDB's copy refuses it already), and no backup appears."""
+    dirs = [str(damaged[n]) for n in ("overflow-size-huge", "overflow-pgno-last-page",
+                                      "inline-size-huge")]
+    got = run_child(_BACKUP.format(dirs=dirs))
+    for d in dirs:
+        if d.endswith("pgno-last-page"):  # LMDB's compacting copy follows the page number
+            assert got[d].startswith("CorruptionError") and "MDB_INCOMPATIBLE" in got[d]
+        else:  # the copy carries the damage; reading it back finds it
+            assert got[d].startswith("BackupError") and "llmdsdb check" in got[d], got[d]
+        assert got[d + "/dest"] is False
