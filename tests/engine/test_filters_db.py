@@ -169,3 +169,32 @@ def test_explain_names_a_walk_that_handed_over_to_the_exact_scan(tmp_path, monke
         assert {r.plan.vector for r in got} == {"walk-budget-scan"}
         assert all(r.plan.exact for r in got)
         assert [r.id for r in got] == [r.id for r in exact]
+
+
+def test_a_kept_filter_follows_every_change(tmp_path):
+    """The allowed set of a repeated filter is kept between queries, and every change of
+    the metadata (add, update_metadata, delete, a batch, a failed batch) is seen by the
+    next query under the same filter (a batch's calls are written when it ends)."""
+    with llmdsdb.open(tmp_path / "db") as db:
+        db.add(["a", "b"], ["apple pie", "apple tart"], metadata=[{"k": 1}, {"k": 2}])
+        f = {"k": 1}
+
+        def ids():
+            return sorted(r.id for r in db.search("apple", top_k=10, filter=f))
+
+        assert ids() == ["a"] and ids() == ["a"]  # the second from the kept set
+        db.add(["c"], ["apple crumble"], metadata=[{"k": 1}])
+        assert ids() == ["a", "c"]
+        db.update_metadata(["a"], [{"k": 2}])
+        assert ids() == ["c"]
+        db.delete(["c"])
+        assert ids() == []
+        with db.batch():
+            db.update_metadata(["b"], [{"k": 1}])
+            assert ids() == []  # recorded, not written yet
+        assert ids() == ["b"]
+        with pytest.raises(RuntimeError), db.batch():
+            db.update_metadata(["a"], [{"k": 1}])
+            raise RuntimeError("abandon the batch")
+        assert ids() == ["b"]
+        assert db.count(filter=f) == 1
