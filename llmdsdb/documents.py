@@ -95,24 +95,37 @@ def contains(txn: Any, key: bytes) -> bool:
 def current_hashes(txn: Any, keys: Iterable[bytes]) -> dict[bytes, str | None]:
     """Content hash of the document under each key (None: no document).
 
-    Complexity: O(k log n).
+    Misses are checked as in :func:`verify_miss`, once per gap between stored keys: the new
+    ids of one batch mostly share a few gaps (often the one after the last key), so a batch
+    of new documents costs a few neighbour checks, not two record reads each.
+
+    Complexity: O(k log n) plus O(gaps the misses fall in) record-id reads.
     """
     out: dict[bytes, str | None] = {}
-    checked: set[bytes] = set()  # neighbours of earlier misses, already checked
+    misses: list[bytes] = []
     for k in keys:
         raw = txn.get("ids", k)
         if raw is None:
-            # as verify_miss, each neighbour once: new ids of one batch share their gaps
-            for nk, nv in txn.around("ids", k):
-                if nk not in checked:
-                    _check_key(txn, nk, nv)
-                    checked.add(nk)
             out[k] = None
+            misses.append(k)
             continue
         rec_raw = txn.get("docs", raw)
         if rec_raw is None:
             raise CorruptionError(f"ids/{k!r} points at missing document {from_u64key(raw)}")
         out[k] = decode_record(rec_raw, f"docs/{from_u64key(raw)}")["hash"]
+    checked: set[bytes] = set()  # neighbours already checked
+    gap_end: bytes | None = None  # first stored key at or after the last checked miss
+    have_gap = False
+    for k in sorted(set(misses)):
+        if have_gap and (gap_end is None or k < gap_end):
+            continue  # no stored key between the last checked miss and k: its neighbours
+        around = txn.around("ids", k)
+        for nk, nv in around:
+            if nk not in checked:
+                _check_key(txn, nk, nv)
+                checked.add(nk)
+        gap_end = next((nk for nk, _ in around if nk >= k), None)
+        have_gap = True
     return out
 
 

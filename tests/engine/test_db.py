@@ -649,6 +649,10 @@ def test_a_flipped_byte_in_an_id_key_is_reported_not_a_silent_miss(path, victim)
             name in db  # noqa: B015
         with pytest.raises(CorruptionError):
             db.upsert([name], ["replacement"])  # would write a second document of that id
+        # in a batch of new ids sharing its gap (their misses are checked once per gap)
+        with pytest.raises(CorruptionError):
+            db.upsert([name + "a", "doc-key-", name, name + "b"], ["x", "y", "z", "w"])
+        assert db.count() == 16
         assert db.get(ids[(victim + 8) % 16]).id == ids[(victim + 8) % 16]  # others fine
         assert any("is not mapped to it" in p for p in db.check())
 
