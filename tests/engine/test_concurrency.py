@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -261,9 +262,15 @@ def test_readers_and_a_writer_survive_sigkills(tmp_path):
     args = argparse.Namespace(readers=3, threads=2, reader_kill_s=1e9, writer_kill_s=1e9,
                               seed=1, stop_at=12,
                               kill_plan=[(3, "reader"), (5, "writer"), (8, "reader")])
-    out = sc.run(args, str(tmp_path / "db"), log=lambda s: None,
-                 until=lambda r: r.writer_failed or (r.acked.value >= args.stop_at
-                                                     and not r.writer.is_alive()))
+    # the readers may still be starting when the writer is done (slow interpreters, such
+    # as under tools/sanitize): wait up to a minute for their first checked reads
+    deadline = time.monotonic() + 60
+
+    def until(r) -> bool:
+        return r.writer_failed or (r.acked.value >= args.stop_at and not r.writer.is_alive()
+                                   and (r.reads() > 0 or time.monotonic() > deadline))
+
+    out = sc.run(args, str(tmp_path / "db"), log=lambda s: None, until=until)
     assert out["violations"] == []
     assert out["generation"] == 12 and out["documents"] == sc.count_at(12)
     assert out["reader_kills"] == 2 and out["writer_kills"] == 1

@@ -158,7 +158,11 @@ def reader_main(path: str, slot: int, threads: int, acked, counters, vfile: str,
 
     import llmdsdb
 
-    db = llmdsdb.open(path, readonly=True)
+    try:
+        db = llmdsdb.open(path, readonly=True)
+    except Exception as exc:  # a reader that cannot open is a violation
+        _violation(vfile, f"reader {slot}", f"open: {type(exc).__name__}: {exc}")
+        raise
     floor = [0]  # the highest generation a finished read of this process saw
     lock = threading.Lock()
 
