@@ -168,6 +168,13 @@ _NODE_MAGIC = b"HNN1"
 _FORMAT_VERSION = 1
 
 
+def hit_lists(ids: np.ndarray, ds: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Result arrays (ids and distances, rows padded with distance inf) as one list of
+    ``(vec_id, distance)`` per row, the padding left out. Complexity: O(ids.size)."""
+    return [[(i, d) for i, d in zip(ri, rd) if d != math.inf]
+            for ri, rd in zip(ids.tolist(), ds.tolist())]
+
+
 def _threads(threads: object) -> int:
     """Threads of one call: ``None`` = the machine's cores."""
     if threads is None:
@@ -646,10 +653,7 @@ class HNSW:
         Complexity: O(n * (log N + ef * M * dim) / threads) expected.
         """
         ids, ds = self.search_many_arrays(queries, k, ef, exact=exact, threads=threads, allow=allow)
-        out = []
-        for ri, rd in zip(ids.tolist(), ds.tolist()):
-            out.append([(i, d) for i, d in zip(ri, rd) if d != math.inf])
-        return out
+        return hit_lists(ids, ds)
 
     def search_many_arrays(
         self, queries: object, k: int = 10, ef: int | None = None, *, exact: bool | None = None,

@@ -356,9 +356,10 @@ class Txn:
 
     def _store(self, h: bytes, db: str, items: list[tuple[bytes, bytes]]) -> None:
         """Put each ``(h + key, value)`` of ``items``, replacing old values, and count the
-        new keys of a counted table (also when a put fails part way). An old value is never read: the extent its leaf node claims is checked
-        (:mod:`llmdsdb.storage_mapspan`) before LMDB replaces it and frees its overflow
-        pages, so a damaged node is a CorruptionError, not a crash.
+        new keys of a counted table (also when a put fails part way). An old value is never
+        read: the extent its leaf node claims is checked (:mod:`llmdsdb.storage_mapspan`)
+        before LMDB replaces it and frees its overflow pages, so a damaged node is a
+        CorruptionError, not a crash.
 
         Complexity: O(len(items) log n) + O(total length).
         """
@@ -367,12 +368,11 @@ class Txn:
         try:
             with self._txn.cursor() as cur:
                 for k, v in items:
-                    if cur.set_key(k):
+                    found = cur.set_key(k)
+                    if found:
                         check(cur.key(), lambda k=k: self._desc(db, k[cut:]))
-                        cur.put(k, v)
-                    else:
-                        cur.put(k, v)
-                        added += 1
+                    cur.put(k, v)
+                    added += not found
         finally:
             self._dirty = True
             if added and db in _COUNTED:
@@ -394,7 +394,6 @@ class Txn:
             if isinstance(exc, lmdb.MapFullError):
                 self._map_full = True
             raise _wrap(exc, f"put {self._desc(db, k)}") from exc
-        self._dirty = True
 
     def delete(self, db: str, key: bytes | str) -> bool:
         """Delete ``key``; True when it existed.

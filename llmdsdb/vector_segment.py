@@ -45,7 +45,7 @@ from llmdsdb._native import _core
 from llmdsdb._validate import vectors as _check_vectors
 from llmdsdb.allow import AllowSet
 from llmdsdb.errors import CorruptionError, NotFoundError
-from llmdsdb.hnsw import HNSW, FilterPlan
+from llmdsdb.hnsw import HNSW, FilterPlan, hit_lists
 from llmdsdb.pages import PageStore
 
 __all__ = ["FRESH_BLOCK", "FRESH_MAX_COMPONENTS", "FreshVectors", "GraphWork",
@@ -544,9 +544,7 @@ class VectorSegment:
         if not len(self.graph):
             return self._with_fresh(Q, k, allow, [[] for _ in range(len(Q))]), [plan] * len(Q)
         ids, ds, plans = self.graph.search_allowed_arrays(Q, k, allow=allow)
-        graph = [[(i, d) for i, d in zip(ri, rd) if d != math.inf]
-                 for ri, rd in zip(ids.tolist(), ds.tolist())]
-        return self._with_fresh(Q, k, allow, graph), plans
+        return self._with_fresh(Q, k, allow, hit_lists(ids, ds)), plans
 
     def _with_fresh(self, Q: np.ndarray, k: int, allow: AllowSet | None,
                     graph: list[list[tuple[int, float]]]) -> list[list[tuple[int, float]]]:
