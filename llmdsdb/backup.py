@@ -463,12 +463,12 @@ def _verify_copy(copy: Path, source: str) -> None:
         ``llmdsdb check`` (and a restore from an older backup), and no backup is written.
     """
     from llmdsdb.storage import Environment
-    from llmdsdb.storage_format import _KIND_OF_DB
+    from llmdsdb.storage_format import DB_NAMES
 
     env = Environment.open(copy, readonly=True)
     try:
         with env.read() as txn:
-            for table in _KIND_OF_DB:
+            for table in DB_NAMES:
                 for _ in txn.items(table):
                     pass
     except CorruptionError as exc:

@@ -96,22 +96,27 @@ class MapSpan:
         :raises CorruptionError: when the value's size or overflow page number sends it past
             the end of ``data.mdb``.
         """
-        state = self._state or self._refresh()
         try:
-            for lo, hi in state[0]:
-                if _check(key, lo, hi, state[1], self._psize):
-                    return
+            self._scan(self._state or self._refresh(), key)
         except CorruptionError:
             self._report(key, what)
+
+    def _scan(self, state: tuple[tuple[tuple[int, int], ...], int], key: memoryview) -> None:
+        """The check of ``key`` against the mapping that holds it (none: a write
+        transaction's own page, not checked). Complexity: O(mappings of the file).
+
+        :raises CorruptionError: when the value runs past the file length of ``state``.
+        """
+        for lo, hi in state[0]:
+            if _check(key, lo, hi, state[1], self._psize):
+                return
 
     def _report(self, key: memoryview, what: str | Callable[[], str]) -> None:
         """Check ``key`` again on fresh mappings and file length (another process may have
         grown the file since they were read); raise when it still fails."""
         state = self._refresh()
         try:
-            for lo, hi in state[0]:
-                if _check(key, lo, hi, state[1], self._psize):
-                    return
+            self._scan(state, key)
         except CorruptionError as exc:
             name = what() if callable(what) else what
             raise CorruptionError(f"{name}: {exc} ({self._path}, {state[1]} bytes); restore "
@@ -129,12 +134,5 @@ class MapSpan:
         cur = txn.cursor()
         if not cur.set_key(key):
             return None
-        k = cur.key()
-        state = self._state or self._refresh()
-        try:
-            for lo, hi in state[0]:
-                if _check(k, lo, hi, state[1], self._psize):
-                    break
-        except CorruptionError:
-            self._report(k, what)
+        self.check(cur.key(), what)
         return cur.value()
