@@ -622,6 +622,59 @@ done:
     return st;
 }
 
+/* Store the new node x's row on a layer (x's lock held): its chosen neighbours c->sel[:ns]
+ * together with whatever the row already holds. A fresh row is empty under one thread;
+ * under a threaded insert a concurrent insert may already have stored its back-link here
+ * (it reached x through an upper layer before x's row on this layer was written).
+ * Overwriting that link would leave the other node with one in-link fewer -- at times
+ * none, and then no search reaches it -- so the row keeps both, re-chosen by the heuristic
+ * when together they do not fit. */
+static int write_own_row(const hnsw_graph *g, hnsw_ctx *c, int32_t x, int level, int ns) {
+    int w = level ? g->m : g->m0;
+    int32_t *row = row_ptr(g, level, x);
+    if (!row)
+        return NATIVE_ECORRUPT;
+    int cnt = row_len(g, row, w);
+    if (cnt < 0)
+        return NATIVE_ECORRUPT;
+    int extra = 0;
+    for (int j = 0; j < cnt; j++) { /* links stored by others, not among the chosen */
+        int dup = row[j] == x;
+        for (int i = 0; i < ns && !dup; i++)
+            dup = row[j] == c->sel[i];
+        if (!dup)
+            c->fresh[extra++] = row[j];
+    }
+    if (ns + extra <= w) {
+        for (int j = 0; j < w; j++)
+            store_id(g, &row[j], j < ns ? c->sel[j] : j < ns + extra ? c->fresh[j - ns] : -1);
+        return NATIVE_OK;
+    }
+    int st = grow(&c->cand, &c->cand_cap, (size_t)(ns + extra));
+    if (st != NATIVE_OK)
+        return st;
+    const float *vx = vec(g, x);
+    size_t dim = (size_t)g->dim;
+    native_pair *t = c->cand;
+    for (int j = 0; j < ns + extra; j++) {
+        int32_t id = j < ns ? c->sel[j] : c->fresh[j - ns];
+        t[j] = (native_pair){native_dist(g->metric, vx, vec(g, id), dim), id};
+    }
+    for (int i = 1; i < ns + extra; i++) { /* insertion sort: at most M + 2M entries */
+        native_pair p = t[i];
+        int j = i - 1;
+        while (j >= 0 && native_pair_lt(p, t[j])) {
+            t[j + 1] = t[j];
+            j--;
+        }
+        t[j + 1] = p;
+    }
+    int nk = select_heuristic(g, t, (size_t)(ns + extra), w, c->sel2);
+    for (int j = 0; j < w; j++)
+        store_id(g, &row[j], j < nk ? c->sel2[j] : -1);
+    return NATIVE_OK;
+}
+
 int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_top *top) {
     pthread_mutex_t *glock = top->lock;
     int st = NATIVE_OK;
@@ -664,17 +717,11 @@ int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_to
             if (c->tmp[i].id != x)
                 c->tmp[nc++] = c->tmp[i];
         int ns = select_heuristic(g, c->tmp, nc, g->m, c->sel);
-        int w = level ? g->m : g->m0;
         lock_node(g, x);
-        int32_t *row = row_ptr(g, level, x);
-        if (row)
-            for (int j = 0; j < w; j++)
-                store_id(g, &row[j], j < ns ? c->sel[j] : -1);
+        st = write_own_row(g, c, x, level, ns);
         unlock_node(g, x);
-        if (!row) {
-            st = NATIVE_ECORRUPT;
+        if (st != NATIVE_OK)
             goto out;
-        }
         mark_dirty(g, level, x);
         for (int j = 0; j < ns; j++)
             if ((st = link_back(g, c, c->sel[j], x, level)) != NATIVE_OK)
