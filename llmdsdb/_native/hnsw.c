@@ -217,9 +217,9 @@ static inline int keep_node(const hnsw_graph *g, const hnsw_allow *a, int32_t i)
  * entries. skip_deleted: tombstones (and, with an allowed set a, nodes outside it) are
  * expanded but not kept as results; mode HNSW_FILTER_TWOHOP (with a) instead keeps them
  * out of the candidates and expands their neighbours in their place. */
-static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native_pair ep,
-                        int level, size_t ef, int skip_deleted, const hnsw_allow *a, int mode,
-                        size_t *nres) {
+static inline __attribute__((always_inline)) int
+search_layer_body(const hnsw_graph *g, hnsw_ctx *c, const float *q, native_pair ep, int level,
+                  size_t ef, int skip_deleted, const hnsw_allow *a, int mode, size_t *nres) {
     size_t dim = (size_t)g->dim;
     int w = level ? g->m : g->m0;
     uint16_t e = next_epoch(c);
@@ -247,7 +247,7 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
         native_pair top = c->cand[0];
         if (-top.d > lb && nr >= ef)
             break;
-        if (c->budget && c->ndist > c->budget) { /* see hnsw_filter_opts */
+        if (a && c->budget && c->ndist > c->budget) { /* see hnsw_filter_opts */
             c->over = 1;
             break;
         }
@@ -311,6 +311,20 @@ static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native
     return NATIVE_OK;
 }
 
+/* The body above in two copies: with an allowed set (filtered queries), and without one
+ * -- unfiltered queries and inserts, where the compiler drops every filter test from the
+ * inner loop (a filter never costs the unfiltered path a branch). */
+static int search_layer_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q,
+                                native_pair ep, size_t ef, const hnsw_allow *a, int mode,
+                                size_t *nres) {
+    return search_layer_body(g, c, q, ep, 0, ef, 1, a, mode, nres);
+}
+
+static int search_layer(const hnsw_graph *g, hnsw_ctx *c, const float *q, native_pair ep,
+                        int level, size_t ef, int skip_deleted, size_t *nres) {
+    return search_layer_body(g, c, q, ep, level, ef, skip_deleted, NULL, 0, nres);
+}
+
 int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
                int32_t max_level, size_t ef, size_t k, size_t live, int exact,
                native_pair *out, size_t *nout) {
@@ -328,7 +342,7 @@ int hnsw_query(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t entry,
         if ((st = greedy(g, c, q, max_level, 0, &cur, &curd)) != NATIVE_OK)
             return st;
         size_t nr;
-        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, NULL, 0, &nr)) != NATIVE_OK)
+        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, &nr)) != NATIVE_OK)
             return st;
         if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
             return st;
@@ -510,7 +524,7 @@ int hnsw_query_allowed(const hnsw_graph *g, hnsw_ctx *c, const float *q, int32_t
             return st;
         size_t nr;
         c->budget = o->budget;
-        st = search_layer(g, c, q, (native_pair){curd, cur}, 0, ef, 1, a, o->mode, &nr);
+        st = search_layer_allowed(g, c, q, (native_pair){curd, cur}, ef, a, o->mode, &nr);
         c->budget = 0;
         if (st != NATIVE_OK)
             return st;
@@ -708,7 +722,7 @@ int hnsw_insert(const hnsw_graph *g, hnsw_ctx *c, int32_t x, size_t efc, hnsw_to
         goto out;
     for (int level = L < maxl ? L : maxl; level >= 0; level--) {
         size_t nr, nc = 0;
-        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, level, efc, 0, NULL, 0, &nr)) != NATIVE_OK)
+        if ((st = search_layer(g, c, q, (native_pair){curd, cur}, level, efc, 0, &nr)) != NATIVE_OK)
             goto out;
         if ((st = grow(&c->tmp, &c->tmp_cap, nr)) != NATIVE_OK)
             goto out;
