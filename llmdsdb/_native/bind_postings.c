@@ -77,7 +77,18 @@ static PyObject *new_bytearray(Py_ssize_t n, char **data) {
 
 /* ---- decoding ----------------------------------------------------------------------------- */
 
-static PyObject *py_decode(PyObject *self, PyObject *arg) {
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    PyObject *arg;
+    const char *isa = "auto";
+    if (!PyArg_ParseTuple(args, "O|s", &arg, &isa))
+        return NULL;
+    int wide = strcmp(isa, "auto") == 0 ? -1 : strcmp(isa, "avx2") == 0 ? 1
+             : strcmp(isa, "scalar") == 0 ? 0 : -2;
+    if (wide == -2) {
+        PyErr_Format(PyExc_ValueError, "isa must be 'auto', 'avx2' or 'scalar', not %R",
+                     PyTuple_GET_ITEM(args, 1));
+        return NULL;
+    }
     Py_buffer v;
     if (get_buf(arg, &v, 'b', 1, 0, "postings block") < 0)
         return NULL;
@@ -99,9 +110,15 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = native_postings_unpack(&h, (int32_t *)dp, (int32_t *)tp);
+    st = wide < 0 ? native_postings_unpack(&h, (int32_t *)dp, (int32_t *)tp)
+                  : native_postings_unpack_as(&h, (int32_t *)dp, (int32_t *)tp, wide);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&v);
+    if (st == NATIVE_EINVAL) { /* only from an implementation this CPU does not run */
+        Py_DECREF(docs);
+        Py_DECREF(tfs);
+        Py_RETURN_NONE;
+    }
     if (st != NATIVE_OK) {
         Py_DECREF(docs);
         Py_DECREF(tfs);
@@ -1265,9 +1282,10 @@ PyMethodDef native_postings_methods[] = {
     {"Bm25State", (PyCFunction)(void (*)(void))py_bm25_state, METH_VARARGS | METH_KEYWORDS,
      "Bm25State(norm, ext, df, maxtf, mindl, nterms, nlive, avgdl, k1, b, block_cap) -> a "
      "query state of one index generation (set_lists, search)."},
-    {"postings_decode", py_decode, METH_O,
-     "postings_decode(block) -> (docs, tfs): one codec block (crc checked) as two bytearrays "
-     "of int32."},
+    {"postings_decode", py_decode, METH_VARARGS,
+     "postings_decode(block, isa='auto') -> (docs, tfs): one codec block (crc checked) as two "
+     "bytearrays of int32; isa 'avx2' or 'scalar' runs that implementation of the unpacking "
+     "(None when this CPU does not run it)."},
     {"postings_decode_many", py_decode_many, METH_O,
      "postings_decode_many(blocks) -> (docs, tfs, counts): blocks concatenated, int32, and "
      "int64 counts."},

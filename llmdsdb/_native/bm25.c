@@ -192,10 +192,13 @@ static void heap_emit(hit *h, int64_t n, const fixedpt *f, int32_t *docs, double
 /* ---- loading a block, checked against its skip row ------------------------------------ */
 
 /* Block bi of list L: its postings in *docs / *tfs (pointing into L for raw lists, into the
- * scratch dbuf/tbuf of c->block_cap entries otherwise); the count or a negative status. */
-static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64_t bi,
-                          int32_t *dbuf, int32_t *tbuf, const int32_t **docs,
-                          const int32_t **tfs) {
+ * scratch dbuf/tbuf of c->block_cap entries otherwise); the count or a negative status.
+ * With lazy set (a cursor that may only look a few documents up) a packed block's tfs stay
+ * packed -- *tfs is NULL and *lazy holds the checked header to read them from (cur_tf,
+ * cur_tfs) -- unless the block's maximum is still to be learnt, which needs them all. */
+static int64_t load_block_as(const native_bm25_ctx *c, const native_plist *L, int64_t bi,
+                             int32_t *dbuf, int32_t *tbuf, const int32_t **docs,
+                             const int32_t **tfs, native_block_hdr *lazy) {
     const int64_t *row = L->skip + 6 * bi;
     int64_t lo = L->offs[bi], hi = L->offs[bi + 1];
     int64_t n;
@@ -208,15 +211,24 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
             return st;
         if (h.n > (uint64_t)c->block_cap)
             return NATIVE_ECORRUPT; /* more postings than any block of this index holds */
-        if ((st = native_postings_unpack(&h, dbuf, tbuf)) != NATIVE_OK)
+        if ((st = native_postings_unpack_docs(&h, dbuf)) != NATIVE_OK)
             return st;
         n = h.n;
         *docs = dbuf;
-        *tfs = tbuf;
-        /* the decoder checked order, range and tf >= 1; the row must describe the block */
-        if (n != row[1] || dbuf[0] != row[2] || dbuf[n - 1] != row[3] ||
-            dbuf[n - 1] >= c->ndocs || (int64_t)h.tfmax > row[4])
+        /* the decoder checked order and range; the row must describe the block */
+        if (n != row[1] || dbuf[0] != row[2] || dbuf[n - 1] != row[3] || dbuf[n - 1] >= c->ndocs)
             return NATIVE_ECORRUPT;
+        if (lazy && !(L->bmax && bmax_get(L, bi) < 0.0)) {
+            *lazy = h;
+            *tfs = NULL;
+            return n;
+        }
+        /* tf >= 1 by construction, and no tf above the row's maximum (its bounds rest on it) */
+        if ((st = native_postings_unpack_tfs(&h, tbuf)) != NATIVE_OK)
+            return st;
+        if ((int64_t)h.tfmax > row[4])
+            return NATIVE_ECORRUPT;
+        *tfs = tbuf;
         bmax_learn(c, L, bi, dbuf, tbuf, n);
         return n;
     } else {
@@ -245,6 +257,12 @@ static int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64
         return NATIVE_ECORRUPT;
     bmax_learn(c, L, bi, *docs, *tfs, n);
     return n;
+}
+
+static inline int64_t load_block(const native_bm25_ctx *c, const native_plist *L, int64_t bi,
+                                 int32_t *dbuf, int32_t *tbuf, const int32_t **docs,
+                                 const int32_t **tfs) {
+    return load_block_as(c, L, bi, dbuf, tbuf, docs, tfs, NULL);
 }
 
 /* Whether document d passes the query's filter (bounds-checked: an id outside the bitmap
@@ -419,6 +437,7 @@ typedef struct {
     int64_t lbi;          /* first block whose last doc >= the last looked-up doc */
     int64_t lbi_ub;       /* its bound (-1: not computed yet) */
     int64_t wub;          /* bound in this window */
+    native_block_hdr hdr; /* the loaded block's header while its tfs are packed (t NULL) */
 } cursor;
 
 #define DONE INT32_MAX
@@ -429,7 +448,7 @@ static int cur_load(const native_bm25_ctx *c, cursor *u, int64_t bi) {
         u->bi = u->L->nb;
         return NATIVE_OK;
     }
-    int64_t n = load_block(c, u->L, bi, u->dbuf, u->tbuf, &u->d, &u->t);
+    int64_t n = load_block_as(c, u->L, bi, u->dbuf, u->tbuf, &u->d, &u->t, &u->hdr);
     if (n < 0)
         return (int)n;
     if (u->d[0] <= u->prev_last)
@@ -439,6 +458,35 @@ static int cur_load(const native_bm25_ctx *c, cursor *u, int64_t bi) {
     u->n = n;
     u->j = 0;
     u->doc = u->d[0];
+    return NATIVE_OK;
+}
+
+/* The loaded block's tfs, unpacked now if they were left packed. */
+static int cur_tfs(cursor *u) {
+    if (u->t)
+        return NATIVE_OK;
+    int st = native_postings_unpack_tfs(&u->hdr, u->tbuf);
+    if (st != NATIVE_OK)
+        return st;
+    if ((int64_t)u->hdr.tfmax > u->L->skip[6 * u->bi + 4])
+        return NATIVE_ECORRUPT;
+    u->t = u->tbuf;
+    return NATIVE_OK;
+}
+
+/* The tf at the cursor: one value read from the packed bits when the block's tfs are
+ * packed, held to the row's maximum like a whole block's. */
+static inline int cur_tf(const cursor *u, int32_t *tf) {
+    if (u->t) {
+        *tf = u->t[u->j];
+        return NATIVE_OK;
+    }
+    int64_t v = native_postings_tf_at(&u->hdr, (uint32_t)u->j);
+    if (v < 0)
+        return (int)v;
+    if (v > u->L->skip[6 * u->bi + 4])
+        return NATIVE_ECORRUPT;
+    *tf = (int32_t)v;
     return NATIVE_OK;
 }
 
@@ -643,6 +691,8 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
                 goto out;
             const double idf = u->idf, qtf = u->qtf;
             while (u->doc < hi) {
+                if ((st = cur_tfs(u)) != NATIVE_OK)
+                    goto out;
                 const int32_t *d = u->d, *t = u->t;
                 int64_t j = u->j, n = u->n, e = n;
                 if (d[n - 1] >= hi)
@@ -692,8 +742,12 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
                     }
                     if ((st = cur_advance(c, u, d)) != NATIVE_OK)
                         goto out;
-                    if (u->doc == d)
-                        s += fix(contrib(u->t[u->j], norm[d], kp1, u->idf, u->qtf), &f);
+                    if (u->doc == d) {
+                        int32_t tf = 0;
+                        if ((st = cur_tf(u, &tf)) != NATIVE_OK)
+                            goto out;
+                        s += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
+                    }
                 }
                 if (!pruned && s > 0 && (nh < kk || s > heap[0].s) &&
                     heap_offer(heap, &nh, kk, s, d))
@@ -781,8 +835,12 @@ static int topk_candidates(const native_bm25_ctx *c, const native_bm25_query *q,
             }
             if ((st = cur_advance(c, u, d)) != NATIVE_OK)
                 goto out;
-            if (u->doc == d)
-                s += fix(contrib(u->t[u->j], norm[d], kp1, u->idf, u->qtf), &f);
+            if (u->doc == d) {
+                int32_t tf = 0;
+                if ((st = cur_tf(u, &tf)) != NATIVE_OK)
+                    goto out;
+                s += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
+            }
         }
         if (!pruned && s > 0 && (nh < kk || s > heap[0].s) && heap_offer(heap, &nh, kk, s, d))
             theta = heap[0].s;

@@ -96,6 +96,16 @@ uint32_t native_crc32(uint32_t crc, const uint8_t *p, size_t n);
 int native_postings_header(const uint8_t *p, size_t len, int verify_crc, native_block_hdr *h);
 /* Unpack a checked header's runs: h->n doc numbers (strictly increasing) and tfs. */
 int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs);
+/* The two halves of native_postings_unpack: the doc numbers alone, and the tfs alone (which
+ * sets h->tfmax). A reader that needs a few tfs of a block takes them one at a time: */
+int native_postings_unpack_docs(native_block_hdr *h, int32_t *docs);
+int native_postings_unpack_tfs(native_block_hdr *h, int32_t *tfs);
+/* The tf of posting j (< h->n, else NATIVE_EINVAL) of a checked header, read from its
+ * bits alone; NATIVE_ECORRUPT when out of range as native_postings_unpack_tfs says. */
+int64_t native_postings_tf_at(const native_block_hdr *h, uint32_t j);
+/* native_postings_unpack by one implementation: wide 1 the AVX2 one (NATIVE_EINVAL where
+ * the CPU has none), 0 the portable one (for tests that hold each to the reference). */
+int native_postings_unpack_as(native_block_hdr *h, int32_t *docs, int32_t *tfs, int wide);
 /* Both of the above: the number of postings (<= cap) or a negative status. */
 int64_t native_postings_decode(const uint8_t *p, size_t len, int verify_crc, int32_t *docs,
                                int32_t *tfs, size_t cap);

@@ -162,7 +162,8 @@ static inline uint64_t load64(const uint8_t *p, size_t nbytes, size_t i) {
         }                                                                                  \
         break;
 
-static void unpack(const uint8_t *p, size_t nbytes, size_t count, unsigned w, uint32_t *out) {
+static void unpack_scalar(const uint8_t *p, size_t nbytes, size_t count, unsigned w,
+                          uint32_t *out) {
     size_t j = 0;
     switch (w) {
     case 0:
@@ -181,12 +182,113 @@ static void unpack(const uint8_t *p, size_t nbytes, size_t count, unsigned w, ui
         out[j] = (uint32_t)((load64(p, nbytes, bit >> 3) >> (bit & 7)) & mask);
 }
 
-int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs) {
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* unpack() eight values at a time. Value k of a group of eight starts at bit k * w of the
+ * group's w bytes, so inside the 32 bytes from the group's start it lies in 32-bit word
+ * (k * w) / 32 and, when it crosses, the next one: each lane fetches both words with a
+ * lane permute and joins them with variable shifts (a shift by 32 gives 0 in AVX2). Groups
+ * whose 32-byte load would pass the run's end read from a zero-padded copy of its last
+ * bytes (fewer than 32 once the direct loads stop). */
+__attribute__((target("avx2"))) static void unpack_avx2(const uint8_t *p, size_t nbytes,
+                                                         size_t count, unsigned w,
+                                                         uint32_t *out) {
+    const __m256i kw = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                          _mm256_set1_epi32((int)w));
+    const __m256i i0 = _mm256_srli_epi32(kw, 5);
+    const __m256i i1 = _mm256_min_epu32(_mm256_add_epi32(i0, _mm256_set1_epi32(1)),
+                                        _mm256_set1_epi32(7));
+    const __m256i sr = _mm256_and_si256(kw, _mm256_set1_epi32(31));
+    const __m256i sl = _mm256_sub_epi32(_mm256_set1_epi32(32), sr);
+    const __m256i mask = _mm256_set1_epi32((int)((1u << w) - 1u));
+    size_t j = 0, pos = 0;
+#define UNPACK8(SRC, DST)                                                                   \
+    do {                                                                                    \
+        __m256i v_ = _mm256_loadu_si256((const __m256i *)(SRC));                            \
+        __m256i lo_ = _mm256_srlv_epi32(_mm256_permutevar8x32_epi32(v_, i0), sr);           \
+        __m256i hi_ = _mm256_sllv_epi32(_mm256_permutevar8x32_epi32(v_, i1), sl);           \
+        _mm256_storeu_si256((__m256i *)(DST), _mm256_and_si256(_mm256_or_si256(lo_, hi_), mask)); \
+    } while (0)
+    for (; j + 8 <= count && pos + 32 <= nbytes; j += 8, pos += w)
+        UNPACK8(p + pos, out + j);
+    if (j >= count)
+        return;
+    uint8_t tail[64] = {0};
+    memcpy(tail, p + pos, nbytes - pos); /* < 32 bytes: the loop above stopped */
+    size_t tp = 0;
+    for (; j + 8 <= count; j += 8, tp += w)
+        UNPACK8(tail + tp, out + j);
+    if (j < count) {
+        uint32_t last[8];
+        UNPACK8(tail + tp, last);
+        memcpy(out + j, last, sizeof(uint32_t) * (count - j));
+    }
+#undef UNPACK8
+}
+
+/* A block's doc numbers from its gaps, in place, eight running sums at a time: docs[0] =
+ * base, and docs[j + 1] (gap - 1 on entry) becomes docs[j] + gap. In 32-bit lanes: the
+ * caller has checked that no sum can pass NATIVE_MAX_DOC, so none overflows. */
+__attribute__((target("avx2"))) static void prefix_avx2(int32_t *docs, uint32_t n, int64_t base) {
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 3, 3, 3, 3);
+    __m256i carry = _mm256_set1_epi32((int32_t)base);
+    docs[0] = (int32_t)base;
+    uint32_t j = 0, m = n - 1; /* m sums to form, in docs[1..n) */
+    for (; j + 8 <= m; j += 8) {
+        __m256i x = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(docs + 1 + j)), one);
+        x = _mm256_add_epi32(x, _mm256_slli_si256(x, 4));
+        x = _mm256_add_epi32(x, _mm256_slli_si256(x, 8));
+        x = _mm256_add_epi32(x, _mm256_blend_epi32(_mm256_setzero_si256(),
+                                                   _mm256_permutevar8x32_epi32(x, spread), 0xF0));
+        x = _mm256_add_epi32(x, carry);
+        _mm256_storeu_si256((__m256i *)(docs + 1 + j), x);
+        carry = _mm256_permutevar8x32_epi32(x, _mm256_set1_epi32(7));
+    }
+    int32_t d = _mm256_cvtsi256_si32(carry);
+    const uint32_t *g = (const uint32_t *)docs + 1;
+    for (; j < m; j++) {
+        d += (int32_t)g[j] + 1;
+        docs[j + 1] = d;
+    }
+}
+
+static int use_avx2;
+
+__attribute__((constructor)) static void postings_dispatch(void) {
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2");
+}
+#else
+static const int use_avx2 = 0;
+#define unpack_avx2 unpack_scalar
+static inline void prefix_avx2(int32_t *docs, uint32_t n, int64_t base) {
+    (void)docs, (void)n, (void)base;
+}
+#endif
+
+static inline void unpack(int wide, const uint8_t *p, size_t nbytes, size_t count, unsigned w,
+                          uint32_t *out) {
+    if (wide && w > 0 && count >= 8)
+        unpack_avx2(p, nbytes, count, w, out);
+    else
+        unpack_scalar(p, nbytes, count, w, out);
+}
+
+static int unpack_docs(int wide, native_block_hdr *h, int32_t *docs) {
     const uint32_t n = h->n;
-    /* tf - 1 values land in tfs, gap - 1 values in docs[1..]; both as uint32 */
-    uint32_t *g = (uint32_t *)docs + 1, *t = (uint32_t *)tfs;
-    unpack(h->gaps, h->glen, n - 1, h->dw, g);
-    unpack(h->tfs, h->tlen, n, h->tw, t);
+    /* gap - 1 values land in docs[1..] as uint32 */
+    unpack(wide, h->gaps, h->glen, n - 1, h->dw, (uint32_t *)docs + 1);
+    /* each gap is at most 2**dw, so the last doc is at most base + (n - 1) * 2**dw: when
+     * that stays in range no sum can overflow 32 bits (the wide lanes' case); otherwise
+     * the sums are formed in 64 bits and checked */
+    if (wide && (int64_t)h->base + ((int64_t)(n - 1) << h->dw) <= NATIVE_MAX_DOC) {
+        prefix_avx2(docs, n, h->base);
+        h->why = NULL;
+        return NATIVE_OK;
+    }
+    const uint32_t *g = (const uint32_t *)docs + 1;
     int64_t d = h->base;
     docs[0] = (int32_t)d;
     for (uint32_t j = 0; j + 1 < n; j++) {
@@ -197,6 +299,14 @@ int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs) {
     h->why = "doc number out of range";
     if (d > NATIVE_MAX_DOC)
         return NATIVE_ECORRUPT;
+    h->why = NULL;
+    return NATIVE_OK;
+}
+
+static int unpack_tfs(int wide, native_block_hdr *h, int32_t *tfs) {
+    const uint32_t n = h->n;
+    uint32_t *t = (uint32_t *)tfs;
+    unpack(wide, h->tfs, h->tlen, n, h->tw, t);
     uint32_t tmax = 0;
     for (uint32_t j = 0; j < n; j++) {
         tmax = t[j] > tmax ? t[j] : tmax;
@@ -208,6 +318,35 @@ int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs) {
     h->tfmax = tmax + 1;
     h->why = NULL;
     return NATIVE_OK;
+}
+
+int native_postings_unpack_docs(native_block_hdr *h, int32_t *docs) {
+    return unpack_docs(use_avx2, h, docs);
+}
+
+int native_postings_unpack_tfs(native_block_hdr *h, int32_t *tfs) {
+    return unpack_tfs(use_avx2, h, tfs);
+}
+
+int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs) {
+    int st = unpack_docs(use_avx2, h, docs);
+    return st != NATIVE_OK ? st : unpack_tfs(use_avx2, h, tfs);
+}
+
+int native_postings_unpack_as(native_block_hdr *h, int32_t *docs, int32_t *tfs, int wide) {
+    if (wide && !use_avx2)
+        return NATIVE_EINVAL;
+    int st = unpack_docs(wide, h, docs);
+    return st != NATIVE_OK ? st : unpack_tfs(wide, h, tfs);
+}
+
+int64_t native_postings_tf_at(const native_block_hdr *h, uint32_t j) {
+    if (j >= h->n)
+        return NATIVE_EINVAL;
+    const uint64_t mask = ((uint64_t)1 << h->tw) - 1;
+    size_t bit = (size_t)j * h->tw;
+    uint64_t v = (load64(h->tfs, h->tlen, bit >> 3) >> (bit & 7)) & mask;
+    return v >= NATIVE_MAX_DOC ? NATIVE_ECORRUPT : (int64_t)v + 1;
 }
 
 int64_t native_postings_decode(const uint8_t *p, size_t len, int verify_crc, int32_t *docs,
