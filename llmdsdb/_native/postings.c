@@ -214,8 +214,12 @@ __attribute__((target("avx2"))) static void unpack_avx2(const uint8_t *p, size_t
         UNPACK8(p + pos, out + j);
     if (j >= count)
         return;
+    /* what is left of the run is under 32 bytes (the loop stopped at its end) or holds
+     * fewer than eight values (at most 28 bytes for the widest), so a 64-byte copy holds
+     * it and every 32-byte load from it */
     uint8_t tail[64] = {0};
-    memcpy(tail, p + pos, nbytes - pos); /* < 32 bytes: the loop above stopped */
+    size_t left = nbytes - pos;
+    memcpy(tail, p + pos, left < sizeof tail ? left : sizeof tail);
     size_t tp = 0;
     for (; j + 8 <= count; j += 8, tp += w)
         UNPACK8(tail + tp, out + j);
