@@ -94,6 +94,14 @@ def test_both_unpackers_match_the_reference_at_every_width() -> None:
                 assert np.frombuffer(t, np.int32).tolist() == tfs.tolist(), (w, n, isa)
             cases += 1
     assert cases > 300
+    # the widest gaps a valid block can hold (dw 31 beside small ones, eight and more of
+    # them: the wide unpacking, then the 64-bit sums since 2**31 per gap could overflow)
+    for docs in ([0, 2**31 - 1], list(range(9)) + [2**31 - 1], [5] + list(range(2**30, 2**30 + 20))):
+        raw = encode_postings(docs, np.arange(1, len(docs) + 1))
+        for isa in isas:
+            d, t = _core.postings_decode(raw, isa)
+            assert np.frombuffer(d, np.int32).tolist() == docs, isa
+            assert np.frombuffer(t, np.int32).tolist() == list(range(1, len(docs) + 1)), isa
     # gaps whose sum passes the doc range (a forged block with a valid crc): the wide path
     # must leave it to the 64-bit one, which reports it
     gaps = np.array([2**31 - 2, 2**31 - 2, 5])
