@@ -590,6 +590,20 @@ static inline void mark_dirty(const hnsw_graph *g, int level, int32_t i) {
         __atomic_store_n(&g->dirty[i / g->block], 1, __ATOMIC_RELAXED);
 }
 
+/* Sort n (distance, id) pairs nearest first: insertion sort, as a row's candidates number
+ * at most 3M. */
+static void sort_pairs(native_pair *t, int n) {
+    for (int i = 1; i < n; i++) {
+        native_pair p = t[i];
+        int j = i - 1;
+        while (j >= 0 && native_pair_lt(p, t[j])) {
+            t[j + 1] = t[j];
+            j--;
+        }
+        t[j + 1] = p;
+    }
+}
+
 /* Add the edge s -> x on a layer; a full row is re-chosen by the heuristic. */
 static int link_back(const hnsw_graph *g, hnsw_ctx *c, int32_t s, int32_t x, int level) {
     int mmax = level ? g->m : g->m0;
@@ -617,15 +631,7 @@ static int link_back(const hnsw_graph *g, hnsw_ctx *c, int32_t s, int32_t x, int
         for (int j = 0; j < mmax; j++)
             t[j] = (native_pair){native_dist(g->metric, vs, vec(g, row[j]), dim), row[j]};
         t[mmax] = (native_pair){native_dist(g->metric, vs, vec(g, x), dim), x};
-        for (int i = 1; i <= mmax; i++) { /* insertion sort: at most 2M + 1 entries */
-            native_pair p = t[i];
-            int j = i - 1;
-            while (j >= 0 && native_pair_lt(p, t[j])) {
-                t[j + 1] = t[j];
-                j--;
-            }
-            t[j + 1] = p;
-        }
+        sort_pairs(t, mmax + 1);
         int ns = select_heuristic(g, t, (size_t)mmax + 1, mmax, c->sel2);
         for (int j = 0; j < mmax; j++)
             store_id(g, &row[j], j < ns ? c->sel2[j] : -1);
@@ -674,15 +680,7 @@ static int write_own_row(const hnsw_graph *g, hnsw_ctx *c, int32_t x, int level,
         int32_t id = j < ns ? c->sel[j] : c->fresh[j - ns];
         t[j] = (native_pair){native_dist(g->metric, vx, vec(g, id), dim), id};
     }
-    for (int i = 1; i < ns + extra; i++) { /* insertion sort: at most M + 2M entries */
-        native_pair p = t[i];
-        int j = i - 1;
-        while (j >= 0 && native_pair_lt(p, t[j])) {
-            t[j + 1] = t[j];
-            j--;
-        }
-        t[j + 1] = p;
-    }
+    sort_pairs(t, ns + extra);
     int nk = select_heuristic(g, t, (size_t)(ns + extra), w, c->sel2);
     for (int j = 0; j < w; j++)
         store_id(g, &row[j], j < nk ? c->sel2[j] : -1);
