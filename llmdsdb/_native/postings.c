@@ -260,9 +260,10 @@ __attribute__((target("avx2"))) static void prefix_avx2(int32_t *docs, uint32_t 
 
 static int use_avx2;
 
+/* The same test as every other kernel's dispatch (native_isa: AVX-512 CPUs run AVX2). */
 __attribute__((constructor)) static void postings_dispatch(void) {
-    __builtin_cpu_init();
-    use_avx2 = __builtin_cpu_supports("avx2");
+    const char *isa = native_isa();
+    use_avx2 = strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0;
 }
 #else
 static const int use_avx2 = 0;
@@ -332,16 +333,15 @@ int native_postings_unpack_tfs(native_block_hdr *h, int32_t *tfs) {
     return unpack_tfs(use_avx2, h, tfs);
 }
 
-int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs) {
-    int st = unpack_docs(use_avx2, h, docs);
-    return st != NATIVE_OK ? st : unpack_tfs(use_avx2, h, tfs);
-}
-
 int native_postings_unpack_as(native_block_hdr *h, int32_t *docs, int32_t *tfs, int wide) {
     if (wide && !use_avx2)
         return NATIVE_EINVAL;
     int st = unpack_docs(wide, h, docs);
     return st != NATIVE_OK ? st : unpack_tfs(wide, h, tfs);
+}
+
+int native_postings_unpack(native_block_hdr *h, int32_t *docs, int32_t *tfs) {
+    return native_postings_unpack_as(h, docs, tfs, use_avx2);
 }
 
 int64_t native_postings_tf_at(const native_block_hdr *h, uint32_t j) {
