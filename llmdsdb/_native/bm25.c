@@ -13,6 +13,10 @@
  *  - pruned: block-max MaxScore over windows of documents (Turtle & Flood 1995; Ding &
  *    Suel 2011; the window shape of Lucene's MaxScoreBulkScorer): see topk_pruned.
  *
+ * Lookups of a document in a term (the pruned mode's non-essential terms, the candidates
+ * of a selective filter) read the term's per-document tf array when it has one, and seek
+ * in its blocks otherwise; both give the same contribution, bit for bit.
+ *
  * Bounds and scores are formed by different operations, so every bound keeps a relative
  * margin of 1e-9 and one fixed-point unit: rounding can never drop a document that belongs
  * in the top k. Ties: the lower doc number first (documents are numbered in insertion
@@ -316,6 +320,38 @@ int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L) {
     return st;
 }
 
+int native_bm25_dense(const native_bm25_ctx *c, const native_plist *L, uint8_t *dense) {
+    if (c->block_cap < 1 || c->block_cap > NATIVE_MAX_BLOCK_POSTINGS)
+        return NATIVE_EINVAL;
+    int32_t *dbuf = malloc(sizeof(int32_t) * 2 * (size_t)c->block_cap);
+    if (!dbuf)
+        return NATIVE_ENOMEM;
+    int st = NATIVE_OK;
+    int32_t prev = -1;
+    for (int64_t bi = 0; bi < L->nb && st == NATIVE_OK; bi++) {
+        const int32_t *d = NULL, *t = NULL;
+        int64_t n = load_block(c, L, bi, dbuf, dbuf + c->block_cap, &d, &t);
+        if (n < 0) {
+            st = (int)n;
+            break;
+        }
+        if (d[0] <= prev) {
+            st = NATIVE_ECORRUPT; /* blocks must ascend */
+            break;
+        }
+        prev = d[n - 1];
+        for (int64_t j = 0; j < n; j++) {
+            if (t[j] > 255) {
+                st = NATIVE_EINVAL;
+                break;
+            }
+            dense[d[j]] = (uint8_t)t[j]; /* d[j] < ndocs: load_block checked the last */
+        }
+    }
+    free(dbuf);
+    return st;
+}
+
 static int check_list(const native_bm25_ctx *c, int32_t li) {
     return li < 0 || li >= c->nlists ? NATIVE_EINVAL : NATIVE_OK;
 }
@@ -416,10 +452,16 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
  * more than theta (the k-th score so far) is skipped without decoding anything. Otherwise
  * the terms sorted by window bound split into non-essential ones (their bounds together
  * cannot exceed theta) and essential ones; the essential terms' postings in the window are
- * added term at a time into a window accumulator, and each document they touch then looks
- * up the non-essential terms, best bound first, until its score plus the bound of the
- * block that could hold it plus the bounds left cannot exceed theta. A document equal to
- * theta loses the tie to the earlier document, so bounds <= theta prune.
+ * added term at a time into a window accumulator. The documents they touch whose score
+ * plus the non-essential bounds can beat theta are gathered, and the non-essential terms,
+ * best bound first, are then looked up term at a time over the documents still gathered:
+ * before each term, those whose score plus the bounds of the terms left cannot exceed
+ * theta are dropped, and so is a document whose score plus the bound of the block that
+ * could hold it does. A term with a per-document tf array (native_plist.dense: the
+ * densest terms, which are the non-essential ones most often) is looked up by one load a
+ * document in a branch-free pass (dense_add); the others seek in their lists. theta stays
+ * as it was for the whole window, which only prunes less. A document equal to theta loses
+ * the tie to the earlier document, so bounds <= theta prune.
  */
 
 #define WIN 4096
@@ -617,6 +659,29 @@ static int cursors_init(const native_bm25_ctx *c, const native_bm25_query *q, cu
     return NATIVE_OK;
 }
 
+/* Of the n documents cd with scores cs, keep those scoring above lim (in order, compacted)
+ * and add term (dense tfs, idf, qtf)'s contribution to each: the operations of contrib()
+ * and fix(), so the same bits, with no branch (tf 0 adds 0). Returns how many are kept. */
+__attribute__((target_clones("avx2", "default"))) static int64_t
+dense_add(const uint8_t *restrict dense, const double *restrict norm, double kp1, double idf,
+          double qtf, const fixedpt *f, int64_t lim, int32_t *restrict cd,
+          int64_t *restrict cs, int64_t n) {
+    const double scale = f->scale, cap = (double)f->cap;
+    int64_t kept = 0;
+    for (int64_t x = 0; x < n; x++) {
+        int32_t d = cd[x];
+        int64_t sc = cs[x];
+        double t = (double)dense[d];
+        double v = (t * kp1) / (norm[d] + t) * idf * qtf * scale;
+        double w = v > 0.0 && v < cap ? v : 0.0; /* NaN -> 0 */
+        int64_t y = (int64_t)(w + 0.5);
+        cd[kept] = d;
+        cs[kept] = sc + (v >= cap ? f->cap : y);
+        kept += sc > lim;
+    }
+    return kept;
+}
+
 static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
                        int32_t *out_d, double *out_s, int64_t *nout) {
     const int32_t m = q->m;
@@ -634,7 +699,9 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
     int64_t *wsc = calloc(WIN, sizeof(int64_t));
     uint64_t *bits = calloc(WIN / 64, sizeof(uint64_t));
     double *cbuf = malloc(sizeof(double) * cap);
-    if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits || !cbuf) {
+    int32_t *cd = malloc(sizeof(int32_t) * WIN);
+    int64_t *cs = malloc(sizeof(int64_t) * WIN);
+    if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits || !cbuf || !cd || !cs) {
         st = NATIVE_ENOMEM;
         goto out;
     }
@@ -712,47 +779,73 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
                     goto out;
             }
         }
-        /* the documents they touched, in doc order */
+        /* the documents they touched, in doc order, that may still beat theta: their
+         * partial scores and numbers gathered (branch-free) */
+        int64_t nc = 0;
+        const int64_t lim0 = theta - pre[ne];
         for (int64_t wi = 0; wi < WIN / 64; wi++) {
             uint64_t word = bits[wi];
             bits[wi] = 0;
             while (word) {
                 int64_t off = wi * 64 + __builtin_ctzll(word);
                 word &= word - 1;
-                int32_t d = (int32_t)(lo + off);
-                int64_t s = wsc[off];
+                int64_t sc = wsc[off];
                 wsc[off] = 0;
-                if (s + pre[ne] <= theta || !allowed(c, q, d))
-                    continue;
-                int pruned = 0;
-                for (int32_t r = ne - 1; r >= 0; r--) {
-                    if (s + pre[r + 1] <= theta) {
-                        pruned = 1;
-                        break;
-                    }
-                    cursor *u = cur + ord[r];
-                    if (u->doc > d)
-                        continue; /* already past d: absent */
-                    int64_t bub = lookup_ub(c, u, d, &f);
-                    if (bub == 0)
-                        continue;
-                    if (s + bub + pre[r] <= theta) {
-                        pruned = 1;
-                        break;
-                    }
-                    if ((st = cur_advance(c, u, d)) != NATIVE_OK)
-                        goto out;
-                    if (u->doc == d) {
-                        int32_t tf = 0;
-                        if ((st = cur_tf(u, &tf)) != NATIVE_OK)
-                            goto out;
-                        s += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
-                    }
-                }
-                if (!pruned && s > 0 && (nh < kk || s > heap[0].s) &&
-                    heap_offer(heap, &nh, kk, s, d))
-                    theta = heap[0].s;
+                cd[nc] = (int32_t)(lo + off);
+                cs[nc] = sc;
+                nc += sc > lim0;
             }
+        }
+        if (q->allow) {
+            int64_t n2 = 0;
+            for (int64_t x = 0; x < nc; x++) {
+                cd[n2] = cd[x];
+                cs[n2] = cs[x];
+                n2 += allowed(c, q, cd[x]);
+            }
+            nc = n2;
+        }
+        /* the non-essential terms, best bound first, each over the documents whose score
+         * plus the bounds of the terms left can still beat theta */
+        for (int32_t r = ne - 1; r >= 0 && nc > 0; r--) {
+            const int64_t lim = theta - pre[r + 1];
+            cursor *u = cur + ord[r];
+            if (u->L->dense) {
+                nc = dense_add(u->L->dense, norm, kp1, u->idf, u->qtf, &f, lim, cd, cs, nc);
+                continue;
+            }
+            int64_t kept = 0;
+            for (int64_t x = 0; x < nc; x++) {
+                int32_t d = cd[x];
+                int64_t sc = cs[x];
+                if (sc <= lim)
+                    continue;
+                cd[kept] = d;
+                cs[kept++] = sc;
+                if (u->doc > d)
+                    continue; /* already past d: absent */
+                int64_t bub = lookup_ub(c, u, d, &f);
+                if (bub == 0)
+                    continue;
+                if (sc + bub + pre[r] <= theta) {
+                    kept--; /* cannot enter */
+                    continue;
+                }
+                if ((st = cur_advance(c, u, d)) != NATIVE_OK)
+                    goto out;
+                if (u->doc == d) {
+                    int32_t tf = 0;
+                    if ((st = cur_tf(u, &tf)) != NATIVE_OK)
+                        goto out;
+                    cs[kept - 1] += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
+                }
+            }
+            nc = kept;
+        }
+        for (int64_t x = 0; x < nc; x++) {
+            int64_t sc = cs[x];
+            if (sc > 0 && (nh < kk || sc > heap[0].s) && heap_offer(heap, &nh, kk, sc, cd[x]))
+                theta = heap[0].s;
         }
         lo = hi;
     }
@@ -766,6 +859,8 @@ out:
     free(wsc);
     free(bits);
     free(cbuf);
+    free(cd);
+    free(cs);
     return st;
 }
 
@@ -824,6 +919,12 @@ static int topk_candidates(const native_bm25_ctx *c, const native_bm25_query *q,
                 break;
             }
             cursor *u = cur + i;
+            if (u->L->dense) {
+                int32_t tf = u->L->dense[d];
+                if (tf)
+                    s += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
+                continue;
+            }
             if (u->doc > d)
                 continue;
             int64_t bub = lookup_ub(c, u, d, &f);
