@@ -147,11 +147,6 @@ FILTER_CANDIDATES_FACTOR = 8
 #: up to 1/this of the cache budget (0: none); the other lists stay compressed. Measured:
 #: ~20% less kernel time a query on SciFact, where every list fits (tools/bench/results).
 DECODED_SHARE = 4
-#: Within that share, a list holding at least 1/this of the documents (0: none) first gets
-#: a per-document tf array (1 byte a document): a lookup of a document in it is one load
-#: instead of a seek in the list. Measured at 1M documents (the synthetic set of
-#: tools/bench/bench_bm25.py): ~1.15x queries/s with the default budget.
-DENSE_MIN_SHARE = 8
 #: Kernel mode codes (llmdsdb/_native/native.h; 2 = auto, decided in C per query).
 _MODES = {"exhaustive": 0, "pruned": 1, "auto": 2}
 _INSTANCES = itertools.count()
@@ -1018,8 +1013,7 @@ class InvertedIndex:
         st = _core.Bm25State(self._norms(), self._ext.a[:n], self._df.a, self._tmaxtf.a,
                              self._tmindl.a, len(self._terms), self._nlive,
                              self._avgdl() or 1.0, self.k1, self.b, self.block_size,
-                             budget // DECODED_SHARE if DECODED_SHARE else 0,
-                             DENSE_MIN_SHARE)
+                             budget // DECODED_SHARE if DECODED_SHARE else 0)
         if cache is not None:
             self._cstate, self._cstate_key = st, key
         return st

@@ -615,7 +615,6 @@ typedef struct {
     int32_t *own;      /* decoded docs then tfs (NULL: the list is viewed, not decoded) */
     int64_t *own_offs; /* their block offsets */
     double *own_bmax;  /* the list's block maxima (L->bmax), -1 until known */
-    uint8_t *own_dense; /* the list's per-document tfs (L->dense), NULL when not dense */
 } term_views;
 
 typedef struct scratch {
@@ -633,8 +632,7 @@ typedef struct {
     native_bm25_terms terms;
     native_bm25_ctx ctx;
     int64_t nbytes, nloaded;
-    int64_t decoded, decode_budget; /* bytes of lists held decoded or dense, and their budget */
-    int64_t dense_min; /* a list of at least ndocs / dense_min postings may be dense (0: none) */
+    int64_t decoded, decode_budget; /* bytes of lists held decoded, and their budget */
     scratch *pool; /* exhaustive scratch, taken and given back with the GIL held */
 } StateObject;
 
@@ -678,7 +676,6 @@ static void state_dealloc(StateObject *o) {
             free(o->tv[t].own);
             free(o->tv[t].own_offs);
             free(o->tv[t].own_bmax);
-            free(o->tv[t].own_dense);
         }
     }
     PyMem_Free(o->tv);
@@ -695,25 +692,23 @@ static void state_dealloc(StateObject *o) {
 
 static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *names[] = {"norm", "ext", "df", "maxtf", "mindl", "nterms", "nlive", "avgdl",
-                            "k1", "b", "block_cap", "decode_budget", "dense_min", NULL};
+                            "k1", "b", "block_cap", "decode_budget", NULL};
     PyObject *on, *oe, *od, *om, *ol;
-    long long nterms, nlive, block_cap, decode_budget = 0, dense_min = 0;
+    long long nterms, nlive, block_cap, decode_budget = 0;
     double avgdl, k1, b;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOLLdddL|LL", names, &on, &oe, &od, &om,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOLLdddL|L", names, &on, &oe, &od, &om,
                                      &ol, &nterms, &nlive, &avgdl, &k1, &b, &block_cap,
-                                     &decode_budget, &dense_min))
+                                     &decode_budget))
         return NULL;
     if (nterms < 0 || nlive < 0 || block_cap < 1 || block_cap > NATIVE_MAX_BLOCK_POSTINGS ||
-        !(avgdl > 0.0) || dense_min < 0 || dense_min > INT32_MAX) {
-        PyErr_SetString(native_InvalidArgumentError,
-                        "bad nterms, nlive, avgdl, block_cap or dense_min");
+        !(avgdl > 0.0)) {
+        PyErr_SetString(native_InvalidArgumentError, "bad nterms, nlive, avgdl or block_cap");
         return NULL;
     }
     StateObject *o = (StateObject *)type->tp_alloc(type, 0);
     if (!o)
         return NULL;
     o->decode_budget = decode_budget;
-    o->dense_min = dense_min;
     PyObject *objs[5] = {on, oe, od, om, ol};
     const char *what[5] = {"norm", "ext", "df", "maxtf", "mindl"};
     for (int i = 0; i < 5; i++) {
@@ -810,45 +805,6 @@ static int st_decode(StateObject *o, native_plist *L, term_views *tv, int64_t *b
     tv->own_offs = offs;
     *bytes += 8 * total + 8 * (L->nb + 1);
     o->decoded += 8 * total;
-    return 0;
-}
-
-/* A list holding at least ndocs / dense_min postings gets a per-document tf array (ndocs
- * bytes, every block checked once, here) when the decode budget allows; it comes before
- * the list's decoded copy in the budget (st_decode), because at that density it costs
- * at most 8 / dense_min bytes a posting against the decoded copy's 8, and because a
- * lookup in it is one load where a lookup in a list is a seek. The list itself stays as
- * it is for the walks over its postings. 0 when built or not (not dense enough, over
- * budget, a tf above 255, no memory), -1 with an exception when a block is corrupt. */
-static int st_dense(StateObject *o, native_plist *L, term_views *tv, int64_t *bytes) {
-    const int64_t ndocs = o->ctx.ndocs;
-    int64_t total = 0;
-    for (int64_t bi = 0; bi < L->nb; bi++) {
-        if (L->skip[6 * bi + 4] > 255)
-            return 0;
-        total += L->skip[6 * bi + 1];
-    }
-    if (ndocs == 0 || o->dense_min < 1 || total * o->dense_min < ndocs ||
-        o->decoded + ndocs > o->decode_budget)
-        return 0;
-    uint8_t *dense = calloc((size_t)ndocs, 1);
-    if (!dense)
-        return 0;
-    int st;
-    Py_BEGIN_ALLOW_THREADS
-    st = native_bm25_dense(&o->ctx, L, dense);
-    Py_END_ALLOW_THREADS
-    if (st != NATIVE_OK) {
-        free(dense);
-        if (st == NATIVE_EINVAL || st == NATIVE_ENOMEM)
-            return 0;
-        raise_status(st, "bm25 search", "a postings block or skip row is corrupt");
-        return -1;
-    }
-    L->dense = dense;
-    tv->own_dense = dense;
-    *bytes += ndocs;
-    o->decoded += ndocs;
     return 0;
 }
 
@@ -958,8 +914,6 @@ static PyObject *state_set_lists(StateObject *o, PyObject *args) {
                 goto bad;
             }
         }
-        if (st_dense(o, &L, &tv, &bytes) < 0)
-            goto bad;
         if (L.buf && (st_decode(o, &L, &tv, &bytes) < 0))
             goto bad;
         if (st_block_max(o, &L, &tv, &bytes) < 0)
@@ -975,7 +929,6 @@ static PyObject *state_set_lists(StateObject *o, PyObject *args) {
         free(tv.own);
         free(tv.own_offs);
         free(tv.own_bmax);
-        free(tv.own_dense);
         goto fail;
     }
     Py_DECREF(ft);
@@ -1263,21 +1216,14 @@ static PyObject *state_nbytes(StateObject *o, void *closure) { return PyLong_Fro
 static PyObject *state_nloaded(StateObject *o, void *closure) {
     return PyLong_FromLongLong(o->nloaded);
 }
-static PyObject *state_ndense(StateObject *o, void *closure) {
-    long long n = 0;
-    for (int64_t t = 0; t < o->terms.nterms; t++)
-        n += o->lists[t].dense != NULL;
-    return PyLong_FromLongLong(n);
-}
 static PyObject *state_decoded(StateObject *o, void *closure) {
     return PyLong_FromLongLong(o->decoded);
 }
 
 static PyGetSetDef state_getset[] = {
-    {"ndense", (getter)state_ndense, NULL, "lists with a per-document tf array", NULL},
     {"nbytes", (getter)state_nbytes, NULL, "bytes of the registered lists (+256 each)", NULL},
     {"nloaded", (getter)state_nloaded, NULL, "terms whose lists are registered", NULL},
-    {"decoded", (getter)state_decoded, NULL, "bytes of postings held decoded, and of per-document tf arrays", NULL},
+    {"decoded", (getter)state_decoded, NULL, "bytes of postings held decoded", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

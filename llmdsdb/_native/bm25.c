@@ -13,10 +13,6 @@
  *  - pruned: block-max MaxScore over windows of documents (Turtle & Flood 1995; Ding &
  *    Suel 2011; the window shape of Lucene's MaxScoreBulkScorer): see topk_pruned.
  *
- * Lookups of a document in a term (the pruned mode's non-essential terms, the candidates
- * of a selective filter) read the term's per-document tf array when it has one, and seek
- * in its blocks otherwise; both give the same contribution, bit for bit.
- *
  * Bounds and scores are formed by different operations, so every bound keeps a relative
  * margin of 1e-9 and one fixed-point unit: rounding can never drop a document that belongs
  * in the top k. Ties: the lower doc number first (documents are numbered in insertion
@@ -320,38 +316,6 @@ int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L) {
     return st;
 }
 
-int native_bm25_dense(const native_bm25_ctx *c, const native_plist *L, uint8_t *dense) {
-    if (c->block_cap < 1 || c->block_cap > NATIVE_MAX_BLOCK_POSTINGS)
-        return NATIVE_EINVAL;
-    int32_t *dbuf = malloc(sizeof(int32_t) * 2 * (size_t)c->block_cap);
-    if (!dbuf)
-        return NATIVE_ENOMEM;
-    int st = NATIVE_OK;
-    int32_t prev = -1;
-    for (int64_t bi = 0; bi < L->nb && st == NATIVE_OK; bi++) {
-        const int32_t *d = NULL, *t = NULL;
-        int64_t n = load_block(c, L, bi, dbuf, dbuf + c->block_cap, &d, &t);
-        if (n < 0) {
-            st = (int)n;
-            break;
-        }
-        if (d[0] <= prev) {
-            st = NATIVE_ECORRUPT; /* blocks must ascend */
-            break;
-        }
-        prev = d[n - 1];
-        for (int64_t j = 0; j < n; j++) {
-            if (t[j] > 255) {
-                st = NATIVE_EINVAL;
-                break;
-            }
-            dense[d[j]] = (uint8_t)t[j]; /* d[j] < ndocs: load_block checked the last */
-        }
-    }
-    free(dbuf);
-    return st;
-}
-
 static int check_list(const native_bm25_ctx *c, int32_t li) {
     return li < 0 || li >= c->nlists ? NATIVE_EINVAL : NATIVE_OK;
 }
@@ -454,14 +418,14 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
  * cannot exceed theta) and essential ones; the essential terms' postings in the window are
  * added term at a time into a window accumulator. The documents they touch whose score
  * plus the non-essential bounds can beat theta are gathered, and the non-essential terms,
- * best bound first, are then looked up term at a time over the documents still gathered:
- * before each term, those whose score plus the bounds of the terms left cannot exceed
- * theta are dropped, and so is a document whose score plus the bound of the block that
- * could hold it does. A term with a per-document tf array (native_plist.dense: the
- * densest terms, which are the non-essential ones most often) is looked up by one load a
- * document in a branch-free pass (dense_add); the others seek in their lists. theta stays
- * as it was for the whole window, which only prunes less. A document equal to theta loses
- * the tie to the earlier document, so bounds <= theta prune.
+ * best bound first, are then looked up term at a time over the documents still gathered
+ * (one cursor walking forward through one list at a time, which the branch predictor and
+ * the caches follow far better than every term per document): before each term, a
+ * document whose score plus the bounds of the terms left cannot exceed theta is dropped,
+ * and so is one whose score plus the bound of the block that could hold it plus the
+ * bounds after it cannot. theta stays as it was for the whole window, which only prunes
+ * less. A document equal to theta loses the tie to the earlier document, so bounds <=
+ * theta prune.
  */
 
 #define WIN 4096
@@ -659,29 +623,6 @@ static int cursors_init(const native_bm25_ctx *c, const native_bm25_query *q, cu
     return NATIVE_OK;
 }
 
-/* Of the n documents cd with scores cs, keep those scoring above lim (in order, compacted)
- * and add term (dense tfs, idf, qtf)'s contribution to each: the operations of contrib()
- * and fix(), so the same bits, with no branch (tf 0 adds 0). Returns how many are kept. */
-__attribute__((target_clones("avx2", "default"))) static int64_t
-dense_add(const uint8_t *restrict dense, const double *restrict norm, double kp1, double idf,
-          double qtf, const fixedpt *f, int64_t lim, int32_t *restrict cd,
-          int64_t *restrict cs, int64_t n) {
-    const double scale = f->scale, cap = (double)f->cap;
-    int64_t kept = 0;
-    for (int64_t x = 0; x < n; x++) {
-        int32_t d = cd[x];
-        int64_t sc = cs[x];
-        double t = (double)dense[d];
-        double v = (t * kp1) / (norm[d] + t) * idf * qtf * scale;
-        double w = v > 0.0 && v < cap ? v : 0.0; /* NaN -> 0 */
-        int64_t y = (int64_t)(w + 0.5);
-        cd[kept] = d;
-        cs[kept] = sc + (v >= cap ? f->cap : y);
-        kept += sc > lim;
-    }
-    return kept;
-}
-
 static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
                        int32_t *out_d, double *out_s, int64_t *nout) {
     const int32_t m = q->m;
@@ -699,8 +640,8 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
     int64_t *wsc = calloc(WIN, sizeof(int64_t));
     uint64_t *bits = calloc(WIN / 64, sizeof(uint64_t));
     double *cbuf = malloc(sizeof(double) * cap);
-    int32_t *cd = malloc(sizeof(int32_t) * WIN);
-    int64_t *cs = malloc(sizeof(int64_t) * WIN);
+    int32_t *cd = malloc(sizeof(int32_t) * WIN); /* a window's documents still in the running */
+    int64_t *cs = malloc(sizeof(int64_t) * WIN); /* and their scores so far */
     if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits || !cbuf || !cd || !cs) {
         st = NATIVE_ENOMEM;
         goto out;
@@ -805,21 +746,17 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
             }
             nc = n2;
         }
-        /* the non-essential terms, best bound first, each over the documents whose score
-         * plus the bounds of the terms left can still beat theta */
+        /* the non-essential terms, best bound first, each looked up over the documents
+         * still gathered */
         for (int32_t r = ne - 1; r >= 0 && nc > 0; r--) {
             const int64_t lim = theta - pre[r + 1];
             cursor *u = cur + ord[r];
-            if (u->L->dense) {
-                nc = dense_add(u->L->dense, norm, kp1, u->idf, u->qtf, &f, lim, cd, cs, nc);
-                continue;
-            }
             int64_t kept = 0;
             for (int64_t x = 0; x < nc; x++) {
                 int32_t d = cd[x];
                 int64_t sc = cs[x];
                 if (sc <= lim)
-                    continue;
+                    continue; /* cannot beat theta even with every term left */
                 cd[kept] = d;
                 cs[kept++] = sc;
                 if (u->doc > d)
@@ -919,12 +856,6 @@ static int topk_candidates(const native_bm25_ctx *c, const native_bm25_query *q,
                 break;
             }
             cursor *u = cur + i;
-            if (u->L->dense) {
-                int32_t tf = u->L->dense[d];
-                if (tf)
-                    s += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
-                continue;
-            }
             if (u->doc > d)
                 continue;
             int64_t bub = lookup_ub(c, u, d, &f);

@@ -184,9 +184,6 @@ typedef struct {
      * fill an entry the first time they decode its block (relaxed atomic stores: every
      * writer stores the same value); native_bm25_block_max fills them all. */
     double *bmax;
-    /* NULL, or ndocs bytes: the tf of each document in this list, 0 where absent (a dense
-     * list, every tf <= 255): a lookup is one load instead of a seek (see bm25.c). */
-    const uint8_t *dense;
 } native_plist;
 
 /* A query: m terms in summation order; term i is lists[list[i]], its BM25 weight idf[i]
@@ -229,11 +226,6 @@ int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int
  * loaded and checked against its skip row as a query would. NATIVE_OK or the block's status
  * (cheap for raw lists; a compressed list is decoded whole). */
 int native_bm25_block_max(const native_bm25_ctx *c, const native_plist *L);
-
-/* Fill dense (c->ndocs bytes, zeroed) with the tf of every posting of L: every block loaded
- * and checked against its skip row as a query would. NATIVE_EINVAL when a tf exceeds 255
- * (the list cannot be dense), else NATIVE_OK or the block's status. */
-int native_bm25_dense(const native_bm25_ctx *c, const native_plist *L, uint8_t *dense);
 
 /* Top k documents of a query by BM25 (score desc, then doc number asc), exact: scores are
  * summed in 64-bit fixed point, so every mode gives bit-identical results. acc (ndocs

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from llmdsdb.allow import AllowSet
 from llmdsdb.analysis import Analyzer
 from llmdsdb.inverted_index import _CNT, InvertedIndex
-from tests.property.test_bm25_model import check_query, shares
+from tests.property.test_bm25_model import check_query, compressed_lists
 
 VOCAB = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"]
 
@@ -100,10 +100,8 @@ def test_pruned_over_many_windows_equals_exhaustive(seed: int, n: int, block: in
         assert idx.search_many([q, q], top_k=10, mode="pruned", threads=2) == [full[:10]] * 2
         want = [h for h in idx.search(q, top_k=n, mode="exhaustive") if h[0] % 7 == 0][:10]
         assert idx.search(q, top_k=10, mode="pruned", allow=allow) == want
-        for decoded, dense in ((0, 0), (4, 0)):
-            with shares(idx, decoded, dense):
-                assert idx.search(q, top_k=10, mode="pruned") == full[:10]
-                assert idx.search(q, top_k=10, mode="pruned", allow=allow) == want
+        with compressed_lists(idx):
+            assert idx.search(q, top_k=10, mode="pruned") == full[:10]
 
 
 @given(st.lists(doc, min_size=1, max_size=150), st.sampled_from([16, 64]), st.booleans())
@@ -114,7 +112,7 @@ def test_block_maxima_are_exact(corpus: list[tuple[list[tuple[str, int]], int]],
     idx = build(texts, block)
     idx.flush()
     if compressed:
-        with shares(idx, 0, 0):
+        with compressed_lists(idx):
             _check_block_max(idx)
     else:
         _check_block_max(idx)

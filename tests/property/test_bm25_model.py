@@ -52,17 +52,15 @@ def plain() -> Analyzer:
 
 
 @contextlib.contextmanager
-def shares(idx: InvertedIndex, decoded: int, dense: int):
-    """The query state with other decode shares: DECODED_SHARE 0 holds no list decoded
-    (every block decoded by the kernels, every lookup a seek), DENSE_MIN_SHARE 0 makes no
-    per-document tf array (lookups seek in the decoded lists)."""
-    old = inverted_index.DECODED_SHARE, inverted_index.DENSE_MIN_SHARE
-    inverted_index.DECODED_SHARE, inverted_index.DENSE_MIN_SHARE = decoded, dense
+def compressed_lists(idx: InvertedIndex):
+    """The query state with no list held decoded: every block decoded by the kernels."""
+    old = inverted_index.DECODED_SHARE
+    inverted_index.DECODED_SHARE = 0
     idx._cstate = None
     try:
         yield
     finally:
-        inverted_index.DECODED_SHARE, inverted_index.DENSE_MIN_SHARE = old
+        inverted_index.DECODED_SHARE = old
         idx._cstate = None
 
 
@@ -70,10 +68,9 @@ def check_query(idx: InvertedIndex, docs: dict[int, list[str]], query: list[str]
     ref = textbook(docs, query)
     got = idx.search(" ".join(query), top_k=k, mode="pruned")
     assert got == idx.search(" ".join(query), top_k=k, mode="exhaustive")
-    for decoded, dense in ((0, 0), (inverted_index.DECODED_SHARE, 0)):
-        with shares(idx, decoded, dense):
-            for mode in ("pruned", "exhaustive"):
-                assert idx.search(" ".join(query), top_k=k, mode=mode) == got
+    with compressed_lists(idx):
+        for mode in ("pruned", "exhaustive"):
+            assert idx.search(" ".join(query), top_k=k, mode=mode) == got
     assert len(got) == min(k, len(ref))
     for d, s in got:
         assert abs(s - ref[d]) <= 1e-5, (d, s, ref[d])

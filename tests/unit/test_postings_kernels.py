@@ -6,7 +6,6 @@ sanitizer build) fails."""
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import threading
 import time
@@ -16,9 +15,7 @@ import codec_reference as ref
 import numpy as np
 import pytest
 
-from llmdsdb import inverted_index
 from llmdsdb._native import _core
-from llmdsdb.allow import AllowSet
 from llmdsdb.analysis import Analyzer
 from llmdsdb.codec import decode_postings, decode_postings_many, encode_postings, join_postings
 from llmdsdb.errors import CorruptionError, InvalidArgumentError
@@ -331,54 +328,6 @@ def test_query_state_decodes_lists_within_its_budget() -> None:
     assert small._cstate.decoded <= 8 * 2000
 
 
-@contextlib.contextmanager
-def _shares(decoded: int, dense: int):
-    old = inverted_index.DECODED_SHARE, inverted_index.DENSE_MIN_SHARE
-    inverted_index.DECODED_SHARE, inverted_index.DENSE_MIN_SHARE = decoded, dense
-    try:
-        yield
-    finally:
-        inverted_index.DECODED_SHARE, inverted_index.DENSE_MIN_SHARE = old
-
-
-def test_dense_lists_answer_exactly_as_the_lists_do() -> None:
-    # Zipf-like words: the common ones hold more than 1/8 of the documents and get a
-    # per-document tf array; lookups in it must give the bits a seek in the list gives,
-    # in every mode and filter plan, kept decoded or compressed.
-    texts, queries = _corpus(3000, 21)
-    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=32)
-    idx.add_documents(range(len(texts)), texts)
-    idx.remove_document(7)
-    idx.flush()
-    rng = np.random.default_rng(3)
-    allows = [None, AllowSet.from_ids(rng.choice(3000, 40, replace=False).tolist(), universe=3000),
-              AllowSet.from_ids(rng.choice(3000, 2000, replace=False).tolist(), universe=3000)]
-    answers = []
-    for decoded, dense in ((4, 8), (4, 0), (0, 8), (10**9, 0)):
-        with _shares(decoded, dense):
-            cold = InvertedIndex.open(idx.store)
-            got = [cold.search_many(queries, 10, mode=mode, allow=allow)
-                   for mode in ("pruned", "exhaustive", "auto") for allow in allows]
-            answers.append(got)
-            st = cold._cstate
-            assert (st.ndense > 0) == (decoded == 4 and dense == 8), (decoded, dense, st.ndense)
-    assert all(a == answers[0] for a in answers)
-    assert any(hits for per_mode in answers[0] for hits in per_mode)
-
-
-def test_a_list_with_a_tf_above_255_is_not_made_dense() -> None:
-    texts = [("w0 " * 300 if i == 5 else "w0 ") + f"w{1 + i % 3}" for i in range(400)]
-    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=32)
-    idx.add_documents(range(len(texts)), texts)
-    idx.flush()
-    cold = InvertedIndex.open(idx.store)
-    got = cold.search("w0", 10, mode="pruned")
-    assert got[0][0] == 5 and got == idx.search("w0", 10, mode="exhaustive")
-    assert cold._cstate.ndense == 0
-    assert cold.search("w0 w1", 10, mode="pruned") == idx.search("w0 w1", 10, mode="exhaustive")
-    assert cold._cstate.ndense == 1  # w1
-
-
 def test_cached_lists_follow_appends_when_page_ids_come_back() -> None:
     # Reopening a term's last block frees its page; a later flush may hand the same id
     # out again for the same term's last block. The cached list must not be served then.
@@ -420,10 +369,6 @@ def test_query_state_refuses_bad_arguments() -> None:
         _core.Bm25State(np.ones(50), np.arange(50, dtype=np.int64), z, z, z, 2, 50, 7.0,
                         1.2, 0.75, 8).set_lists([0], [(lists[0][0], np.zeros(9, np.int64),
                                                       lists[0][2], None, None)])
-    for dense_min in (-1, 1 << 40):
-        with pytest.raises(InvalidArgumentError):
-            _core.Bm25State(np.ones(50), np.arange(50, dtype=np.int64), z, z, z, 2, 50, 7.0,
-                            1.2, 0.75, 8, 1 << 20, dense_min)
     with pytest.raises(InvalidArgumentError):  # term arrays shorter than nterms
         _core.Bm25State(np.ones(50), np.arange(50, dtype=np.int64), z, z, z, 3, 50, 7.0,
                         1.2, 0.75, 8)
