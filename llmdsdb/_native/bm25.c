@@ -415,10 +415,13 @@ static int topk_exhaustive(const native_bm25_ctx *c, const native_bm25_query *q,
  * blocks overlapping the window (0 when it has none): a window whose bounds add up to no
  * more than theta (the k-th score so far) is skipped without decoding anything. Otherwise
  * the terms sorted by window bound split into non-essential ones (their bounds together
- * cannot exceed theta) and essential ones; the essential terms' postings in the window are
- * added term at a time into a window accumulator. The documents they touch whose score
- * plus the non-essential bounds can beat theta are gathered, and the non-essential terms,
- * best bound first, are then looked up term at a time over the documents still gathered
+ * cannot exceed theta) and essential ones; then, by cost, the best-bounded non-essential
+ * terms with fewer postings in the window than the documents the last window gathered
+ * join the essential ones (a looked-up document costs several added postings; a larger
+ * essential set is as exact, it only prunes less). The essential terms' postings in the
+ * window are added term at a time into a window accumulator. The documents they touch
+ * whose score plus the non-essential bounds can beat theta are gathered, and the
+ * non-essential terms, best bound first, are then looked up term at a time over the documents still gathered
  * (one cursor walking forward through one list at a time, which the branch predictor and
  * the caches follow far better than every term per document): before each term, a
  * document whose score plus the bounds of the terms left cannot exceed theta is dropped,
@@ -443,6 +446,7 @@ typedef struct {
     int64_t lbi;          /* first block whose last doc >= the last looked-up doc */
     int64_t lbi_ub;       /* its bound (-1: not computed yet) */
     int64_t wub;          /* bound in this window */
+    int64_t wpost;        /* postings in its blocks overlapping the window */
     native_block_hdr hdr; /* the loaded block's header while its tfs are packed (t NULL) */
 } cursor;
 
@@ -574,11 +578,14 @@ static int64_t window_ub(const native_bm25_ctx *c, cursor *u, int32_t lo, int32_
     const int64_t nb = u->L->nb;
     while (u->wbi < nb && skip[6 * u->wbi + 3] < lo)
         u->wbi++;
-    int64_t best = 0;
+    int64_t best = 0, np = 0;
     for (int64_t b = u->wbi; b < nb && skip[6 * b + 2] < hi; b++) {
         int64_t x = block_ub(c, u, b, f);
         best = x > best ? x : best;
+        int64_t cnt = skip[6 * b + 1]; /* a row not checked yet: held to the block cap */
+        np += cnt >= 0 && cnt <= c->block_cap ? cnt : c->block_cap;
     }
+    u->wpost = np;
     return best;
 }
 
@@ -652,6 +659,7 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
         ord[i] = i;
     int64_t theta = -1; /* the k-th score once the heap is full */
     int64_t nh = 0;
+    int64_t ngathered = 0; /* documents the last window gathered */
     int64_t lo = 0;
     while (lo < c->ndocs) {
         int64_t hi = lo + WIN < c->ndocs ? lo + WIN : c->ndocs;
@@ -691,6 +699,11 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
         int32_t ne = 0;
         while (ne < m && pre[ne + 1] <= theta)
             ne++;
+        /* a non-essential term with fewer postings here than the documents that would
+         * look it up (as many as the last window gathered) is cheaper added term at a
+         * time: it joins the essential ones (a larger essential set only prunes less) */
+        while (ne > 0 && cur[ord[ne - 1]].wpost < ngathered)
+            ne--;
         /* essential terms, term at a time, into the window accumulator: a block's
          * postings in the window in one tight loop */
         for (int32_t r = ne; r < m; r++) {
@@ -737,6 +750,7 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
                 nc += sc > lim0;
             }
         }
+        ngathered = nc;
         if (q->allow) {
             int64_t n2 = 0;
             for (int64_t x = 0; x < nc; x++) {
