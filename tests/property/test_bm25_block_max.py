@@ -104,6 +104,40 @@ def test_pruned_over_many_windows_equals_exhaustive(seed: int, n: int, block: in
             assert idx.search(q, top_k=10, mode="pruned") == full[:10]
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(8500, 14000), st.sampled_from([32, 128]))
+@settings(deadline=None, max_examples=8)
+def test_pruned_lookups_and_window_arrays_equal_exhaustive(seed: int, n: int,
+                                                           block: int) -> None:
+    # words from present in most documents down to a few dozen: the common ones' bounds
+    # fall below the k-th score, and each window then reads them for the documents left
+    # either by lookups (many postings for few documents) or through a window array of
+    # their tfs (few postings for many documents); both must add exactly what the
+    # exhaustive scorer adds
+    rng = np.random.default_rng(seed)
+    density = np.array([0.7, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02, 0.006, 0.003])
+    nw = len(density)
+    present = rng.random((n, nw)) < density
+    tf = present * rng.integers(1, 5, size=(n, nw))
+    filler = rng.integers(0, 25, n)
+    words = [f"w{i}" for i in range(nw)]
+    texts = [" ".join([w for w, c in zip(words, row) for _ in range(c)] + ["zz"] * f)
+             for row, f in zip(tf.tolist(), filler.tolist())]
+    idx = InvertedIndex(plain(), block_size=block)
+    idx.add_documents(range(n), texts)
+    idx.flush()
+    allow = AllowSet.from_ids(list(range(1, n, 3)), universe=n)
+    for _ in range(3):
+        qw = rng.choice(nw, size=int(rng.integers(3, 8)), replace=False)
+        q = " ".join(words[i] for i in qw)
+        full = idx.search(q, top_k=n, mode="exhaustive")
+        for k in (1, 10, 50):
+            assert idx.search(q, top_k=k, mode="pruned") == full[:k]
+        want = [h for h in full if h[0] % 3 == 1][:10]
+        assert idx.search(q, top_k=10, mode="pruned", allow=allow) == want
+        with compressed_lists(idx):
+            assert idx.search(q, top_k=10, mode="pruned") == full[:10]
+
+
 @given(st.lists(doc, min_size=1, max_size=150), st.sampled_from([16, 64]), st.booleans())
 @settings(deadline=None, max_examples=40)
 def test_block_maxima_are_exact(corpus: list[tuple[list[tuple[str, int]], int]], block: int,
