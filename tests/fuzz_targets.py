@@ -270,15 +270,16 @@ def fuzz_crc32(data: bytes) -> None:
 # --- BM25 top-k ---------------------------------------------------------------------------
 
 
-def _bm25_lists(s: Src, ndocs: int, nterms: int, damage: bool) -> list[tuple]:
+def _bm25_lists(s: Src, ndocs: int, nterms: int, damage: bool, stride: int = 1,
+                per_block: int = 8) -> list[tuple]:
     out = []
     for _ in range(nterms):
-        nb = s.int(1, 4)
+        nb = s.int(1, 4 if per_block <= 8 else 6)
         blocks, skip = [], []
         doc = s.int(0, 4)
         for _ in range(nb):
-            n = s.int(1, 8)
-            docs = doc + np.cumsum([s.int(1, 3) for _ in range(n)]) - 1
+            n = s.int(1, per_block)
+            docs = doc + np.cumsum([s.int(1, 3) * stride for _ in range(n)]) - 1
             tfs = np.array([s.int(1, 5) for _ in range(n)])
             doc = int(docs[-1]) + 1
             blocks.append(encode_postings(docs, tfs))
@@ -326,10 +327,14 @@ def fuzz_bm25_search(data: bytes) -> None:
     accumulator left zero; undamaged lists give the same answer in both modes and on two
     threads."""
     s = Src(data)
-    ndocs = s.int(1, 120)
+    # wide: doc numbers spread past the pruned kernel's first window (4,096), so that the
+    # later windows split the terms and look the non-essential ones up or lay them out
+    wide = s.int(0, 2) == 0
+    ndocs = s.int(4097, 12000) if wide else s.int(1, 120)
     nterms = s.int(1, 5)
     damage = s.bool()
-    lists = _bm25_lists(s, ndocs, nterms, damage)
+    cap = 64 if wide else 8  # postings a block may hold
+    lists = _bm25_lists(s, ndocs, nterms, damage, s.int(1, 150) if wide else 1, cap)
     queries = [_bm25_query(s, nterms) for _ in range(s.int(1, 3))]
     k = s.int(1, 12)
     norm = np.full(ndocs, 0.9)
@@ -342,11 +347,11 @@ def fuzz_bm25_search(data: bytes) -> None:
         touched = np.zeros(ndocs + (0 if short else 1), np.int32)
         if short and mode == 0:  # the exhaustive mode uses the scratch: refused
             assert _expect(lambda a=acc, t=touched: _core.bm25_search(lists, queries, norm, k,
-                                                     1.2, 0.75, 7.0, 8, 0, 1, a, t),
+                                                     1.2, 0.75, 7.0, cap, 0, 1, a, t),
                            InvalidArgumentError, CorruptionError) is None
             return
         try:
-            got = _core.bm25_search(lists, queries, norm, k, 1.2, 0.75, 7.0, 8, mode, threads,
+            got = _core.bm25_search(lists, queries, norm, k, 1.2, 0.75, 7.0, cap, mode, threads,
                                     acc, touched)
         except EXPECTED:
             answers.append(None)
