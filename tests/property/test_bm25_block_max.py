@@ -67,6 +67,19 @@ def textbook_scores(tf: np.ndarray, lengths: np.ndarray, qcounts: np.ndarray,
     return (part * qcounts).sum(axis=1)
 
 
+def index_of_counts(tf: np.ndarray, filler: np.ndarray,
+                    block: int) -> tuple[list[str], InvertedIndex]:
+    """Words w0.. and a flushed index of one document per row of tf (word counts), each
+    padded with its filler count of "zz"."""
+    words = [f"w{i}" for i in range(tf.shape[1])]
+    texts = [" ".join([w for w, c in zip(words, row) for _ in range(c)] + ["zz"] * f)
+             for row, f in zip(tf.tolist(), filler.tolist())]
+    idx = InvertedIndex(plain(), block_size=block)
+    idx.add_documents(range(len(texts)), texts)
+    idx.flush()
+    return words, idx
+
+
 @given(st.integers(0, 2**32 - 1), st.integers(4200, 9000), st.sampled_from([16, 64, 256]),
        st.floats(0.6, 1.6), st.integers(1, 12))
 @settings(deadline=None, max_examples=10)
@@ -80,12 +93,7 @@ def test_pruned_over_many_windows_equals_exhaustive(seed: int, n: int, block: in
     p /= p.sum()
     tf = rng.poisson(p * 6, size=(n, nw)) * rng.integers(1, max_tf + 1, size=(n, nw))
     filler = rng.integers(0, 30, n)
-    words = [f"w{i}" for i in range(nw)]
-    texts = [" ".join([w for w, c in zip(words, row) for _ in range(c)] + ["zz"] * f)
-             for row, f in zip(tf.tolist(), filler.tolist())]
-    idx = InvertedIndex(plain(), block_size=block)
-    idx.add_documents(range(n), texts)
-    idx.flush()
+    words, idx = index_of_counts(tf, filler, block)
     lengths = tf.sum(axis=1) + filler
     allow = AllowSet.from_ids(list(range(0, n, 7)), universe=n)
     for _ in range(4):
@@ -119,12 +127,7 @@ def test_pruned_lookups_and_window_arrays_equal_exhaustive(seed: int, n: int,
     present = rng.random((n, nw)) < density
     tf = present * rng.integers(1, 5, size=(n, nw))
     filler = rng.integers(0, 25, n)
-    words = [f"w{i}" for i in range(nw)]
-    texts = [" ".join([w for w, c in zip(words, row) for _ in range(c)] + ["zz"] * f)
-             for row, f in zip(tf.tolist(), filler.tolist())]
-    idx = InvertedIndex(plain(), block_size=block)
-    idx.add_documents(range(n), texts)
-    idx.flush()
+    words, idx = index_of_counts(tf, filler, block)
     allow = AllowSet.from_ids(list(range(1, n, 3)), universe=n)
     for _ in range(3):
         qw = rng.choice(nw, size=int(rng.integers(3, 8)), replace=False)
