@@ -91,6 +91,7 @@ static inline void bmax_learn(const native_bm25_ctx *c, const native_plist *L, i
 typedef struct {
     double scale, inv;
     int64_t cap;
+    double capd; /* (double)cap */
 } fixedpt;
 
 static fixedpt make_fixed(const native_bm25_query *q) {
@@ -108,6 +109,7 @@ static fixedpt make_fixed(const native_bm25_query *q) {
     f.scale = ldexp(1.0, e);
     f.inv = ldexp(1.0, -e);
     f.cap = INT64_MAX / (2 * (int64_t)q->m + 2);
+    f.capd = (double)f.cap;
     return f;
 }
 
@@ -115,14 +117,14 @@ static inline int64_t fix(double c, const fixedpt *f) {
     double x = c * f->scale;
     if (!(x > 0.0))
         return 0;
-    if (x >= (double)f->cap)
+    if (x >= f->capd)
         return f->cap;
     return (int64_t)(x + 0.5);
 }
 
 /* A bound of fix(c) for every c <= u (u formed by other operations than c: margin). */
 static inline int64_t fix_bound(double u, const fixedpt *f) {
-    if (u != u || u >= (double)f->cap * f->inv)
+    if (u != u || u >= f->capd * f->inv)
         return f->cap;
     return fix(u * (1.0 + SLACK) + SLACK * f->inv, f) + 1;
 }
@@ -637,11 +639,164 @@ static int cursors_init(const native_bm25_ctx *c, const native_bm25_query *q, cu
     return NATIVE_OK;
 }
 
+/* A window's scratch (see topk_pruned). */
+typedef struct {
+    int64_t *wsc;   /* essential scores by offset */
+    uint64_t *bits; /* offsets touched */
+    double *cbuf;   /* contributions of a run */
+    int32_t *tfa;   /* a term's tfs by offset, zero elsewhere */
+    int32_t *ctf;   /* the candidates' tfs of that term */
+    int32_t *cd;    /* documents still in the running */
+    int64_t *cs;    /* and their scores so far */
+} window;
+
+/* u's postings in [lo, hi), a block's run at a time: fill 0 adds their contributions into
+ * the window's scores, fill 1 lays their tfs out by offset in tfa. Each has its own copy
+ * (essential_add, tfa_fill), whose loops keep their pointers in registers. */
+static inline __attribute__((always_inline)) int
+window_pass(const native_bm25_ctx *c, cursor *u, int64_t lo, int64_t hi, const fixedpt *f,
+            const window *w, int fill) {
+    int st;
+    if (u->doc < lo && (st = cur_advance(c, u, (int32_t)lo)) != NATIVE_OK)
+        return st;
+    int64_t *restrict wsc = w->wsc;
+    uint64_t *restrict bits = w->bits;
+    int32_t *restrict tfa = w->tfa;
+    const double *restrict cbuf = w->cbuf;
+    while (u->doc < hi) {
+        if ((st = cur_tfs(u)) != NATIVE_OK)
+            return st;
+        const int32_t *d = u->d, *t = u->t;
+        int64_t j = u->j, n = u->n, e = n;
+        if (d[n - 1] >= hi)
+            e = first_at_least(d, j, n - 1, (int32_t)hi);
+        if (fill) {
+            for (; j < e; j++)
+                tfa[d[j] - lo] = t[j];
+        } else {
+            contrib_run(d + j, t + j, e - j, c->norm, c->k1 + 1.0, u->idf, u->qtf, w->cbuf);
+            for (int64_t x = 0; j < e; j++, x++) {
+                int64_t off = d[j] - lo;
+                wsc[off] += fix(cbuf[x], f);
+                bits[off >> 6] |= (uint64_t)1 << (off & 63);
+            }
+        }
+        if (e < n) {
+            u->j = e;
+            u->doc = d[e];
+            break;
+        }
+        if ((st = cur_load(c, u, u->bi + 1)) != NATIVE_OK)
+            return st;
+    }
+    return NATIVE_OK;
+}
+
+static __attribute__((noinline)) int essential_add(const native_bm25_ctx *c, cursor *u,
+                                                   int64_t lo, int64_t hi, const fixedpt *f,
+                                                   const window *w) {
+    return window_pass(c, u, lo, hi, f, w, 0);
+}
+
+static __attribute__((noinline)) int tfa_fill(const native_bm25_ctx *c, cursor *u, int64_t lo,
+                                              int64_t hi, const fixedpt *f, const window *w) {
+    return window_pass(c, u, lo, hi, f, w, 1);
+}
+
+/* The touched documents of the window starting at lo, in doc order, whose essential score
+ * exceeds lim: gathered into cd/cs (branch-free), the accumulator cleared; their count. */
+static __attribute__((noinline)) int64_t gather(const window *w, int64_t lo, int64_t lim) {
+    int64_t *restrict wsc = w->wsc;
+    uint64_t *restrict bits = w->bits;
+    int32_t *restrict cd = w->cd;
+    int64_t *restrict cs = w->cs;
+    int64_t nc = 0;
+    for (int64_t wi = 0; wi < WIN / 64; wi++) {
+        uint64_t word = bits[wi];
+        bits[wi] = 0;
+        while (word) {
+            int64_t off = wi * 64 + __builtin_ctzll(word);
+            word &= word - 1;
+            int64_t sc = wsc[off];
+            wsc[off] = 0;
+            cd[nc] = (int32_t)(lo + off);
+            cs[nc] = sc;
+            nc += sc > lim;
+        }
+    }
+    return nc;
+}
+
+/* u's contributions, from the tfs tfa_fill laid out, added to the nc candidates whose
+ * score exceeds lim (the others dropped; tf 0 adds 0); tfa cleared. The candidates kept. */
+static __attribute__((noinline)) int64_t tfa_add(const native_bm25_ctx *c, const cursor *u,
+                                                 const window *w, int64_t nc, int64_t lo,
+                                                 int64_t lim, const fixedpt *f) {
+    int32_t *restrict cd = w->cd;
+    int64_t *restrict cs = w->cs;
+    int32_t *restrict ctf = w->ctf;
+    const int32_t *restrict tfa = w->tfa;
+    const double *restrict cbuf = w->cbuf;
+    int64_t kept = 0;
+    for (int64_t x = 0; x < nc; x++) {
+        int64_t sc = cs[x];
+        int32_t d = cd[x];
+        cd[kept] = d;
+        cs[kept] = sc;
+        ctf[kept] = tfa[d - lo];
+        kept += sc > lim;
+    }
+    memset(w->tfa, 0, sizeof(int32_t) * WIN);
+    contrib_run(cd, ctf, kept, c->norm, c->k1 + 1.0, u->idf, u->qtf, w->cbuf);
+    for (int64_t x = 0; x < kept; x++)
+        cs[x] += fix(cbuf[x], f);
+    return kept;
+}
+
+/* u looked up for each of the nc candidates whose score exceeds lim and could still beat
+ * theta with the bound of u's block that could hold it plus rest (the bounds of the terms
+ * after u); *kept receives how many stay. */
+static __attribute__((noinline)) int lookups(const native_bm25_ctx *c, cursor *u,
+                                             const window *w, int64_t nc, int64_t lim,
+                                             int64_t rest, int64_t theta, const fixedpt *f,
+                                             int64_t *kept_out) {
+    int32_t *restrict cd = w->cd;
+    int64_t *restrict cs = w->cs;
+    const double kp1 = c->k1 + 1.0;
+    int64_t kept = 0;
+    int st = NATIVE_OK;
+    for (int64_t x = 0; x < nc; x++) {
+        int32_t d = cd[x];
+        int64_t sc = cs[x];
+        if (sc <= lim)
+            continue; /* cannot beat theta even with every term left */
+        cd[kept] = d;
+        cs[kept++] = sc;
+        if (u->doc > d)
+            continue; /* already past d: absent */
+        int64_t bub = lookup_ub(c, u, d, f);
+        if (bub == 0)
+            continue;
+        if (sc + bub + rest <= theta) {
+            kept--; /* cannot enter */
+            continue;
+        }
+        if ((st = cur_advance(c, u, d)) != NATIVE_OK)
+            break;
+        if (u->doc == d) {
+            int32_t tf = 0;
+            if ((st = cur_tf(u, &tf)) != NATIVE_OK)
+                break;
+            cs[kept - 1] += fix(contrib(tf, c->norm[d], kp1, u->idf, u->qtf), f);
+        }
+    }
+    *kept_out = kept;
+    return st;
+}
+
 static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int64_t k,
                        int32_t *out_d, double *out_s, int64_t *nout) {
     const int32_t m = q->m;
-    const double kp1 = c->k1 + 1.0;
-    const double *norm = c->norm;
     const int64_t kk = k < c->ndocs ? k : c->ndocs;
     const fixedpt f = make_fixed(q);
     int st = NATIVE_OK;
@@ -665,6 +820,7 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
     }
     if ((st = cursors_init(c, q, cur, bufs)) != NATIVE_OK)
         goto out;
+    const window w = {wsc, bits, cbuf, tfa, ctf, cd, cs};
     for (int32_t i = 0; i < m; i++)
         ord[i] = i;
     int64_t theta = -1; /* the k-th score once the heap is full */
@@ -716,50 +872,12 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
             ne--;
         /* essential terms, term at a time, into the window accumulator: a block's
          * postings in the window in one tight loop */
-        for (int32_t r = ne; r < m; r++) {
-            cursor *u = cur + ord[r];
-            if (u->doc < lo && (st = cur_advance(c, u, (int32_t)lo)) != NATIVE_OK)
+        for (int32_t r = ne; r < m; r++)
+            if ((st = essential_add(c, cur + ord[r], lo, hi, &f, &w)) != NATIVE_OK)
                 goto out;
-            const double idf = u->idf, qtf = u->qtf;
-            while (u->doc < hi) {
-                if ((st = cur_tfs(u)) != NATIVE_OK)
-                    goto out;
-                const int32_t *d = u->d, *t = u->t;
-                int64_t j = u->j, n = u->n, e = n;
-                if (d[n - 1] >= hi)
-                    e = first_at_least(d, j, n - 1, (int32_t)hi);
-                contrib_run(d + j, t + j, e - j, norm, kp1, idf, qtf, cbuf);
-                for (int64_t x = 0; j < e; j++, x++) {
-                    int64_t off = d[j] - lo;
-                    wsc[off] += fix(cbuf[x], &f);
-                    bits[off >> 6] |= (uint64_t)1 << (off & 63);
-                }
-                if (e < n) {
-                    u->j = e;
-                    u->doc = d[e];
-                    break;
-                }
-                if ((st = cur_load(c, u, u->bi + 1)) != NATIVE_OK)
-                    goto out;
-            }
-        }
         /* the documents they touched, in doc order, that may still beat theta: their
          * partial scores and numbers gathered (branch-free) */
-        int64_t nc = 0;
-        const int64_t lim0 = theta - pre[ne];
-        for (int64_t wi = 0; wi < WIN / 64; wi++) {
-            uint64_t word = bits[wi];
-            bits[wi] = 0;
-            while (word) {
-                int64_t off = wi * 64 + __builtin_ctzll(word);
-                word &= word - 1;
-                int64_t sc = wsc[off];
-                wsc[off] = 0;
-                cd[nc] = (int32_t)(lo + off);
-                cs[nc] = sc;
-                nc += sc > lim0;
-            }
-        }
+        int64_t nc = gather(&w, lo, theta - pre[ne]);
         ngathered = nc;
         if (q->allow) {
             int64_t n2 = 0;
@@ -775,70 +893,17 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
         for (int32_t r = ne - 1; r >= 0 && nc > 0; r--) {
             const int64_t lim = theta - pre[r + 1];
             cursor *u = cur + ord[r];
-            int64_t kept = 0;
             if (u->wpost < TFA_FACTOR * nc) {
                 /* few postings for the documents to look up: the term's tfs in the window
-                 * laid out by offset (tfa, zero elsewhere), every candidate's read from
-                 * there, and their contributions formed in one vectorised run */
-                if (u->doc < lo && (st = cur_advance(c, u, (int32_t)lo)) != NATIVE_OK)
+                 * laid out by offset, every candidate's read from there at once */
+                if ((st = tfa_fill(c, u, lo, hi, &f, &w)) != NATIVE_OK)
                     goto out;
-                while (u->doc < hi) {
-                    if ((st = cur_tfs(u)) != NATIVE_OK)
-                        goto out;
-                    const int32_t *d = u->d, *t = u->t;
-                    int64_t j = u->j, n = u->n, e = n;
-                    if (d[n - 1] >= hi)
-                        e = first_at_least(d, j, n - 1, (int32_t)hi);
-                    for (; j < e; j++)
-                        tfa[d[j] - lo] = t[j];
-                    if (e < n) {
-                        u->j = e;
-                        u->doc = d[e];
-                        break;
-                    }
-                    if ((st = cur_load(c, u, u->bi + 1)) != NATIVE_OK)
-                        goto out;
-                }
-                for (int64_t x = 0; x < nc; x++) {
-                    int64_t sc = cs[x];
-                    int32_t d = cd[x];
-                    cd[kept] = d;
-                    cs[kept] = sc;
-                    ctf[kept] = tfa[d - lo];
-                    kept += sc > lim;
-                }
-                memset(tfa, 0, sizeof(int32_t) * WIN);
-                contrib_run(cd, ctf, kept, norm, kp1, u->idf, u->qtf, cbuf); /* tf 0 adds 0 */
-                for (int64_t x = 0; x < kept; x++)
-                    cs[x] += fix(cbuf[x], &f);
-                nc = kept;
+                nc = tfa_add(c, u, &w, nc, lo, lim, &f);
                 continue;
             }
-            for (int64_t x = 0; x < nc; x++) {
-                int32_t d = cd[x];
-                int64_t sc = cs[x];
-                if (sc <= lim)
-                    continue; /* cannot beat theta even with every term left */
-                cd[kept] = d;
-                cs[kept++] = sc;
-                if (u->doc > d)
-                    continue; /* already past d: absent */
-                int64_t bub = lookup_ub(c, u, d, &f);
-                if (bub == 0)
-                    continue;
-                if (sc + bub + pre[r] <= theta) {
-                    kept--; /* cannot enter */
-                    continue;
-                }
-                if ((st = cur_advance(c, u, d)) != NATIVE_OK)
-                    goto out;
-                if (u->doc == d) {
-                    int32_t tf = 0;
-                    if ((st = cur_tf(u, &tf)) != NATIVE_OK)
-                        goto out;
-                    cs[kept - 1] += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
-                }
-            }
+            int64_t kept = 0;
+            if ((st = lookups(c, u, &w, nc, lim, pre[r], theta, &f, &kept)) != NATIVE_OK)
+                goto out;
             nc = kept;
         }
         for (int64_t x = 0; x < nc; x++) {
