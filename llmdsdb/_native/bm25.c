@@ -646,6 +646,8 @@ typedef struct {
     double *cbuf;   /* contributions of a run */
     int32_t *tfa;   /* a term's tfs by offset, zero elsewhere */
     int32_t *ctf;   /* the candidates' tfs of that term */
+    int32_t *hix;   /* which candidates hold it */
+    int32_t *hd;    /* and their documents */
     int32_t *cd;    /* documents still in the running */
     int64_t *cs;    /* and their scores so far */
 } window;
@@ -735,21 +737,28 @@ static __attribute__((noinline)) int64_t tfa_add(const native_bm25_ctx *c, const
     int32_t *restrict cd = w->cd;
     int64_t *restrict cs = w->cs;
     int32_t *restrict ctf = w->ctf;
+    int32_t *restrict hix = w->hix;
+    int32_t *restrict hd = w->hd;
     const int32_t *restrict tfa = w->tfa;
     const double *restrict cbuf = w->cbuf;
-    int64_t kept = 0;
+    int64_t kept = 0, nh = 0;
     for (int64_t x = 0; x < nc; x++) {
         int64_t sc = cs[x];
         int32_t d = cd[x];
+        int32_t tf = tfa[d - lo];
+        int in = sc > lim;
         cd[kept] = d;
         cs[kept] = sc;
-        ctf[kept] = tfa[d - lo];
-        kept += sc > lim;
+        hix[nh] = (int32_t)kept;
+        hd[nh] = d;
+        ctf[nh] = tf;
+        nh += in & (tf > 0);
+        kept += in;
     }
     memset(w->tfa, 0, sizeof(int32_t) * WIN);
-    contrib_run(cd, ctf, kept, c->norm, c->k1 + 1.0, u->idf, u->qtf, w->cbuf);
-    for (int64_t x = 0; x < kept; x++)
-        cs[x] += fix(cbuf[x], f);
+    contrib_run(hd, ctf, nh, c->norm, c->k1 + 1.0, u->idf, u->qtf, w->cbuf);
+    for (int64_t x = 0; x < nh; x++)
+        cs[hix[x]] += fix(cbuf[x], f);
     return kept;
 }
 
@@ -811,16 +820,18 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
     double *cbuf = malloc(sizeof(double) * (cap > WIN ? cap : WIN));
     int32_t *tfa = calloc(WIN, sizeof(int32_t)); /* a term's tfs in the window, by offset */
     int32_t *ctf = malloc(sizeof(int32_t) * WIN); /* the candidates' tfs of that term */
+    int32_t *hix = malloc(sizeof(int32_t) * WIN);
+    int32_t *hd = malloc(sizeof(int32_t) * WIN);
     int32_t *cd = malloc(sizeof(int32_t) * WIN); /* a window's documents still in the running */
     int64_t *cs = malloc(sizeof(int64_t) * WIN); /* and their scores so far */
     if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits || !cbuf || !cd || !cs || !tfa ||
-        !ctf) {
+        !ctf || !hix || !hd) {
         st = NATIVE_ENOMEM;
         goto out;
     }
     if ((st = cursors_init(c, q, cur, bufs)) != NATIVE_OK)
         goto out;
-    const window w = {wsc, bits, cbuf, tfa, ctf, cd, cs};
+    const window w = {wsc, bits, cbuf, tfa, ctf, hix, hd, cd, cs};
     for (int32_t i = 0; i < m; i++)
         ord[i] = i;
     int64_t theta = -1; /* the k-th score once the heap is full */
@@ -927,6 +938,8 @@ out:
     free(cs);
     free(tfa);
     free(ctf);
+    free(hix);
+    free(hd);
     return st;
 }
 
