@@ -386,8 +386,11 @@ def fuzz_bm25_state(data: bytes) -> None:
     damage = s.bool()
     lists = _bm25_lists(s, ndocs, nterms, damage)
     norm = np.full(ndocs, 0.9)
+    if s.bool():  # a few distinct norms (read through the state's dictionary, or whole)
+        norm = np.array([0.5 + 0.25 * s.int(0, 4) for _ in range(ndocs)])
     if s.int(0, 3) == 0:
         norm[s.int(0, ndocs - 1)] = s.pick([math.inf, -1.0, math.nan, 0.0, 1e300])
+    norm_ids = s.bool()
     ext = np.arange(ndocs, dtype=np.int64) * 7
     df = np.array([s.int(0, ndocs + 2) for _ in range(nterms)], np.int64)
     maxtf = np.array([s.int(0, 6) for _ in range(nterms)], np.int64)
@@ -401,7 +404,7 @@ def fuzz_bm25_state(data: bytes) -> None:
                    _unaligned(args[i]) if i < 5 else
                    s.pick([-1, 0, math.nan, math.inf, 1 << 40]))
     try:
-        state = _core.Bm25State(*args)
+        state = _core.Bm25State(*args, norm_ids=norm_ids)
     except (InvalidArgumentError, CorruptionError, TypeError, OverflowError):
         return
     queries = [[s.int(-1 if damage else 0, nterms - (0 if damage else 1))
@@ -1179,7 +1182,8 @@ KERNEL_TARGETS: dict[str, Callable[[bytes], None]] = {
 
 #: Entry points that take no input (nothing to fuzz).
 NO_INPUT = {"kernel_info", "dist_isa", "HnswGraph.scratch_bytes", "HnswGraph._epochs",
-            "Bm25State.nbytes", "Bm25State.nloaded", "Bm25State.decoded"}
+            "Bm25State.nbytes", "Bm25State.nloaded", "Bm25State.decoded",
+            "Bm25State.norm_values"}
 #: Test hooks whose input the target named here covers.
 COVERED_BY = {"HnswGraph._set_epoch": "HnswGraph.search",
               "Bm25State.set_lists": "Bm25State", "Bm25State.search": "Bm25State",

@@ -487,7 +487,7 @@ static PyObject *py_bm25_search(PyObject *self, PyObject *args, PyObject *kw) {
     int64_t *on = NULL;
     if (views_get(&vw, norm, 'f', 8, 0, "norm") < 0)
         goto done;
-    native_bm25_ctx c;
+    native_bm25_ctx c = {0};
     c.norm = LAST(&vw)->buf;
     c.ndocs = LAST(&vw)->len / 8;
     if (c.ndocs >= INT32_MAX) {
@@ -631,6 +631,9 @@ typedef struct {
     int nfixed;
     native_bm25_terms terms;
     native_bm25_ctx ctx;
+    uint16_t *nid; /* ctx.nid, ctx.ntab: owned */
+    double *ntab;
+    int32_t nvals; /* distinct norms coded, -1: read whole */
     int64_t nbytes, nloaded;
     int64_t decoded, decode_budget; /* bytes of lists held decoded, and their budget */
     scratch *pool; /* exhaustive scratch, taken and given back with the GIL held */
@@ -682,6 +685,8 @@ static void state_dealloc(StateObject *o) {
     PyMem_Free(o->lists);
     for (int i = 0; i < o->nfixed; i++)
         PyBuffer_Release(&o->fixed[i]);
+    free(o->nid);
+    free(o->ntab);
     while (o->pool) {
         scratch *s = o->pool;
         o->pool = s->next;
@@ -692,13 +697,14 @@ static void state_dealloc(StateObject *o) {
 
 static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *names[] = {"norm", "ext", "df", "maxtf", "mindl", "nterms", "nlive", "avgdl",
-                            "k1", "b", "block_cap", "decode_budget", NULL};
+                            "k1", "b", "block_cap", "decode_budget", "norm_ids", NULL};
     PyObject *on, *oe, *od, *om, *ol;
     long long nterms, nlive, block_cap, decode_budget = 0;
     double avgdl, k1, b;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOLLdddL|L", names, &on, &oe, &od, &om,
+    int norm_ids = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOLLdddL|Lp", names, &on, &oe, &od, &om,
                                      &ol, &nterms, &nlive, &avgdl, &k1, &b, &block_cap,
-                                     &decode_budget))
+                                     &decode_budget, &norm_ids))
         return NULL;
     if (nterms < 0 || nlive < 0 || block_cap < 1 || block_cap > NATIVE_MAX_BLOCK_POSTINGS ||
         !(avgdl > 0.0)) {
@@ -749,6 +755,21 @@ static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     o->ctx.b = b;
     o->ctx.avgdl = avgdl;
     o->ctx.block_cap = block_cap;
+    /* the norms dictionary-coded when they take few values (as many as the distinct
+     * document lengths); otherwise the kernels read them whole */
+    o->nvals = -1;
+    o->nid = norm_ids ? malloc(sizeof(uint16_t) * ((size_t)ndocs + 1)) : NULL;
+    o->ntab = norm_ids ? malloc(sizeof(double) * 65536) : NULL;
+    if (o->nid && o->ntab &&
+        (o->nvals = native_bm25_norm_ids(o->ctx.norm, ndocs, o->nid, o->ntab)) >= 0) {
+        o->ctx.nid = o->nid;
+        o->ctx.ntab = o->ntab;
+    } else {
+        free(o->nid);
+        free(o->ntab);
+        o->nid = NULL;
+        o->ntab = NULL;
+    }
     return (PyObject *)o;
 fail:
     Py_DECREF(o);
@@ -1213,6 +1234,7 @@ done:
 }
 
 static PyObject *state_nbytes(StateObject *o, void *closure) { return PyLong_FromLongLong(o->nbytes); }
+static PyObject *state_nvals(StateObject *o, void *closure) { return PyLong_FromLong(o->nvals); }
 static PyObject *state_nloaded(StateObject *o, void *closure) {
     return PyLong_FromLongLong(o->nloaded);
 }
@@ -1222,6 +1244,8 @@ static PyObject *state_decoded(StateObject *o, void *closure) {
 
 static PyGetSetDef state_getset[] = {
     {"nbytes", (getter)state_nbytes, NULL, "bytes of the registered lists (+256 each)", NULL},
+    {"norm_values", (getter)state_nvals, NULL,
+     "distinct norms the kernels read through a dictionary (-1: they read norm whole)", NULL},
     {"nloaded", (getter)state_nloaded, NULL, "terms whose lists are registered", NULL},
     {"decoded", (getter)state_decoded, NULL, "bytes of postings held decoded", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -1265,7 +1289,9 @@ static PyTypeObject StateType = {
     .tp_basicsize = sizeof(StateObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Bm25State(norm, ext, df, maxtf, mindl, nterms, nlive, avgdl, k1, b, "
-              "block_cap): one generation of an inverted index for one-call queries.",
+              "block_cap, decode_budget=0, norm_ids=True): one generation of an inverted "
+              "index for one-call queries (norm_ids: read the norms through a dictionary "
+              "when they take at most 65536 values).",
     .tp_new = state_new,
     .tp_dealloc = (destructor)state_dealloc,
     .tp_methods = state_methods,

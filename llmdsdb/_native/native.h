@@ -208,6 +208,10 @@ typedef struct {
     const native_plist *lists;
     int64_t nlists;
     const double *norm;
+    /* NULL, or the norms dictionary-coded: ntab[nid[d]] is norm[d], bit for bit (a query
+     * touches a quarter of the bytes a document; see native_bm25_norm_ids) */
+    const uint16_t *nid;
+    const double *ntab;
     const int64_t *ext; /* ndocs ids the allow bitmaps speak of (NULL when no query has one) */
     int64_t ndocs;
     double k1, b, avgdl;
@@ -221,6 +225,11 @@ enum { NATIVE_BM25_EXHAUSTIVE = 0, NATIVE_BM25_PRUNED = 1 };
  * the raw form of the list, which may then be marked trusted. */
 int native_bm25_decode_list(const native_bm25_ctx *c, const native_plist *L, int32_t *docs,
                             int32_t *tfs, int64_t *offs);
+
+/* Dictionary-code n norms: nid[d] (n entries) indexes ntab (room for 65536) with
+ * ntab[nid[d]] bitwise equal to norm[d]. The number of distinct values, or -1 when there
+ * are more than 65536 (or no memory): then nid and ntab are unspecified. */
+int32_t native_bm25_norm_ids(const double *norm, int64_t n, uint16_t *nid, double *ntab);
 
 /* Fill L->bmax (L->nb doubles) with the exact block maxima for c's norms: every block
  * loaded and checked against its skip row as a query would. NATIVE_OK or the block's status

@@ -387,3 +387,57 @@ def test_query_state_is_renewed_past_the_cache_budget() -> None:
         states.add(id(idx._cstate))
         assert idx._cstate.nbytes <= 20_000 + 40_000  # one query's lists past the budget
     assert len(states) > 1
+
+
+def _state_like(idx: InvertedIndex, norm_ids: bool):
+    """A query state over idx's arrays, as InvertedIndex._state makes one."""
+    n = idx._len.n
+    return _core.Bm25State(idx._norms(), idx._ext.a[:n], idx._df.a, idx._tmaxtf.a,
+                           idx._tmindl.a, len(idx._terms), idx._nlive, idx._avgdl() or 1.0,
+                           idx.k1, idx.b, idx.block_size, 1 << 30, norm_ids=norm_ids)
+
+
+def test_norm_dictionary_gives_the_same_bits_as_whole_norms() -> None:
+    # Two windows and more, dead documents (norm +inf) among them: the states that read the
+    # norms through their dictionary and whole agree to the last bit in every mode.
+    texts, queries = _corpus(9000, 21)
+    idx = InvertedIndex(Analyzer(stopwords=False, stem=False), block_size=32)
+    idx.add_documents(range(len(texts)), texts)
+    for d in range(0, 9000, 7):
+        idx.remove_document(d)
+    idx.flush()
+    coded, whole = _state_like(idx, True), _state_like(idx, False)
+    assert 0 < coded.norm_values <= 31 and whole.norm_values == -1
+    tids = [idx._tids(q) for q in queries]
+    cache, epoch = idx._cache_ctx()
+    for st in (coded, whole):
+        need = sorted({t for ts in tids for t in ts})
+        st.set_lists(need, [idx._plist(t, cache, epoch) for t in need])
+    allow = np.packbits(np.random.default_rng(2).random(9000) < 0.4, bitorder="little")
+    for mode in (0, 1, 2):
+        for k in (1, 10, 100):
+            got = coded.search(tids, k, mode, 10**9, 2)
+            assert got == whole.search(tids, k, mode, 10**9, 1)
+            assert got[0] is not None and any(got[0])
+        args = [(allow, None)] * len(tids)
+        assert coded.search(tids, 10, mode, 10**9, 1, args) == \
+            whole.search(tids, 10, mode, 10**9, 1, args)
+
+
+def test_norm_dictionary_counts_values_by_their_bits() -> None:
+    z = np.zeros(1, np.int64)
+
+    def values(norm: np.ndarray, **kw) -> int:
+        n = len(norm)
+        return _core.Bm25State(norm, np.arange(n, dtype=np.int64), z, z, z, 0, n, 1.0, 1.2,
+                               0.75, 8, **kw).norm_values
+
+    assert values(np.arange(65536) + 0.5) == 65536
+    assert values(np.arange(65537) + 0.5) == -1  # too many: the norms are read whole
+    assert values(np.ones(5), norm_ids=False) == -1
+    assert values(np.array([0.0, -0.0, np.inf, np.inf, np.nan, 1.5, 1.5])) == 5
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        pool = rng.uniform(0.1, 3.0, int(rng.integers(1, 40)))
+        norm = rng.choice(pool, int(rng.integers(1, 500)))
+        assert values(norm) == len(np.unique(norm.view(np.uint64)))
