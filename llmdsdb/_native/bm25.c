@@ -66,6 +66,11 @@ contrib_run_ids(const int32_t *restrict d, const int32_t *restrict t, int64_t n,
     }
 }
 
+/* norm[d], through the dictionary when there is one (a lookup's one load). */
+static inline double norm_at(const native_bm25_ctx *c, int32_t d) {
+    return c->nid ? c->ntab[c->nid[d]] : c->norm[d];
+}
+
 /* The contributions of n postings of a term (weight idf, query count qtf) into out. */
 static inline void contribs(const native_bm25_ctx *c, const int32_t *d, const int32_t *t,
                             int64_t n, double idf, double qtf, double *out) {
@@ -857,7 +862,7 @@ static __attribute__((noinline)) int lookups(const native_bm25_ctx *c, cursor *u
             int32_t tf = 0;
             if ((st = cur_tf(u, &tf)) != NATIVE_OK)
                 break;
-            cs[kept - 1] += fix(contrib(tf, c->norm[d], kp1, u->idf, u->qtf), f);
+            cs[kept - 1] += fix(contrib(tf, norm_at(c, d), kp1, u->idf, u->qtf), f);
         }
     }
     *kept_out = kept;
@@ -1015,7 +1020,6 @@ static int topk_candidates(const native_bm25_ctx *c, const native_bm25_query *q,
                            int32_t *out_d, double *out_s, int64_t *nout) {
     const int32_t m = q->m;
     const double kp1 = c->k1 + 1.0;
-    const double *norm = c->norm;
     const int64_t kk = k < c->ndocs ? k : c->ndocs;
     const fixedpt f = make_fixed(q);
     int st = NATIVE_OK;
@@ -1074,7 +1078,7 @@ static int topk_candidates(const native_bm25_ctx *c, const native_bm25_query *q,
                 int32_t tf = 0;
                 if ((st = cur_tf(u, &tf)) != NATIVE_OK)
                     goto out;
-                s += fix(contrib(tf, norm[d], kp1, u->idf, u->qtf), &f);
+                s += fix(contrib(tf, norm_at(c, d), kp1, u->idf, u->qtf), &f);
             }
         }
         if (!pruned && s > 0 && (nh < kk || s > heap[0].s) && heap_offer(heap, &nh, kk, s, d))

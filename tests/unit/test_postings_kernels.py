@@ -419,9 +419,10 @@ def test_norm_dictionary_gives_the_same_bits_as_whole_norms() -> None:
             got = coded.search(tids, k, mode, 10**9, 2)
             assert got == whole.search(tids, k, mode, 10**9, 1)
             assert got[0] is not None and any(got[0])
-        args = [(allow, None)] * len(tids)
-        assert coded.search(tids, 10, mode, 10**9, 1, args) == \
-            whole.search(tids, 10, mode, 10**9, 1, args)
+        cand = np.flatnonzero(np.random.default_rng(3).random(9000) < 0.05).astype(np.int32)
+        for args in ([(allow, None)] * len(tids), [(None, cand)] * len(tids)):
+            assert coded.search(tids, 10, mode, 10**9, 1, args) == \
+                whole.search(tids, 10, mode, 10**9, 1, args)
 
 
 def test_norm_dictionary_counts_values_by_their_bits() -> None:
