@@ -762,6 +762,9 @@ static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     o->ntab = norm_ids ? malloc(sizeof(double) * 65536) : NULL;
     if (o->nid && o->ntab &&
         (o->nvals = native_bm25_norm_ids(o->ctx.norm, ndocs, o->nid, o->ntab)) >= 0) {
+        double *fit = realloc(o->ntab, sizeof(double) * ((size_t)o->nvals + 1));
+        if (fit)
+            o->ntab = fit; /* the table kept to its values */
         o->ctx.nid = o->nid;
         o->ctx.ntab = o->ntab;
     } else {

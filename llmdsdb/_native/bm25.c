@@ -81,24 +81,29 @@ static inline void contribs(const native_bm25_ctx *c, const int32_t *d, const in
 }
 
 int32_t native_bm25_norm_ids(const double *norm, int64_t n, uint16_t *nid, double *ntab) {
-    /* open addressing on the values' bits: twice as many slots as the values allowed */
-    enum { BITS = 17, SLOTS = 1 << BITS, MAXV = 1 << 16 };
-    uint64_t *key = malloc(sizeof(uint64_t) * SLOTS);
-    int32_t *val = malloc(sizeof(int32_t) * SLOTS);
+    /* open addressing on the values' bits, at least twice as many slots as values can
+     * come (a small index makes a small table: a state is made after every write) */
+    enum { MAXV = 1 << 16 };
+    int bits = 4;
+    while (bits < 17 && ((int64_t)1 << bits) < 2 * n)
+        bits++;
+    const int64_t slots = (int64_t)1 << bits;
+    uint64_t *key = malloc(sizeof(uint64_t) * (size_t)slots);
+    int32_t *val = malloc(sizeof(int32_t) * (size_t)slots);
     if (!key || !val) {
         free(key);
         free(val);
         return -1;
     }
-    for (int64_t i = 0; i < SLOTS; i++)
+    for (int64_t i = 0; i < slots; i++)
         val[i] = -1;
     int32_t nv = 0;
-    for (int64_t d = 0; d < n && nv >= 0; d++) {
+    for (int64_t d = 0; d < n; d++) {
         uint64_t x;
         memcpy(&x, norm + d, sizeof x);
-        uint64_t h = (x * 0x9E3779B97F4A7C15ull) >> (64 - BITS);
+        uint64_t h = (x * 0x9E3779B97F4A7C15ull) >> (64 - bits);
         while (val[h] >= 0 && key[h] != x)
-            h = (h + 1) & (SLOTS - 1);
+            h = (h + 1) & (slots - 1);
         if (val[h] < 0) {
             if (nv == MAXV) {
                 nv = -1;
@@ -711,8 +716,8 @@ typedef struct {
     uint64_t *bits; /* offsets touched */
     double *cbuf;   /* contributions of a run */
     int32_t *tfa;   /* a term's tfs by offset, zero elsewhere */
-    int32_t *ctf;   /* the candidates' tfs of that term */
-    int32_t *hix;   /* which candidates hold it */
+    int32_t *ctf;   /* the tfs of a term's hits among the candidates */
+    int32_t *hix;   /* the hits' indexes in cd */
     int32_t *hd;    /* and their documents */
     int32_t *cd;    /* documents still in the running */
     int64_t *cs;    /* and their scores so far */
