@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 from hypothesis import settings
@@ -17,7 +18,7 @@ from hypothesis.stateful import (
 )
 
 import llmdsdb
-from llmdsdb.errors import DuplicateIdError, MissingSideError
+from llmdsdb.errors import DuplicateIdError, MissingSideError, MissingSideWarning
 
 DIM = 4
 IDS = st.sampled_from([f"id{i}" for i in range(12)] + ["é" * 300, "long-" + "x" * 450])
@@ -200,10 +201,18 @@ class DatabaseMachine(RuleBasedStateMachine):
     @rule()
     def hybrid(self):
         try:
-            hits = self.db.search(WORDS[0], vector=np.ones(DIM), top_k=5)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MissingSideWarning)
+                hits = self.db.search(WORDS[0], vector=np.ones(DIM), top_k=5)
         except MissingSideError:  # documented: neither side has anything to search
             assert all(not t and e is None for t, e, _ in self.model.values())
             return
+        for w in caught:  # documented: a side with nothing to search is skipped, with a warning
+            assert issubclass(w.category, MissingSideWarning)
+            if "no text" in str(w.message):
+                assert all(not t for t, _, _ in self.model.values())
+            else:
+                assert all(e is None for _, e, _ in self.model.values())
         assert len({h.id for h in hits}) == len(hits) <= 5
         assert all(h.id in self.model for h in hits)
 
