@@ -760,8 +760,14 @@ static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     o->nvals = -1;
     o->nid = norm_ids ? malloc(sizeof(uint16_t) * ((size_t)ndocs + 1)) : NULL;
     o->ntab = norm_ids ? malloc(sizeof(double) * 65536) : NULL;
-    if (o->nid && o->ntab &&
-        (o->nvals = native_bm25_norm_ids(o->ctx.norm, ndocs, o->nid, o->ntab)) >= 0) {
+    if (o->nid && o->ntab) {
+        int32_t nv;
+        Py_BEGIN_ALLOW_THREADS /* O(documents): the norm buffer is held by the state */
+        nv = native_bm25_norm_ids(o->ctx.norm, ndocs, o->nid, o->ntab);
+        Py_END_ALLOW_THREADS
+        o->nvals = nv;
+    }
+    if (o->nvals >= 0) {
         double *fit = realloc(o->ntab, sizeof(double) * ((size_t)o->nvals + 1));
         if (fit)
             o->ntab = fit; /* the table kept to its values */

@@ -208,8 +208,8 @@ typedef struct {
     const native_plist *lists;
     int64_t nlists;
     const double *norm;
-    /* NULL, or the norms dictionary-coded: ntab[nid[d]] is norm[d], bit for bit (a query
-     * touches a quarter of the bytes a document; see native_bm25_norm_ids) */
+    /* NULL, or the norms dictionary-coded: ntab[nid[d]] is norm[d], bit for bit (2 bytes
+     * a document for a query to read instead of 8; see native_bm25_norm_ids) */
     const uint16_t *nid;
     const double *ntab;
     const int64_t *ext; /* ndocs ids the allow bitmaps speak of (NULL when no query has one) */
