@@ -735,7 +735,7 @@ window_pass(const native_bm25_ctx *c, cursor *u, int64_t lo, int64_t hi, const f
     int64_t *restrict wsc = w->wsc;
     uint64_t *restrict bits = w->bits;
     int32_t *restrict tfa = w->tfa;
-    const double *restrict cbuf = w->cbuf;
+    double *restrict cbuf = w->cbuf;
     while (u->doc < hi) {
         if ((st = cur_tfs(u)) != NATIVE_OK)
             return st;
@@ -747,7 +747,7 @@ window_pass(const native_bm25_ctx *c, cursor *u, int64_t lo, int64_t hi, const f
             for (; j < e; j++)
                 tfa[d[j] - lo] = t[j];
         } else {
-            contribs(c, d + j, t + j, e - j, u->idf, u->qtf, w->cbuf);
+            contribs(c, d + j, t + j, e - j, u->idf, u->qtf, cbuf);
             for (int64_t x = 0; j < e; j++, x++) {
                 int64_t off = d[j] - lo;
                 wsc[off] += fix(cbuf[x], f);
@@ -811,7 +811,7 @@ static __attribute__((noinline)) int64_t tfa_add(const native_bm25_ctx *c, const
     int32_t *restrict hix = w->hix;
     int32_t *restrict hd = w->hd;
     const int32_t *restrict tfa = w->tfa;
-    const double *restrict cbuf = w->cbuf;
+    double *restrict cbuf = w->cbuf;
     int64_t kept = 0, nh = 0;
     for (int64_t x = 0; x < nc; x++) {
         int64_t sc = cs[x];
@@ -827,7 +827,7 @@ static __attribute__((noinline)) int64_t tfa_add(const native_bm25_ctx *c, const
         kept += in;
     }
     memset(w->tfa, 0, sizeof(int32_t) * WIN);
-    contribs(c, hd, ctf, nh, u->idf, u->qtf, w->cbuf);
+    contribs(c, hd, ctf, nh, u->idf, u->qtf, cbuf);
     for (int64_t x = 0; x < nh; x++)
         cs[hix[x]] += fix(cbuf[x], f);
     return kept;
