@@ -890,9 +890,9 @@ static int topk_pruned(const native_bm25_ctx *c, const native_bm25_query *q, int
     uint64_t *bits = calloc(WIN / 64, sizeof(uint64_t));
     double *cbuf = malloc(sizeof(double) * (cap > WIN ? cap : WIN));
     int32_t *tfa = calloc(WIN, sizeof(int32_t)); /* a term's tfs in the window, by offset */
-    int32_t *ctf = malloc(sizeof(int32_t) * WIN); /* the candidates' tfs of that term */
-    int32_t *hix = malloc(sizeof(int32_t) * WIN);
-    int32_t *hd = malloc(sizeof(int32_t) * WIN);
+    int32_t *ctf = malloc(sizeof(int32_t) * WIN); /* a term's hits: tfs, */
+    int32_t *hix = malloc(sizeof(int32_t) * WIN); /* indexes in cd */
+    int32_t *hd = malloc(sizeof(int32_t) * WIN);  /* and documents */
     int32_t *cd = malloc(sizeof(int32_t) * WIN); /* a window's documents still in the running */
     int64_t *cs = malloc(sizeof(int64_t) * WIN); /* and their scores so far */
     if (!cur || !ord || !pre || !bufs || !heap || !wsc || !bits || !cbuf || !cd || !cs || !tfa ||
